@@ -1,0 +1,1 @@
+"""The ``lab`` command line (typer + rich)."""

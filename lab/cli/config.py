@@ -1,0 +1,25 @@
+"""``lab config``: validate the user's configuration file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import typer
+
+from lab.cli._common import console, err_console
+from lab.config import check_config
+from lab.settings import get_settings
+
+app = typer.Typer(help="Configuration (config/trading.json).", no_args_is_help=True)
+
+
+@app.command("check")
+def check_cmd(path: Path | None = typer.Argument(None, help="defaults to LAB_CONFIG or config/trading.json")) -> None:
+    """Validate the file: one line per problem, non-zero exit when any."""
+    path = path or get_settings().lab_config
+    problems = check_config(path)
+    for problem in problems:
+        err_console.print(problem, markup=False, highlight=False)
+    if problems:
+        raise typer.Exit(1)
+    console.print(f"{path}: ok")

@@ -1,0 +1,57 @@
+"""Alembic, run programmatically (no alembic.ini): upgrade, downgrade, current, adopt."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Engine, inspect
+
+__all__ = ["alembic_config", "upgrade_to_head", "upgrade", "downgrade", "current_revision", "head_revision"]
+
+MIGRATIONS = Path(__file__).with_name("migrations")
+#: the revision whose schema matches a database that predates the lab's Alembic history
+LEGACY_BASELINE = "0001_legacy_model_versions"
+
+
+def alembic_config(engine: Engine) -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.attributes["engine"] = engine
+    return cfg
+
+
+def current_revision(engine: Engine) -> str | None:
+    with engine.connect() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def head_revision() -> str:
+    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
+    assert head is not None
+    return head
+
+
+def _adopt_legacy(engine: Engine) -> None:
+    """A database with ``model_versions`` but no Alembic history is at the legacy baseline."""
+    tables = set(inspect(engine).get_table_names())
+    if "model_versions" in tables and "alembic_version" not in tables:
+        command.stamp(alembic_config(engine), LEGACY_BASELINE)
+
+
+def upgrade(engine: Engine, revision: str = "head") -> None:
+    _adopt_legacy(engine)
+    command.upgrade(alembic_config(engine), revision)
+
+
+def upgrade_to_head(engine: Engine) -> None:
+    """Upgrade when behind; a no-op (one cheap query) when already at head."""
+    if current_revision(engine) != head_revision():
+        upgrade(engine, "head")
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    command.downgrade(alembic_config(engine), revision)

@@ -1,0 +1,68 @@
+"""What a command needs to run: settings, validated config, the migrated database, the
+registry; and how the lab joins or starts Ray.
+
+Ray auth: Ray 2.60 enables token authentication for clusters by default and the lab keeps
+it on. A local cluster started by the lab writes its token to ``~/.ray/auth_token`` itself.
+When ``RAY_ADDRESS`` names a cluster, the lab sets ``RAY_AUTH_MODE=token`` unless the user
+set it (``disabled`` for a cluster started without auth), because an explicit address
+without it fails with ``InvalidAuthToken``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from functools import cached_property
+
+from sqlalchemy import Engine
+
+from lab.config import TradingConfig, load_config
+from lab.db import connect
+from lab.registry import ModelRegistry
+from lab.settings import Settings, get_settings
+
+__all__ = ["LabContext", "open_lab", "ensure_ray"]
+
+
+@dataclass
+class LabContext:
+    settings: Settings
+    engine: Engine
+
+    @cached_property
+    def config(self) -> TradingConfig:
+        return load_config(self.settings.lab_config)
+
+    @cached_property
+    def registry(self) -> ModelRegistry:
+        return ModelRegistry(self.engine, self.settings.models_dir)
+
+
+def open_lab(settings: Settings | None = None) -> LabContext:
+    """Connect (and migrate) the configured database."""
+    settings = settings or get_settings()
+    return LabContext(settings=settings, engine=connect(settings.database_url))
+
+
+def ensure_ray(settings: Settings | None = None, *, num_cpus: int | None = None,
+               include_dashboard: bool = False) -> None:
+    """Join ``RAY_ADDRESS`` when set, else start a private local Ray sized for this machine."""
+    import ray
+
+    if ray.is_initialized():
+        return
+    settings = settings or get_settings()
+    runtime_env = {"env_vars": {"LAB_HOME": str(settings.home)}}
+    if settings.ray_address:
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        ray.init(address=settings.ray_address, runtime_env=runtime_env, log_to_driver=False)
+        return
+    ray.init(
+        address="local",
+        num_cpus=num_cpus or os.cpu_count() or 2,
+        object_store_memory=512 * 1024**2,
+        include_dashboard=include_dashboard,
+        dashboard_host="127.0.0.1",
+        log_to_driver=False,
+        runtime_env=runtime_env,
+    )

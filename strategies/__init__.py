@@ -1,0 +1,1 @@
+"""One module per strategy; each declares a ``lab.strategy.Strategy`` subclass."""
