@@ -13,7 +13,7 @@ app = typer.Typer(help="Database schema migrations (Alembic).", no_args_is_help=
 
 
 @app.command("upgrade")
-def upgrade_cmd(revision: str = typer.Argument("head", help="target revision")) -> None:
+def upgrade_cmd(revision: str = typer.Argument("heads", help="target revision")) -> None:
     """Upgrade the schema (the lab also does this automatically on first use)."""
     url = get_settings().database_url
     engine = connect(url, upgrade=False)

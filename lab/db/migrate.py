@@ -25,14 +25,17 @@ def alembic_config(engine: Engine) -> Config:
 
 
 def current_revision(engine: Engine) -> str | None:
+    heads = current_heads(engine)
+    return ",".join(sorted(heads)) if heads else None
+
+
+def current_heads(engine: Engine) -> set[str]:
     with engine.connect() as conn:
-        return MigrationContext.configure(conn).get_current_revision()
+        return set(MigrationContext.configure(conn).get_current_heads())
 
 
 def head_revision() -> str:
-    head = ScriptDirectory(str(MIGRATIONS)).get_current_head()
-    assert head is not None
-    return head
+    return ",".join(sorted(ScriptDirectory(str(MIGRATIONS)).get_heads()))
 
 
 def _adopt_legacy(engine: Engine) -> None:
@@ -42,15 +45,15 @@ def _adopt_legacy(engine: Engine) -> None:
         command.stamp(alembic_config(engine), LEGACY_BASELINE)
 
 
-def upgrade(engine: Engine, revision: str = "head") -> None:
+def upgrade(engine: Engine, revision: str = "heads") -> None:
     _adopt_legacy(engine)
     command.upgrade(alembic_config(engine), revision)
 
 
 def upgrade_to_head(engine: Engine) -> None:
     """Upgrade when behind; a no-op (one cheap query) when already at head."""
-    if current_revision(engine) != head_revision():
-        upgrade(engine, "head")
+    if current_heads(engine) != set(ScriptDirectory(str(MIGRATIONS)).get_heads()):
+        upgrade(engine, "heads")
 
 
 def downgrade(engine: Engine, revision: str) -> None:
