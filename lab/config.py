@@ -237,20 +237,24 @@ def check_config(path: Path) -> list[str]:
         return [f"{path}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}"]
     if not isinstance(raw, dict):
         return [f"{path}: <root>: expected a JSON object"]
+    problems = []
     try:
-        config = TradingConfig.model_validate(raw)
+        TradingConfig.model_validate(raw)
     except ValidationError as exc:
-        return [f"{path}: {_key_path(e['loc'])}: {_describe(e, TradingConfig)}" for e in exc.errors()]
-    return [f"{path}: {problem}" for problem in _check_strategy_params(config)]
+        problems = [f"{_key_path(e['loc'])}: {_describe(e, TradingConfig)}" for e in exc.errors()]
+    strategies = raw.get("strategies")
+    if isinstance(strategies, dict):
+        problems += _check_strategy_params(strategies)
+    return [f"{path}: {problem}" for problem in problems]
 
 
-def _check_strategy_params(config: TradingConfig) -> list[str]:
+def _check_strategy_params(strategies: dict[str, Any]) -> list[str]:
     """Strategy names and parameters must match what the strategy modules declare."""
     from lab.strategy import available_strategies
 
     known = available_strategies()
     problems = []
-    for name, strategy_config in config.strategies.items():
+    for name, strategy_config in strategies.items():
         declared = known.get(name)
         if declared is None:
             hint = difflib.get_close_matches(name, list(known), n=1)
@@ -258,7 +262,9 @@ def _check_strategy_params(config: TradingConfig) -> list[str]:
                 f"strategies.{name}: unknown strategy" + (f" (did you mean {hint[0]!r}?)" if hint else "")
             )
             continue
-        problems.extend(f"strategies.{name}.params.{p}" for p in declared.check_params(strategy_config.params))
+        params = strategy_config.get("params") if isinstance(strategy_config, dict) else None
+        if isinstance(params, dict):
+            problems.extend(f"strategies.{name}.params.{p}" for p in declared.check_params(params))
     return problems
 
 

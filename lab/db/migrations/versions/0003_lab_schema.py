@@ -336,8 +336,9 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('status', sa.String(length=16), server_default='candidate', nullable=False))
         batch_op.add_column(sa.Column('note', sa.Text(), nullable=True))
         batch_op.add_column(sa.Column('activated_at', lab.db.types.UTCDateTime(timezone=True), nullable=True))
-        batch_op.drop_index(batch_op.f('idx_model_versions_market'))
 
+    # adopted databases may never have had this index
+    op.execute("DROP INDEX IF EXISTS idx_model_versions_market")
     _settle_legacy_active_rows()
     with op.batch_alter_table('model_versions', schema=None) as batch_op:
         batch_op.create_unique_constraint('uq_model_versions_domain_market_version', ['domain', 'market', 'version'])

@@ -1,0 +1,70 @@
+"""The `lab` CLI for the foundation: clear errors, non-zero exits, no traceback spew."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+
+def lab(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "lab.cli.main", *args], capture_output=True, text=True,
+                          env={**os.environ, "COLUMNS": "200", **(env or {})}, timeout=120)
+
+
+def test_db_current_reports_the_head_revision_after_upgrade():
+    assert lab("db", "upgrade").returncode == 0
+    from lab.db.migrate import head_revision
+
+    lines = lab("db", "current").stdout.splitlines()
+    assert f"current:  {head_revision()}" in lines and f"head:     {head_revision()}" in lines
+
+
+def test_unreachable_database_is_a_clear_error_with_the_password_hidden():
+    result = lab("models", "list", env={"LAB_DATABASE_URL": "postgresql+psycopg://lab:s3cret@127.0.0.1:1/lab"})
+    assert result.returncode == 1
+    assert "cannot reach database" in result.stderr
+    assert "s3cret" not in result.stderr + result.stdout
+    assert "Traceback" not in result.stderr
+
+
+def test_activating_a_version_that_does_not_exist_fails_cleanly():
+    result = lab("models", "activate", "4242")
+    assert result.returncode == 1
+    assert "model version 4242 does not exist" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_rollback_to_a_missing_version_fails_cleanly():
+    result = lab("models", "rollback", "7")
+    assert result.returncode == 1 and "model version 7 does not exist" in result.stderr
+
+
+def test_models_list_with_an_unknown_domain_fails_cleanly():
+    result = lab("models", "list", "--domain", "sports")
+    assert result.returncode == 1 and "unknown domain 'sports'" in result.stderr
+
+
+def test_config_check_prints_one_line_per_problem(tmp_path: Path):
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"universe": {"stocks": {"symbols": ["A"], "benchmark": "B"}},
+                               "risk": {"max_position_pct": 3}, "sizing": {"metod": "risk"}}))
+    result = lab("config", "check", str(bad))
+    assert result.returncode == 1
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 2
+    assert all(line.startswith(f"{bad}: ") for line in lines)
+
+
+def test_config_check_accepts_the_shipped_file():
+    result = lab("config", "check")
+    assert result.returncode == 0 and result.stdout.strip().endswith(": ok")
+
+
+@pytest.mark.parametrize("args", [("models", "list"), ("db", "current")])
+def test_commands_work_on_postgresql(pg_url, args):
+    assert lab(*args, env={"LAB_DATABASE_URL": pg_url}).returncode == 0

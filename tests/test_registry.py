@@ -1,0 +1,146 @@
+"""Model registry: versions per (domain, strategy), exactly one active, verified model files."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select, text
+from sqlalchemy.exc import IntegrityError
+
+from lab.db import session_scope
+from lab.db.models import ModelVersion
+from lab.errors import ModelFileError, RegistryError, UnknownStrategy, UnknownVersion
+from lab.registry import ModelRegistry
+
+
+@pytest.fixture
+def registry(engine, tmp_path) -> ModelRegistry:
+    return ModelRegistry(engine, tmp_path / "models")
+
+
+def model_file(tmp_path: Path, content: bytes, name: str = "model.ubj") -> Path:
+    path = tmp_path / "src" / name
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+def active_ids(engine, strategy: str = "momentum") -> list[int]:
+    with session_scope(engine) as session:
+        return list(session.scalars(select(ModelVersion.id).where(
+            ModelVersion.strategy == strategy, ModelVersion.is_active.is_(True))))
+
+
+def test_versions_are_numbered_per_domain_and_strategy(registry, tmp_path):
+    a = registry.save_version("trading", "momentum", model_file(tmp_path, b"a"), params={"max_depth": 3},
+                              metrics={"oos_auc": 0.61}, data_fingerprint="d1", feature_fingerprint="f1")
+    b = registry.save_version("trading", "momentum", model_file(tmp_path, b"b"))
+    c = registry.save_version("trading", "swing", model_file(tmp_path, b"c"))
+    assert (a.version, b.version, c.version) == (1, 2, 1)
+    assert a.params == {"max_depth": 3} and a.metrics == {"oos_auc": 0.61}
+    assert (a.data_fingerprint, a.feature_fingerprint) == ("d1", "f1")
+    assert not a.is_active and a.status == "candidate"
+
+
+def test_model_files_are_stored_by_content_hash(registry, tmp_path):
+    a = registry.save_version("trading", "momentum", model_file(tmp_path, b"same"))
+    b = registry.save_version("trading", "swing", model_file(tmp_path, b"same"))
+    assert a.model_path == b.model_path
+    assert a.model_path.name.startswith(a.model_sha256)
+    assert a.model_path.is_relative_to(tmp_path / "models")
+
+
+def test_activate_makes_exactly_one_active(registry, engine, tmp_path):
+    v1 = registry.save_version("trading", "momentum", model_file(tmp_path, b"1"))
+    v2 = registry.save_version("trading", "momentum", model_file(tmp_path, b"2"))
+    registry.activate(v1.id)
+    registry.activate(v2.id)
+    assert active_ids(engine) == [v2.id]
+    assert registry.get_active_version("momentum").id == v2.id
+    assert registry.get(v1.id).status == "retired"
+
+
+def test_rollback_restores_an_earlier_version_in_its_domain(registry, tmp_path):
+    v1 = registry.save_version("trading", "momentum", model_file(tmp_path, b"1"))
+    v2 = registry.save_version("trading", "momentum", model_file(tmp_path, b"2"))
+    registry.activate(v2.id)
+    rolled = registry.rollback_to_version(v1.id)
+    assert (rolled.id, rolled.domain, rolled.is_active) == (v1.id, "trading", True)
+    assert [e["action"] for e in registry.history("momentum")][:2] == ["rolled_back", "activated"]
+
+
+def test_the_database_itself_rejects_a_second_active_version(registry, engine, tmp_path):
+    v1 = registry.save_version("trading", "momentum", model_file(tmp_path, b"1"))
+    v2 = registry.save_version("trading", "momentum", model_file(tmp_path, b"2"))
+    registry.activate(v1.id)
+    with pytest.raises(IntegrityError), engine.begin() as conn:
+        conn.execute(text("UPDATE model_versions SET is_active = true WHERE id = :id"), {"id": v2.id})
+
+
+def test_list_versions_without_domain_lists_all_domains(registry, engine, tmp_path):
+    registry.save_version("trading", "momentum", model_file(tmp_path, b"1"))
+    registry.save_version("betting", "epl_over_under", model_file(tmp_path, b"2"))
+    assert {v.domain for v in registry.list_versions()} == {"trading", "betting"}
+    assert [v.domain for v in registry.list_versions(domain="betting")] == ["betting"]
+
+
+def test_activating_a_missing_version_names_it(registry):
+    with pytest.raises(UnknownVersion, match="model version 999 does not exist"):
+        registry.activate(999)
+
+
+def test_unknown_domain_and_strategy_are_rejected(registry, tmp_path):
+    with pytest.raises(RegistryError, match="unknown domain 'sports'"):
+        registry.save_version("sports", "momentum", model_file(tmp_path, b"1"))
+    with pytest.raises(UnknownStrategy, match="unknown strategy 'momentun'"):
+        registry.get_active_version("momentun")
+
+
+def test_no_active_version_is_none(registry):
+    assert registry.get_active_version("swing") is None
+
+
+def test_a_corrupted_model_file_is_an_error_naming_the_version(registry, tmp_path):
+    v = registry.save_version("trading", "momentum", model_file(tmp_path, b"good bytes"))
+    v.model_path.write_bytes(b"tampered")
+    with pytest.raises(ModelFileError, match=rf"model version {v.id} \(trading/momentum v1\).*corrupted"):
+        registry.model_file(v.id)
+    with pytest.raises(ModelFileError):
+        registry.activate(v.id)
+
+
+def test_a_missing_model_file_is_an_error_naming_the_version(registry, tmp_path):
+    v = registry.save_version("trading", "momentum", model_file(tmp_path, b"x"))
+    v.model_path.unlink()
+    with pytest.raises(ModelFileError, match=rf"model version {v.id} .*missing"):
+        registry.model_file(v)
+
+
+ACTIVATOR = textwrap.dedent("""
+    import sys
+    from pathlib import Path
+    from lab.db import connect
+    from lab.registry import ModelRegistry
+    url, models, ids = sys.argv[1], sys.argv[2], [int(i) for i in sys.argv[3].split(",")]
+    registry = ModelRegistry(connect(url), Path(models))
+    for _ in range(15):
+        for version_id in ids:
+            registry.activate(version_id)
+""")
+
+
+def test_concurrent_activation_from_processes_leaves_exactly_one_active(registry, engine, db_url, tmp_path):
+    versions = [registry.save_version("trading", "momentum", model_file(tmp_path, bytes([i]))).id for i in range(4)]
+    procs = [
+        subprocess.Popen([sys.executable, "-c", ACTIVATOR, db_url, str(tmp_path / "models"),
+                          ",".join(map(str, versions[i::-1] + versions[:i:-1]))],
+                         stderr=subprocess.PIPE, text=True)
+        for i in range(4)
+    ]
+    errors = [p.communicate(timeout=180)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    assert len(active_ids(engine)) == 1
