@@ -1,0 +1,194 @@
+"""Boards over the trading tables: portfolio, positions, trade history, strategy performance, signals.
+
+History comes from PostgreSQL (snapshots, fills, signals); the live flags (halt, kill switch)
+come from Prometheus, which scrapes the lab exporter.
+"""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders import common, stat, table, timeseries
+from grafana_foundation_sdk.builders import dashboard as gdb
+from grafana_foundation_sdk.models import common as cm
+
+from lab.dashboards._sdk import PG, PROM, promql, sql, sql_variable, value_text
+
+__all__ = ["portfolio_overview", "positions", "trade_history", "strategy_performance", "signals"]
+
+PORTFOLIO_VAR = "SELECT DISTINCT portfolio FROM portfolio ORDER BY 1"
+FILLS = "portfolio = '${portfolio}' AND strategy IN (${strategy:sqlstring}) AND symbol IN (${symbol:sqlstring})"
+
+
+def _board(uid: str, title: str, *, time_from: str = "now-90d") -> gdb.Dashboard:
+    return (gdb.Dashboard(title).uid(uid).tags(["strategy-lab"]).time(time_from, "now").refresh("1m")
+            .timezone("utc").readonly())
+
+
+def _last(title: str, raw_sql: str, unit: str) -> stat.Panel:
+    return (stat.Panel().title(title).datasource(PG).with_target(sql(raw_sql, fmt="time_series"))
+            .unit(unit).reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"])).height(4).span(6))
+
+
+def _flag(title: str, expr: str, on_text: str) -> stat.Panel:
+    return (stat.Panel().title(title).datasource(PROM).with_target(promql(expr, instant=True))
+            .mappings(value_text({"0": ("OK", "green"), "1": (on_text, "red")}))
+            .color_mode(cm.BigValueColorMode.BACKGROUND).height(4).span(3))
+
+
+def portfolio_overview() -> gdb.Dashboard:
+    snap = "FROM portfolio WHERE portfolio = '${portfolio}' AND $__timeFilter(ts) ORDER BY ts"
+    return (
+        _board("lab-portfolio", "Lab / Portfolio overview")
+        .with_variable(sql_variable("portfolio", PORTFOLIO_VAR))
+        .with_panel(_last("Total value", f"SELECT ts AS time, equity AS value {snap}", "currencyUSD"))
+        .with_panel(_last("Cash", f"SELECT ts AS time, cash AS value {snap}", "currencyUSD"))
+        .with_panel(_last("P&L (realized + unrealized)",
+                          f"SELECT ts AS time, realized_pnl + unrealized_pnl AS value {snap}", "currencyUSD"))
+        .with_panel(_flag("Drawdown halt", 'max(lab_portfolio_halted{portfolio="$portfolio"})', "HALTED"))
+        .with_panel(_flag("Kill switch", 'max(lab_kill_switch_engaged{portfolio="$portfolio"})', "ENGAGED"))
+        .with_panel(
+            timeseries.Panel().title("Equity against the benchmark (buy and hold, same starting value)")
+            .datasource(PG).unit("currencyUSD").height(10).span(24)
+            .with_target(sql(f"""
+                SELECT ts AS time, equity AS "Portfolio",
+                       benchmark_close * first_value(equity) OVER w / NULLIF(first_value(benchmark_close) OVER w, 0)
+                         AS "Benchmark"
+                FROM portfolio WHERE portfolio = '${{portfolio}}' AND $__timeFilter(ts)
+                WINDOW w AS (ORDER BY ts) ORDER BY ts""", fmt="time_series")))
+        .with_panel(
+            timeseries.Panel().title("Drawdown").datasource(PG).unit("percentunit").height(8).span(12)
+            .with_target(sql(f"SELECT ts AS time, -drawdown AS drawdown {snap}", fmt="time_series")))
+        .with_panel(
+            timeseries.Panel().title("Realized and unrealized P&L").datasource(PG).unit("currencyUSD")
+            .height(8).span(12)
+            .with_target(sql(f"SELECT ts AS time, realized_pnl AS realized, unrealized_pnl AS unrealized {snap}",
+                             fmt="time_series")))
+    )
+
+
+def positions() -> gdb.Dashboard:
+    return (
+        _board("lab-positions", "Lab / Positions")
+        .with_variable(sql_variable("portfolio", PORTFOLIO_VAR))
+        .with_panel(
+            table.Panel().title("Open positions").datasource(PG).height(12).span(24)
+            .with_target(sql("""
+                SELECT symbol, strategy, qty AS quantity, avg_price AS entry, last_price AS current_price,
+                       (last_price - avg_price) * qty AS pnl, last_price / NULLIF(avg_price, 0) - 1 AS pnl_pct,
+                       stop_loss, take_profit, opened_at
+                FROM positions WHERE portfolio = '${portfolio}' AND qty <> 0 ORDER BY symbol, strategy""")))
+        .with_panel(
+            timeseries.Panel().title("Open positions by strategy (live)").datasource(PROM).height(8).span(12)
+            .with_target(promql('sum by (strategy) (lab_open_positions{portfolio="$portfolio"})',
+                                legend="{{strategy}}")))
+        .with_panel(
+            timeseries.Panel().title("Open positions and invested value").datasource(PG).height(8).span(12)
+            .with_target(sql("""
+                SELECT ts AS time, open_positions, positions_value FROM portfolio
+                WHERE portfolio = '${portfolio}' AND $__timeFilter(ts) ORDER BY ts""", fmt="time_series")))
+    )
+
+
+def trade_history() -> gdb.Dashboard:
+    return (
+        _board("lab-trades", "Lab / Trade history")
+        .with_variable(sql_variable("portfolio", PORTFOLIO_VAR))
+        .with_variable(sql_variable(
+            "strategy", "SELECT DISTINCT strategy FROM trades WHERE portfolio = '${portfolio}' ORDER BY 1", multi=True))
+        .with_variable(sql_variable(
+            "symbol", "SELECT DISTINCT symbol FROM trades WHERE portfolio = '${portfolio}' ORDER BY 1", multi=True))
+        .with_panel(
+            timeseries.Panel().title("Cumulative realized P&L after fees").datasource(PG).unit("currencyUSD")
+            .height(8).span(24)
+            .with_target(sql(f"""
+                SELECT ts AS time, sum(realized_pnl - fee) OVER (ORDER BY ts, id) AS "realized P&L"
+                FROM trades WHERE {FILLS} AND $__timeFilter(ts) ORDER BY ts""", fmt="time_series")))
+        .with_panel(
+            table.Panel().title("Fills").datasource(PG).height(14).span(24)
+            .with_target(sql(f"""
+                SELECT ts AS time, strategy, symbol, side, qty, price, qty * price AS notional, fee, realized_pnl
+                FROM trades WHERE {FILLS} AND $__timeFilter(ts) ORDER BY ts DESC""")))
+    )
+
+
+# Daily realized P&L per strategy on a gap-free calendar: the base of every performance panel.
+_DAILY = """
+WITH capital AS (SELECT equity FROM portfolio WHERE portfolio = '${portfolio}' ORDER BY ts LIMIT 1),
+days AS (SELECT generate_series(date_trunc('day', $__timeFrom()::timestamptz),
+                                date_trunc('day', $__timeTo()::timestamptz), interval '1 day') AS day),
+strategies AS (SELECT DISTINCT strategy FROM trades
+               WHERE portfolio = '${portfolio}' AND strategy IN (${strategy:sqlstring})),
+fills AS (SELECT date_trunc('day', ts) AS day, strategy, sum(realized_pnl - fee) AS pnl,
+                 count(*) FILTER (WHERE realized_pnl <> 0) AS closes, count(*) FILTER (WHERE realized_pnl > 0) AS wins
+          FROM trades WHERE portfolio = '${portfolio}' AND $__timeFilter(ts) GROUP BY 1, 2),
+daily AS (SELECT d.day, s.strategy, coalesce(f.pnl, 0) / (SELECT equity FROM capital) AS ret,
+                 coalesce(f.closes, 0) AS closes, coalesce(f.wins, 0) AS wins
+          FROM days d CROSS JOIN strategies s LEFT JOIN fills f ON f.day = d.day AND f.strategy = s.strategy),
+curve AS (SELECT day, strategy, ret,
+                 sum(ret) OVER (PARTITION BY strategy ORDER BY day) AS roi,
+                 sum(wins) OVER (PARTITION BY strategy ORDER BY day) AS wins,
+                 sum(closes) OVER (PARTITION BY strategy ORDER BY day) AS closes,
+                 avg(ret) OVER last20 / NULLIF(stddev_samp(ret) OVER last20, 0) * sqrt(252) AS sharpe
+          FROM daily WINDOW last20 AS (PARTITION BY strategy ORDER BY day ROWS 19 PRECEDING))
+"""
+
+
+def _per_strategy(title: str, value: str, unit: str) -> timeseries.Panel:
+    return (timeseries.Panel().title(title).datasource(PG).unit(unit).height(8).span(12)
+            .with_target(sql(f"{_DAILY} SELECT day AS time, strategy AS metric, {value} AS value "
+                             "FROM curve ORDER BY 1, 2", fmt="time_series")))
+
+
+def strategy_performance() -> gdb.Dashboard:
+    return (
+        _board("lab-strategy", "Lab / Strategy performance", time_from="now-180d")
+        .description("Per-strategy results from realized P&L after fees, relative to the portfolio's "
+                     "starting equity; Sharpe is annualized over a rolling 20-day window.")
+        .with_variable(sql_variable("portfolio", PORTFOLIO_VAR))
+        .with_variable(sql_variable(
+            "strategy", "SELECT DISTINCT strategy FROM trades WHERE portfolio = '${portfolio}' ORDER BY 1", multi=True))
+        .with_panel(_per_strategy("ROI", "roi", "percentunit"))
+        .with_panel(_per_strategy("Win rate", "wins::float / NULLIF(closes, 0)", "percentunit"))
+        .with_panel(_per_strategy("Sharpe (rolling 20 days)", "sharpe", "none"))
+        .with_panel(_per_strategy(
+            "Drawdown", "(1 + roi) / max(1 + roi) OVER (PARTITION BY strategy ORDER BY day) - 1", "percentunit"))
+        .with_panel(
+            table.Panel().title("Summary").datasource(PG).height(8).span(24)
+            .with_target(sql(f"""{_DAILY}
+                SELECT strategy, sum(closes) AS closed_trades, sum(wins)::float / NULLIF(sum(closes), 0) AS win_rate,
+                       sum(ret) AS roi, avg(ret) / NULLIF(stddev_samp(ret), 0) * sqrt(252) AS sharpe
+                FROM daily GROUP BY strategy ORDER BY strategy""")))
+    )
+
+
+def signals() -> gdb.Dashboard:
+    where = "portfolio = '${portfolio}' AND strategy IN (${strategy:sqlstring})"
+    columns = ("strategy, symbol, side, confidence, ev, rr, entry, stop_loss, take_profit, "
+               "model_version, status, reason")
+    return (
+        _board("lab-signals", "Lab / Signals", time_from="now-30d")
+        .with_variable(sql_variable("portfolio", "SELECT DISTINCT portfolio FROM signals ORDER BY 1"))
+        .with_variable(sql_variable(
+            "strategy", "SELECT DISTINCT strategy FROM signals WHERE portfolio = '${portfolio}' ORDER BY 1", multi=True))
+        .with_panel(
+            table.Panel().title("Current signals (latest cycle, before execution)").datasource(PG).height(10).span(24)
+            .with_target(sql(f"""
+                SELECT as_of AS time, {columns} FROM signals
+                WHERE {where} AND as_of = (SELECT max(as_of) FROM signals WHERE portfolio = '${{portfolio}}')
+                ORDER BY confidence DESC""")))
+        .with_panel(
+            timeseries.Panel().title("Signals per day").datasource(PG).height(8).span(12)
+            .draw_style(cm.GraphDrawStyle.BARS)
+            .with_target(sql(f"""
+                SELECT $__timeGroupAlias(as_of, '1d'), strategy AS metric, count(*) AS value FROM signals
+                WHERE {where} AND $__timeFilter(as_of) GROUP BY 1, 2 ORDER BY 1""", fmt="time_series")))
+        .with_panel(
+            timeseries.Panel().title("Signals by outcome (live)").datasource(PROM).height(8).span(12)
+            .with_target(promql('sum by (strategy, status) (lab_signals_total{strategy=~"$strategy"})',
+                                legend="{{strategy}} {{status}}")))
+        .with_panel(
+            table.Panel().title("Signal history").datasource(PG).height(12).span(24)
+            .with_target(sql(f"""
+                SELECT as_of AS time, {columns} FROM signals
+                WHERE {where} AND $__timeFilter(as_of) ORDER BY as_of DESC, confidence DESC""")))
+    )
+
