@@ -49,6 +49,7 @@ __all__ = [
     "PortfolioSnapshot",
     "TradingControl",
     "TradingCycle",
+    "Account",
     "Backtest",
 ]
 
@@ -338,7 +339,9 @@ class Order(Base):
     filled_qty: Mapped[float] = mapped_column(Float, default=0.0)
     avg_fill_price: Mapped[float | None] = mapped_column(Float)
     reason: Mapped[str | None] = mapped_column(Text)
-    intent: Mapped[str] = mapped_column(String(16), default="entry")  # entry | exit
+    intent: Mapped[str] = mapped_column(String(16), default="entry")  # entry|stop_loss|take_profit|time_exit|exit
+    stop_loss: Mapped[float | None] = mapped_column(Float)  # bracket levels an entry carries
+    take_profit: Mapped[float | None] = mapped_column(Float)
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"))
     signal_id: Mapped[int | None] = mapped_column(ForeignKey("signals.id"))
     cycle_as_of: Mapped[datetime | None]
@@ -431,6 +434,19 @@ class TradingCycle(Base):
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
     summary: Mapped[dict[str, Any] | None] = mapped_column(JSON)
+
+
+class Account(Base):
+    """A portfolio's cash, updated in the same transaction as each trade it books, so
+    replaying ``trades`` from ``initial_cash`` reproduces it exactly."""
+
+    __tablename__ = "accounts"
+
+    portfolio: Mapped[str] = mapped_column(String(64), primary_key=True)
+    initial_cash: Mapped[float] = mapped_column(Float)
+    cash: Mapped[float] = mapped_column(Float)
+    peak_equity: Mapped[float] = mapped_column(Float)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class Backtest(Base):

@@ -1,0 +1,75 @@
+"""``lab broker status`` and ``lab kill-switch on|off|status``.
+
+``--live``: real-money endpoints are used only when the config sets ``execution.live: true``
+AND the command gets ``--live``; ``--live`` without the config flag is an error, and the
+config flag without ``--live`` still trades the paper account.
+"""
+
+from __future__ import annotations
+
+import typer
+
+from lab.cli._common import console, print_table
+from lab.runtime import open_lab
+from lab.trading import killswitch
+
+app = typer.Typer(help="The configured real broker (Alpaca or Binance; paper accounts by default).",
+                  no_args_is_help=True)
+kill_switch_app = typer.Typer(help="Stop all order submission at once (read by every trading cycle).",
+                              no_args_is_help=True)
+
+LIVE = typer.Option(False, "--live", help="real-money endpoints (also needs execution.live: true in the config)")
+BASE_URL = typer.Option(None, "--base-url", help="the broker API base URL (default: its paper/testnet URL)")
+
+
+def _broker(live: bool, base_url: str | None):
+    from lab.trading.brokers import open_real_broker
+
+    lab = open_lab()
+    return lab, open_real_broker(lab.settings, lab.config, live=live, base_url=base_url)
+
+
+@app.command("status")
+def status_cmd(live: bool = LIVE, base_url: str | None = BASE_URL) -> None:
+    """Account, positions and open orders as the broker reports them, and the kill switch."""
+    lab, broker = _broker(live, base_url)
+    account = broker.account()
+    portfolio = getattr(broker, "portfolio", broker.name)
+    console.print(f"{broker.name} ({getattr(broker, 'base_url', '')}): cash {account.cash:,.2f} "
+                  f"equity {account.equity:,.2f} {account.currency}; kill switch "
+                  f"{'ON' if killswitch.is_killed(lab.engine, portfolio) else 'off'}")
+    print_table("Broker positions", ["symbol", "qty", "avg price"],
+                [(p.symbol, f"{p.qty:g}", f"{p.avg_price:,.4f}") for p in broker.positions()])
+    print_table("Open orders", ["client order id", "symbol", "side", "qty", "type", "status"],
+                [(o.client_order_id, o.symbol, o.side, f"{o.qty:g}", o.order_type, o.status)
+                 for o in broker.open_orders()])
+
+
+@kill_switch_app.command("on")
+def on_cmd(reason: str = typer.Option(..., "--reason", help="why (stored and shown)"),
+           portfolio: str = typer.Option(killswitch.ALL, help="one account, or * for all"),
+           cancel: bool = typer.Option(True, help="cancel the real broker's open orders too"),
+           live: bool = LIVE, base_url: str | None = BASE_URL) -> None:
+    """Engage: no cycle submits another order until `lab kill-switch off`."""
+    lab = open_lab()
+    broker = None
+    if cancel and lab.config.execution.broker != "paper":
+        lab, broker = _broker(live, base_url)
+    cancelled = killswitch.engage(lab.engine, portfolio, reason, broker=broker)
+    console.print(f"kill switch ON for {portfolio}: {reason}" + (f"; cancelled {len(cancelled)} open orders"
+                                                                  if broker else ""))
+
+
+@kill_switch_app.command("off")
+def off_cmd(portfolio: str = typer.Option(killswitch.ALL, help="one account, or * for all")) -> None:
+    """Release deliberately: submission resumes at the next cycle."""
+    killswitch.release(open_lab().engine, portfolio)
+    console.print(f"kill switch off for {portfolio}")
+
+
+@kill_switch_app.command("status")
+def status_switch_cmd() -> None:
+    """Every account's kill switch and halt, with reasons."""
+    print_table("Trading controls", ["portfolio", "kill switch", "reason", "halted", "halt reason"],
+                [(p, "ON" if k else "off", kr, "yes" if h else "", hr)
+                 for p, k, kr, h, hr in killswitch.switches(open_lab().engine)])

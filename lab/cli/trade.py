@@ -1,0 +1,63 @@
+"""``lab trade cycle`` and ``lab portfolio``: run one paper-trading cycle, show the books."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import typer
+from sqlalchemy import select
+
+from lab.cli._common import console, print_table
+
+app = typer.Typer(help="Paper trading: run a cycle.", no_args_is_help=True)
+
+
+def _as_of(value: str | None) -> datetime:
+    if value is None:
+        return datetime.now(UTC).replace(second=0, microsecond=0)
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+@app.command("cycle")
+def cycle(
+    as_of: str | None = typer.Option(None, "--as-of", help="Decision time (ISO; a date means that session)."),
+    portfolio: str = typer.Option("paper", help="Portfolio name."),
+) -> None:
+    """Run (or resume) the trading cycle at AS_OF; a completed cycle is not run twice."""
+    from lab.runtime import open_lab
+    from lab.trading.cycle import run_trading_cycle
+    from lab.trading.predictions import RegistryPredictions
+
+    ctx = open_lab()
+    with console.status("running the trading cycle"):
+        result = run_trading_cycle(ctx, _as_of(as_of), portfolio=portfolio,
+                                   predictions=RegistryPredictions(ctx.registry))
+    state = "already completed" if result.already_completed else "completed"
+    console.print(f"cycle {result.as_of.isoformat()} {state}: {result.signals} signals, "
+                  f"{result.orders_placed} orders, {result.rejected} rejected, {result.fills} fills; "
+                  f"cash {result.cash:,.2f}, equity {result.equity:,.2f}" + (" [HALTED]" if result.halted else ""))
+    for note in result.notes:
+        console.print(f"  {note}")
+
+
+def portfolio(name: str = typer.Option("paper", "--portfolio", help="Portfolio name.")) -> None:
+    """Positions and P&L of a portfolio (from its books)."""
+    from lab.db import models as db
+    from lab.runtime import open_lab
+    from lab.trading.store import load_books
+
+    ctx = open_lab()
+    books = load_books(ctx.engine, ctx.config, name)
+    print_table(f"portfolio {name}", ["strategy", "symbol", "qty", "avg price", "last", "unrealized", "realized"], [
+        (p.strategy, p.symbol, f"{p.qty:g}", f"{p.avg_price:,.2f}",
+         "" if p.last_price is None else f"{p.last_price:,.2f}", f"{p.unrealized_pnl:,.2f}", f"{p.realized_pnl:,.2f}")
+        for p in sorted(books.positions.values(), key=lambda p: (p.strategy, p.symbol)) if p.is_open or p.realized_pnl
+    ])
+    with ctx.engine.connect() as conn:
+        last = conn.execute(select(db.PortfolioSnapshot.ts).where(db.PortfolioSnapshot.portfolio == name)
+                            .order_by(db.PortfolioSnapshot.ts.desc())).scalar()
+    console.print(f"cash {books.cash:,.2f}  equity {books.equity:,.2f}  realized {books.realized_pnl:,.2f}  "
+                  f"unrealized {books.unrealized_pnl:,.2f}  drawdown {books.drawdown:.1%}"
+                  + (f"  HALTED: {books.halt_reason}" if books.halted else "")
+                  + (f"  (marked {last.isoformat()})" if last else ""))

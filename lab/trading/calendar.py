@@ -1,0 +1,45 @@
+"""When markets trade: NYSE sessions, holidays and half days from ``exchange_calendars``;
+crypto trades around the clock.
+
+A timestamp at exactly midnight UTC is a daily bar's label and stands for that whole
+session (daily backtests decide and fill per session); any other time is checked to the
+minute, so a half day is closed after its early close.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time
+from functools import lru_cache
+
+import exchange_calendars as xcals
+import pandas as pd
+
+from lab.trading.model import MarketClock
+
+__all__ = ["market_clock", "is_market_open"]
+
+
+@lru_cache(maxsize=1)
+def _nyse() -> xcals.ExchangeCalendar:
+    return xcals.get_calendar("XNYS", start="1990-01-01")
+
+
+def is_market_open(asset_type: str, ts: datetime) -> bool:
+    return market_clock(asset_type, ts).is_open
+
+
+def market_clock(asset_type: str, ts: datetime) -> MarketClock:
+    if ts.tzinfo is None:
+        raise ValueError(f"market clock needs a tz-aware time, got {ts!r}")
+    if asset_type == "crypto":
+        return MarketClock(now=ts, is_open=True)
+    calendar = _nyse()
+    stamp = pd.Timestamp(ts).tz_convert("UTC")
+    if stamp.time() == time(0):
+        session = stamp.tz_localize(None).normalize()
+        is_open = bool(calendar.is_session(session))
+    else:
+        is_open = bool(calendar.is_open_on_minute(stamp))
+    next_open = calendar.next_open(stamp).to_pydatetime()
+    next_close = calendar.next_close(stamp).to_pydatetime()
+    return MarketClock(now=ts, is_open=is_open, next_open=next_open, next_close=next_close)

@@ -1,0 +1,70 @@
+"""The kill switch: a database flag the trading cycle reads before every submission.
+
+``engage`` commits the flag first, so every process stops submitting at once, then cancels
+the open orders through the broker. Portfolio ``"*"`` is the switch for every account.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import Engine, select
+
+from lab.db import models as db
+from lab.db import session_scope
+from lab.trading.broker import BrokerInterface
+from lab.trading.model import Order, OrderStatus
+from lab.trading.store import store_order
+
+__all__ = ["ALL", "engage", "release", "is_killed", "switches"]
+
+ALL = "*"
+log = logging.getLogger(__name__)
+
+
+def is_killed(engine: Engine, portfolio: str) -> bool:
+    """True when the switch is on for ``portfolio`` or for all accounts."""
+    with session_scope(engine) as session:
+        return bool(session.scalar(select(db.TradingControl.portfolio).where(
+            db.TradingControl.portfolio.in_([portfolio, ALL]), db.TradingControl.kill_switch.is_(True))))
+
+
+def engage(engine: Engine, portfolio: str, reason: str, *, broker: BrokerInterface | None = None) -> list[Order]:
+    """Stop all submission for ``portfolio`` now; cancel the broker's open orders if given one.
+    Returns the cancelled orders (as the broker reports them)."""
+    if not reason.strip():
+        raise ValueError("the kill switch needs a reason")
+    _set(engine, portfolio, True, reason)
+    log.warning("kill switch engaged for %s: %s", portfolio, reason)
+    if broker is None:
+        return []
+    cancelled = []
+    for order in broker.open_orders():
+        result = broker.cancel(order.client_order_id)
+        if result.status is OrderStatus.CANCELLED:
+            result = result.cancelled(f"kill switch: {reason}")
+        store_order(engine, result, broker=broker.name)
+        cancelled.append(result)
+    return cancelled
+
+
+def release(engine: Engine, portfolio: str) -> None:
+    """Allow submission again (deliberately; nothing releases the switch on its own)."""
+    _set(engine, portfolio, False, None)
+    log.warning("kill switch released for %s", portfolio)
+
+
+def switches(engine: Engine) -> list[tuple[str, bool, str | None, bool, str | None]]:
+    """(portfolio, killed, kill reason, halted, halt reason) for every account with controls."""
+    with session_scope(engine) as session:
+        rows = session.scalars(select(db.TradingControl).order_by(db.TradingControl.portfolio)).all()
+        return [(r.portfolio, bool(r.kill_switch), r.kill_reason, bool(r.halted), r.halt_reason) for r in rows]
+
+
+def _set(engine: Engine, portfolio: str, on: bool, reason: str | None) -> None:
+    with session_scope(engine, write_lock=True) as session:
+        control = session.get(db.TradingControl, portfolio)
+        if control is None:
+            control = db.TradingControl(portfolio=portfolio, halted=False)
+            session.add(control)
+        control.kill_switch, control.kill_reason = on, reason

@@ -1,0 +1,90 @@
+"""What a decision at ``as_of`` may see: stored bars up to ``as_of``, the latest prices, and
+the latest feature row per symbol computed by ``lab.features`` from those bars only."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+
+import pandas as pd
+from sqlalchemy import Engine
+
+from lab.bars import bars_by_symbol, load_bars
+from lab.config import TradingConfig
+from lab.features import compute_features, get_feature_set, load_fundamentals, pair_bars
+
+__all__ = ["MarketSnapshot", "load_market"]
+
+#: enough calendar days for the longest indicator lookback (200 bars) on stock sessions
+HISTORY_DAYS = 420
+
+
+class MarketSnapshot:
+    """Bars per symbol up to ``as_of`` (nothing later is ever loaded), and a FeatureSource."""
+
+    def __init__(self, bars: Mapping[str, pd.DataFrame], *, benchmarks: Mapping[str, str],
+                 fundamentals: pd.DataFrame | None = None):
+        self.bars = dict(bars)
+        self._benchmarks = dict(benchmarks)  # symbol -> its asset class's benchmark symbol
+        self._fundamentals = fundamentals
+
+    def prices(self) -> dict[str, float]:
+        """The last close per symbol."""
+        return {s: float(frame["close"].iloc[-1]) for s, frame in self.bars.items() if len(frame)}
+
+    def bars_after(self, symbol: str, ts: datetime) -> pd.DataFrame:
+        frame = self.bars.get(symbol)
+        return frame[frame.index > ts] if frame is not None else pd.DataFrame()
+
+    def latest(self, feature_set: str, symbols: Sequence[str], as_of: datetime) -> pd.DataFrame:
+        fs = get_feature_set(feature_set)
+        rows = {}
+        for symbol in symbols:
+            frame = self._features(fs.key, fs.kind, symbol, as_of)
+            if frame is not None and len(frame):
+                rows[symbol] = frame.iloc[-1]
+        return pd.DataFrame.from_dict(rows, orient="index")
+
+    def _features(self, key: str, kind: str, symbol: str, as_of: datetime) -> pd.DataFrame | None:
+        if kind == "pair":
+            a, b = (self.bars.get(leg) for leg in symbol.split("/"))
+            if a is None or b is None:
+                return None
+            return compute_features(pair_bars(a[a.index <= as_of], b[b.index <= as_of]), key)
+        bars = self.bars.get(symbol)
+        if bars is None:
+            return None
+        bench = self.bars.get(self._benchmarks.get(symbol, ""))
+        fundamentals = None
+        if kind == "fundamental" and self._fundamentals is not None:
+            fundamentals = self._fundamentals[self._fundamentals["symbol"] == symbol]
+        return compute_features(bars[bars.index <= as_of], key,
+                                benchmark=None if bench is None else bench[bench.index <= as_of],
+                                fundamentals=fundamentals)
+
+
+def load_market(engine: Engine, config: TradingConfig, as_of: datetime, *,
+                extra_symbols: Iterable[str] = (), since: datetime | None = None) -> MarketSnapshot:
+    """Bars of the universe (and ``extra_symbols``) from the earlier of ``since`` and the
+    feature lookback, up to ``as_of``."""
+    benchmarks = {}
+    for universe in config.universe.asset_classes().values():
+        for symbol in (*universe.symbols, universe.benchmark):
+            benchmarks[symbol] = universe.benchmark
+    symbols = sorted(set(benchmarks) | set(extra_symbols))
+    start = as_of - timedelta(days=HISTORY_DAYS)
+    if since is not None:
+        start = min(start, since)
+    frame = load_bars(engine, symbols, start=start, end=as_of)
+    fundamentals = None
+    if any(s.enabled and get_feature_set(_feature_set(n)).kind == "fundamental"
+           for n, s in config.strategies.items()):
+        fundamentals = load_fundamentals(engine, symbols)
+        fundamentals = fundamentals[pd.to_datetime(fundamentals["known_at"], utc=True) <= as_of]
+    return MarketSnapshot(bars_by_symbol(frame), benchmarks=benchmarks, fundamentals=fundamentals)
+
+
+def _feature_set(strategy: str) -> str:
+    from lab.strategy import get_strategy
+
+    return get_strategy(strategy).feature_set

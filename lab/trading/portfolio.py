@@ -1,0 +1,236 @@
+"""The lab's books and risk rules: cash, positions, P&L, sizing, entry limits and exits.
+
+The manager holds state only as values it is given (no database, no clock), so the live
+cycle and a backtest drive the same rules; the cycle loads and stores the books around it.
+Every entry passes ``size_entry``, which applies every configured limit at once: max open
+positions (in total and per strategy), max share of equity per position, the cash reserve,
+the sector cap, long-only unless shorts are configured, and the drawdown halt.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from lab.config import TradingConfig
+from lab.strategy import get_strategy
+from lab.trading.model import Fill, Intent, Order, Position, Side, cash_delta
+
+__all__ = ["PortfolioManager", "EntryDecision", "ExitDecision", "strategy_levels"]
+
+
+@dataclass(frozen=True)
+class EntryDecision:
+    qty: float
+    reason: str | None = None  # why the entry is refused or smaller than asked
+
+
+@dataclass(frozen=True)
+class ExitDecision:
+    position: Position
+    intent: Intent
+    reason: str
+
+
+def strategy_levels(config: TradingConfig, strategy: str) -> tuple[float, float, int | None]:
+    """(stop-loss fraction, take-profit fraction, max holding days): config over declaration."""
+    declared = get_strategy(strategy)
+    override = config.strategies.get(strategy)
+    stop = override.stop_loss if override and override.stop_loss is not None else declared.stop_loss
+    take = override.take_profit if override and override.take_profit is not None else declared.take_profit
+    days = override.max_holding_days if override and override.max_holding_days else declared.holding_days[1]
+    return stop, take, days
+
+
+class PortfolioManager:
+    def __init__(
+        self,
+        config: TradingConfig,
+        *,
+        portfolio: str = "paper",
+        cash: float | None = None,
+        initial_cash: float | None = None,
+        positions: Iterable[Position] = (),
+        peak_equity: float | None = None,
+        halted: bool = False,
+        halt_reason: str | None = None,
+        sectors: Mapping[str, str] | None = None,
+    ):
+        self.config = config
+        self.portfolio = portfolio
+        self.initial_cash = config.execution.initial_cash if initial_cash is None else initial_cash
+        self.cash = self.initial_cash if cash is None else cash
+        self.positions: dict[tuple[str, str], Position] = {(p.strategy, p.symbol): p for p in positions}
+        self.peak_equity = peak_equity if peak_equity is not None else self.equity
+        self.halted = halted
+        self.halt_reason = halt_reason
+        self.sectors = dict(sectors or {})
+
+    # --- books -----------------------------------------------------------------------------
+
+    def apply_fill(self, fill: Fill, *, asset_type: str, order: Order | None = None) -> Position:
+        """Book a fill: cash and the (strategy, symbol) position; an entry fill carries the
+        order's protective levels onto the position."""
+        key = (fill.strategy, fill.symbol)
+        position = self.positions.get(key)
+        if position is None:
+            position = self.positions[key] = Position(
+                portfolio=self.portfolio, strategy=fill.strategy, symbol=fill.symbol,
+                asset_type=asset_type, sector=self.sectors.get(fill.symbol))
+        position.apply(fill)
+        self.cash += cash_delta(fill)
+        if order is not None and order.intent is Intent.ENTRY and position.is_open:
+            position.stop_loss, position.take_profit = order.stop_loss, order.take_profit
+        return position
+
+    def mark(self, prices: Mapping[str, float]) -> None:
+        for position in self.positions.values():
+            price = prices.get(position.symbol)
+            if price is not None and math.isfinite(price):
+                position.last_price = price
+
+    def open_positions(self) -> list[Position]:
+        return [p for p in self.positions.values() if p.is_open]
+
+    @property
+    def positions_value(self) -> float:
+        return math.fsum(p.market_value for p in self.positions.values())
+
+    @property
+    def equity(self) -> float:
+        return self.cash + self.positions_value
+
+    @property
+    def realized_pnl(self) -> float:
+        return math.fsum(p.realized_pnl for p in self.positions.values())
+
+    @property
+    def unrealized_pnl(self) -> float:
+        return math.fsum(p.unrealized_pnl for p in self.positions.values())
+
+    @property
+    def drawdown(self) -> float:
+        return 0.0 if self.peak_equity <= 0 else max(0.0, 1 - self.equity / self.peak_equity)
+
+    def by_strategy(self) -> dict[str, dict[str, float]]:
+        """Realized and unrealized P&L, market value and open positions per strategy."""
+        out: dict[str, dict[str, float]] = {}
+        for p in self.positions.values():
+            row = out.setdefault(p.strategy, {"realized_pnl": 0.0, "unrealized_pnl": 0.0,
+                                              "market_value": 0.0, "open_positions": 0})
+            row["realized_pnl"] += p.realized_pnl
+            row["unrealized_pnl"] += p.unrealized_pnl
+            row["market_value"] += p.market_value
+            row["open_positions"] += int(p.is_open)
+        return out
+
+    def update_drawdown(self) -> bool:
+        """Track the equity peak; halt new entries once drawdown reaches the configured limit.
+        Returns True when this call started the halt. The halt stays until ``lift_halt``."""
+        equity = self.equity
+        self.peak_equity = max(self.peak_equity, equity)
+        limit = self.config.risk.max_drawdown_halt
+        if not self.halted and self.drawdown >= limit:
+            self.halted = True
+            self.halt_reason = (f"drawdown {self.drawdown:.1%} from peak {self.peak_equity:,.2f} "
+                                f"reached the {limit:.0%} limit")
+            return True
+        return False
+
+    def lift_halt(self) -> None:
+        """Deliberately resume entries; the peak restarts at today's equity."""
+        self.halted, self.halt_reason = False, None
+        self.peak_equity = self.equity
+
+    # --- sizing and limits -----------------------------------------------------------------
+
+    def target_qty(self, *, entry: float, stop_loss: float | None, confidence: float, rr: float | None,
+                   asset_type: str) -> float:
+        """Quantity by the configured sizing method, before the risk limits."""
+        sizing, equity = self.config.sizing, self.equity
+        if sizing.method == "fixed":
+            notional = sizing.fixed_amount
+        elif sizing.method == "percent":
+            notional = equity * sizing.percent_of_equity
+        elif sizing.method == "risk":
+            per_unit = abs(entry - stop_loss) if stop_loss is not None else 0.0
+            return self._round(equity * sizing.risk_per_trade / per_unit, asset_type) if per_unit > 0 else 0.0
+        else:  # fractional Kelly on the signal's odds (confidence) and payoff (risk/reward)
+            kelly = confidence - (1 - confidence) / rr if rr else 0.0
+            notional = equity * min(max(kelly, 0.0) * sizing.kelly_fraction, sizing.kelly_cap)
+        return self._round(notional / entry, asset_type)
+
+    def size_entry(self, *, strategy: str, symbol: str, side: Side, entry: float, qty: float,
+                   asset_type: str, pending: Iterable[Order] = ()) -> EntryDecision:
+        """The largest quantity up to ``qty`` that breaks no risk rule (0 with the reason)."""
+        risk, equity = self.config.risk, self.equity
+        pending = [o for o in pending if o.status.is_open and o.intent is Intent.ENTRY]
+        if self.halted:
+            return EntryDecision(0.0, f"entries halted: {self.halt_reason}")
+        if side is Side.SELL and not risk.allow_shorts:
+            return EntryDecision(0.0, "short entries disabled (risk.allow_shorts is false)")
+        if not (math.isfinite(entry) and entry > 0 and math.isfinite(qty) and qty > 0):
+            return EntryDecision(0.0, f"nothing to buy: qty {qty!r} at {entry!r}")
+        held = {(p.strategy, p.symbol) for p in self.open_positions()}
+        if (strategy, symbol) in held or any(o.strategy == strategy and o.symbol == symbol for o in pending):
+            return EntryDecision(0.0, f"{strategy} already holds or is entering {symbol}")
+        open_count = len(held) + len(pending)
+        if open_count >= risk.max_positions:
+            return EntryDecision(0.0, f"max positions reached ({risk.max_positions})")
+        strategy_cap = self.config.strategies[strategy].max_positions if strategy in self.config.strategies else None
+        mine = sum(1 for s, _ in held if s == strategy) + sum(1 for o in pending if o.strategy == strategy)
+        if strategy_cap is not None and mine >= strategy_cap:
+            return EntryDecision(0.0, f"max positions for {strategy} reached ({strategy_cap})")
+        cost_rate = entry * (1 + self._cost_rate(asset_type))
+        pending_cost = math.fsum(o.remaining_qty * (o.limit_price or entry) for o in pending)
+        caps = {
+            f"max {risk.max_position_pct:.0%} of equity per position": equity * risk.max_position_pct / cost_rate,
+            f"{risk.cash_reserve_pct:.0%} cash reserve":
+                (self.cash - pending_cost - risk.cash_reserve_pct * equity) / cost_rate,
+        }
+        sector = self.sectors.get(symbol)
+        if sector is not None:
+            used = math.fsum(abs(p.market_value) for p in self.open_positions() if p.sector == sector)
+            caps[f"sector {sector} cap {risk.max_sector_pct:.0%}"] = (equity * risk.max_sector_pct - used) / cost_rate
+        allowed, reason = qty, None
+        for rule, cap in caps.items():
+            cap = self._round(max(cap, 0.0), asset_type)
+            if cap < allowed:
+                allowed, reason = cap, rule
+        if allowed <= 0:
+            return EntryDecision(0.0, f"no room: {reason}")
+        return EntryDecision(allowed, reason)
+
+    def exits(self, as_of: datetime, pending: Iterable[Order] = ()) -> list[ExitDecision]:
+        """Positions to close now: stop-loss, take-profit, or held past the strategy's days."""
+        exiting = {(o.strategy, o.symbol) for o in pending if o.status.is_open and o.intent is not Intent.ENTRY}
+        decisions = []
+        for p in self.open_positions():
+            if (p.strategy, p.symbol) in exiting or p.last_price is None:
+                continue
+            long = p.qty > 0
+            _, _, days = strategy_levels(self.config, p.strategy)
+            if p.stop_loss is not None and (p.last_price <= p.stop_loss if long else p.last_price >= p.stop_loss):
+                decisions.append(ExitDecision(p, Intent.STOP_LOSS, f"price {p.last_price:g} hit stop {p.stop_loss:g}"))
+            elif p.take_profit is not None and (p.last_price >= p.take_profit if long
+                                                else p.last_price <= p.take_profit):
+                decisions.append(ExitDecision(p, Intent.TAKE_PROFIT,
+                                              f"price {p.last_price:g} hit target {p.take_profit:g}"))
+            elif days is not None and p.opened_at is not None and as_of - p.opened_at >= timedelta(days=days):
+                decisions.append(ExitDecision(p, Intent.TIME_EXIT, f"held {(as_of - p.opened_at).days} days "
+                                              f"(max {days})"))
+        return decisions
+
+    def _cost_rate(self, asset_type: str) -> float:
+        execution = self.config.execution
+        return (execution.fee_bps.get(asset_type, 0.0) + max(execution.slippage_bps, 50.0)) / 10_000  # type: ignore[call-overload]
+
+    @staticmethod
+    def _round(qty: float, asset_type: str) -> float:
+        """Whole shares for stocks; crypto to 1e-6 units. Rounds down (past float noise)."""
+        if not math.isfinite(qty) or qty <= 0:
+            return 0.0
+        step = 1.0 if asset_type == "stocks" else 1e-6
+        return math.floor(qty / step + 1e-9) * step

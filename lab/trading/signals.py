@@ -1,0 +1,158 @@
+"""The signal engine: each strategy's ``entry_rule`` on the latest features, ML confidence from
+a ``PredictionSource``, protective levels, expected value and risk/reward, then the filters.
+
+Features arrive through a ``FeatureSource`` (latest row per symbol as of the engine's
+``as_of``), so the engine never reads the clock or the database itself: the live cycle
+computes them from stored bars, a backtest slices precomputed frames.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from lab.config import TradingConfig
+from lab.strategy import Strategy, get_strategy
+from lab.trading.portfolio import strategy_levels
+from lab.trading.predictions import NoActiveModel, PredictionSource
+
+__all__ = [
+    "SIGNAL_COLUMNS",
+    "MIN_RISK_REWARD",
+    "FeatureSource",
+    "TradeSignalEngine",
+    "calculate_ev",
+    "calculate_risk_reward",
+]
+
+SIGNAL_COLUMNS = ["symbol", "strategy", "side", "confidence", "entry", "stop_loss", "take_profit",
+                  "ev", "rr", "model_version"]
+#: reward must be at least twice the risk (1:2)
+MIN_RISK_REWARD = 2.0
+
+
+class FeatureSource(Protocol):
+    def latest(self, feature_set: str, symbols: Sequence[str], as_of: datetime) -> pd.DataFrame:
+        """The last feature row at or before ``as_of`` per symbol (index: symbol); symbols
+        without enough history are left out. Pair sets take "AAA/BBB" symbols."""
+        ...
+
+
+def calculate_ev(probability: float, expected_return: float, risk: float) -> float:
+    """Expected return of a trade: win ``expected_return`` with ``probability``, else lose ``risk``."""
+    if not 0.0 <= probability <= 1.0:
+        raise ValueError(f"probability must be in [0, 1], got {probability!r}")
+    return probability * expected_return - (1.0 - probability) * risk
+
+
+def calculate_risk_reward(entry: float, stop_loss: float, take_profit: float) -> float:
+    """Reward per unit of risk: |take_profit - entry| / |entry - stop_loss|."""
+    risk = abs(entry - stop_loss)
+    if not all(math.isfinite(v) and v > 0 for v in (entry, stop_loss, take_profit)) or risk == 0:
+        raise ValueError(f"risk/reward needs positive prices and a stop away from the entry, "
+                         f"got entry={entry!r} stop={stop_loss!r} target={take_profit!r}")
+    return abs(take_profit - entry) / risk
+
+
+class TradeSignalEngine:
+    """Signals for one decision time (``as_of``) from features, rules and model confidence."""
+
+    def __init__(self, config: TradingConfig, predictions: PredictionSource, features: FeatureSource,
+                 *, as_of: datetime, prices: Mapping[str, float]):
+        self.config = config
+        self.predictions = predictions
+        self.features = features
+        self.as_of = as_of
+        self.prices = prices
+        #: strategies ``generate`` left out, with the reason (e.g. no active model)
+        self.skipped: dict[str, str] = {}
+
+    # --- the strategies, by name ---------------------------------------------------------------
+
+    def find_momentum_signals(self, symbols: Sequence[str]) -> pd.DataFrame:
+        """Top performers over the lookback with volume confirmation; ML continuation odds."""
+        return self.signals_for("momentum", symbols)
+
+    def find_swing_signals(self, symbols: Sequence[str]) -> pd.DataFrame:
+        """RSI oversold in an uptrend, MACD bullish cross or MA support; ML direction."""
+        return self.signals_for("swing", symbols)
+
+    def find_breakout_signals(self, symbols: Sequence[str]) -> pd.DataFrame:
+        """Bollinger squeeze with volume; ML breakout probability (crypto)."""
+        return self.signals_for("breakout", symbols)
+
+    def find_pairs_signals(self, symbols: Sequence[str]) -> pd.DataFrame:
+        """Every pair of ``symbols`` whose spread diverged while correlated; ML reversion odds."""
+        pairs = [f"{a}/{b}" for a, b in itertools.combinations(sorted(symbols), 2)]
+        return self.signals_for("pairs", pairs)
+
+    def find_value_signals(self, symbols: Sequence[str]) -> pd.DataFrame:
+        """Low P/E and P/B; ML quality / forward-return odds."""
+        return self.signals_for("value", symbols)
+
+    def generate(self, universe: Mapping[str, Sequence[str]]) -> pd.DataFrame:
+        """Signals of every enabled strategy over its asset classes' symbols (``universe``:
+        asset class -> symbols), best expected value first."""
+        frames = []
+        for name, strategy_config in self.config.enabled_strategies().items():
+            symbols = [s for ac in strategy_config.asset_classes for s in universe.get(ac, ())]
+            if not symbols:
+                continue
+            try:
+                frames.append(self.find_pairs_signals(symbols) if name == "pairs"
+                              else self.signals_for(name, symbols))
+            except NoActiveModel as exc:
+                self.skipped[name] = str(exc)
+        if not frames:
+            return pd.DataFrame(columns=SIGNAL_COLUMNS)
+        return pd.concat(frames, ignore_index=True).sort_values(["ev", "confidence"], ascending=False,
+                                                                ignore_index=True)
+
+    # --- the one pipeline every strategy goes through ----------------------------------------
+
+    def signals_for(self, name: str, symbols: Sequence[str]) -> pd.DataFrame:
+        declared = get_strategy(name)
+        strategy_config = self.config.strategies.get(name)
+        strategy: Strategy = declared(**(strategy_config.params if strategy_config else {}))
+        latest = self.features.latest(declared.feature_set, list(symbols), self.as_of)
+        if latest.empty:
+            return pd.DataFrame(columns=SIGNAL_COLUMNS)
+        candidates = latest[strategy.entry_rule(latest).fillna(False).astype(bool)]
+        if candidates.empty:
+            return pd.DataFrame(columns=SIGNAL_COLUMNS)
+        prediction = self.predictions.predict(name, candidates)
+        stop_pct, take_pct, _ = strategy_levels(self.config, name)
+        min_confidence = strategy_config.min_confidence if strategy_config else declared.min_confidence
+        entries = np.array([self._entry(symbol, candidates.loc[symbol]) for symbol in candidates.index])
+        direction = 1.0 if declared.side == "buy" else -1.0
+        frame = pd.DataFrame({
+            "symbol": candidates.index.astype(str),
+            "strategy": name,
+            "side": declared.side,
+            "confidence": prediction.values,
+            "entry": entries,
+            "stop_loss": entries * (1 - direction * stop_pct),
+            "take_profit": entries * (1 + direction * take_pct),
+            "ev": [calculate_ev(float(p), take_pct, stop_pct) for p in np.clip(prediction.values, 0, 1)],
+            "rr": take_pct / stop_pct,
+            "model_version": prediction.model_version,
+        })
+        keep = (frame["confidence"] >= min_confidence) & (frame["rr"] >= MIN_RISK_REWARD - 1e-9) \
+            & np.isfinite(frame["entry"]) & (frame["entry"] > 0)
+        frame = frame[keep].sort_values(["ev", "confidence"], ascending=False)
+        cap = strategy_config.max_positions if strategy_config else None
+        return frame.head(cap).reset_index(drop=True) if cap else frame.reset_index(drop=True)
+
+    def _entry(self, symbol: str, row: pd.Series) -> float:
+        """The decision price: the last close; for a pair, the price ratio of its legs."""
+        if "/" in symbol:
+            first, second = symbol.split("/")
+            a, b = self.prices.get(first, math.nan), self.prices.get(second, math.nan)
+            return a / b if b else math.nan
+        return float(self.prices.get(symbol, row.get("close", math.nan)))

@@ -1,0 +1,213 @@
+"""The trading books in SQL: orders, fills (``trades``), positions, cash, snapshots, controls.
+
+A fill is booked in one transaction with everything it changes (its trade row, the
+position, the account's cash, the order's status), and ``trades.fill_id`` is unique, so a
+crash leaves either all of it or none, and booking the same fill twice is a no-op.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import Engine, select
+from sqlalchemy.orm import Session
+
+from lab.config import TradingConfig
+from lab.db import session_scope
+from lab.db import models as db
+from lab.trading.model import (
+    Fill,
+    Intent,
+    Order,
+    OrderStatus,
+    OrderType,
+    Position,
+    Side,
+    cash_delta,
+)
+from lab.trading.portfolio import PortfolioManager
+
+__all__ = ["Ledger", "load_books", "load_open_orders", "store_order", "book_fill", "save_snapshot",
+           "set_halt", "replay_ledger"]
+
+#: ``positions.opened_at`` is NOT NULL; a closed position (kept for its realized P&L) stores this
+_EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
+
+
+def load_books(engine: Engine, config: TradingConfig, portfolio: str) -> PortfolioManager:
+    """The portfolio's manager from its account, positions and controls (opened on first use)."""
+    with session_scope(engine, write_lock=True) as session:
+        account = session.get(db.Account, portfolio)
+        if account is None:
+            cash = config.execution.initial_cash
+            account = db.Account(portfolio=portfolio, initial_cash=cash, cash=cash, peak_equity=cash)
+            session.add(account)
+        rows = session.scalars(select(db.Position).where(db.Position.portfolio == portfolio)).all()
+        control = session.get(db.TradingControl, portfolio)
+        sectors = dict(session.execute(select(db.Stock.symbol, db.Stock.sector)).all())
+        return PortfolioManager(
+            config, portfolio=portfolio, cash=account.cash, initial_cash=account.initial_cash,
+            positions=[_position(r) for r in rows], peak_equity=account.peak_equity,
+            halted=bool(control and control.halted), halt_reason=control.halt_reason if control else None,
+            sectors={s: v for s, v in sectors.items() if v},
+        )
+
+
+def _position(row: db.Position) -> Position:
+    return Position(portfolio=row.portfolio, strategy=row.strategy, symbol=row.symbol, asset_type=row.asset_type,
+                    qty=row.qty, avg_price=row.avg_price, realized_pnl=row.realized_pnl,
+                    last_price=row.last_price, stop_loss=row.stop_loss, take_profit=row.take_profit,
+                    sector=row.sector, opened_at=None if row.opened_at == _EPOCH else row.opened_at)
+
+
+def _order(row: db.Order, fills: Iterable[db.Trade]) -> Order:
+    return Order(
+        client_order_id=row.client_order_id, portfolio=row.portfolio, strategy=row.strategy, symbol=row.symbol,
+        asset_type=row.asset_type, side=Side(row.side), qty=row.qty, order_type=OrderType(row.order_type),
+        limit_price=row.limit_price, stop_price=row.stop_price, intent=Intent(row.intent),
+        created_at=row.cycle_as_of or row.created_at, stop_loss=row.stop_loss, take_profit=row.take_profit,
+        status=OrderStatus(row.status), reason=row.reason, broker_order_id=row.broker_order_id,
+        fills=tuple(Fill(fill_id=t.fill_id, client_order_id=row.client_order_id, portfolio=t.portfolio,
+                         strategy=t.strategy, symbol=t.symbol, side=Side(t.side), qty=t.qty, price=t.price,
+                         fee=t.fee, ts=t.ts) for t in fills),
+    )
+
+
+def load_open_orders(engine: Engine, portfolio: str) -> list[Order]:
+    """Pending and partially filled orders, with the fills booked so far."""
+    with session_scope(engine) as session:
+        rows = session.scalars(select(db.Order).where(
+            db.Order.portfolio == portfolio,
+            db.Order.status.in_([OrderStatus.PENDING.value, OrderStatus.PARTIALLY_FILLED.value]),
+        ).order_by(db.Order.id)).all()
+        return [_order(r, session.scalars(select(db.Trade).where(db.Trade.order_id == r.id)
+                                          .order_by(db.Trade.id)).all()) for r in rows]
+
+
+def store_order(engine: Engine, order: Order, *, broker: str, signal_id: int | None = None) -> bool:
+    """Insert the order, or update status/reason/broker id of the stored one. True if new."""
+    with session_scope(engine, write_lock=True) as session:
+        row = session.scalar(select(db.Order).where(db.Order.client_order_id == order.client_order_id))
+        if row is None:
+            session.add(db.Order(
+                client_order_id=order.client_order_id, broker_order_id=order.broker_order_id,
+                portfolio=order.portfolio, broker=broker, strategy=order.strategy, symbol=order.symbol,
+                asset_type=order.asset_type, side=order.side.value, order_type=order.order_type.value,
+                qty=order.qty, limit_price=order.limit_price, stop_price=order.stop_price,
+                status=order.status.value, reason=order.reason, intent=order.intent.value,
+                stop_loss=order.stop_loss, take_profit=order.take_profit, signal_id=signal_id,
+                cycle_as_of=order.created_at, filled_qty=0.0,
+            ))
+            return True
+        if not (row.status in (OrderStatus.FILLED.value, OrderStatus.CANCELLED.value)
+                and order.status.is_open):  # never reopen a finished order
+            row.status, row.reason = order.status.value, order.reason
+        row.broker_order_id = order.broker_order_id or row.broker_order_id
+        return False
+
+
+def book_fill(engine: Engine, manager: PortfolioManager, order: Order, fill: Fill) -> bool:
+    """Book one fill atomically (trade, position, cash, order). False if already booked."""
+    with session_scope(engine, write_lock=True) as session:
+        if session.scalar(select(db.Trade.id).where(db.Trade.fill_id == fill.fill_id)) is not None:
+            return False
+        row = session.scalar(select(db.Order).where(db.Order.client_order_id == order.client_order_id))
+        if row is None:
+            raise ValueError(f"fill {fill.fill_id} for an order the lab never stored: {order.client_order_id}")
+        before = manager.positions.get((fill.strategy, fill.symbol))
+        realized_before = before.realized_pnl if before is not None else 0.0
+        position = manager.apply_fill(fill, asset_type=order.asset_type, order=order)
+        session.add(db.Trade(fill_id=fill.fill_id, order_id=row.id, portfolio=fill.portfolio,
+                             strategy=fill.strategy, symbol=fill.symbol, side=fill.side.value, qty=fill.qty,
+                             price=fill.price, fee=fill.fee, realized_pnl=position.realized_pnl - realized_before,
+                             ts=fill.ts))
+        session.flush()
+        _write_position(session, position)
+        account = session.get(db.Account, manager.portfolio)
+        account.cash = manager.cash
+        booked = session.scalars(select(db.Trade).where(db.Trade.order_id == row.id)).all()
+        row.filled_qty = math.fsum(t.qty for t in booked)
+        row.avg_fill_price = math.fsum(t.qty * t.price for t in booked) / row.filled_qty
+        row.status = (OrderStatus.FILLED if row.filled_qty >= row.qty * (1 - 1e-12)
+                      else OrderStatus.PARTIALLY_FILLED).value
+        return True
+
+
+def _write_position(session: Session, p: Position) -> None:
+    session.merge(db.Position(
+        portfolio=p.portfolio, strategy=p.strategy, symbol=p.symbol, asset_type=p.asset_type, sector=p.sector,
+        qty=p.qty, avg_price=p.avg_price, last_price=p.last_price, realized_pnl=p.realized_pnl,
+        stop_loss=p.stop_loss, take_profit=p.take_profit, opened_at=p.opened_at or _EPOCH,
+    ))
+
+
+def save_snapshot(engine: Engine, manager: PortfolioManager, ts: datetime,
+                  benchmark_close: float | None = None) -> None:
+    """Marks, peak equity and the ``portfolio`` snapshot at ``ts`` (replaced on a re-run)."""
+    with session_scope(engine, write_lock=True) as session:
+        for p in manager.positions.values():
+            _write_position(session, p)
+        session.get(db.Account, manager.portfolio).peak_equity = manager.peak_equity
+        snapshot = session.scalar(select(db.PortfolioSnapshot).where(
+            db.PortfolioSnapshot.portfolio == manager.portfolio, db.PortfolioSnapshot.ts == ts))
+        if snapshot is None:
+            snapshot = db.PortfolioSnapshot(portfolio=manager.portfolio, ts=ts)
+            session.add(snapshot)
+        snapshot.cash = manager.cash
+        snapshot.positions_value = manager.positions_value
+        snapshot.equity = manager.equity
+        snapshot.realized_pnl = manager.realized_pnl
+        snapshot.unrealized_pnl = manager.unrealized_pnl
+        snapshot.peak_equity = manager.peak_equity
+        snapshot.drawdown = manager.drawdown
+        snapshot.halted = manager.halted
+        snapshot.open_positions = len(manager.open_positions())
+        snapshot.benchmark_close = benchmark_close
+        snapshot.by_strategy = manager.by_strategy()
+
+
+def set_halt(engine: Engine, portfolio: str, halted: bool, reason: str | None) -> None:
+    """Record (or deliberately lift) the drawdown halt in ``trading_controls``."""
+    with session_scope(engine, write_lock=True) as session:
+        control = session.get(db.TradingControl, portfolio)
+        if control is None:
+            control = db.TradingControl(portfolio=portfolio, kill_switch=False)
+            session.add(control)
+        control.halted, control.halt_reason = halted, reason
+        if not halted:
+            account = session.get(db.Account, portfolio)
+            if account is not None:
+                account.peak_equity = account.cash + math.fsum(
+                    r.qty * (r.last_price if r.last_price is not None else r.avg_price)
+                    for r in session.scalars(select(db.Position).where(db.Position.portfolio == portfolio)))
+
+
+@dataclass(frozen=True)
+class Ledger:
+    cash: float
+    positions: dict[tuple[str, str], Position]
+
+
+def replay_ledger(engine: Engine, portfolio: str) -> Ledger:
+    """Cash and positions rebuilt from the account's initial cash and its trades, in order."""
+    with session_scope(engine) as session:
+        account = session.get(db.Account, portfolio)
+        if account is None:
+            return Ledger(0.0, {})
+        cash = account.initial_cash
+        positions: dict[tuple[str, str], Position] = {}
+        trades = session.execute(select(db.Trade, db.Order.asset_type).join(db.Order, db.Trade.order_id == db.Order.id)
+                                 .where(db.Trade.portfolio == portfolio).order_by(db.Trade.id)).all()
+        for trade, asset_type in trades:
+            fill = Fill(fill_id=trade.fill_id, client_order_id="", portfolio=portfolio, strategy=trade.strategy,
+                        symbol=trade.symbol, side=Side(trade.side), qty=trade.qty, price=trade.price,
+                        fee=trade.fee, ts=trade.ts)
+            key = (trade.strategy, trade.symbol)
+            position = positions.setdefault(key, Position(portfolio=portfolio, strategy=trade.strategy,
+                                                          symbol=trade.symbol, asset_type=asset_type))
+            position.apply(fill)
+            cash += cash_delta(fill)
+        return Ledger(cash, positions)

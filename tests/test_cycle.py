@@ -1,0 +1,165 @@
+"""The trading cycle on real SQLite and PostgreSQL: idempotent re-runs, the ledger invariant,
+and consistent books after a SIGKILL at several points of a cycle."""
+
+from __future__ import annotations
+
+import math
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from lab.db import models as db
+from lab.runtime import LabContext
+from lab.settings import Settings
+from lab.trading.cycle import run_trading_cycle
+from lab.trading.store import replay_ledger, set_halt
+from tests.fakes.trading import FixedPredictions, seed_bars, sessions, write_config
+
+ROOT = Path(__file__).resolve().parents[1]
+DAYS = [d.to_pydatetime() for d in sessions("stocks", "2023-03-01", "2023-03-10")]
+
+
+@pytest.fixture
+def ctx(engine, tmp_path, monkeypatch) -> LabContext:
+    monkeypatch.setenv("LAB_CONFIG", str(write_config(tmp_path / "trading.json")))
+    seed_bars(engine)
+    return LabContext(settings=Settings(), engine=engine)
+
+
+def count(ctx, model) -> int:
+    with ctx.engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(model)).scalar_one()
+
+
+def assert_books_consistent(ctx, portfolio: str = "paper") -> None:
+    """cash + positions = equity, and replaying the trades reproduces positions and cash exactly."""
+    ledger = replay_ledger(ctx.engine, portfolio)
+    with ctx.engine.connect() as conn:
+        cash = conn.execute(select(db.Account.cash).where(db.Account.portfolio == portfolio)).scalar_one_or_none()
+        if cash is None:  # killed before the account was opened: nothing may have been booked
+            assert conn.execute(select(func.count()).select_from(db.Trade)).scalar_one() == 0
+            return
+        rows = conn.execute(select(db.Position).where(db.Position.portfolio == portfolio)).all()
+        snap = conn.execute(select(db.PortfolioSnapshot).where(db.PortfolioSnapshot.portfolio == portfolio)
+                            .order_by(db.PortfolioSnapshot.ts.desc())).first()
+        orders = conn.execute(select(db.Order.client_order_id)).scalars().all()
+    assert ledger.cash == cash
+    stored = {(r.strategy, r.symbol): (r.qty, r.avg_price, r.realized_pnl) for r in rows if r.qty != 0}
+    replayed = {k: (p.qty, p.avg_price, p.realized_pnl) for k, p in ledger.positions.items() if p.qty != 0}
+    assert stored == replayed
+    assert cash >= 0
+    assert len(orders) == len(set(orders))
+    if snap is not None:
+        assert math.isclose(snap.cash + snap.positions_value, snap.equity, rel_tol=1e-12)
+
+
+def test_a_cycle_places_orders_that_fill_at_the_next_open_and_books_them(ctx):
+    first = run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions())
+    assert first.orders_placed > 0 and first.fills == 0
+    second = run_trading_cycle(ctx, DAYS[1], predictions=FixedPredictions())
+    assert second.fills >= first.orders_placed
+    with ctx.engine.connect() as conn:
+        trade_ts = set(conn.execute(select(db.Trade.ts)).scalars())
+    assert trade_ts == {DAYS[1]}  # the next bar, never the decision bar
+    assert_books_consistent(ctx)
+
+
+def test_rerunning_a_cycle_places_no_second_order(ctx):
+    run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions())
+    orders, signals = count(ctx, db.Order), count(ctx, db.Signal)
+    again = run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions())
+    assert again.already_completed
+    assert (count(ctx, db.Order), count(ctx, db.Signal)) == (orders, signals)
+
+
+def test_low_confidence_produces_no_orders(ctx):
+    result = run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions(0.5))
+    assert result.signals == 0 and count(ctx, db.Order) == 0
+
+
+def test_a_recorded_halt_blocks_entries_until_lifted(ctx):
+    run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions())
+    set_halt(ctx.engine, "paper", True, "drawdown 21% from peak")
+    halted = run_trading_cycle(ctx, DAYS[1], predictions=FixedPredictions())
+    assert halted.halted and halted.orders_placed == halted.exits
+    set_halt(ctx.engine, "paper", False, None)
+    assert not run_trading_cycle(ctx, DAYS[2], predictions=FixedPredictions()).halted
+
+
+def test_a_pre_trade_check_rejects_with_its_reason_and_the_order_is_stored(ctx):
+    run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions(), pre_trade_checks=[lambda o: "kill switch is on"])
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(select(db.Order.status, db.Order.reason)).all()
+    assert rows and all(r == ("rejected", "kill switch is on") for r in rows)
+
+
+def test_several_days_keep_the_books_consistent(ctx):
+    for day in DAYS:
+        run_trading_cycle(ctx, day, predictions=FixedPredictions())
+    assert count(ctx, db.Trade) > 0
+    assert_books_consistent(ctx)
+
+
+# --- crash safety: a real subprocess killed with SIGKILL at a named stage --------------------
+
+SCRIPT = """
+import os, sys, time
+from datetime import datetime
+from pathlib import Path
+from lab.runtime import open_lab
+from lab.trading.cycle import run_trading_cycle
+from tests.fakes.trading import FixedPredictions
+
+stage, nth, marker = os.environ.get("PAUSE_AT", ""), int(os.environ.get("PAUSE_NTH", "1")), Path(sys.argv[2])
+seen = {"n": 0}
+
+def hook(name):
+    if name == stage:
+        seen["n"] += 1
+        if seen["n"] == nth:
+            marker.write_text(name)
+            time.sleep(600)
+
+run_trading_cycle(open_lab(), datetime.fromisoformat(sys.argv[1]), predictions=FixedPredictions(), hook=hook)
+"""
+
+
+def run_cycle_process(ctx, tmp_path, as_of, *, pause_at: str, nth: int = 1) -> None:
+    script = tmp_path / "cycle.py"
+    script.write_text(SCRIPT)
+    marker = tmp_path / f"paused-{pause_at}-{nth}"
+    env = {**os.environ, "LAB_DATABASE_URL": ctx.engine.url.render_as_string(hide_password=False),
+           "PAUSE_AT": pause_at, "PAUSE_NTH": str(nth), "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(script), as_of.isoformat(), str(marker)], env=env, cwd=ROOT)
+    while not marker.exists():
+        assert proc.poll() is None, f"the cycle ended before reaching {pause_at}"
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+@pytest.mark.parametrize(("day", "stage", "nth"), [
+    (0, "order_stored", 2),
+    (0, "signals_stored", 1),
+    (1, "fill_booked", 2),
+    (1, "snapshot", 1),
+])
+def test_a_cycle_killed_mid_way_resumes_with_consistent_books_and_no_duplicates(ctx, tmp_path, day, stage, nth):
+    if day == 1:
+        run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions())
+    run_cycle_process(ctx, tmp_path, DAYS[day], pause_at=stage, nth=nth)
+    assert_books_consistent(ctx)
+    run_trading_cycle(ctx, DAYS[day], predictions=FixedPredictions())
+    assert_books_consistent(ctx)
+    reference_orders = count(ctx, db.Order)
+    assert run_trading_cycle(ctx, DAYS[day], predictions=FixedPredictions()).already_completed
+    assert count(ctx, db.Order) == reference_orders
+    with ctx.engine.connect() as conn:
+        status = conn.execute(select(db.TradingCycle.status).where(db.TradingCycle.as_of == DAYS[day])).scalar_one()
+    assert status == "completed"

@@ -1,0 +1,57 @@
+"""The kill switch: a DB flag that stops submission at once and cancels open broker orders."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import select
+
+from lab.db import models as db
+from lab.db import session_scope
+from lab.trading import killswitch
+from lab.trading.brokers._http import RetryPolicy
+from lab.trading.brokers.alpaca import AlpacaBroker
+from lab.trading.model import Intent, Order, OrderStatus, OrderType, Side, client_order_id
+from lab.trading.store import store_order
+from tests.fakes.alpaca import KEY_ID, SECRET_KEY, FakeAlpaca
+
+NOW = datetime(2025, 1, 6, 15, 0, tzinfo=UTC)
+
+
+def test_it_is_off_until_engaged_and_stays_on_until_released(engine) -> None:
+    assert not killswitch.is_killed(engine, "alpaca")
+    killswitch.engage(engine, "alpaca", "runaway strategy")
+    assert killswitch.is_killed(engine, "alpaca") and not killswitch.is_killed(engine, "binance")
+    assert killswitch.switches(engine) == [("alpaca", True, "runaway strategy", False, None)]
+    killswitch.release(engine, "alpaca")
+    assert not killswitch.is_killed(engine, "alpaca")
+
+
+def test_the_global_switch_stops_every_account(engine) -> None:
+    killswitch.engage(engine, killswitch.ALL, "market halt")
+    assert killswitch.is_killed(engine, "alpaca") and killswitch.is_killed(engine, "paper")
+
+
+def test_engaging_needs_a_reason(engine) -> None:
+    with pytest.raises(ValueError, match="needs a reason"):
+        killswitch.engage(engine, "alpaca", "  ")
+
+
+def test_engaging_cancels_the_open_orders_at_the_broker_and_in_the_books(engine) -> None:
+    with FakeAlpaca() as fake:
+        broker = AlpacaBroker(SecretStr(KEY_ID), SecretStr(SECRET_KEY), base_url=fake.url,
+                              policy=RetryPolicy(backoff_s=0.001))
+        resting = Order(client_order_id=client_order_id("alpaca", NOW, "swing", "AAPL", Intent.ENTRY),
+                        portfolio="alpaca", strategy="swing", symbol="AAPL", asset_type="stocks", side=Side.BUY,
+                        qty=5, order_type=OrderType.LIMIT, limit_price=90.0, created_at=NOW)
+        store_order(engine, broker.submit(resting), broker="alpaca")
+
+        cancelled = killswitch.engage(engine, "alpaca", "operator stop", broker=broker)
+
+        assert [o.status for o in cancelled] == [OrderStatus.CANCELLED]
+        assert broker.open_orders() == [] and killswitch.is_killed(engine, "alpaca")
+    with session_scope(engine) as session:
+        row = session.scalar(select(db.Order).where(db.Order.client_order_id == resting.client_order_id))
+    assert (row.status, row.reason) == ("cancelled", "kill switch: operator stop")

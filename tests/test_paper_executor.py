@@ -1,0 +1,181 @@
+"""The paper broker: fills at the next bar, slippage, fees, volume caps, and every refusal."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from lab.trading.broker import BrokerInterface, OrderNotFound
+from lab.trading.calendar import is_market_open
+from lab.trading.model import Order, OrderStatus, OrderType, Side
+from lab.trading.paper import Bar, PaperTradingExecutor, SlippageModel
+from tests.fakes.trading import utc
+
+NY = ZoneInfo("America/New_York")
+MON, TUE, WED = utc(2024, 1, 8), utc(2024, 1, 9), utc(2024, 1, 10)
+
+
+def executor(cash: float = 10_000.0, **kwargs) -> PaperTradingExecutor:
+    defaults = dict(cash=cash, asset_types={"AAPL": "stocks", "BTC": "crypto"},
+                    fee_bps={"stocks": 1.0, "crypto": 10.0}, slippage=SlippageModel(base_bps=20.0),
+                    max_volume_share=0.1, last_prices={"AAPL": 100.0, "BTC": 40_000.0})
+    return PaperTradingExecutor(**(defaults | kwargs))
+
+
+def order(symbol: str = "AAPL", qty: float = 10, side: Side = Side.BUY, at: datetime = MON, **kwargs) -> Order:
+    return Order(client_order_id=f"id-{symbol}-{side}-{qty}-{sorted(kwargs.items())}",
+                 portfolio="p", strategy="momentum", symbol=symbol,
+                 asset_type="crypto" if symbol == "BTC" else "stocks", side=side, qty=qty, created_at=at, **kwargs)
+
+
+def bar(ts: datetime, o: float = 100.0, h: float = 105.0, low: float = 95.0, c: float = 101.0,
+        v: float = 1_000_000.0) -> Bar:
+    return Bar(ts, o, h, low, c, v)
+
+
+def test_the_paper_executor_is_a_broker():
+    assert isinstance(executor(), BrokerInterface)
+
+
+def test_a_market_order_fills_at_the_next_bars_open_plus_slippage_and_pays_the_stock_fee():
+    broker = executor()
+    assert broker.submit(order()).status is OrderStatus.PENDING
+    assert broker.on_bar("AAPL", bar(MON)) == []  # the decision bar itself never fills it
+    (fill,) = broker.on_bar("AAPL", bar(TUE, o=100.0))
+    assert fill.price == pytest.approx(100.0 * 1.002)
+    assert fill.fee == pytest.approx(10 * fill.price * 1e-4)
+    assert broker.account().cash == pytest.approx(10_000 - 10 * fill.price - fill.fee)
+    assert broker.get_order(fill.client_order_id).status is OrderStatus.FILLED
+    assert [p.qty for p in broker.positions()] == [10]
+
+
+def test_crypto_pays_its_own_fee_and_trades_fractions():
+    broker = executor(cash=100_000.0)
+    broker.submit(order("BTC", qty=0.5))
+    (fill,) = broker.on_bar("BTC", bar(TUE, o=40_000, h=41_000, low=39_000, c=40_500))
+    assert fill.qty == 0.5 and fill.fee == pytest.approx(0.5 * fill.price * 10e-4)
+
+
+def test_a_sell_market_order_slips_down():
+    broker = executor()
+    broker.submit(order())
+    broker.on_bar("AAPL", bar(TUE))
+    broker.submit(order(side=Side.SELL, at=TUE))
+    (fill,) = broker.on_bar("AAPL", bar(WED, o=110.0))
+    assert fill.price == pytest.approx(110.0 * 0.998)
+
+
+def test_a_large_order_fills_partially_at_the_volume_cap_then_completes():
+    broker = executor(cash=1e9)
+    broker.submit(order(qty=150))
+    (first,) = broker.on_bar("AAPL", bar(TUE, v=1_000))
+    assert first.qty == 100
+    assert broker.get_order(first.client_order_id).status is OrderStatus.PARTIALLY_FILLED
+    (second,) = broker.on_bar("AAPL", bar(WED, v=1_000))
+    assert second.qty == 50 and second.fill_id != first.fill_id
+    assert broker.get_order(first.client_order_id).status is OrderStatus.FILLED
+
+
+def test_a_fill_delay_holds_the_order_for_that_many_bars():
+    broker = executor(fill_delay_bars=1)
+    broker.submit(order())
+    assert broker.on_bar("AAPL", bar(TUE)) == []
+    assert len(broker.on_bar("AAPL", bar(WED))) == 1
+
+
+def test_a_limit_buy_fills_at_the_limit_when_the_low_reaches_it_and_not_before():
+    broker = executor()
+    broker.submit(order(order_type=OrderType.LIMIT, limit_price=96.0))
+    assert broker.on_bar("AAPL", bar(TUE, o=100, low=97)) == []
+    (fill,) = broker.on_bar("AAPL", bar(WED, o=100, low=95))
+    assert fill.price == 96.0  # no slippage on a limit
+
+
+def test_a_stop_loss_sells_at_the_stop_or_the_gap_open_whichever_is_worse():
+    broker = executor()
+    broker.submit(order(qty=20))
+    broker.on_bar("AAPL", bar(TUE))
+    broker.submit(order(qty=10, side=Side.SELL, at=TUE, order_type=OrderType.STOP, stop_price=95.0))
+    broker.submit(order(qty=10, side=Side.SELL, at=TUE, order_type=OrderType.STOP, stop_price=99.0))
+    fills = broker.on_bar("AAPL", bar(WED, o=97.0, low=90.0))
+    prices = sorted(f.price for f in fills)
+    assert prices == pytest.approx([95.0 * 0.998, 97.0 * 0.998])
+
+
+def test_a_take_profit_limit_sell_fills_when_the_high_reaches_it():
+    broker = executor()
+    broker.submit(order())
+    broker.on_bar("AAPL", bar(TUE))
+    broker.submit(order(side=Side.SELL, at=TUE, order_type=OrderType.LIMIT, limit_price=104.0))
+    (fill,) = broker.on_bar("AAPL", bar(WED, o=101, h=106))
+    assert fill.price == 104.0
+
+
+def test_submitting_the_same_client_order_id_twice_places_one_order():
+    broker = executor()
+    first = broker.submit(order())
+    assert broker.submit(order()) == first
+    assert len(broker.open_orders()) == 1
+
+
+def test_cancel_closes_an_open_order_and_unknown_ids_raise_order_not_found():
+    broker = executor()
+    placed = broker.submit(order())
+    assert broker.cancel(placed.client_order_id).status is OrderStatus.CANCELLED
+    assert broker.on_bar("AAPL", bar(TUE)) == []
+    with pytest.raises(OrderNotFound):
+        broker.get_order("nope")
+
+
+@pytest.mark.parametrize(("kwargs", "reason"), [
+    ({"qty": 0}, "invalid order: quantity must be a positive number"),
+    ({"qty": -5}, "invalid order: quantity must be a positive number"),
+    ({"qty": math.nan}, "invalid order: quantity must be a positive number"),
+    ({"order_type": OrderType.LIMIT, "limit_price": math.nan}, "needs a positive limit price"),
+    ({"order_type": OrderType.LIMIT, "limit_price": -1.0}, "needs a positive limit price"),
+    ({"order_type": OrderType.STOP}, "needs a positive stop price"),
+    ({"symbol": "NOPE"}, "unknown symbol 'NOPE'"),
+    ({"qty": 1_000}, "insufficient funds"),
+    ({"side": Side.SELL}, "short selling disabled"),
+    ({"at": utc(2024, 1, 6)}, "market closed"),  # a Saturday
+])
+def test_each_bad_order_is_rejected_with_its_reason_and_never_raises(kwargs, reason):
+    answer = executor().submit(order(**kwargs))
+    assert answer.status is OrderStatus.REJECTED
+    assert reason in answer.reason
+
+
+def test_shorts_are_accepted_when_configured():
+    assert executor(allow_shorts=True).submit(order(side=Side.SELL)).status is OrderStatus.PENDING
+
+
+def test_open_buy_orders_reserve_cash_for_later_submissions():
+    broker = executor(cash=1_500.0)
+    assert broker.submit(order(qty=10)).status is OrderStatus.PENDING
+    assert "insufficient funds" in broker.submit(order(qty=5)).reason
+
+
+def test_a_gap_up_never_spends_more_cash_than_the_account_has():
+    broker = executor(cash=1_010.0)
+    broker.submit(order(qty=10))
+    fills = broker.on_bar("AAPL", bar(TUE, o=150.0))
+    assert broker.account().cash >= 0
+    assert sum(f.qty for f in fills) < 10
+
+
+@pytest.mark.parametrize(("asset_type", "when", "expected"), [
+    ("stocks", datetime(2024, 1, 6, 11, 0, tzinfo=NY), False),   # Saturday
+    ("stocks", datetime(2024, 1, 8, 11, 0, tzinfo=NY), True),    # Monday mid-session
+    ("stocks", datetime(2024, 1, 8, 17, 0, tzinfo=NY), False),   # after the close
+    ("stocks", datetime(2023, 12, 25, 11, 0, tzinfo=NY), False),  # Christmas
+    ("stocks", utc(2023, 12, 25), False),                         # Christmas as a daily bar label
+    ("stocks", datetime(2023, 11, 24, 12, 0, tzinfo=NY), True),   # half day, before the early close
+    ("stocks", datetime(2023, 11, 24, 14, 0, tzinfo=NY), False),  # half day, after the 13:00 close
+    ("crypto", datetime(2024, 1, 7, 3, 0, tzinfo=NY), True),      # crypto at 3 a.m. on a Sunday
+])
+def test_market_hours_come_from_the_exchange_calendar(asset_type, when, expected):
+    assert is_market_open(asset_type, when) is expected
+    assert executor().clock(when, asset_type).is_open is expected

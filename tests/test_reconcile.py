@@ -1,0 +1,72 @@
+"""Reconciliation: the broker's positions and cash against the lab's books, halting on a mismatch."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+from pydantic import SecretStr
+
+from lab.db import models as db
+from lab.db import session_scope
+from lab.runtime import open_lab
+from lab.trading.brokers._http import RetryPolicy
+from lab.trading.brokers.alpaca import AlpacaBroker
+from lab.trading.model import Intent, Order, Side, client_order_id
+from lab.trading.reconcile import reconcile
+from lab.trading.store import book_fill, load_books, store_order
+from tests.fakes.alpaca import KEY_ID, SECRET_KEY, FakeAlpaca
+
+NOW = datetime(2025, 1, 6, 15, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def traded(engine):
+    """A lab account that bought 10 AAPL through Alpaca and booked the fill."""
+    config = open_lab().config
+    with FakeAlpaca(cash=str(config.execution.initial_cash)) as fake:
+        broker = AlpacaBroker(SecretStr(KEY_ID), SecretStr(SECRET_KEY), base_url=fake.url,
+                              policy=RetryPolicy(attempts=2, backoff_s=0.001))
+        books = load_books(engine, config, "alpaca")
+        order = broker.submit(Order(client_order_id=client_order_id("alpaca", NOW, "momentum", "AAPL", Intent.ENTRY),
+                                    portfolio="alpaca", strategy="momentum", symbol="AAPL", asset_type="stocks",
+                                    side=Side.BUY, qty=10, created_at=NOW))
+        store_order(engine, order, broker="alpaca")
+        for fill in order.fills:
+            book_fill(engine, books, order, fill)
+        yield engine, broker, fake
+
+
+def halted(engine) -> tuple[bool, str | None]:
+    with session_scope(engine) as session:
+        control = session.get(db.TradingControl, "alpaca")
+        return (bool(control.halted), control.halt_reason) if control else (False, None)
+
+
+def test_matching_books_pass_and_leave_trading_on(traded) -> None:
+    engine, broker, _ = traded
+    assert reconcile(engine, broker, "alpaca").ok
+    assert halted(engine) == (False, None)
+
+
+def test_a_position_the_lab_does_not_know_halts_the_account(traded) -> None:
+    engine, broker, fake = traded
+    fake.positions["MSFT"] = Decimal(3)  # traded outside the lab
+    result = reconcile(engine, broker, "alpaca")
+    assert result.mismatches == ["MSFT: broker holds 3, books say 0"]
+    assert halted(engine) == (True, "reconciliation mismatch with alpaca: MSFT: broker holds 3, books say 0")
+
+
+def test_a_cash_difference_halts_the_account(traded) -> None:
+    engine, broker, fake = traded
+    fake.cash -= 250
+    result = reconcile(engine, broker, "alpaca")
+    assert result.mismatches == ["cash: broker has 98,750.00, books say 99,000.00"]
+    assert halted(engine)[0]
+
+
+def test_a_difference_within_tolerance_is_not_a_mismatch(traded) -> None:
+    engine, broker, fake = traded
+    fake.cash -= Decimal("0.5")
+    assert reconcile(engine, broker, "alpaca", cash_tolerance=1.0).ok

@@ -1,0 +1,122 @@
+"""The signal engine: EV and risk/reward, the strategy rules plus ML confidence, the filters."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lab.config import load_config
+from lab.trading.predictions import NoActiveModel, Prediction
+from lab.trading.signals import SIGNAL_COLUMNS, TradeSignalEngine, calculate_ev, calculate_risk_reward
+from tests.fakes.trading import utc, write_config
+
+AS_OF = utc(2024, 1, 8)
+
+
+class Table:
+    """A FeatureSource over a hand-written table of latest rows."""
+
+    def __init__(self, rows: dict[str, dict[str, float]]):
+        self.frame = pd.DataFrame.from_dict(rows, orient="index")
+        self.asked: list[tuple[str, list[str]]] = []
+
+    def latest(self, feature_set, symbols, as_of):
+        self.asked.append((feature_set, list(symbols)))
+        return self.frame.loc[[s for s in symbols if s in self.frame.index]]
+
+
+class ByColumn:
+    """Confidence read from a column of the rows (a deterministic PredictionSource)."""
+
+    def predict(self, strategy, rows):
+        return Prediction(rows["confidence"].to_numpy(dtype=float), model_version=3)
+
+
+class NoModel:
+    def predict(self, strategy, rows):
+        raise NoActiveModel(f"strategy {strategy!r} has no active model version")
+
+
+MOMENTUM = {
+    "AAPL": {"ret_20": 0.20, "volume_ratio_20": 1.5, "confidence": 0.80},
+    "MSFT": {"ret_20": 0.15, "volume_ratio_20": 1.2, "confidence": 0.55},   # below 0.6
+    "IBM": {"ret_20": 0.18, "volume_ratio_20": 0.2, "confidence": 0.95},    # no volume confirmation
+    "GOOG": {"ret_20": -0.10, "volume_ratio_20": 2.0, "confidence": 0.99},  # not a top performer
+}
+PRICES = {"AAPL": 100.0, "MSFT": 200.0, "IBM": 50.0, "GOOG": 80.0}
+
+
+@pytest.fixture
+def config(tmp_path):
+    return load_config(write_config(tmp_path / "c.json"))
+
+
+def test_expected_value_and_risk_reward():
+    assert calculate_ev(0.6, 0.10, 0.05) == pytest.approx(0.6 * 0.10 - 0.4 * 0.05)
+    assert calculate_risk_reward(100.0, 95.0, 110.0) == pytest.approx(2.0)
+
+
+@pytest.mark.parametrize("args", [(100.0, 100.0, 110.0), (float("nan"), 95.0, 110.0), (100.0, -1.0, 110.0)])
+def test_risk_reward_rejects_impossible_levels(args):
+    with pytest.raises(ValueError, match="risk/reward needs"):
+        calculate_risk_reward(*args)
+
+
+def test_ev_rejects_a_probability_outside_0_1():
+    with pytest.raises(ValueError, match="probability"):
+        calculate_ev(1.2, 0.1, 0.05)
+
+
+def test_momentum_signals_pass_the_rule_and_the_confidence_filter_with_levels(config):
+    engine = TradeSignalEngine(config, ByColumn(), Table(MOMENTUM), as_of=AS_OF, prices=PRICES)
+    signals = engine.find_momentum_signals(list(MOMENTUM))
+    assert list(signals.columns) == SIGNAL_COLUMNS
+    assert signals["symbol"].tolist() == ["AAPL"]
+    row = signals.iloc[0]
+    assert (row.entry, row.stop_loss, row.take_profit) == pytest.approx((100.0, 95.0, 110.0))
+    assert row.rr == pytest.approx(2.0) and row.model_version == 3
+    assert row.ev == pytest.approx(calculate_ev(0.8, 0.10, 0.05))
+
+
+def test_max_positions_per_strategy_keeps_the_best_expected_value(config):
+    rows = {f"S{i}": {"ret_20": 0.1 + i / 100, "volume_ratio_20": 2.0, "confidence": 0.6 + i / 100}
+            for i in range(6)}
+    engine = TradeSignalEngine(config, ByColumn(), Table(rows), as_of=AS_OF, prices={s: 10.0 for s in rows})
+    signals = engine.signals_for("momentum", list(rows))
+    assert signals["symbol"].tolist() == ["S5", "S4", "S3"][:len(signals)]
+    assert len(signals) <= 3
+
+
+def test_a_strategy_below_the_minimum_risk_reward_gives_no_signals(tmp_path):
+    config = load_config(write_config(tmp_path / "c.json", strategies={
+        "momentum": {"stop_loss": 0.08, "take_profit": 0.12, "params": {"top_quantile": 0.5}}}))
+    engine = TradeSignalEngine(config, ByColumn(), Table(MOMENTUM), as_of=AS_OF, prices=PRICES)
+    assert engine.find_momentum_signals(list(MOMENTUM)).empty
+
+
+def test_generate_skips_a_strategy_without_a_model_and_says_why(config):
+    engine = TradeSignalEngine(config, NoModel(), Table(MOMENTUM), as_of=AS_OF, prices=PRICES)
+    assert engine.generate({"stocks": list(MOMENTUM)}).empty
+    assert "no active model" in engine.skipped["momentum"]
+
+
+def test_swing_uses_technical_confluence_in_an_uptrend(config):
+    rows = {
+        "AAPL": {"close_to_sma_200": 0.1, "rsi_14": 30, "macd_cross_up": 0, "close_to_sma_50": 0.1, "confidence": 0.9},
+        "MSFT": {"close_to_sma_200": -0.1, "rsi_14": 30, "macd_cross_up": 1, "close_to_sma_50": 0.0, "confidence": 0.9},
+    }
+    engine = TradeSignalEngine(config, ByColumn(), Table(rows), as_of=AS_OF, prices=PRICES)
+    assert engine.find_swing_signals(list(rows))["symbol"].tolist() == ["AAPL"]
+
+
+def test_pairs_are_one_signal_per_pair_of_symbols(config):
+    rows = {"AAPL/MSFT": {"pair_corr": 0.9, "spread_z": -2.5, "confidence": 0.8},
+            "AAPL/IBM": {"pair_corr": 0.4, "spread_z": 3.0, "confidence": 0.9}}
+    table = Table(rows)
+    engine = TradeSignalEngine(config, ByColumn(), table, as_of=AS_OF, prices=PRICES)
+    signals = engine.find_pairs_signals(["MSFT", "AAPL", "IBM"])
+    assert table.asked == [("pairs@1", ["AAPL/IBM", "AAPL/MSFT", "IBM/MSFT"])]
+    assert signals["symbol"].tolist() == ["AAPL/MSFT"]
+    assert signals["entry"].iloc[0] == pytest.approx(100.0 / 200.0)
+    assert np.isfinite(signals["ev"]).all()
