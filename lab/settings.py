@@ -22,6 +22,7 @@ class Settings(BaseSettings):
     lab_database_url: str | None = Field(default=None, validation_alias="LAB_DATABASE_URL")
     lab_config: Path = Field(default=Path("config/trading.json"), validation_alias="LAB_CONFIG")
     ray_address: str | None = Field(default=None, validation_alias="RAY_ADDRESS")
+    serve_url: str = Field(default="http://127.0.0.1:8000", validation_alias="LAB_SERVE_URL")
     serve_token: SecretStr | None = Field(default=None, validation_alias="LAB_SERVE_TOKEN")
     alphavantage_api_key: SecretStr | None = Field(default=None, validation_alias="ALPHAVANTAGE_API_KEY")
     coingecko_api_key: SecretStr | None = Field(default=None, validation_alias="COINGECKO_API_KEY")

@@ -72,12 +72,15 @@ def run_trading_cycle(
     features: FeatureSource | None = None,
     pre_trade_checks: Sequence[PreTradeCheck] | None = None,
     hook: Callable[[str], None] | None = None,
+    asset_classes: Sequence[str] | None = None,
 ) -> CycleResult:
     """Run (or resume, or skip when completed) the cycle of ``portfolio`` at ``as_of``.
 
     ``broker`` defaults to the paper executor rebuilt from the books; ``features`` to
     ``lab.features`` on the stored bars; ``pre_trade_checks`` to the lab's validation and
-    kill switch (``lab.trading.pretrade`` / ``lab.trading.killswitch``).
+    kill switch (``lab.trading.pretrade`` / ``lab.trading.killswitch``). ``asset_classes``
+    limits new entries to those classes (stocks and crypto run on their own schedules);
+    exits are always checked for every held position.
     """
     if as_of.tzinfo is None:
         raise TradingError(f"as_of must be timezone-aware, got {as_of.isoformat()}")
@@ -111,7 +114,8 @@ def run_trading_cycle(
         run.notes.append(f"no new entries: {manager.halt_reason}")
     else:
         engine_ = TradeSignalEngine(config, predictions, features or market, as_of=as_of, prices=prices)
-        universe = {name: list(u.symbols) for name, u in config.universe.asset_classes().items()}
+        universe = {name: list(u.symbols) for name, u in config.universe.asset_classes().items()
+                    if asset_classes is None or name in asset_classes}
         signals = engine_.generate(universe)
         run.notes.extend(engine_.skipped.values())
         signal_ids = _store_signals(ctx, portfolio, as_of, signals)

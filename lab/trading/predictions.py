@@ -51,7 +51,7 @@ class RegistryPredictions:
         version = self._registry.get_active_version(strategy, self._domain)
         if version is None:
             raise NoActiveModel(f"strategy {strategy!r} has no active model version; "
-                                f"train one with `lab models train --strategy {strategy}`")
+                                f"train one with `lab tune --strategy {strategy}`")
         predictor = self._loaded.get(version.id)
         if predictor is None:
             predictor = self._loaded[version.id] = _load(self._registry.model_file(version))

@@ -1,0 +1,197 @@
+"""One symbol's (or one pair's) feature frame, with the problems found in its bars.
+
+Bad input gives defined results, never an exception: bars whose prices are missing or not
+positive are skipped by the indicators and get NaN features; too little history leaves the
+lookback NaN; a benchmark or fundamentals gap leaves its columns NaN. What was wrong is
+returned as problem lines, which the universe run reports per symbol. Only a frame that is
+not bars at all (missing columns, duplicated or unsorted timestamps) raises ``DataError``.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+
+import numpy as np
+import pandas as pd
+
+from lab.errors import DataError
+from lab.features._indicators import BASE_COLUMNS, PAIR_COLUMNS, PAIR_WINDOW, base_indicators, pair_indicators
+from lab.features._sets import FeatureSet, get_feature_set
+
+__all__ = ["compute_features", "pair_bars", "output_columns", "compute_with_problems",
+           "benchmark_returns", "SECTORS"]
+
+PRICE_COLUMNS = ("open", "high", "low", "close")
+FUNDAMENTAL_COLUMNS = ("pe_ratio", "pb_ratio", "log_market_cap", "sector_code")
+LONGEST_LOOKBACK = 200
+GAP_DAYS = 5
+#: GICS sectors; ``sector_code`` is the position here (NaN for an unknown sector)
+SECTORS = (
+    "Communication Services", "Consumer Discretionary", "Consumer Staples", "Energy", "Financials",
+    "Health Care", "Industrials", "Information Technology", "Materials", "Real Estate", "Utilities",
+)
+_SECTOR_CODE = {name.lower(): float(i) for i, name in enumerate(SECTORS)}
+
+
+def output_columns(feature_set: FeatureSet) -> tuple[str, ...]:
+    """Every column of a computed frame of this set (model inputs and plotted indicators)."""
+    if feature_set.kind == "pair":
+        return PAIR_COLUMNS
+    if feature_set.kind == "fundamental":
+        return BASE_COLUMNS + FUNDAMENTAL_COLUMNS
+    return BASE_COLUMNS
+
+
+def compute_features(bars: pd.DataFrame, feature_set: str, *, benchmark: pd.DataFrame | None = None,
+                     fundamentals: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Features of one symbol's OHLCV bars (indexed by tz-aware ts), one row per bar.
+
+    ``benchmark`` is the asset class's benchmark bars (for ``rel_strength_20``);
+    ``fundamentals`` this symbol's rows of the ``fundamentals`` table (value sets); a pair
+    set takes the frame built by ``pair_bars``.
+    """
+    bench = benchmark_returns(benchmark) if benchmark is not None else None
+    return compute_with_problems(bars, get_feature_set(feature_set), bench, fundamentals)[0]
+
+
+def benchmark_returns(benchmark: pd.DataFrame) -> pd.Series:
+    """The benchmark's 20-bar return on its own valid bars, to align by timestamp."""
+    _check_frame(benchmark, ("close",), "benchmark")
+    close = benchmark["close"].to_numpy(dtype=float)
+    ok = np.isfinite(close) & (close > 0)
+    close = close[ok]
+    ret = np.full(len(close), np.nan)
+    if len(close) > 20:
+        ret[20:] = close[20:] / close[:-20] - 1.0
+    return pd.Series(ret, index=benchmark.index[ok].as_unit("ns"))
+
+
+def pair_bars(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
+    """The bars of pair a/b: both closes on their common timestamps, priced as close_a/close_b.
+
+    open/high/low/close all hold the ratio (so labels can be made on the pair), volume NaN.
+    """
+    _check_frame(a, ("close",), "pair leg a")
+    _check_frame(b, ("close",), "pair leg b")
+    joined = pd.concat([a["close"].rename("close_a"), b["close"].rename("close_b")], axis=1, join="inner")
+    ok = (joined > 0).all(axis=1) & np.isfinite(joined).all(axis=1)
+    joined = joined[ok]
+    ratio = joined["close_a"] / joined["close_b"]
+    return joined.assign(open=ratio, high=ratio, low=ratio, close=ratio, volume=np.nan)
+
+
+def compute_with_problems(bars: pd.DataFrame, feature_set: FeatureSet, bench_ret: pd.Series | None,
+                          fundamentals: pd.DataFrame | None) -> tuple[pd.DataFrame, list[str]]:
+    """The feature frame and the problem lines found in the inputs."""
+    if feature_set.kind == "pair":
+        return _pair_features(bars)
+    _check_frame(bars, (*PRICE_COLUMNS, "volume"), "bars")
+    problems: list[str] = []
+    open_, high, low, close, volume = (bars[c].to_numpy(dtype=float) for c in (*PRICE_COLUMNS, "volume"))
+    with np.errstate(invalid="ignore"):
+        valid = (open_ > 0) & (high > 0) & (low > 0) & (close > 0)
+    valid &= np.isfinite(open_) & np.isfinite(high) & np.isfinite(low) & np.isfinite(close)
+    if not valid.all():
+        high, low, close, volume = high[valid], low[valid], close[valid], volume[valid]
+    stamps = bars.index.as_unit("ns").asi8
+    stamps = stamps if valid.all() else stamps[valid]
+    if bench_ret is None:
+        aligned = np.full(len(close), np.nan)
+    else:
+        aligned = _align(bench_ret, stamps)
+        missing = int(np.isnan(aligned[20:]).sum()) if len(aligned) > 20 else 0
+        if missing:
+            problems.append(f"benchmark missing for {missing} of {len(close)} bars (rel_strength_20 is NaN there)")
+    values = base_indicators(high, low, close, volume, aligned)
+    if feature_set.kind == "fundamental":
+        values = np.hstack([values, _fundamental_values(bars.index[valid], fundamentals, problems)])
+    problems[:0] = _bar_problems(bars, valid, close, volume)
+    if not valid.all():
+        full = np.full((len(bars), values.shape[1]), np.nan)
+        full[valid] = values
+        values = full
+    return pd.DataFrame(values, index=bars.index, columns=_column_index(feature_set.kind)), problems
+
+
+@cache
+def _column_index(kind: str) -> pd.Index:
+    return pd.Index(output_columns(FeatureSet(name="-", version=0, columns=(), kind=kind)))
+
+
+def _align(bench_ret: pd.Series, stamps: np.ndarray) -> np.ndarray:
+    """The benchmark's value at each of ``stamps`` (exact timestamp match), NaN where it has none."""
+    bench_stamps = bench_ret.index.asi8
+    pos = np.minimum(np.searchsorted(bench_stamps, stamps), max(len(bench_stamps) - 1, 0))
+    out = np.full(len(stamps), np.nan)
+    if len(bench_stamps):
+        hit = bench_stamps[pos] == stamps
+        out[hit] = bench_ret.to_numpy()[pos[hit]]
+    return out
+
+
+def _pair_features(bars: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+    _check_frame(bars, ("close_a", "close_b"), "pair bars (see pair_bars)")
+    values = pair_indicators(bars["close_a"].to_numpy(dtype=float), bars["close_b"].to_numpy(dtype=float))
+    problems = []
+    if len(bars) <= PAIR_WINDOW:
+        problems.append(f"too little history: {len(bars)} common bars, the pair window needs {PAIR_WINDOW + 1}")
+    return pd.DataFrame(values, index=bars.index, columns=_column_index("pair")), problems
+
+
+def _check_frame(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
+    if not isinstance(frame, pd.DataFrame):
+        raise DataError(f"{what}: expected a DataFrame, got {type(frame).__name__}")
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise DataError(f"{what}: missing column(s) {', '.join(missing)}")
+    if not isinstance(frame.index, pd.DatetimeIndex):
+        raise DataError(f"{what}: must be indexed by timestamp, got {type(frame.index).__name__}")
+    if frame.index.tz is None:
+        raise DataError(f"{what}: timestamps must be tz-aware (UTC)")
+    if not frame.index.is_monotonic_increasing:
+        raise DataError(f"{what}: timestamps are not in ascending order")
+    if frame.index.has_duplicates:
+        raise DataError(f"{what}: duplicated timestamps, e.g. {frame.index[frame.index.duplicated()][0]}")
+
+
+def _bar_problems(bars: pd.DataFrame, valid: np.ndarray, close: np.ndarray, volume: np.ndarray) -> list[str]:
+    problems = []
+    if len(close) < LONGEST_LOOKBACK:
+        problems.append(f"too little history: {len(close)} valid bars, sma_200 needs {LONGEST_LOOKBACK}")
+    if (bad := int((~valid).sum())):
+        problems.append(f"{bad} bars with missing or non-positive prices (their features are NaN)")
+    if (nan_volume := int(np.isnan(volume).sum())):
+        problems.append(f"{nan_volume} bars with missing volume")
+    if (zero_volume := int((volume == 0).sum())):
+        problems.append(f"{zero_volume} bars with zero volume")
+    if len(bars) > 1:
+        days = np.diff(bars.index.as_unit("ns").asi8) / 86_400e9
+        if (gaps := int((days > GAP_DAYS).sum())):
+            problems.append(f"{gaps} gaps longer than {GAP_DAYS} days (largest {days.max():.0f} days)")
+    if len(close) > 1 and np.ptp(close) == 0:
+        problems.append("constant price: RSI and Bollinger %b are undefined (NaN)")
+    return problems
+
+
+def _fundamental_values(index: pd.DatetimeIndex, fundamentals: pd.DataFrame | None,
+                        problems: list[str]) -> np.ndarray:
+    """Point-in-time P/E, P/B, log market cap, sector code: each row sees the last value known at its ts."""
+    out = np.full((len(index), len(FUNDAMENTAL_COLUMNS)), np.nan)
+    if fundamentals is None or fundamentals.empty:
+        problems.append("no fundamentals known (pe_ratio, pb_ratio, log_market_cap, sector_code are NaN)")
+        return out
+    if "symbol" in fundamentals.columns and fundamentals["symbol"].nunique() > 1:
+        raise DataError("fundamentals: pass one symbol's rows to compute_features")
+    facts = fundamentals.assign(known_at=pd.to_datetime(fundamentals["known_at"], utc=True)).sort_values("known_at")
+    left = pd.DataFrame({"ts": index.as_unit("ns")})
+    right = facts.assign(known_at=facts["known_at"].dt.as_unit("ns"))
+    merged = pd.merge_asof(left, right, left_on="ts", right_on="known_at", direction="backward")
+    market_cap = merged["market_cap"].to_numpy(dtype=float)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        log_cap = np.where(market_cap > 0, np.log(market_cap), np.nan)
+    sector = merged["sector"].map(lambda s: _SECTOR_CODE.get(str(s).lower(), np.nan) if isinstance(s, str) else np.nan)
+    out[:, 0] = merged["pe_ratio"].to_numpy(dtype=float)
+    out[:, 1] = merged["pb_ratio"].to_numpy(dtype=float)
+    out[:, 2] = log_cap
+    out[:, 3] = sector.to_numpy(dtype=float)
+    return out

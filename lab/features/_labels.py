@@ -1,0 +1,92 @@
+"""Forward-looking labels: explicit offsets t+1..t+h, never features, NaN past the data.
+
+Classification labels are 0/1 (what a binary model learns). The triple barrier marks 1 when
+the take-profit is hit before the stop-loss and the time limit, the exits the strategies use;
+``barrier_outcome`` keeps all three outcomes. A bar that touches both barriers counts as the
+stop (the conservative reading of a daily bar). A horizon window holding a bar with a
+missing or non-positive price gives NaN.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from numpy.lib.stride_tricks import sliding_window_view
+
+from lab.errors import ConfigError
+from lab.strategy import Label
+
+__all__ = ["LABEL_KINDS", "make_label", "barrier_outcome"]
+
+LABEL_KINDS = ("direction", "magnitude", "volatility", "triple_barrier")
+
+
+def make_label(bars: pd.DataFrame, label: Label) -> pd.Series:
+    """The label of each bar, named ``label_<kind>_<horizon>``; NaN where t+horizon is past the data."""
+    _check(label)
+    close, high, low, ok = _prices(bars)
+    h, n = label.horizon, len(close)
+    out = np.full(n, np.nan)
+    if n > h:
+        base, future = close[:-h], close[h:]
+        if label.kind == "magnitude":
+            out[:-h] = future / base - 1.0
+        elif label.kind == "direction":
+            out[:-h] = (future > base).astype(float)
+        elif label.kind == "volatility":
+            up = _windows(high, h).max(axis=1) >= base * (1 + label.threshold)
+            down = _windows(low, h).min(axis=1) <= base * (1 - label.threshold)
+            out[:-h] = (up | down).astype(float)
+        else:
+            out[:-h] = (_outcome(close, high, low, label) == 1).astype(float)
+        usable = ok[:-h] & _windows(ok.astype(float), h).all(axis=1)
+        out[:-h][~usable] = np.nan
+    return pd.Series(out, index=bars.index, name=f"label_{label.kind}_{h}")
+
+
+def barrier_outcome(bars: pd.DataFrame, label: Label) -> pd.Series:
+    """Which exit comes first: 1 take-profit, -1 stop-loss, 0 time limit (NaN past the data)."""
+    _check(label)
+    close, high, low, ok = _prices(bars)
+    h = label.horizon
+    out = np.full(len(close), np.nan)
+    if len(close) > h:
+        out[:-h] = _outcome(close, high, low, label)
+        usable = ok[:-h] & _windows(ok.astype(float), h).all(axis=1)
+        out[:-h][~usable] = np.nan
+    return pd.Series(out, index=bars.index, name=f"barrier_{h}")
+
+
+def _check(label: Label) -> None:
+    problems = []
+    if label.kind not in LABEL_KINDS:
+        problems.append(f"unknown label kind {label.kind!r}; known: {', '.join(LABEL_KINDS)}")
+    if label.horizon < 1:
+        problems.append(f"label horizon must be >= 1 bar, got {label.horizon}")
+    if label.threshold <= 0 or label.stop <= 0:
+        problems.append("label threshold and stop must be > 0")
+    if problems:
+        raise ConfigError(problems)
+
+
+def _prices(bars: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    close = bars["close"].to_numpy(dtype=float)
+    high = bars["high"].to_numpy(dtype=float) if "high" in bars else close
+    low = bars["low"].to_numpy(dtype=float) if "low" in bars else close
+    ok = np.isfinite(close) & (close > 0) & np.isfinite(high) & np.isfinite(low)
+    return close, high, low, ok
+
+
+def _windows(x: np.ndarray, h: int) -> np.ndarray:
+    """Row t holds x[t+1..t+h], for t = 0..len-h-1."""
+    return sliding_window_view(x[1:], h)
+
+
+def _outcome(close: np.ndarray, high: np.ndarray, low: np.ndarray, label: Label) -> np.ndarray:
+    h = label.horizon
+    base = close[:-h, None]
+    tp = _windows(high, h) >= base * (1 + label.threshold)
+    sl = _windows(low, h) <= base * (1 - label.stop)
+    first_tp = np.where(tp.any(axis=1), tp.argmax(axis=1), h)
+    first_sl = np.where(sl.any(axis=1), sl.argmax(axis=1), h)
+    return np.select([first_tp < first_sl, first_sl < h], [1.0, -1.0], 0.0)

@@ -1,0 +1,78 @@
+"""Labels: explicit forward offsets t+1..t+h, NaN where the horizon reaches past the data."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lab.errors import ConfigError
+from lab.features import barrier_outcome, make_label
+from lab.strategy import Label
+from tests.test_features_support import random_bars
+
+
+def _table(close: list[float], high: list[float] | None = None, low: list[float] | None = None) -> pd.DataFrame:
+    index = pd.date_range("2024-01-01", periods=len(close), freq="D", tz="UTC")
+    return pd.DataFrame({"open": close, "high": high or close, "low": low or close, "close": close,
+                         "volume": 1.0}, index=index)
+
+
+def test_direction_and_magnitude_compare_close_t_with_close_t_plus_h() -> None:
+    bars = _table([10, 11, 9, 12, 12])
+    direction = make_label(bars, Label(kind="direction", horizon=2))
+    magnitude = make_label(bars, Label(kind="magnitude", horizon=2))
+    np.testing.assert_array_equal(direction.to_numpy(), [0.0, 1.0, 1.0, np.nan, np.nan])
+    np.testing.assert_allclose(magnitude.to_numpy(), [-0.1, 12 / 11 - 1, 12 / 9 - 1, np.nan, np.nan])
+    assert direction.name == "label_direction_2"
+
+
+def test_volatility_marks_a_move_beyond_the_threshold_either_way_within_the_horizon() -> None:
+    bars = _table([100, 100, 100, 100, 100, 100], high=[100, 101, 100, 100, 100, 100],
+                  low=[100, 100, 100, 94, 100, 100])
+    label = make_label(bars, Label(kind="volatility", horizon=2, threshold=0.05))
+    np.testing.assert_array_equal(label.to_numpy(), [0.0, 1.0, 1.0, 0.0, np.nan, np.nan])
+
+
+@pytest.mark.parametrize(("high", "low", "outcome"), [
+    ([100, 101, 111, 100], [100, 99, 99, 100], 1.0),    # take-profit on bar 2
+    ([100, 101, 111, 100], [100, 94, 99, 100], -1.0),   # stop on bar 1 comes first
+    ([100, 111, 100, 100], [100, 94, 100, 100], -1.0),  # both on one bar: the stop
+    ([100, 102, 103, 100], [100, 98, 97, 100], 0.0),    # neither: the time limit
+])
+def test_triple_barrier_reports_the_exit_hit_first(high: list[float], low: list[float], outcome: float) -> None:
+    bars = _table([100, 100, 100, 100], high=high, low=low)
+    label = Label(kind="triple_barrier", horizon=3, threshold=0.10, stop=0.05)
+    assert barrier_outcome(bars, label).iloc[0] == outcome
+    assert make_label(bars, label).iloc[0] == float(outcome == 1.0)
+    assert make_label(bars, label).iloc[1:].isna().all()
+
+
+@pytest.mark.parametrize("kind", ["direction", "magnitude", "volatility", "triple_barrier"])
+def test_label_is_nan_exactly_where_the_horizon_reaches_past_the_data(kind: str) -> None:
+    label = make_label(random_bars(50, seed=2), Label(kind=kind, horizon=7))
+    assert label.iloc[:-7].notna().all() and label.iloc[-7:].isna().all()
+
+
+def test_a_missing_price_inside_the_horizon_gives_nan_not_a_guess() -> None:
+    bars = random_bars(30, seed=4)
+    bars.iloc[10, bars.columns.get_loc("close")] = np.nan
+    label = make_label(bars, Label(kind="magnitude", horizon=3))
+    assert label.iloc[7:11].isna().all() and label.iloc[[6, 11]].notna().all()
+
+
+def test_label_depends_only_on_bars_t_to_t_plus_h() -> None:
+    bars = random_bars(60, seed=5)
+    changed = bars.copy()
+    changed.iloc[40:, :4] *= 2
+    for kind in ("direction", "magnitude", "volatility", "triple_barrier"):
+        label = Label(kind=kind, horizon=5)
+        before, after = make_label(bars, label), make_label(changed, label)
+        pd.testing.assert_series_equal(before.iloc[:35], after.iloc[:35])
+
+
+def test_a_bad_label_declaration_is_a_clear_error() -> None:
+    with pytest.raises(ConfigError, match="unknown label kind 'sideways'"):
+        make_label(random_bars(20), Label(kind="sideways"))
+    with pytest.raises(ConfigError, match="horizon must be >= 1"):
+        make_label(random_bars(20), Label(kind="direction", horizon=0))
