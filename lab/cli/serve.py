@@ -1,0 +1,50 @@
+"""``lab serve``: the prediction service on local Ray (or the cluster at ``RAY_ADDRESS``)."""
+
+from __future__ import annotations
+
+import time
+
+import typer
+
+from lab.cli._common import console, err_console
+from lab.runtime import ensure_ray, open_lab
+
+__all__ = ["serve_cmd"]
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def serve_cmd(
+    host: str = typer.Option("127.0.0.1", help="address the HTTP proxy binds (loopback unless you mean it)"),
+    port: int = typer.Option(8000, help="HTTP port"),
+    replicas: int = typer.Option(1, min=1, help="replicas of the prediction deployment"),
+    num_cpus: float = typer.Option(0.25, min=0.01, help="CPUs reserved per replica (fractional leaves room for Tune)"),
+    wait: bool | None = typer.Option(None, help="stay in the foreground (default: yes on local Ray, no on a cluster)"),
+) -> None:
+    """Serve every strategy's active model over HTTP; activations hot-swap within seconds."""
+    ctx = open_lab()  # migrates the registry database before replicas read it
+    settings = ctx.settings
+    if host not in _LOOPBACK and settings.serve_token is None:
+        err_console.print(f"[yellow]warning:[/] binding {host} without LAB_SERVE_TOKEN: anyone who can reach "
+                          "this port can call the service")
+    ensure_ray(settings)
+    from ray import serve
+
+    from serving.app import APP_NAME, PredictionService
+
+    serve.start(http_options={"host": host, "port": port})
+    # a URL with a password stays out of the Serve config: replicas read LAB_DATABASE_URL themselves
+    database_url = None if settings.lab_database_url else settings.database_url
+    deployment = PredictionService.options(num_replicas=replicas, ray_actor_options={"num_cpus": num_cpus})
+    serve.run(deployment.bind(database_url=database_url), name=APP_NAME, route_prefix="/")
+    url = f"http://{host}:{port}"
+    console.print(f"prediction service: [bold]{url}[/]  (POST {url}/predict, GET {url}/models, docs {url}/docs)")
+    if settings.serve_token is not None:
+        console.print("bearer token required (LAB_SERVE_TOKEN)")
+    if wait if wait is not None else not settings.ray_address:
+        console.print("serving; Ctrl-C stops it")
+        try:
+            while True:
+                time.sleep(3600)
+        except KeyboardInterrupt:
+            serve.shutdown()

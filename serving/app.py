@@ -1,0 +1,349 @@
+"""The Ray Serve prediction service: every strategy's active model behind one HTTP API.
+
+Design (why it looks like this):
+
+* **One deployment holds the active model of every strategy** (a dict keyed by strategy),
+  rather than one deployment per strategy or ``@serve.multiplexed``. The lab has a handful
+  of strategies with small Boosters (kilobytes to a few MB), so every replica can hold all
+  of them; one deployment means one replica pool to size (fractional CPUs on small boxes),
+  and no per-strategy app to create when a strategy is added. Multiplexing pays off when
+  models outnumber what a replica can hold, which is not the case here, and its LRU keeps
+  old versions alive unless the version is in the key.
+* **Hot swap = a model watcher in each replica that follows the registry.** The registry's
+  database is the single source of truth for "which version is active", whoever changes it
+  (``lab models activate``, the training flow, a rollback). Each replica polls it every
+  ``poll_interval_s`` (one indexed query per strategy), loads a changed version off the
+  event loop, verifies its hash, and swaps one immutable ``ActiveModel`` into place. No
+  ``serve deploy``/``serve.run`` is involved, so no replica restarts and no request fails:
+  a request uses the model it picked when it started and is tagged with that model's
+  version. A version that fails to load leaves the old one serving (reported in ``/models``).
+* **Batching**: after validation, each request's rows go through ``@serve.batch``; one batch
+  call groups the queued requests by model and runs one ``predict`` per model.
+  ``batch_wait_timeout_s`` defaults to 0: a lone caller never waits, and under load the
+  requests that queued during the previous predict form the next batch.
+* **Limits and rules**: the body is read with a byte cap (413) before parsing; rows are
+  capped too (413). Missing, extra or non-numeric features are a 422 naming them; ``null``
+  and ``NaN`` are "missing value" (XGBoost's learned default branch) and ``inf`` is a 422
+  (see ``serving.rows``). Unknown strategy 404; known strategy without a loadable active
+  version 503 with the reason. Every error is an HTTP answer; none escapes the replica.
+* **Auth**: when ``LAB_SERVE_TOKEN`` is set in the replica's environment, ``/predict`` and
+  ``/models`` need ``Authorization: Bearer <token>``; ``/healthz`` and the OpenAPI schema stay
+  open. The HTTP proxy binds 127.0.0.1 unless ``lab serve --host`` says otherwise.
+* **Metrics** (``ray.util.metrics``, exported by Ray with a ``ray_`` prefix):
+  ``lab_serve_requests_total{strategy,status}``, ``lab_serve_request_latency_s{strategy}``,
+  ``lab_serve_model_version{strategy}`` and ``lab_serve_batch_size``.
+
+Runtime knobs live in ``user_config`` (``ServingOptions``), so ``serve deploy`` changes them
+in place; the database URL is an application argument (``build_app``).
+"""
+
+import asyncio
+import hmac
+import logging
+import time
+from datetime import date
+from typing import Any
+
+import numpy as np
+from fastapi import FastAPI, HTTPException, Request
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from ray import serve
+from ray.serve import Application
+
+from serving.rows import FeatureProblems, rows_to_matrix
+from serving.store import ActiveModel, ModelStore, StrategyState
+
+__all__ = ["PredictionService", "PredictRequest", "PredictResponse", "ServingOptions", "build_app", "APP_NAME"]
+
+APP_NAME = "lab-predictions"
+logger = logging.getLogger("ray.serve")
+
+_LATENCY_BOUNDARIES_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5]
+_BATCH_BOUNDARIES = [1, 2, 4, 8, 16, 32, 64, 128]
+_OPEN_PATHS = ("/healthz",)
+
+
+class PredictRequest(BaseModel):
+    """Either feature ``rows`` or ``symbols`` (+ ``as_of``) whose features are computed from stored bars."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    strategy: str = Field(description="strategy name, e.g. 'momentum'")
+    rows: list[dict[str, Any]] | None = Field(
+        default=None,
+        description="one object per row: {feature: number | null}; null/NaN = missing value, inf is rejected",
+    )
+    symbols: list[str] | None = Field(default=None, description="compute the features of these symbols instead")
+    as_of: date | None = Field(default=None, description="last bar date for `symbols` (default: latest stored)")
+    ignore_extra: bool = Field(default=False, description="drop features the model does not use instead of a 422")
+
+    @model_validator(mode="after")
+    def _one_input(self) -> "PredictRequest":
+        if (self.rows is None) == (self.symbols is None):
+            raise ValueError("give exactly one of `rows` or `symbols`")
+        if self.as_of is not None and self.symbols is None:
+            raise ValueError("`as_of` only applies with `symbols`")
+        return self
+
+
+class PredictResponse(BaseModel):
+    strategy: str
+    model_version: int = Field(description="the registry version (per strategy) that made these predictions")
+    model_id: int = Field(description="the registry id of that version")
+    task: str = Field(description="classification: class-1 probabilities; regression: values")
+    feature_names: list[str] = Field(description="the feature order the model used")
+    predictions: list[float]
+    symbols: list[str] | None = None
+
+
+class ServingOptions(BaseModel):
+    """``user_config`` of the deployment: changeable in place with ``serve deploy``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    poll_interval_s: float = Field(default=1.0, gt=0, le=300)
+    max_rows: int = Field(default=10_000, gt=0)
+    max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    max_batch_size: int = Field(default=64, ge=1)
+    batch_wait_timeout_s: float = Field(default=0.0, ge=0)
+
+
+def _error(status: int, code: str, message: str, **extra: Any) -> HTTPException:
+    return HTTPException(status, detail={"error": code, "message": message, **extra})
+
+
+class _Metrics:
+    """Created inside the replica (Ray metrics must not be created at import time)."""
+
+    def __init__(self) -> None:
+        from ray.util import metrics
+
+        self.requests = metrics.Counter(
+            "lab_serve_requests_total", description="Prediction requests by strategy and HTTP status.",
+            tag_keys=("strategy", "status"))
+        self.latency = metrics.Histogram(
+            "lab_serve_request_latency_s", description="Prediction request latency inside the replica.",
+            boundaries=_LATENCY_BOUNDARIES_S, tag_keys=("strategy",))
+        self.model_version = metrics.Gauge(
+            "lab_serve_model_version", description="Model version served per strategy (0 = none).",
+            tag_keys=("strategy",))
+        self.batch_size = metrics.Histogram(
+            "lab_serve_batch_size", description="Requests per batched predict call.", boundaries=_BATCH_BOUNDARIES)
+
+    def publish(self, states: dict[str, StrategyState]) -> None:
+        for name, state in states.items():
+            self.model_version.set(state.model.version if state.model else 0, tags={"strategy": name})
+
+
+def _parse(body: bytes) -> PredictRequest:
+    try:
+        return PredictRequest.model_validate_json(body)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_context=False, include_input=False)
+        summary = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'body'}: {e['msg']}" for e in errors)
+        raise _error(422, "invalid_request", summary, errors=errors) from None
+
+
+def _describe(state: StrategyState) -> dict[str, Any]:
+    model = state.model
+    return {
+        "model_version": model.version if model else None,
+        "model_id": model.model_id if model else None,
+        "task": model.task if model else None,
+        "feature_names": list(model.feature_names) if model else None,
+        "loaded_at": model.loaded_at.isoformat() if model else None,
+        "problem": state.problem,
+    }
+
+
+api = FastAPI(
+    title="Strategy lab predictions",
+    version="1",
+    description="Active model of every strategy, hot-swapped when the registry activates a version.",
+)
+
+_PREDICT_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"application/json": {"schema": PredictRequest.model_json_schema()}},
+    }
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or wrong bearer token"},
+    404: {"description": "unknown strategy"},
+    413: {"description": "payload over max_body_bytes or max_rows"},
+    422: {"description": "invalid request; missing/extra/non-numeric/infinite features are named"},
+    501: {"description": "computing features from stored bars is not wired into the service yet"},
+    503: {"description": "the strategy has no loadable active model (the reason is given)"},
+}
+
+
+@serve.deployment(
+    ray_actor_options={"num_cpus": 0.25},
+    max_ongoing_requests=128,
+    health_check_period_s=10,
+    health_check_timeout_s=30,
+    user_config=ServingOptions().model_dump(),
+)
+@serve.ingress(api)
+class PredictionService:
+    async def __init__(self, database_url: str | None = None):
+        from lab.db import connect
+        from lab.registry import ModelRegistry
+        from lab.settings import get_settings
+        from lab.strategy import available_strategies
+
+        settings = get_settings()
+        self._token = settings.serve_token.get_secret_value().encode() if settings.serve_token else None
+        self._engine = connect(database_url or settings.database_url, upgrade=False)
+        self._store = ModelStore(ModelRegistry(self._engine, settings.models_dir), available_strategies())
+        self._options = ServingOptions()
+        self._metrics = _Metrics()
+        await asyncio.to_thread(self._store.refresh)
+        self._metrics.publish(self._store.states)
+        self._watcher = asyncio.get_running_loop().create_task(self._watch())
+
+    def reconfigure(self, config: dict[str, Any]) -> None:
+        self._options = ServingOptions.model_validate(config)
+        self._predict_batched.set_max_batch_size(self._options.max_batch_size)
+        self._predict_batched.set_batch_wait_timeout_s(self._options.batch_wait_timeout_s)
+
+    def check_health(self) -> None:
+        if self._watcher.done():
+            raise RuntimeError("the model watcher stopped; the replica would serve stale models")
+
+    async def _watch(self) -> None:
+        while True:
+            await asyncio.sleep(self._options.poll_interval_s)
+            try:
+                swapped = await asyncio.to_thread(self._store.refresh)
+            except Exception:  # noqa: BLE001 - a database hiccup must not stop the watcher
+                logger.exception("model watcher: registry refresh failed; still serving current models")
+                continue
+            for model in swapped:
+                logger.info("hot swap: %s now serves v%d (id %d)", model.strategy, model.version, model.model_id)
+            self._metrics.publish(self._store.states)
+
+    # --- HTTP ----------------------------------------------------------------------------
+
+    @api.get("/healthz")
+    async def healthz(self) -> dict[str, Any]:
+        states = self._store.states
+        return {
+            "status": "ok",
+            "replica": serve.get_replica_context().replica_id.unique_id,
+            "strategies": len(states),
+            "models_ready": sum(1 for s in states.values() if s.model is not None),
+        }
+
+    @api.get("/models", responses={401: _ERRORS[401]})
+    async def models(self, request: Request) -> dict[str, Any]:
+        """The version each strategy is served with, and why one is missing or stale."""
+        self._authorize(request)
+        return {"strategies": {name: _describe(state) for name, state in self._store.states.items()}}
+
+    @api.post("/predict", response_model=PredictResponse, openapi_extra=_PREDICT_BODY, responses=_ERRORS)
+    async def predict(self, request: Request) -> PredictResponse:
+        started = time.perf_counter()
+        strategy, status = "unknown", 500
+        try:
+            self._authorize(request)
+            payload = _parse(await self._read_body(request))
+            if payload.strategy in self._store.states:
+                strategy = payload.strategy  # a metrics tag only for known names (bounded cardinality)
+            model = self._model_for(payload.strategy)
+            rows = payload.rows if payload.rows is not None else await self._feature_rows(payload, model)
+            if len(rows) > self._options.max_rows:
+                raise _error(413, "too_many_rows", f"{len(rows)} rows; at most {self._options.max_rows} per request")
+            if payload.ignore_extra:
+                rows = [{k: row[k] for k in model.feature_names if k in row} if isinstance(row, dict) else row
+                        for row in rows]
+            try:
+                matrix = rows_to_matrix(rows, model.feature_names)
+            except FeatureProblems as problems:
+                raise _error(422, "bad_features", f"{strategy} v{model.version}: {problems}",
+                             **problems.as_dict()) from None
+            values = await self._predict_batched((model, matrix)) if len(matrix) else np.empty(0)
+            status = 200
+            return PredictResponse(
+                strategy=strategy, model_version=model.version, model_id=model.model_id, task=model.task,
+                feature_names=list(model.feature_names), predictions=values.tolist(), symbols=payload.symbols,
+            )
+        except HTTPException as exc:
+            status = exc.status_code
+            raise
+        finally:
+            tags = {"strategy": strategy}
+            self._metrics.requests.inc(1, tags={**tags, "status": str(status)})
+            self._metrics.latency.observe(time.perf_counter() - started, tags=tags)
+
+    # --- steps ---------------------------------------------------------------------------
+
+    def _authorize(self, request: Request) -> None:
+        if self._token is None:
+            return
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), self._token):
+            raise HTTPException(401, detail={"error": "unauthorized", "message": "a valid bearer token is required"},
+                                headers={"WWW-Authenticate": "Bearer"})
+
+    async def _read_body(self, request: Request) -> bytes:
+        limit = self._options.max_body_bytes
+        too_large = _error(413, "payload_too_large", f"request body over {limit} bytes")
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > limit:
+            raise too_large
+        chunks, size = [], 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise too_large
+            chunks.append(chunk)
+        return b"".join(chunks)
+
+    def _model_for(self, strategy: str) -> ActiveModel:
+        state = self._store.states.get(strategy)
+        if state is None:
+            raise _error(404, "unknown_strategy",
+                         f"unknown strategy {strategy!r}; known: {', '.join(self._store.states)}")
+        if state.model is None:
+            raise _error(503, "no_active_model", state.problem or f"no model for {strategy!r}")
+        return state.model
+
+    async def _feature_rows(self, payload: PredictRequest, model: ActiveModel) -> list[dict[str, Any]]:
+        raise _error(501, "features_unavailable",
+                     "computing features from stored bars is not wired into the service yet: the feature "
+                     "sets need benchmark, fundamentals or pair-leg inputs that the signal engine assembles; "
+                     "send `rows` with the feature values (serving.client does)")
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)
+    async def _predict_batched(self, jobs: list[tuple[ActiveModel, np.ndarray]]) -> list[np.ndarray]:
+        """One predict per distinct model in the batch; results split back per request."""
+        self._metrics.batch_size.observe(len(jobs))
+        results: list[np.ndarray] = [np.empty(0)] * len(jobs)
+        by_model: dict[int, list[int]] = {}
+        for index, (model, _) in enumerate(jobs):
+            by_model.setdefault(id(model), []).append(index)
+        for indexes in by_model.values():
+            model = jobs[indexes[0]][0]
+            matrices = [jobs[i][1] for i in indexes]
+            values = model.predict(matrices[0] if len(matrices) == 1 else np.concatenate(matrices))
+            bounds = np.cumsum([len(m) for m in matrices])[:-1]
+            for index, part in zip(indexes, np.split(values, bounds), strict=True):
+                results[index] = part
+        return results
+
+
+class AppArgs(BaseModel):
+    """Application arguments (``args:`` in serving/config.yaml)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    database_url: str | None = Field(
+        default=None, description="registry database; default: LAB_DATABASE_URL / LAB_HOME of the replica")
+
+
+def build_app(args: dict[str, Any] | None = None) -> Application:
+    """Application builder for ``serve deploy`` (``import_path: serving.app:build_app``)."""
+    parsed = AppArgs.model_validate(args or {})
+    return PredictionService.bind(database_url=parsed.database_url)

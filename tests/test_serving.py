@@ -1,0 +1,409 @@
+"""The Serve prediction service, for real: a Serve app on loopback, a real registry (SQLite),
+tiny real XGBoost models, and httpx over HTTP."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from lab.db import connect
+from lab.models.predictor import XGBPredictor, load_predictor
+from lab.registry import ModelRegistry, VersionInfo
+from lab.trading.predictions import NoActiveModel, PredictionSource
+from serving.client import PredictionServiceError, ServePredictionClient
+
+FEATURES = ["ret_5", "ret_20", "volume_ratio_20", "rsi_14"]
+MAX_ROWS = 1000
+MAX_BODY = 200_000
+TOKEN = "serve-test-token"
+
+
+@dataclass
+class Service:
+    url: str
+    secure_url: str
+    registry: ModelRegistry
+    momentum: list[VersionInfo]  # v1 active at start, v2 registered
+
+    def predictor(self, version: VersionInfo):
+        return load_predictor(self.registry.model_file(version))
+
+
+def _train(path: Path, strategy: str, seed: int) -> Path:
+    rng = np.random.default_rng(seed)
+    frame = pd.DataFrame(rng.normal(size=(300, len(FEATURES))), columns=FEATURES)
+    label = (frame["ret_20"] + rng.normal(scale=0.5 + seed, size=len(frame)) > 0).astype(int)
+    model = XGBPredictor("classification", {"n_estimators": 15, "max_depth": 3}, strategy=strategy, seed=seed)
+    return model.train(frame, label).save(path)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _wait_for(check, what: str, timeout_s: float = 60.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        result = check()
+        if result:
+            return result
+        time.sleep(0.1)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def service(ray_session, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Service]:
+    from ray import serve
+    from ray.serve.context import _get_global_client
+
+    from serving.app import PredictionService
+
+    home = tmp_path_factory.mktemp("serving")
+    url = f"sqlite:///{home / 'lab.db'}"
+    registry = ModelRegistry(connect(url), home / "models")
+    momentum = [registry.save_version("trading", "momentum", _train(home / f"m{s}.ubj", "momentum", s))
+                for s in (1, 2)]
+    registry.activate(momentum[0].id)
+    breakout = registry.activate(
+        registry.save_version("trading", "breakout", _train(home / "b.ubj", "breakout", 3)).id)
+    breakout.model_path.write_bytes(b"not the registered bytes")  # the replica must refuse it
+
+    serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
+    port = _get_global_client().http_config.port  # another module may have started Serve already
+    options = {"poll_interval_s": 0.2, "max_rows": MAX_ROWS, "max_body_bytes": MAX_BODY}
+    serve.run(PredictionService.options(user_config=options, ray_actor_options={"num_cpus": 0.1})
+              .bind(database_url=url), name="serving-test", route_prefix="/")
+    serve.run(PredictionService.options(
+        user_config=options,
+        ray_actor_options={"num_cpus": 0.1, "runtime_env": {"env_vars": {"LAB_SERVE_TOKEN": TOKEN}}},
+    ).bind(database_url=url), name="serving-test-secure", route_prefix="/secure")
+    try:
+        yield Service(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/secure", registry, momentum)
+    finally:
+        serve.shutdown()
+
+
+@pytest.fixture
+def client(service: Service) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=service.url, timeout=30) as http:
+        yield http
+
+
+def _rows(n: int, seed: int = 0) -> list[dict[str, float]]:
+    rng = np.random.default_rng(seed)
+    return [dict(zip(FEATURES, map(float, values), strict=True)) for values in rng.normal(size=(n, len(FEATURES)))]
+
+
+def _frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame(rows, columns=FEATURES, dtype=float)
+
+
+def _detail(response: httpx.Response) -> dict:
+    return response.json()["detail"]
+
+
+# --- predictions ---------------------------------------------------------------------------
+
+
+def test_predictions_equal_the_in_process_predictor(service: Service, client: httpx.Client) -> None:
+    rows = _rows(50)
+    response = client.post("/predict", json={"strategy": "momentum", "rows": rows})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert body["model_version"] == 1 and body["model_id"] == service.momentum[0].id
+    assert body["feature_names"] == FEATURES
+    expected = service.predictor(service.momentum[0]).predict(_frame(rows))
+    np.testing.assert_array_equal(np.asarray(body["predictions"]), expected)
+
+
+def test_feature_order_in_the_request_does_not_matter(service: Service, client: httpx.Client) -> None:
+    rows = _rows(5, seed=1)
+    shuffled = [dict(reversed(list(row.items()))) for row in rows]
+    a = client.post("/predict", json={"strategy": "momentum", "rows": rows}).json()["predictions"]
+    b = client.post("/predict", json={"strategy": "momentum", "rows": shuffled}).json()["predictions"]
+    assert a == b
+
+
+def test_null_and_nan_are_missing_values(service: Service, client: httpx.Client) -> None:
+    rows = _rows(3, seed=2)
+    rows[0]["rsi_14"] = None
+    rows[1]["ret_5"] = float("nan")
+    response = client.post("/predict", content=json.dumps({"strategy": "momentum", "rows": rows}),
+                           headers={"content-type": "application/json"})  # json.dumps writes NaN
+    assert response.status_code == 200, response.text
+    expected = service.predictor(service.momentum[0]).predict(_frame(rows))
+    np.testing.assert_array_equal(np.asarray(response.json()["predictions"]), expected)
+
+
+def test_empty_rows_give_empty_predictions(client: httpx.Client) -> None:
+    response = client.post("/predict", json={"strategy": "momentum", "rows": []})
+    assert response.status_code == 200
+    assert response.json()["predictions"] == [] and response.json()["model_version"] == 1
+
+
+def test_ignore_extra_drops_columns_the_model_does_not_use(client: httpx.Client) -> None:
+    rows = [{**row, "symbol": "AAPL"} for row in _rows(2)]
+    response = client.post("/predict", json={"strategy": "momentum", "rows": rows, "ignore_extra": True})
+    assert response.status_code == 200, response.text
+
+
+def test_models_lists_served_versions_and_problems(client: httpx.Client) -> None:
+    strategies = client.get("/models").json()["strategies"]
+    assert strategies["momentum"]["model_version"] == 1
+    assert strategies["momentum"]["feature_names"] == FEATURES
+    assert strategies["swing"]["model_version"] is None
+    assert "no active model version" in strategies["swing"]["problem"]
+    assert "sha256" in strategies["breakout"]["problem"]
+
+
+def test_healthz_and_openapi_schema(client: httpx.Client) -> None:
+    health = client.get("/healthz").json()
+    assert health["status"] == "ok" and health["models_ready"] == 1
+    schema = client.get("/openapi.json").json()
+    assert {"/predict", "/models", "/healthz"} <= set(schema["paths"])
+    body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert {"strategy", "rows", "symbols", "as_of"} <= set(body["properties"])
+
+
+# --- errors --------------------------------------------------------------------------------
+
+
+def test_unknown_strategy_is_404(client: httpx.Client) -> None:
+    response = client.post("/predict", json={"strategy": "nope", "rows": _rows(1)})
+    assert response.status_code == 404
+    assert "nope" in _detail(response)["message"] and "momentum" in _detail(response)["message"]
+
+
+def test_missing_features_are_422_naming_them(client: httpx.Client) -> None:
+    rows = _rows(2)
+    del rows[1]["rsi_14"]
+    response = client.post("/predict", json={"strategy": "momentum", "rows": rows})
+    assert response.status_code == 422
+    assert _detail(response)["missing"] == ["rsi_14"] and "rsi_14" in _detail(response)["message"]
+
+
+def test_extra_features_are_422_naming_them(client: httpx.Client) -> None:
+    rows = [{**row, "pe_ratio": 12.0} for row in _rows(2)]
+    response = client.post("/predict", json={"strategy": "momentum", "rows": rows})
+    assert response.status_code == 422
+    assert _detail(response)["extra"] == ["pe_ratio"]
+
+
+@pytest.mark.parametrize("value", ["1.5", True, [1.0], {"v": 1}])
+def test_non_numeric_features_are_422_naming_them(client: httpx.Client, value) -> None:
+    rows = _rows(2)
+    rows[0]["ret_20"] = value
+    response = client.post("/predict", json={"strategy": "momentum", "rows": rows})
+    assert response.status_code == 422
+    assert _detail(response)["non_numeric"] == ["ret_20"]
+
+
+def test_infinite_features_are_422_naming_them(client: httpx.Client) -> None:
+    rows = _rows(2)
+    rows[1]["volume_ratio_20"] = float("-inf")
+    response = client.post("/predict", content=json.dumps({"strategy": "momentum", "rows": rows}),
+                           headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert _detail(response)["non_finite"] == ["volume_ratio_20"]
+
+
+@pytest.mark.parametrize("body", [b"{not json", b"", b'{"rows": []}', b'{"strategy": "momentum"}',
+                                  b'{"strategy": "momentum", "rows": [], "symbols": ["AAPL"]}',
+                                  b'{"strategy": "momentum", "rows": [], "colour": "red"}'])
+def test_malformed_requests_are_422(client: httpx.Client, body: bytes) -> None:
+    response = client.post("/predict", content=body, headers={"content-type": "application/json"})
+    assert response.status_code == 422
+    assert _detail(response)["error"] == "invalid_request"
+
+
+def test_oversize_body_is_413(client: httpx.Client) -> None:
+    payload = json.dumps({"strategy": "momentum", "rows": _rows(10), "pad": "x" * MAX_BODY})
+    response = client.post("/predict", content=payload, headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert str(MAX_BODY) in _detail(response)["message"]
+
+
+def test_streamed_oversize_body_without_length_is_413(client: httpx.Client) -> None:
+    def chunks():
+        yield b'{"strategy": "momentum", "rows": ['
+        for _ in range(MAX_BODY // 1000 + 1):
+            yield b" " * 1000
+        yield b"]}"
+
+    response = client.post("/predict", content=chunks(), headers={"content-type": "application/json"})
+    assert response.status_code == 413
+
+
+def test_too_many_rows_is_413(client: httpx.Client) -> None:
+    rows = [{name: 0 for name in FEATURES}] * (MAX_ROWS + 1)
+    response = client.post("/predict", json={"strategy": "momentum", "rows": rows})
+    assert response.status_code == 413
+    assert str(MAX_ROWS) in _detail(response)["message"]
+
+
+def test_no_active_version_is_503_with_the_reason(client: httpx.Client) -> None:
+    response = client.post("/predict", json={"strategy": "swing", "rows": _rows(1)})
+    assert response.status_code == 503
+    assert "no active model version" in _detail(response)["message"]
+
+
+def test_unloadable_active_version_is_503_with_the_reason(client: httpx.Client) -> None:
+    response = client.post("/predict", json={"strategy": "breakout", "rows": _rows(1)})
+    assert response.status_code == 503
+    assert "sha256" in _detail(response)["message"] and "v1" in _detail(response)["message"]
+
+
+def test_symbols_are_501_until_the_service_computes_features(client: httpx.Client) -> None:
+    response = client.post("/predict", json={"strategy": "momentum", "symbols": ["AAPL"]})
+    assert response.status_code == 501
+    assert "not wired" in _detail(response)["message"] and "`rows`" in _detail(response)["message"]
+
+
+def test_bad_requests_never_take_the_replica_down(client: httpx.Client) -> None:
+    replica = client.get("/healthz").json()["replica"]
+    for body in (b"\xff\xfe", b"[]", b'{"strategy": 1, "rows": 5}', b'{"strategy": "momentum", "rows": [1, "a"]}',
+                 json.dumps({"strategy": "momentum", "rows": [{"ret_5": 10**400}]}).encode()):
+        assert client.post("/predict", content=body).status_code in (413, 422)
+    assert client.get("/healthz").json()["replica"] == replica
+    assert client.post("/predict", json={"strategy": "momentum", "rows": _rows(1)}).status_code == 200
+
+
+def test_token_guards_predict_and_models_when_set(service: Service) -> None:
+    with httpx.Client(base_url=service.secure_url, timeout=30) as http:
+        payload = {"strategy": "momentum", "rows": _rows(1)}
+        assert http.post("/predict", json=payload).status_code == 401
+        assert http.get("/models", headers={"Authorization": "Bearer wrong"}).status_code == 401
+        assert http.get("/healthz").status_code == 200
+        authorized = http.post("/predict", json=payload, headers={"Authorization": f"Bearer {TOKEN}"})
+        assert authorized.status_code == 200
+
+
+# --- the client (the trading engine's PredictionSource) --------------------------------------
+
+
+def test_client_is_a_prediction_source_matching_in_process_predictions(service: Service) -> None:
+    frame = _frame(_rows(10, seed=7)).assign(symbol=[f"S{i}" for i in range(10)])
+    frame.loc[3, "ret_5"] = np.nan
+    with ServePredictionClient(service.url) as source:
+        assert isinstance(source, PredictionSource)
+        prediction = source.predict("momentum", frame)
+    assert prediction.model_version == 1
+    np.testing.assert_array_equal(prediction.values, service.predictor(service.momentum[0]).predict(frame))
+
+
+def test_client_raises_no_active_model_with_the_reason(service: Service) -> None:
+    with ServePredictionClient(service.url) as source, pytest.raises(NoActiveModel, match="no active model"):
+        source.predict("swing", _frame(_rows(1)))
+
+
+def test_client_raises_the_services_message_on_bad_input(service: Service) -> None:
+    frame = _frame(_rows(2)).assign(rsi_14=[1.0, np.inf])
+    with ServePredictionClient(service.url) as source:
+        with pytest.raises(PredictionServiceError, match="422.*rsi_14"):
+            source.predict("momentum", frame)
+        with pytest.raises(PredictionServiceError, match="404.*nope"):
+            source.predict("nope", frame)
+
+
+def test_client_sends_the_token(service: Service) -> None:
+    frame = _frame(_rows(1))
+    with ServePredictionClient(service.secure_url, token=TOKEN) as source:
+        assert source.predict("momentum", frame).model_version == 1
+    with ServePredictionClient(service.secure_url) as source, pytest.raises(PredictionServiceError, match="401"):
+        source.predict("momentum", frame)
+
+
+def test_client_reports_an_unreachable_service(service: Service) -> None:
+    with ServePredictionClient(f"http://127.0.0.1:{_free_port()}", timeout_s=2) as source:
+        with pytest.raises(PredictionServiceError, match="unreachable"):
+            source.predict("momentum", _frame(_rows(1)))
+
+
+# --- hot swap --------------------------------------------------------------------------------
+
+
+async def _load(url: str, stop: asyncio.Event, rows: list[dict], results: list) -> None:
+    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
+        while not stop.is_set():
+            response = await http.post("/predict", json={"strategy": "momentum", "rows": rows})
+            results.append(response)
+
+
+async def _swap_under_load(service: Service, rows: list[dict]) -> list[httpx.Response]:
+    registry, (v1, v2) = service.registry, service.momentum
+    results: list[httpx.Response] = []
+    stop = asyncio.Event()
+    workers = [asyncio.create_task(_load(service.url, stop, rows, results)) for _ in range(8)]
+
+    async def served(version: int) -> None:
+        async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
+            for _ in range(600):  # bounded: at most ~60 s
+                if (await http.get("/models")).json()["strategies"]["momentum"]["model_version"] == version:
+                    return
+                await asyncio.sleep(0.1)
+        raise AssertionError(f"Serve never served momentum v{version}")
+
+    try:
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(registry.activate, v2.id)
+        await served(2)
+        await asyncio.sleep(0.5)
+        await asyncio.to_thread(registry.rollback_to_version, v1.id)
+        await served(1)
+        await asyncio.sleep(0.5)
+    finally:
+        stop.set()
+        await asyncio.gather(*workers)
+    return results
+
+
+def test_hot_swap_under_load_fails_no_request_and_tags_every_response(service: Service) -> None:
+    replica = httpx.get(f"{service.url}/healthz").json()["replica"]
+    rows = _rows(20, seed=5)
+    expected = {v.version: service.predictor(v).predict(_frame(rows)) for v in service.momentum}
+    assert not np.array_equal(expected[1], expected[2])  # otherwise the tags could not be checked
+
+    results = asyncio.run(_swap_under_load(service, rows))
+
+    assert [r.status_code for r in results if r.status_code != 200] == []
+    versions = [r.json()["model_version"] for r in results]
+    for response, version in zip(results, versions, strict=True):
+        np.testing.assert_array_equal(np.asarray(response.json()["predictions"]), expected[version])
+    assert versions[0] == 1 and 2 in versions and versions[-1] == 1
+    assert httpx.get(f"{service.url}/healthz").json()["replica"] == replica  # swapped in place
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+
+def test_request_count_latency_and_model_version_are_exported_to_prometheus(
+        service: Service, client: httpx.Client) -> None:
+    import ray
+
+    client.post("/predict", json={"strategy": "momentum", "rows": _rows(1)})
+    node = ray.nodes()[0]
+    metrics_url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
+
+    def scraped() -> str | None:
+        text = httpx.get(metrics_url, timeout=10).text
+        wanted = ("ray_lab_serve_requests_total{", "ray_lab_serve_request_latency_s_bucket{",
+                  "ray_lab_serve_model_version{")
+        return text if all(w in text for w in wanted) else None
+
+    text = _wait_for(scraped, "the lab's serving metrics on Ray's Prometheus endpoint", timeout_s=60)
+    requests = [line for line in text.splitlines() if line.startswith("ray_lab_serve_requests_total{")]
+    assert any('strategy="momentum"' in line and 'status="200"' in line for line in requests)
+    assert any('strategy="momentum"' in line and line.startswith("ray_lab_serve_model_version{")
+               for line in text.splitlines())
