@@ -1,0 +1,30 @@
+"""The Prefect flow ``ingest_universe`` on a real temporary Prefect server."""
+
+from __future__ import annotations
+
+import pytest
+
+from lab.bars import load_bars
+from lab.db import connect
+
+
+@pytest.fixture(scope="module")
+def prefect_server():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=90):
+        yield
+
+
+def test_flow_ingests_offline_universe_and_publishes_a_summary_artifact(prefect_server, sqlite_url, monkeypatch):
+    from prefect.artifacts import Artifact
+
+    from flows.ingest import ingest_universe
+
+    monkeypatch.setenv("LAB_DATABASE_URL", sqlite_url)
+    outcome = ingest_universe(source="offline", symbols=["IBM", "BTC"])
+    assert outcome["failed"] == {} and outcome["stored"] > 0
+    assert {row["symbol"] for row in outcome["rows"]} == {"IBM", "BTC"}
+    assert set(load_bars(connect(sqlite_url))["symbol"]) == {"IBM", "BTC"}
+    artifact = Artifact.get("ingest-summary")
+    assert artifact is not None and "IBM" in str(artifact.data)

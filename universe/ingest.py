@@ -1,0 +1,236 @@
+"""Ingest the universe: for each symbol, fetch (incrementally) down its provider chain,
+validate, store idempotently, quarantine rejects, refresh its data-quality summary.
+
+A symbol that fails on every provider is reported in the summary, never fatal to the run.
+Only bars from shortly before the last stored one are fetched: a short overlap
+(``OVERLAP_DAYS``) lets a provider's revision of the latest bars (an in-progress session)
+replace them, logged as a correction.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy import Engine
+
+from lab.config import TradingConfig
+from lab.db.models import IngestionRun
+from lab.errors import DataError, LabError, ProviderError
+from lab.settings import Settings
+from universe.assets import known_symbols, store_assets
+from universe.providers import Chains, Provider, build_chains
+from universe.providers.files import FileProvider
+from universe.quality import refresh_quality
+from universe.store import last_bar, quarantine_bars, upsert_bars
+from universe.validate import validate_bars
+
+__all__ = ["SymbolResult", "IngestSummary", "ingest_universe", "ingest_symbol", "plan_symbols"]
+
+OVERLAP_DAYS = 7
+
+
+@dataclass
+class SymbolResult:
+    symbol: str
+    asset_class: str
+    status: str  # ok | failed
+    source: str | None = None
+    inserted: int = 0
+    updated: int = 0
+    quarantined: int = 0
+    missing_sessions: int = 0
+    error: str | None = None
+
+    @property
+    def stored(self) -> int:
+        return self.inserted + self.updated
+
+
+@dataclass
+class IngestSummary:
+    run_id: str
+    source: str
+    results: list[SymbolResult] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def stored(self) -> int:
+        return sum(r.stored for r in self.results)
+
+    @property
+    def quarantined(self) -> int:
+        return sum(r.quarantined for r in self.results)
+
+    @property
+    def failed(self) -> list[SymbolResult]:
+        return [r for r in self.results if r.status != "ok"]
+
+    def table(self) -> list[dict]:
+        """One row per symbol, for the terminal and the Prefect artifact."""
+        return [{"symbol": r.symbol, "class": r.asset_class, "status": r.status, "source": r.source or "",
+                 "new": r.inserted, "corrected": r.updated, "quarantined": r.quarantined,
+                 "missing sessions": r.missing_sessions, "error": r.error or ""} for r in self.results]
+
+
+def plan_symbols(config: TradingConfig, source: str, *, symbols: list[str] | None = None,
+                 asset_class: str | None = None, path: Path | str | None = None) -> list[tuple[str, str]]:
+    """(symbol, asset class) pairs to ingest: the universe with its benchmarks, or the ones asked for."""
+    if symbols is None and source == "files":
+        symbols = list(FileProvider(path or config.data.files_path or ".").files())
+    if symbols is None:
+        pairs = []
+        for name, universe in config.universe.asset_classes().items():
+            if asset_class in (None, name):
+                pairs += [(s, name) for s in dict.fromkeys([*universe.symbols, universe.benchmark])]
+        return pairs
+    pairs, unknown = [], []
+    for raw in symbols:
+        symbol = raw.strip().upper()
+        known = config.asset_class_of(symbol)
+        if asset_class is not None and known not in (None, asset_class):
+            raise DataError(f"{symbol} is a {known} symbol in the config, not {asset_class}")
+        resolved = asset_class or known
+        if resolved is None:
+            unknown.append(symbol)
+        else:
+            pairs.append((symbol, resolved))
+    if unknown:
+        raise DataError(f"not in the universe (config/trading.json): {', '.join(unknown)}; "
+                        "add them there or pass --asset-class")
+    return list(dict.fromkeys(pairs))
+
+
+def _start(engine: Engine, symbol: str, since: date | None, history_start: date) -> tuple[date, datetime | None]:
+    if since is not None:
+        return since, None
+    last = last_bar(engine, symbol)
+    if last is None:
+        return history_start, None
+    return (last[0] - timedelta(days=OVERLAP_DAYS)).date(), last[0]
+
+
+def ingest_symbol(engine: Engine, symbol: str, asset_class: str, chain: list[Provider], *,
+                  history_start: date, since: date | None = None, run_id: str = "adhoc") -> SymbolResult:
+    """Fetch, validate and store one symbol; a failure on every provider is returned, not raised."""
+    started = datetime.now(UTC)
+    start, last_ts = _start(engine, symbol, since, history_start)
+    errors: list[str] = []
+    raw, used = None, None
+    for provider in chain:
+        if asset_class not in provider.asset_classes:
+            continue
+        try:
+            fetched = provider.fetch_bars(symbol, asset_class, start)
+        except ProviderError as exc:
+            errors.append(str(exc))
+            continue
+        if fetched.empty and last_ts is None:
+            errors.append(f"{provider.name}: no bars from {start}")
+            continue
+        raw, used = fetched, provider
+        break
+    if raw is None or used is None:
+        result = SymbolResult(symbol, asset_class, "failed",
+                              error="; ".join(errors) or f"no provider serves {asset_class}")
+        _record(engine, run_id, "+".join(p.name for p in chain), result, started)
+        return result
+
+    start_ts = pd.Timestamp(start, tz="UTC").to_pydatetime()
+    previous = last_bar(engine, symbol, before=start_ts)
+    validated = validate_bars(raw, asset_class, prev_close=previous[1] if previous else None)
+    bars = validated.clean.assign(symbol=symbol, asset_type=asset_class, synthetic=False)
+    with engine.execution_options(write_lock=True).begin() as conn:  # SQLite: BEGIN IMMEDIATE
+        upserted = upsert_bars(conn, bars)
+        quarantine_bars(conn, symbol, asset_class, validated.quarantined)
+        quality = refresh_quality(conn, symbol, asset_class, history_start)
+    sources = sorted(set(raw["source"])) if len(raw) else [used.name]
+    result = SymbolResult(symbol, asset_class, "ok", source=",".join(sources), inserted=upserted.inserted,
+                          updated=upserted.updated, quarantined=len(validated.quarantined),
+                          missing_sessions=quality["missing_sessions"])
+    _record(engine, run_id, used.name, result, started)
+    return result
+
+
+def _record(engine: Engine, run_id: str, provider: str, result: SymbolResult, started: datetime) -> None:
+    with engine.execution_options(write_lock=True).begin() as conn:
+        conn.execute(IngestionRun.__table__.insert().values(
+            run_id=run_id, provider=provider[:32], symbol=result.symbol, status=result.status,
+            rows_stored=result.stored, rows_quarantined=result.quarantined, error=result.error,
+            started_at=started, finished_at=datetime.now(UTC)))
+
+
+def refresh_metadata(engine: Engine, chains: Chains, results: list[SymbolResult]) -> list[str]:
+    """Fetch metadata for ingested symbols not yet in stocks/crypto; problems become notes."""
+    notes = []
+    for asset_class in ("stocks", "crypto"):
+        with engine.connect() as conn:
+            wanted = [r.symbol for r in results
+                      if r.asset_class == asset_class and r.status == "ok"
+                      and r.symbol not in known_symbols(conn, asset_class)]
+        for provider in chains.for_class(asset_class):
+            if not wanted:
+                break
+            try:
+                infos = provider.fetch_metadata(wanted, asset_class)
+            except ProviderError as exc:
+                notes.append(f"metadata: {exc}")
+                continue
+            with engine.execution_options(write_lock=True).begin() as conn:
+                store_assets(conn, infos)
+            found = {i.symbol for i in infos}
+            wanted = [s for s in wanted if s not in found]
+    return notes
+
+
+def _engine_and_settings(ctx_or_engine) -> tuple[Engine, Settings | None]:
+    if isinstance(ctx_or_engine, Engine):
+        return ctx_or_engine, None
+    return ctx_or_engine.engine, ctx_or_engine.settings
+
+
+def ingest_universe(ctx_or_engine, config: TradingConfig | None = None, *, source: str = "offline",
+                    symbols: list[str] | None = None, since: date | str | None = None,
+                    progress: Callable[[SymbolResult, int, int], None] | None = None,
+                    path: Path | str | None = None, asset_class: str | None = None,
+                    chains: Chains | None = None, workers: int | None = None) -> IngestSummary:
+    """Ingest the configured universe (or ``symbols``) from ``source``; see the module doc.
+
+    ``progress(result, done, total)`` is called after each symbol. ``chains`` overrides the
+    providers (tests point them at local fake servers).
+    """
+    engine, settings = _engine_and_settings(ctx_or_engine)
+    if config is None:
+        config = getattr(ctx_or_engine, "config", None)
+        if config is None:
+            raise LabError("ingest_universe needs a config when given an engine")
+    since_date = date.fromisoformat(since) if isinstance(since, str) else since
+    history_start = date.fromisoformat(config.data.history_start)
+    jobs = plan_symbols(config, source, symbols=symbols, asset_class=asset_class, path=path)
+    own_chains = chains is None
+    chains = chains or build_chains(source, config, settings=settings, path=path)
+    summary = IngestSummary(run_id=uuid.uuid4().hex, source=source, notes=list(chains.notes))
+    total = len(jobs)
+
+    def run(job: tuple[str, str]) -> SymbolResult:
+        symbol, klass = job
+        return ingest_symbol(engine, symbol, klass, chains.for_class(klass), history_start=history_start,
+                             since=since_date, run_id=summary.run_id)
+
+    try:
+        pool_size = workers or (1 if source in ("offline", "files") else 4)
+        with ThreadPoolExecutor(max_workers=pool_size) as pool:
+            for done, result in enumerate(pool.map(run, jobs), start=1):
+                summary.results.append(result)
+                if progress is not None:
+                    progress(result, done, total)
+        summary.notes += refresh_metadata(engine, chains, summary.results)
+    finally:
+        if own_chains:
+            chains.close()
+    return summary
