@@ -1,0 +1,40 @@
+"""Prefect flow ``tune_strategies``: one task per strategy, a leaderboard table artifact.
+
+Scheduled weekly by ``flows/deployments.py`` (config schedule ``trading_training``).
+
+The flow orchestrates only; tuning and promotion rules live in ``lab.models``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, task
+from prefect.artifacts import create_table_artifact
+
+from lab.models import TrainingOutcome, leaderboard, train_and_promote_all
+
+__all__ = ["tune_strategies"]
+
+
+@task(name="tune-and-promote", task_run_name="tune {strategy}")
+def tune_and_promote(strategy: str, trials: int | None) -> list[TrainingOutcome]:
+    from lab.runtime import open_lab
+
+    return train_and_promote_all(open_lab(), [strategy], trials)
+
+
+@flow(name="tune_strategies", log_prints=True)
+def tune_strategies(strategies: list[str] | None = None, trials: int | None = None) -> list[dict[str, Any]]:
+    """Tune every enabled (or named) strategy and publish the leaderboard."""
+    from lab.runtime import open_lab
+
+    names = strategies or list(open_lab().config.enabled_strategies())
+    # one strategy at a time: each Tune run already fills every CPU
+    rows = leaderboard([outcome for name in names for outcome in tune_and_promote(name, trials)])
+    create_table_artifact(key="tuning-leaderboard", table=rows,
+                          description="Out-of-sample walk-forward scores, deflated Sharpe, promotion decisions")
+    for row in rows:
+        print(f"{row['strategy']}: {'promoted' if row['promoted'] else 'kept as candidate'} ({row['reason']})")
+    return rows
+

@@ -1,0 +1,35 @@
+"""``lab tune``: tune, register and (if earned) activate strategy models, with progress."""
+
+from __future__ import annotations
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from lab.cli._common import console, print_table
+from lab.runtime import open_lab
+
+
+def tune_cmd(
+    strategy: list[str] | None = typer.Option(None, "--strategy", "-s",
+                                              help="strategy to tune (repeatable); all enabled when omitted"),
+    trials: int | None = typer.Option(None, "--trials", "-n", min=1, help="trials per strategy (config: tuning.trials)"),
+) -> None:
+    """Walk-forward tuning on Ray Tune + Optuna; promote only models that pass the gate."""
+    from lab.models import leaderboard, train_and_promote_all
+
+    lab = open_lab()
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console) as bar:
+        tasks: dict[str, int] = {}
+
+        def progress(name: str, done: int, total: int) -> None:
+            if name not in tasks:
+                tasks[name] = bar.add_task(f"tuning {name}", total=total)
+            bar.update(tasks[name], completed=done)
+
+        outcomes = train_and_promote_all(lab, strategy or None, trials, progress)
+    rows = leaderboard(outcomes)
+    print_table("Tuning leaderboard", list(rows[0]) if rows else ["strategy"],
+                [tuple(row.values()) for row in rows])
+    if any(o.error for o in outcomes) and not any(o.result for o in outcomes):
+        raise typer.Exit(1)

@@ -1,0 +1,165 @@
+"""A tuning problem: validated arrays, folds and costs, and the walk-forward evaluation of
+one set of hyper-parameters on them.
+
+Everything that can be wrong with the inputs is checked here, before any trial starts. The
+same ``walk_forward`` runs inside every Ray Tune trial, in the sequential reference of the
+benchmark, and when promotion re-scores the active version on the same folds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from lab.errors import ConfigError, DataError
+from lab.models.folds import Fold, walk_forward_folds
+from lab.models.predictor import XGBPredictor, predictor_class
+from lab.models.scoring import classification_scores, period_returns, regression_scores, sharpe_ratio
+from lab.strategy import Param
+
+__all__ = ["Problem", "FoldScore", "RESERVED_COLUMNS", "RETURN_COLUMN", "TUNABLE", "check_search_space"]
+
+RETURN_COLUMN = "forward_return"
+RESERVED_COLUMNS = ("symbol", "timestamp", "label", RETURN_COLUMN, "asset_class")
+
+#: XGBoost hyper-parameters the lab tunes, with the range XGBoost accepts for each
+_DOMAINS: dict[str, tuple[float, float]] = {
+    "max_depth": (1, 20), "learning_rate": (1e-4, 1.0), "n_estimators": (1, 5000),
+    "subsample": (1e-3, 1.0), "colsample_bytree": (1e-3, 1.0), "min_child_weight": (0.0, 1e4),
+    "gamma": (0.0, 1e3), "reg_alpha": (0.0, 1e3), "reg_lambda": (0.0, 1e3),
+}
+TUNABLE = frozenset(_DOMAINS)
+
+
+def check_search_space(space: Mapping[str, Param]) -> None:
+    """ConfigError listing every unknown hyper-parameter or range XGBoost would reject."""
+    problems = []
+    if not space:
+        problems.append("search space is empty")
+    for name, param in space.items():
+        domain = _DOMAINS.get(name)
+        if domain is None:
+            problems.append(f"search_space.{name}: not a tunable XGBoost hyper-parameter "
+                            f"(known: {', '.join(sorted(_DOMAINS))})")
+        elif not isinstance(param, Param):
+            problems.append(f"search_space.{name}: expected a Param(low, high, default), got {param!r}")
+        elif not param.low < param.high:
+            problems.append(f"search_space.{name}: low {param.low} must be below high {param.high}")
+        elif param.low < domain[0] or param.high > domain[1]:
+            problems.append(f"search_space.{name}: range [{param.low}, {param.high}] is outside "
+                            f"what XGBoost accepts [{domain[0]}, {domain[1]}]")
+    if problems:
+        raise ConfigError(problems)
+
+
+def _binary(label: pd.Series) -> np.ndarray:
+    """0/1 labels stay; others (triple barrier -1/0/1, returns) become "label > 0"."""
+    values = label.to_numpy(dtype=float)
+    return values if np.isin(values, (0.0, 1.0)).all() else (values > 0).astype(float)
+
+
+@dataclass(frozen=True)
+class FoldScore:
+    fold: int
+    metrics: dict[str, float]
+    returns: np.ndarray = field(repr=False)
+
+
+@dataclass(frozen=True, kw_only=True)
+class Problem:
+    strategy: str
+    task: str
+    asset_class: str | None
+    label: dict[str, Any]
+    feature_names: list[str]
+    X: np.ndarray = field(repr=False)
+    y: np.ndarray = field(repr=False)
+    forward_return: np.ndarray = field(repr=False)
+    bar: np.ndarray = field(repr=False)
+    folds: list[Fold] = field(repr=False)
+    horizon: int
+    cost: float
+    seed: int
+    data_fingerprint: str
+    feature_fingerprint: str
+
+    @classmethod
+    def build(cls, strategy: str, data: pd.DataFrame, *, task: str, label: dict[str, Any], horizon: int,
+              n_folds: int, embargo: int, cost: float, seed: int, asset_class: str | None = None,
+              features: list[str] | None = None, feature_fingerprint: str | None = None) -> Problem:
+        """Validate ``data`` (symbol, timestamp, <features>, label, forward_return) and cut folds."""
+        where = f"training data for {strategy!r}"
+        if data is None or len(data) == 0:
+            raise DataError(f"{where} is empty")
+        needed = ["timestamp", "label", RETURN_COLUMN]
+        absent = [c for c in needed if c not in data.columns]
+        if absent:
+            raise DataError(f"{where} lacks column(s) {', '.join(absent)}")
+        if features is None:
+            features = [c for c in data.columns if c not in RESERVED_COLUMNS]
+        missing = [c for c in features if c not in data.columns]
+        if missing:
+            raise DataError(f"{where} lacks feature column(s): {', '.join(missing)}")
+        if not features:
+            raise DataError(f"{where} has no feature columns")
+        if data["label"].isna().any() or data[RETURN_COLUMN].isna().any():
+            raise DataError(f"{where} has missing labels or forward returns; drop those rows first")
+        data = data.sort_values(["timestamp", *(["symbol"] if "symbol" in data.columns else [])], kind="stable")
+        y = _binary(data["label"]) if task == "classification" else data["label"].to_numpy(dtype=float)
+        if task == "classification" and np.unique(y).size < 2:
+            raise DataError(f"{where} has a single-class label ({int(y[0])} everywhere); nothing to learn")
+        try:
+            X = data[features].to_numpy(dtype=np.float32)
+        except (TypeError, ValueError) as exc:
+            raise DataError(f"{where}: features must be numeric ({exc})") from None
+        stamps = pd.DatetimeIndex(pd.to_datetime(data["timestamp"], utc=True))
+        folds = walk_forward_folds(stamps, n_folds, horizon, embargo)
+        for fold in folds:
+            if task == "classification" and np.unique(y[fold.train]).size < 2:
+                raise DataError(f"{where}: fold {fold.index} trains on a single class; use fewer folds")
+        digest = hashlib.blake2b(digest_size=16)
+        digest.update(pd.util.hash_pandas_object(data[[*features, "label", RETURN_COLUMN]], index=False).to_numpy())
+        digest.update(stamps.asi8.tobytes())
+        return cls(strategy=strategy, task=task, asset_class=asset_class, label=label, feature_names=list(features),
+                   X=X, y=y, forward_return=data[RETURN_COLUMN].to_numpy(dtype=float),
+                   bar=stamps.unique().sort_values().get_indexer(stamps), folds=folds, horizon=horizon,
+                   cost=cost, seed=seed, data_fingerprint=digest.hexdigest(),
+                   feature_fingerprint=feature_fingerprint
+                   or hashlib.blake2b("|".join(features).encode(), digest_size=16).hexdigest())
+
+    @property
+    def metric(self) -> str:
+        """What tuning maximises: mean OOS AUC, or minus RMSE for regression."""
+        return "auc" if self.task == "classification" else "neg_rmse"
+
+    def predictor(self, params: Mapping[str, Any]) -> XGBPredictor:
+        return predictor_class(self.asset_class)(self.task, dict(params), feature_names=self.feature_names,
+                                                 strategy=self.strategy, label=self.label, seed=self.seed)
+
+    def walk_forward(self, params: Mapping[str, Any]) -> Iterator[FoldScore]:
+        """Fit on each fold's training rows, score its test rows; one FoldScore per fold."""
+        for fold in self.folds:
+            model = self.predictor(params).train(self.X[fold.train], self.y[fold.train])
+            pred = model.predict(self.X[fold.test])
+            y = self.y[fold.test]
+            if self.task == "classification":
+                metrics = classification_scores(y, pred)
+                take = pred > 0.5
+            else:
+                metrics = regression_scores(y, pred)
+                metrics["neg_rmse"] = -metrics["rmse"]
+                take = pred > self.cost
+            returns = period_returns(self.bar[fold.test], take, self.forward_return[fold.test],
+                                     self.horizon, self.cost)
+            metrics |= {"return": float(np.prod(1 + returns) - 1), "sharpe": sharpe_ratio(returns),
+                        "trades": int(take.sum())}
+            yield FoldScore(fold.index, metrics, returns)
+
+    def fit(self, params: Mapping[str, Any]) -> XGBPredictor:
+        """The deployable model: the given params fit on every row."""
+        return self.predictor(params).train(self.X, self.y)

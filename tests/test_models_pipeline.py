@@ -1,0 +1,59 @@
+"""``train_and_promote_all``: stored bars -> lab.features training data -> tuning -> registry."""
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import insert, select
+
+from lab.db import session_scope
+from lab.db.models import PriceBar, TuningRun
+from lab.models import leaderboard, train_and_promote_all
+from lab.models.pipeline import with_forward_returns
+from lab.runtime import LabContext
+from lab.settings import get_settings
+
+
+def _store_random_walks(engine, symbols, days=500, seed=4) -> None:
+    rng = np.random.default_rng(seed)
+    dates = pd.bdate_range("2018-01-01", periods=days, tz="UTC")
+    rows = []
+    for symbol in symbols:
+        close = 100 * np.exp(np.cumsum(rng.normal(0, 0.015, days)))
+        for ts, c in zip(dates, close):
+            rows.append({"asset_type": "stocks", "symbol": symbol, "interval": "1d", "ts": ts.to_pydatetime(),
+                         "open": c, "high": c * 1.01, "low": c * 0.99, "close": c, "volume": 1e6,
+                         "source": "test", "synthetic": True})
+    with engine.begin() as conn:
+        conn.execute(insert(PriceBar), rows)
+
+
+def test_forward_returns_come_from_the_stored_closes_over_the_horizon():
+    bars = pd.DataFrame({"symbol": ["A"] * 4, "ts": pd.bdate_range("2024-01-01", periods=4, tz="UTC"),
+                         "close": [100.0, 110.0, 121.0, 99.0]})
+    data = pd.DataFrame({"symbol": ["A"] * 4, "timestamp": bars["ts"], "label": [1, 0, 0, 1]})
+    out = with_forward_returns(data, bars, horizon=2)
+    np.testing.assert_allclose(out["forward_return"], [0.21, 99 / 110 - 1])  # rows past the data dropped
+
+
+def test_a_random_walk_universe_is_tuned_registered_and_kept_as_candidate(ray_session, engine):
+    _store_random_walks(engine, ["AAPL", "MSFT", "IBM", "GOOG"])
+    ctx = LabContext(settings=get_settings(), engine=engine)
+    seen = []
+    outcomes = train_and_promote_all(ctx, ["swing"], trials=2, progress=lambda *a: seen.append(a))
+    (outcome,) = outcomes
+    assert outcome.error is None, outcome.error
+    assert abs(outcome.result.best_score - 0.5) < 0.06
+    assert outcome.result.problem.feature_names[0] == "rsi_14"
+    assert not outcome.decision.promoted
+    assert seen[-1] == ("swing", 2, 2)
+    (version,) = ctx.registry.list_versions("trading", "swing")
+    assert version.status == "candidate" and version.note == outcome.decision.reason
+    with session_scope(engine) as session:
+        assert session.scalars(select(TuningRun.promoted)).all() == [False]
+    (row,) = leaderboard(outcomes)
+    assert row["strategy"] == "swing" and row["version"] == 1 and not row["promoted"]
+
+
+def test_a_strategy_without_stored_bars_reports_the_problem_and_the_rest_still_run(ray_session, engine):
+    ctx = LabContext(settings=get_settings(), engine=engine)
+    (outcome,) = train_and_promote_all(ctx, ["swing"], trials=1)
+    assert outcome.result is None and "no stored bars" in outcome.error

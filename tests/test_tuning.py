@@ -1,0 +1,111 @@
+"""Tuning on Ray Tune + Optuna and promotion: the tests that prove the method.
+
+Trials are tiny (a few shallow trees, three folds); the shared ``ray_session`` runs them.
+"""
+
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from lab.db import session_scope
+from lab.db.models import TuningRun
+from lab.errors import ConfigError, DataError
+from lab.models import Gate, load_predictor, promote, tune_strategy
+from lab.models.synthetic import random_walk_market
+from lab.registry import ModelRegistry
+from lab.strategy import Param
+
+SPACE = {
+    "max_depth": Param(default=3, low=2, high=4),
+    "learning_rate": Param(default=0.1, low=0.03, high=0.3, log=True),
+    "n_estimators": Param(default=40, low=20, high=60),
+}
+COST = 2 * (1.0 + 10.0) / 1e4  # stocks: fee + slippage, entry and exit
+
+
+def _tune(data, storage: Path, **kwargs):
+    options = {"trials": 4, "time_budget_s": 300, "seed": 7, "folds": 3, "search_space": SPACE, "cost": COST}
+    return tune_strategy("swing", data, storage_dir=storage, **options | kwargs)
+
+
+@pytest.fixture(scope="module")
+def planted(ray_session, tmp_path_factory):
+    data = random_walk_market(symbols=6, days=500, signal=0.6, seed=11)
+    return _tune(data, tmp_path_factory.mktemp("planted"))
+
+
+@pytest.fixture(scope="module")
+def null(ray_session, tmp_path_factory):
+    data = random_walk_market(symbols=10, days=800, signal=0.0, seed=12)
+    return _tune(data, tmp_path_factory.mktemp("null"))
+
+
+def _registry(engine, tmp_path) -> ModelRegistry:
+    return ModelRegistry(engine, tmp_path / "models")
+
+
+def test_planted_signal_is_found_out_of_sample(planted):
+    assert planted.best_score >= 0.6
+    assert all(fold["auc"] >= 0.6 for fold in planted.fold_metrics)
+    assert planted.deflated_sharpe >= 0.95 and planted.sharpe > 0
+    assert planted.n_trials == 4
+
+
+def test_planted_signal_is_promoted_and_its_file_loads(planted, engine, tmp_path):
+    registry = _registry(engine, tmp_path)
+    decision = promote(registry, engine, planted, gate=Gate(min_auc_margin=0.02))
+    active = registry.get_active_version("swing")
+    assert decision.promoted and active is not None and active.id == decision.version_id
+    assert active.params == planted.best_params and active.metrics["oos_auc"] == planted.best_score
+    assert active.data_fingerprint == planted.problem.data_fingerprint and active.code_version
+    model = load_predictor(registry.model_file(active))
+    assert model.task == "classification" and "hint" in model.feature_names
+    with session_scope(engine) as session:
+        run = session.scalars(select(TuningRun)).one()
+        assert (run.promoted, run.version_id, run.trials) == (True, decision.version_id, 4)
+
+
+def test_null_market_stays_at_chance_and_nothing_is_promoted(null, engine, tmp_path):
+    assert abs(null.best_score - 0.5) <= 0.03
+    registry = _registry(engine, tmp_path)
+    decision = promote(registry, engine, null, gate=Gate(min_auc_margin=0.02))
+    assert not decision.promoted and "OOS AUC" in decision.reason
+    assert registry.get_active_version("swing") is None
+    version = registry.get(decision.version_id)
+    assert version.status == "candidate" and version.note == decision.reason
+
+
+def test_a_candidate_that_does_not_beat_the_active_version_on_the_same_folds_stays_candidate(
+        planted, engine, tmp_path):
+    registry = _registry(engine, tmp_path)
+    first = promote(registry, engine, planted, gate=Gate())
+    again = promote(registry, engine, planted, gate=Gate())  # same params re-scored: a tie does not beat
+    assert first.promoted and not again.promoted
+    assert again.active_score == pytest.approx(planted.best_score)
+    assert "does not beat active v1" in again.reason
+    assert registry.get_active_version("swing").id == first.version_id
+
+
+def test_serial_runs_with_the_same_seed_give_the_same_params_and_model_bytes(ray_session, tmp_path):
+    data = random_walk_market(symbols=4, days=300, signal=0.5, seed=3)
+    runs = [_tune(data, tmp_path / name, trials=3, max_concurrent=1) for name in ("a", "b")]
+    assert runs[0].best_params == runs[1].best_params
+    assert runs[0].model_path.read_bytes() == runs[1].model_path.read_bytes()
+
+
+@pytest.mark.parametrize(("mutate", "kwargs", "error", "message"), [
+    (lambda d: d.iloc[0:0], {}, DataError, "is empty"),
+    (lambda d: d.assign(label=1.0), {}, DataError, "single-class label"),
+    (lambda d: d, {"features": ["hint", "volume_z"]}, DataError, "lacks feature column.*volume_z"),
+    (lambda d: d, {"search_space": {**SPACE, "subsample": Param(default=0.9, low=0.5, high=1.5)}},
+     ConfigError, r"subsample: range \[0.5, 1.5\] is outside"),
+    (lambda d: d, {"search_space": {"max_depht": Param(default=3, low=2, high=4)}},
+     ConfigError, "max_depht: not a tunable"),
+], ids=["empty", "single-class", "missing-feature", "invalid-range", "unknown-hyperparameter"])
+def test_bad_input_fails_clearly_before_any_trial_starts(tmp_path, mutate, kwargs, error, message):
+    data = mutate(random_walk_market(symbols=2, days=120, seed=1))
+    storage = tmp_path / "runs"
+    with pytest.raises(error, match=message):
+        _tune(data, storage, **kwargs)
+    assert not storage.exists()  # Tune never created an experiment
