@@ -7,6 +7,15 @@ import sys
 import typer
 
 from lab.cli import config, db, models
+from lab.cli import flows as flows_cli
+from lab.cli import grafana, metrics
+from lab.cli import serve as serve_cli
+from lab.cli import tune as tune_cli
+from lab.cli import ingest as ingest_cli
+from lab.cli import broker as broker_cli
+from lab.cli import features as features_cli
+from lab.cli import trade as trade_cli
+from lab.cli import backtest as backtest_cli
 from lab.cli._common import err_console
 from lab.errors import LabError
 
@@ -19,6 +28,19 @@ app = typer.Typer(
 app.add_typer(db.app, name="db")
 app.add_typer(models.app, name="models")
 app.add_typer(config.app, name="config")
+app.add_typer(flows_cli.app, name="flows")
+app.add_typer(broker_cli.app, name="broker")
+app.add_typer(broker_cli.kill_switch_app, name="kill-switch")
+app.add_typer(grafana.app, name="grafana")
+app.add_typer(metrics.app, name="metrics")
+app.command("serve")(serve_cli.serve_cmd)
+app.command("tune")(tune_cli.tune_cmd)
+app.command("ingest")(ingest_cli.ingest)
+app.command("features")(features_cli.features_cmd)
+app.add_typer(trade_cli.app, name="trade")
+app.command("portfolio")(trade_cli.portfolio)
+app.command("backtest")(backtest_cli.backtest)
+app.command("report")(backtest_cli.report)
 
 
 @app.command()

@@ -1,0 +1,61 @@
+"""``lab flows``: list, serve (on schedule) or run the Prefect flows."""
+
+from __future__ import annotations
+
+import json
+
+import typer
+
+from lab.cli._common import console, print_table
+from lab.errors import ConfigError
+
+app = typer.Typer(help="Prefect flows and their schedules.", no_args_is_help=True)
+
+
+@app.command("list")
+def list_cmd() -> None:
+    """The deployments and their schedules."""
+    from flows.deployments import DEPLOYMENTS
+    from lab.runtime import open_lab
+
+    schedules = open_lab().config.schedules
+    print_table("Deployments", ["deployment", "flow", "cron", "time zone", "parameters"], [
+        (d.name, d.flow.name, schedules[d.schedule].cron, schedules[d.schedule].timezone, json.dumps(d.parameters))
+        for d in DEPLOYMENTS
+    ])
+
+
+@app.command("serve")
+def serve_cmd() -> None:
+    """Register every deployment with its schedule and run them (blocks; Ctrl-C stops)."""
+    from prefect import serve
+
+    from flows.deployments import build_deployments
+    from lab.runtime import open_lab
+
+    deployments = build_deployments(open_lab().config)
+    console.print(f"serving {len(deployments)} deployments: {', '.join(d.name for d in deployments)}")
+    serve(*deployments)
+
+
+@app.command("run")
+def run_cmd(
+    name: str = typer.Argument(..., help="flow name, e.g. run_stock_collection (see `lab flows list`)"),
+    param: list[str] = typer.Option([], "--param", "-p", help="KEY=VALUE (VALUE parsed as JSON when it can be)"),
+) -> None:
+    """Run one flow now."""
+    from flows.deployments import get_flow
+
+    flow = get_flow(name)
+    result = flow(**dict(_parse(p) for p in param))
+    console.print_json(data=result, default=str)
+
+
+def _parse(item: str) -> tuple[str, object]:
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError([f"--param {item!r}: expected KEY=VALUE"])
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value

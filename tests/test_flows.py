@@ -1,0 +1,118 @@
+"""Prefect orchestration on a real temporary Prefect server: schedules, artifacts, retries."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from lab.config import load_config
+from tests.fakes.yahoo import FakeYahoo
+from universe.synthetic import synthetic_market
+
+REPO_CONFIG = Path(__file__).resolve().parents[1] / "config" / "trading.json"
+
+
+def _read(coro):
+    return asyncio.run(coro)
+
+
+async def _deployment(name: str):
+    from prefect.client.orchestration import get_client
+
+    async with get_client() as client:
+        return await client.read_deployment_by_name(name)
+
+
+async def _task_runs(flow_run_id):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    async with get_client() as client:
+        return await client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
+
+
+async def _artifacts(flow_run_id):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterFlowRunId
+
+    async with get_client() as client:
+        return await client.read_artifacts(artifact_filter=ArtifactFilter(
+            flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id])))
+
+
+def test_every_deployment_is_registered_with_its_cron_and_time_zone(prefect_server):
+    from flows.deployments import DEPLOYMENTS, build_deployments
+
+    config = load_config(REPO_CONFIG)
+    for spec, deployment in zip(DEPLOYMENTS, build_deployments(config), strict=True):
+        deployment.apply()
+        stored = _read(_deployment(f"{spec.flow.name}/{spec.name}"))
+        [schedule] = stored.schedules
+        assert schedule.schedule.cron == config.schedules[spec.schedule].cron
+        assert schedule.schedule.timezone == config.schedules[spec.schedule].timezone
+        assert stored.parameters == spec.parameters
+
+
+def test_the_stock_schedules_run_in_new_york_time(prefect_server):
+    config = load_config(REPO_CONFIG)
+    assert (config.schedules["stock_collection"].cron, config.schedules["stock_collection"].timezone) == \
+        ("0 16 * * 1-5", "America/New_York")
+    assert (config.schedules["stock_trading_cycle"].cron, config.schedules["stock_trading_cycle"].timezone) == \
+        ("30 9 * * 1-5", "America/New_York")
+
+
+@pytest.mark.parametrize(("now", "trading_day"), [
+    (datetime(2024, 7, 3, 20, 0, tzinfo=UTC), True),    # a Wednesday
+    (datetime(2024, 7, 4, 20, 0, tzinfo=UTC), False),   # Independence Day
+    (datetime(2024, 7, 6, 20, 0, tzinfo=UTC), False),   # a Saturday
+])
+def test_stock_collection_runs_only_on_nyse_trading_days(now, trading_day):
+    from flows.collection import _is_trading_day
+
+    assert _is_trading_day(now) is trading_day
+
+
+@pytest.fixture
+def live_stock_universe(tmp_path, monkeypatch, sqlite_url):
+    """AAA has data at the (local, fake) provider; ZZZ is unknown there (a definitive error)."""
+    config = {"universe": {"stocks": {"symbols": ["AAA", "ZZZ"], "benchmark": "AAA"}},
+              "data": {"source": "live", "history_start": "2024-01-01"},
+              "rate_limits": {p: {"per_minute": 10_000} for p in ("alphavantage", "yahoo", "binance", "coingecko")}}
+    path = tmp_path / "trading.json"
+    path.write_text(json.dumps(config))
+    monkeypatch.setenv("LAB_CONFIG", str(path))
+    monkeypatch.setenv("LAB_DATABASE_URL", sqlite_url)
+    monkeypatch.delenv("ALPHAVANTAGE_API_KEY", raising=False)
+    bars = synthetic_market(1, 40, 3, start="2024-01-02").assign(symbol="AAA")
+    with FakeYahoo({"AAA": bars.reset_index(drop=True)}) as fake:
+        monkeypatch.setenv("LAB_YAHOO_URL", fake.url)
+        yield fake
+
+
+def test_a_failing_task_is_retried_as_configured_and_the_failure_is_reported(prefect_server, live_stock_universe):
+    from flows.collection import run_stock_collection
+
+    state = run_stock_collection(force=True, return_state=True)
+    assert state.is_completed()
+    outcome = state.result()
+    assert set(outcome["failed"]) == {"ZZZ"} and "No data found" in outcome["failed"]["ZZZ"]
+    assert outcome["stored"] == 40
+    ingest_run = _read(_subflow_runs(state.state_details.flow_run_id))[0]
+    runs = {run.name: run for run in _read(_task_runs(ingest_run.id))}
+    assert runs["ingest-ZZZ"].state.is_failed() and runs["ingest-ZZZ"].run_count == 2  # 1 retry
+    assert runs["ingest-AAA"].state.is_completed() and runs["ingest-AAA"].run_count == 1
+    [artifact] = [a for a in _read(_artifacts(ingest_run.id)) if a.key == "ingest-summary"]
+    assert "ZZZ" in str(artifact.data) and "failed" in str(artifact.data)
+
+
+async def _subflow_runs(parent_flow_run_id):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+
+    async with get_client() as client:
+        return await client.read_flow_runs(flow_run_filter=FlowRunFilter(
+            parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent_flow_run_id])))
