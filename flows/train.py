@@ -7,6 +7,7 @@ The flow orchestrates only; tuning and promotion rules live in ``lab.models``.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from prefect import flow, task
@@ -18,20 +19,23 @@ __all__ = ["tune_strategies"]
 
 
 @task(name="tune-and-promote", task_run_name="tune {strategy}")
-def tune_and_promote(strategy: str, trials: int | None) -> list[TrainingOutcome]:
+def tune_and_promote(strategy: str, trials: int | None, end: str | None = None) -> list[TrainingOutcome]:
     from lab.runtime import open_lab
 
-    return train_and_promote_all(open_lab(), [strategy], trials)
+    cutoff = datetime.fromisoformat(end) if end else None
+    return train_and_promote_all(open_lab(), [strategy], trials, end=cutoff)
 
 
 @flow(name="tune_strategies", log_prints=True)
-def tune_strategies(strategies: list[str] | None = None, trials: int | None = None) -> list[dict[str, Any]]:
-    """Tune every enabled (or named) strategy and publish the leaderboard."""
+def tune_strategies(strategies: list[str] | None = None, trials: int | None = None,
+                    end: str | None = None) -> list[dict[str, Any]]:
+    """Tune every enabled (or named) strategy on data up to ``end`` (ISO; default all) and
+    publish the leaderboard."""
     from lab.runtime import open_lab
 
     names = strategies or list(open_lab().config.enabled_strategies())
     # one strategy at a time: each Tune run already fills every CPU
-    rows = leaderboard([outcome for name in names for outcome in tune_and_promote(name, trials)])
+    rows = leaderboard([outcome for name in names for outcome in tune_and_promote(name, trials, end)])
     create_table_artifact(key="tuning-leaderboard", table=rows,
                           description="Out-of-sample walk-forward scores, deflated Sharpe, promotion decisions")
     for row in rows:

@@ -23,10 +23,11 @@ def compute_universe_features() -> list[dict]:
 
 
 @flow(name="run_trading_training", log_prints=True)
-def run_trading_training(strategies: list[str] | None = None, trials: int | None = None) -> list[dict]:
-    """Features, then tuning + promotion; returns the leaderboard."""
+def run_trading_training(strategies: list[str] | None = None, trials: int | None = None,
+                         end: str | None = None) -> list[dict]:
+    """Features, then tuning + promotion on data up to ``end``; returns the leaderboard."""
     problems = compute_universe_features()
     if problems:
         create_table_artifact(key="feature-problems", table=problems,
                               description="symbols whose features are partly undefined")
-    return tune_strategies(strategies=strategies, trials=trials)
+    return tune_strategies(strategies=strategies, trials=trials, end=end)

@@ -57,3 +57,31 @@ def test_a_strategy_without_stored_bars_reports_the_problem_and_the_rest_still_r
     ctx = LabContext(settings=get_settings(), engine=engine)
     (outcome,) = train_and_promote_all(ctx, ["swing"], trials=1)
     assert outcome.result is None and "no stored bars" in outcome.error
+
+
+def test_an_unchanged_rerun_reuses_the_registered_version_and_new_data_tunes_again(ray_session, engine):
+    _store_random_walks(engine, ["AAPL", "MSFT", "IBM", "GOOG"], days=400)
+    ctx = LabContext(settings=get_settings(), engine=engine)
+    (first,) = train_and_promote_all(ctx, ["swing"], trials=1)
+    (again,) = train_and_promote_all(ctx, ["swing"], trials=1)
+    assert first.error is None and again.reused is not None and again.result is None
+    assert again.reused.version == first.decision.version
+    assert [v.version for v in ctx.registry.list_versions("trading", "swing")] == [1]
+    assert "reused v1" in leaderboard([again])[0]["reason"]
+    (bigger_budget,) = train_and_promote_all(ctx, ["swing"], trials=2)
+    assert bigger_budget.reused is None and bigger_budget.decision.version == 2
+
+
+def test_training_stops_at_the_end_cutoff(ray_session, engine):
+    from datetime import UTC, datetime
+
+    from lab.models.pipeline import _training_data
+    from lab.strategy import get_strategy
+
+    _store_random_walks(engine, ["AAPL", "MSFT", "IBM", "GOOG"], days=400)
+    ctx = LabContext(settings=get_settings(), engine=engine)
+    cutoff = datetime(2019, 1, 1, tzinfo=UTC)
+    swing = get_strategy("swing")
+    data = _training_data(ctx, swing, ["stocks"], cutoff)
+    last_label_bar = data["timestamp"].max() + pd.offsets.BDay(swing.label.horizon)
+    assert last_label_bar <= pd.Timestamp(cutoff)

@@ -7,7 +7,7 @@ import time
 import typer
 
 from lab.cli._common import console, err_console
-from lab.runtime import ensure_ray, open_lab
+from lab.runtime import open_lab
 
 __all__ = ["serve_cmd"]
 
@@ -27,17 +27,9 @@ def serve_cmd(
     if host not in _LOOPBACK and settings.serve_token is None:
         err_console.print(f"[yellow]warning:[/] binding {host} without LAB_SERVE_TOKEN: anyone who can reach "
                           "this port can call the service")
-    ensure_ray(settings)
-    from ray import serve
+    from serving.launch import start_service
 
-    from serving.app import APP_NAME, PredictionService
-
-    serve.start(http_options={"host": host, "port": port})
-    # a URL with a password stays out of the Serve config: replicas read LAB_DATABASE_URL themselves
-    database_url = None if settings.lab_database_url else settings.database_url
-    deployment = PredictionService.options(num_replicas=replicas, ray_actor_options={"num_cpus": num_cpus})
-    serve.run(deployment.bind(database_url=database_url), name=APP_NAME, route_prefix="/")
-    url = f"http://{host}:{port}"
+    url = start_service(settings, host=host, port=port, replicas=replicas, num_cpus=num_cpus)
     console.print(f"prediction service: [bold]{url}[/]  (POST {url}/predict, GET {url}/models, docs {url}/docs)")
     if settings.serve_token is not None:
         console.print("bearer token required (LAB_SERVE_TOKEN)")
@@ -47,4 +39,6 @@ def serve_cmd(
             while True:
                 time.sleep(3600)
         except KeyboardInterrupt:
+            from ray import serve
+
             serve.shutdown()

@@ -9,17 +9,21 @@ configured fees plus slippage, paid on entry and exit.
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
 
-from lab.bars import load_bars
+from lab.bars import bars_by_symbol, load_bars
 from lab.errors import ConfigError, DataError, LabError
 from lab.models.problem import RETURN_COLUMN
 from lab.models.promotion import Gate, PromotionDecision, promote
-from lab.models.tuning import TuningResult, tune_strategy
+from lab.models.tuning import TuningResult, code_version, tune_strategy
+from lab.registry import ModelRegistry, VersionInfo
 from lab.runtime import LabContext
 from lab.strategy import Strategy, get_strategy
 
@@ -35,6 +39,21 @@ class TrainingOutcome:
     result: TuningResult | None = None
     decision: PromotionDecision | None = None
     error: str | None = None
+    #: a version registered by an earlier run with exactly the same inputs (nothing was tuned)
+    reused: VersionInfo | None = None
+
+
+def run_key(data: pd.DataFrame, **inputs: Any) -> str:
+    """Digest of the training rows and every tuning input (budget, seed, folds, space, code)."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(pd.util.hash_pandas_object(data, index=False).to_numpy().tobytes())
+    digest.update(json.dumps(inputs, sort_keys=True, default=str).encode())
+    return digest.hexdigest()
+
+
+def _reusable(registry: ModelRegistry, strategy: str, key: str) -> VersionInfo | None:
+    matches = [v for v in registry.list_versions("trading", strategy) if v.metrics.get("run_key") == key]
+    return matches[-1] if matches else None
 
 
 def with_forward_returns(data: pd.DataFrame, bars: pd.DataFrame, horizon: int) -> pd.DataFrame:
@@ -50,27 +69,42 @@ def with_forward_returns(data: pd.DataFrame, bars: pd.DataFrame, horizon: int) -
     return merged.dropna(subset=[RETURN_COLUMN]).reset_index(drop=True)
 
 
-def _training_data(ctx: LabContext, strategy: type[Strategy], asset_classes: list[str]) -> pd.DataFrame:
-    from lab.features import create_training_data, get_feature_set
+def _training_data(ctx: LabContext, strategy: type[Strategy], asset_classes: list[str],
+                   end: datetime | None = None) -> pd.DataFrame:
+    """Training rows of every configured symbol of ``asset_classes``, each symbol's features
+    against its own class's benchmark; nothing after ``end`` (labels included) is used."""
+    from lab.features import create_training_data, get_feature_set, load_fundamentals
 
     universes = ctx.config.universe.asset_classes()
-    symbols = sorted({s for ac in asset_classes if ac in universes for s in universes[ac].symbols})
-    if not symbols:
+    classes = [ac for ac in asset_classes if ac in universes and universes[ac].symbols]
+    if not classes:
         raise ConfigError([f"strategies.{strategy.name}: no symbols configured for {', '.join(asset_classes)}"])
+    fs = get_feature_set(strategy.feature_set)
     start = pd.Timestamp(ctx.config.data.history_start, tz="UTC")
-    bars = load_bars(ctx.engine, symbols, start=start.to_pydatetime())
-    if bars.empty:
-        raise DataError(f"no stored bars for {', '.join(symbols)}; ingest prices first")
-    columns = list(get_feature_set(strategy.feature_set).columns)
-    data = create_training_data(symbols, strategy.feature_set, strategy.label, start, bars["ts"].max(),
-                                engine=ctx.engine, bars=bars)
-    return with_forward_returns(data, bars, strategy.label.horizon)[["symbol", "timestamp", *columns, "label",
-                                                                    RETURN_COLUMN]]
+    parts = []
+    for ac in classes:
+        symbols = sorted(universes[ac].symbols)
+        bars = load_bars(ctx.engine, sorted({*symbols, universes[ac].benchmark}), start=start.to_pydatetime(), end=end)
+        if bars.empty:
+            raise DataError(f"no stored bars for {', '.join(symbols)}; ingest prices first")
+        by_symbol = bars_by_symbol(bars)
+        stored = [s for s in symbols if s in by_symbol]
+        data = create_training_data(
+            stored, strategy.feature_set, strategy.label, start, bars["ts"].max(), bars=by_symbol,
+            benchmark=by_symbol.get(universes[ac].benchmark),
+            fundamentals=load_fundamentals(ctx.engine, stored) if fs.kind == "fundamental" else None,
+            cache_dir=ctx.settings.cache_dir / "features")
+        parts.append(with_forward_returns(data, bars, strategy.label.horizon))
+    columns = ["symbol", "timestamp", *fs.columns, "label", RETURN_COLUMN]
+    return pd.concat(parts, ignore_index=True)[columns].sort_values(["timestamp", "symbol"], ignore_index=True)
 
 
 def train_and_promote_all(ctx: LabContext, strategies: list[str] | None = None, trials: int | None = None,
-                          progress: Progress | None = None) -> list[TrainingOutcome]:
-    """Tune and promote each strategy in turn; one failing strategy does not stop the others."""
+                          progress: Progress | None = None, end: datetime | None = None) -> list[TrainingOutcome]:
+    """Tune and promote each strategy in turn; one failing strategy does not stop the others.
+
+    ``end`` trains strictly on data up to then (so a later paper window stays out of sample).
+    """
     from lab.features import get_feature_set
 
     config = ctx.config
@@ -85,7 +119,14 @@ def train_and_promote_all(ctx: LabContext, strategies: list[str] | None = None, 
         fees = max(config.execution.fee_bps.get(ac, 0.0) for ac in asset_classes)
         budget = trials or config.tuning.trials
         try:
-            data = _training_data(ctx, strategy, asset_classes)
+            data = _training_data(ctx, strategy, asset_classes, end)
+            key = run_key(data, trials=budget, seed=config.tuning.seed, folds=config.tuning.folds,
+                          time_budget_s=config.tuning.time_budget_s, space=strategy.search_space,
+                          fees=fees, slippage=config.execution.slippage_bps, gate=gate, code=code_version())
+            previous = _reusable(ctx.registry, name, key)
+            if previous is not None:
+                outcomes.append(TrainingOutcome(name, reused=previous))
+                continue
             result = tune_strategy(
                 name, data, trials=budget, time_budget_s=config.tuning.time_budget_s, seed=config.tuning.seed,
                 folds=config.tuning.folds, storage_dir=ctx.settings.home / "tuning",
@@ -94,11 +135,15 @@ def train_and_promote_all(ctx: LabContext, strategies: list[str] | None = None, 
                 feature_fingerprint=get_feature_set(strategy.feature_set).fingerprint,
                 cost=2 * (fees + config.execution.slippage_bps) / 1e4,
                 progress=(lambda done, total, n=name: progress(n, done, total)) if progress else None)
-            decision = promote(ctx.registry, ctx.engine, result, gate=gate)
+            decision = promote(ctx.registry, ctx.engine, result, gate=gate, run_key=key)
             outcomes.append(TrainingOutcome(name, result, decision))
         except LabError as exc:
             outcomes.append(TrainingOutcome(name, error=str(exc)))
     return outcomes
+
+
+def _rounded(value: Any, digits: int) -> float | None:
+    return round(value, digits) if isinstance(value, int | float) else None
 
 
 def leaderboard(outcomes: list[TrainingOutcome]) -> list[dict[str, Any]]:
@@ -106,6 +151,15 @@ def leaderboard(outcomes: list[TrainingOutcome]) -> list[dict[str, Any]]:
     rows = []
     for o in outcomes:
         r, d = o.result, o.decision
+        if o.reused is not None:
+            m, v = o.reused.metrics, o.reused
+            rows.append({
+                "strategy": o.strategy, "metric": m.get("metric", ""), "oos_score": _rounded(m.get("oos_score"), 4),
+                "sharpe": _rounded(m.get("sharpe"), 3), "deflated_sharpe": _rounded(m.get("deflated_sharpe"), 3),
+                "trials": m.get("n_trials", 0), "version": v.version, "promoted": v.is_active,
+                "reason": f"inputs unchanged: reused v{v.version} ({v.status}) without tuning again",
+            })
+            continue
         rows.append({
             "strategy": o.strategy, "metric": r.metric if r else "", "oos_score": round(r.best_score, 4) if r else None,
             "sharpe": round(r.sharpe, 3) if r else None, "deflated_sharpe": round(r.deflated_sharpe, 3) if r else None,

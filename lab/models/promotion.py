@@ -68,11 +68,17 @@ def _active_score(result: TuningResult, active: VersionInfo) -> float | None:
     return float(np.nanmean(scores))
 
 
-def promote(registry: ModelRegistry, engine: Engine, result: TuningResult, *, gate: Gate) -> PromotionDecision:
-    """Register ``result``'s model; activate it only if it passes ``gate`` and beats the active one."""
+def promote(registry: ModelRegistry, engine: Engine, result: TuningResult, *, gate: Gate,
+            run_key: str | None = None) -> PromotionDecision:
+    """Register ``result``'s model; activate it only if it passes ``gate`` and beats the active one.
+
+    ``run_key`` (stored with the metrics) identifies the exact inputs of the run, so an
+    unchanged re-run can reuse this version instead of tuning again.
+    """
     problem = result.problem
     version = registry.save_version(
-        DOMAIN, result.strategy, result.model_path, params=result.best_params, metrics=result.metrics,
+        DOMAIN, result.strategy, result.model_path, params=result.best_params,
+        metrics=result.metrics | ({"run_key": run_key} if run_key else {}),
         data_fingerprint=problem.data_fingerprint, feature_fingerprint=problem.feature_fingerprint,
         code_version=result.code_version)
     reasons = gate.failures(result)
