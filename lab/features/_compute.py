@@ -9,6 +9,7 @@ not bars at all (missing columns, duplicated or unsorted timestamps) raises ``Da
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from functools import cache
 
 import numpy as np
@@ -18,8 +19,8 @@ from lab.errors import DataError
 from lab.features._indicators import BASE_COLUMNS, PAIR_COLUMNS, PAIR_WINDOW, base_indicators, pair_indicators
 from lab.features._sets import FeatureSet, get_feature_set
 
-__all__ = ["compute_features", "pair_bars", "output_columns", "compute_with_problems",
-           "benchmark_returns", "SECTORS"]
+__all__ = ["compute_features", "pair_bars", "output_columns", "compute_with_problems", "compute_block",
+           "features_into", "frame_of", "benchmark_returns", "SECTORS"]
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 FUNDAMENTAL_COLUMNS = ("pe_ratio", "pb_ratio", "log_market_cap", "sector_code")
@@ -83,18 +84,59 @@ def pair_bars(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
 def compute_with_problems(bars: pd.DataFrame, feature_set: FeatureSet, bench_ret: pd.Series | None,
                           fundamentals: pd.DataFrame | None) -> tuple[pd.DataFrame, list[str]]:
     """The feature frame and the problem lines found in the inputs."""
+    out = np.empty((len(output_columns(feature_set)), len(bars)))
+    problems = features_into(bars, feature_set, bench_ret, fundamentals, out)
+    return frame_of(out, bars.index, feature_set.kind), problems
+
+
+def frame_of(values: np.ndarray, index: pd.Index, kind: str) -> pd.DataFrame:
+    """The frame over ``values`` (one row per column, as computed), without a copy."""
+    return pd.DataFrame(values.T, index=index, columns=_column_index(kind), copy=False)
+
+
+def compute_block(items: Sequence[tuple[pd.DataFrame, pd.DataFrame | None]], feature_set: FeatureSet,
+                  bench_ret: pd.Series | None) -> tuple[np.ndarray, list[int], list[list[str]], list[str | None]]:
+    """Features of many symbols' (bars, fundamentals) in one flat block: symbol i's values are
+    the next ``columns x lengths[i]`` numbers, laid out as ``features_into`` writes them.
+
+    One allocation for the batch (a large one is backed by huge pages) instead of one per
+    symbol, and one buffer to move between processes. A symbol that raises gets its error
+    (its slot holds no values), never stops the batch.
+    """
+    n_cols = len(output_columns(feature_set))
+    lengths = [len(bars) if isinstance(bars, pd.DataFrame) else 0 for bars, _ in items]
+    block = np.empty(n_cols * sum(lengths))
+    problems: list[list[str]] = []
+    errors: list[str | None] = []
+    start = 0
+    for (bars, facts), n in zip(items, lengths, strict=True):
+        out = block[start:start + n_cols * n].reshape(n_cols, n)
+        start += n_cols * n
+        try:
+            problems.append(features_into(bars, feature_set, bench_ret, facts, out))
+            errors.append(None)
+        except Exception as exc:  # noqa: BLE001 - one bad symbol must not stop the universe
+            problems.append([])
+            errors.append(f"{type(exc).__name__}: {exc}")
+    return block, lengths, problems, errors
+
+
+def features_into(bars: pd.DataFrame, feature_set: FeatureSet, bench_ret: pd.Series | None,
+                  fundamentals: pd.DataFrame | None, out: np.ndarray) -> list[str]:
+    """Write the features into ``out`` (columns x bars) and return the problems found."""
     if feature_set.kind == "pair":
-        return _pair_features(bars)
+        return _pair_features(bars, out)
     _check_frame(bars, (*PRICE_COLUMNS, "volume"), "bars")
     problems: list[str] = []
-    open_, high, low, close, volume = (bars[c].to_numpy(dtype=float) for c in (*PRICE_COLUMNS, "volume"))
+    open_, high, low, close, volume = _ohlcv(bars)
     with np.errstate(invalid="ignore"):
         valid = (open_ > 0) & (high > 0) & (low > 0) & (close > 0)
     valid &= np.isfinite(open_) & np.isfinite(high) & np.isfinite(low) & np.isfinite(close)
-    if not valid.all():
+    all_valid = bool(valid.all())
+    if not all_valid:
         high, low, close, volume = high[valid], low[valid], close[valid], volume[valid]
-    stamps = bars.index.as_unit("ns").asi8
-    stamps = stamps if valid.all() else stamps[valid]
+    all_stamps = _stamps(bars.index)
+    stamps = all_stamps if all_valid else all_stamps[valid]
     if bench_ret is None:
         aligned = np.full(len(close), np.nan)
     else:
@@ -102,15 +144,32 @@ def compute_with_problems(bars: pd.DataFrame, feature_set: FeatureSet, bench_ret
         missing = int(np.isnan(aligned[20:]).sum()) if len(aligned) > 20 else 0
         if missing:
             problems.append(f"benchmark missing for {missing} of {len(close)} bars (rel_strength_20 is NaN there)")
-    values = base_indicators(high, low, close, volume, aligned)
+    n_base = len(BASE_COLUMNS)
+    if all_valid:
+        base_indicators(high, low, close, volume, aligned, out=out[:n_base])
+    else:
+        out[:] = np.nan
+        out[:n_base, valid] = base_indicators(high, low, close, volume, aligned)
     if feature_set.kind == "fundamental":
-        values = np.hstack([values, _fundamental_values(bars.index[valid], fundamentals, problems)])
-    problems[:0] = _bar_problems(bars, valid, close, volume)
-    if not valid.all():
-        full = np.full((len(bars), values.shape[1]), np.nan)
-        full[valid] = values
-        values = full
-    return pd.DataFrame(values, index=bars.index, columns=_column_index(feature_set.kind)), problems
+        out[n_base:, valid] = _fundamental_values(bars.index[valid], fundamentals, problems).T
+    problems[:0] = _bar_problems(all_stamps, valid, close, volume)
+    return problems
+
+
+def _ohlcv(bars: pd.DataFrame) -> list[np.ndarray]:
+    """open, high, low, close, volume as contiguous float arrays; bars that are exactly those
+    columns (the usual case) are read from their one block at once."""
+    columns = (*PRICE_COLUMNS, "volume")
+    if tuple(bars.columns) == columns:
+        try:
+            return list(np.ascontiguousarray(bars.to_numpy(dtype=float).T))
+        except (TypeError, ValueError):
+            pass  # a column that is not numbers: read per column, which names it
+    return [bars[c].to_numpy(dtype=float) for c in columns]
+
+
+def _stamps(index: pd.DatetimeIndex) -> np.ndarray:
+    return index.asi8 if index.unit == "ns" else index.as_unit("ns").asi8
 
 
 @cache
@@ -121,6 +180,8 @@ def _column_index(kind: str) -> pd.Index:
 def _align(bench_ret: pd.Series, stamps: np.ndarray) -> np.ndarray:
     """The benchmark's value at each of ``stamps`` (exact timestamp match), NaN where it has none."""
     bench_stamps = bench_ret.index.asi8
+    if np.array_equal(bench_stamps, stamps):  # the usual case: the same calendar
+        return bench_ret.to_numpy(dtype=float, copy=True)
     pos = np.minimum(np.searchsorted(bench_stamps, stamps), max(len(bench_stamps) - 1, 0))
     out = np.full(len(stamps), np.nan)
     if len(bench_stamps):
@@ -129,13 +190,13 @@ def _align(bench_ret: pd.Series, stamps: np.ndarray) -> np.ndarray:
     return out
 
 
-def _pair_features(bars: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
+def _pair_features(bars: pd.DataFrame, out: np.ndarray) -> list[str]:
     _check_frame(bars, ("close_a", "close_b"), "pair bars (see pair_bars)")
-    values = pair_indicators(bars["close_a"].to_numpy(dtype=float), bars["close_b"].to_numpy(dtype=float))
+    out[:] = pair_indicators(bars["close_a"].to_numpy(dtype=float), bars["close_b"].to_numpy(dtype=float)).T
     problems = []
     if len(bars) <= PAIR_WINDOW:
         problems.append(f"too little history: {len(bars)} common bars, the pair window needs {PAIR_WINDOW + 1}")
-    return pd.DataFrame(values, index=bars.index, columns=_column_index("pair")), problems
+    return problems
 
 
 def _check_frame(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
@@ -154,20 +215,20 @@ def _check_frame(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> No
         raise DataError(f"{what}: duplicated timestamps, e.g. {frame.index[frame.index.duplicated()][0]}")
 
 
-def _bar_problems(bars: pd.DataFrame, valid: np.ndarray, close: np.ndarray, volume: np.ndarray) -> list[str]:
+def _bar_problems(stamps: np.ndarray, valid: np.ndarray, close: np.ndarray, volume: np.ndarray) -> list[str]:
     problems = []
     if len(close) < LONGEST_LOOKBACK:
         problems.append(f"too little history: {len(close)} valid bars, sma_200 needs {LONGEST_LOOKBACK}")
-    if (bad := int((~valid).sum())):
+    if (bad := len(valid) - int(np.count_nonzero(valid))):
         problems.append(f"{bad} bars with missing or non-positive prices (their features are NaN)")
-    if (nan_volume := int(np.isnan(volume).sum())):
+    if (nan_volume := int(np.count_nonzero(np.isnan(volume)))):
         problems.append(f"{nan_volume} bars with missing volume")
-    if (zero_volume := int((volume == 0).sum())):
+    if (zero_volume := int(np.count_nonzero(volume == 0))):
         problems.append(f"{zero_volume} bars with zero volume")
-    if len(bars) > 1:
-        days = np.diff(bars.index.as_unit("ns").asi8) / 86_400e9
-        if (gaps := int((days > GAP_DAYS).sum())):
-            problems.append(f"{gaps} gaps longer than {GAP_DAYS} days (largest {days.max():.0f} days)")
+    if len(stamps) > 1:
+        steps = np.diff(stamps)
+        if (gaps := int(np.count_nonzero(steps > GAP_DAYS * 86_400 * 10**9))):
+            problems.append(f"{gaps} gaps longer than {GAP_DAYS} days (largest {steps.max() / 86_400e9:.0f} days)")
     if len(close) > 1 and np.ptp(close) == 0:
         problems.append("constant price: RSI and Bollinger %b are undefined (NaN)")
     return problems

@@ -1,9 +1,10 @@
 """Indicator math on plain float64 arrays (one symbol's valid bars, oldest first).
 
 Recursive indicators (RSI, MACD, ATR) and long SMAs come from TA-Lib. Rolling moments
-(Bollinger, volatility, correlation, hedge ratio) are computed two-pass per window on a
-strided view: running-sum implementations (pandas ``rolling().std()``) lose all precision
-once a series has moved through orders of magnitude, a coin going from 0.0001 to 100.
+(Bollinger, volatility, correlation, hedge ratio) are computed two-pass per window (each
+window's own sum, then its squared deviations from its mean): running-sum implementations
+(pandas ``rolling().std()``) lose all precision once a series has moved through orders of
+magnitude, a coin going from 0.0001 to 100.
 Every output at index t reads inputs at indices <= t only.
 """
 
@@ -11,11 +12,12 @@ from __future__ import annotations
 
 import numpy as np
 import talib
+from numba import njit
 from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = [
     "BASE_COLUMNS", "PAIR_COLUMNS", "PCTILE_WINDOW", "PAIR_WINDOW",
-    "base_indicators", "pair_indicators", "rolling_mean", "rolling_std", "ratio_change",
+    "base_indicators", "pair_indicators", "ratio_change",
 ]
 
 PCTILE_WINDOW = 126  # half a year of bars for the Bollinger-width percentile
@@ -43,39 +45,6 @@ def _div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
     return np.divide(num, den, out=_nan(len(num)), where=np.isfinite(den) & (den != 0))
 
 
-def _window_sums(x: np.ndarray, n: int) -> np.ndarray:
-    """Sum of each full window, summed directly per window (no running sum), NaN if any NaN."""
-    return np.convolve(x, np.ones(n), "valid")
-
-
-def rolling_mean(x: np.ndarray, n: int) -> np.ndarray:
-    out = _nan(len(x))
-    if len(x) >= n:
-        out[n - 1:] = _window_sums(x, n) / n
-    return out
-
-
-def rolling_std(x: np.ndarray, n: int, ddof: int = 0) -> np.ndarray:
-    """Standard deviation of each window, two-pass (exact to a few ulps at any scale)."""
-    out = _nan(len(x))
-    if len(x) >= n:
-        win = sliding_window_view(x, n)
-        dev = win - (_window_sums(x, n) / n)[:, None]
-        out[n - 1:] = np.sqrt(np.einsum("ij,ij->i", dev, dev) / (n - ddof))
-    return out
-
-
-def _rolling_pctile(x: np.ndarray, n: int) -> np.ndarray:
-    """Share of the last ``n`` values (the current one included) that are <= the current one."""
-    out = _nan(len(x))
-    if len(x) >= n:
-        win = sliding_window_view(x, n)
-        share = np.count_nonzero(win <= win[:, -1:], axis=1) / n
-        share[_window_sums(np.isnan(x).astype(float), n) > 0] = np.nan
-        out[n - 1:] = share
-    return out
-
-
 def ratio_change(x: np.ndarray, k: int) -> np.ndarray:
     """x[t] / x[t-k] - 1, NaN where the earlier value is 0, NaN or missing."""
     out = _nan(len(x))
@@ -84,53 +53,164 @@ def ratio_change(x: np.ndarray, k: int) -> np.ndarray:
     return out
 
 
-def base_indicators(high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray,
-                    bench_ret_20: np.ndarray) -> np.ndarray:
-    """All BASE_COLUMNS as one (len, n_columns) array; ``bench_ret_20`` is already aligned."""
+# The kernels below are compiled (numba): one pass per column over a symbol's bars, written
+# straight into the caller's output rows, instead of ~60 numpy calls and temporaries a symbol.
+# Window loops run lag-outer, time-inner: every window is still summed in its own fixed order
+# (so a value never depends on the bars after it, nor on what else is in the batch), and the
+# inner loop vectorizes.
+
+
+@njit(cache=True, error_model="numpy")
+def _nz_div(num: float, den: float) -> float:
+    return num / den if den != 0.0 and abs(den) < np.inf else np.nan
+
+
+@njit(cache=True, error_model="numpy")
+def _rolling_mean_into(x: np.ndarray, n: int, out: np.ndarray) -> None:
+    """out[t] = the mean of x[t-n+1..t], each window summed directly (NaN if any NaN in it)."""
+    size = len(x)
+    out[:min(n - 1, size)] = np.nan
+    if size < n:
+        return
+    m = size - n + 1
+    acc = np.zeros(m)
+    for j in range(n):
+        for t in range(m):
+            acc[t] += x[t + j]
+    for t in range(m):
+        out[t + n - 1] = acc[t] / n
+
+
+@njit(cache=True, error_model="numpy")
+def _rolling_std_into(x: np.ndarray, mean: np.ndarray, n: int, ddof: int, out: np.ndarray) -> None:
+    """Two-pass standard deviation of each window around its exact mean (``mean`` from
+    _rolling_mean_into): exact to a few ulps at any scale, unlike running sums."""
+    size = len(x)
+    out[:min(n - 1, size)] = np.nan
+    if size < n:
+        return
+    m = size - n + 1
+    acc = np.zeros(m)
+    for j in range(n):
+        for t in range(m):
+            d = x[t + j] - mean[t + n - 1]
+            acc[t] += d * d
+    for t in range(m):
+        out[t + n - 1] = np.sqrt(acc[t] / (n - ddof))
+
+
+@njit(cache=True, error_model="numpy")
+def _rolling_pctile_into(x: np.ndarray, n: int, out: np.ndarray) -> None:
+    """Share of the last ``n`` values (the current one included) that are <= the current one."""
+    size = len(x)
+    out[:min(n - 1, size)] = np.nan
+    if size < n:
+        return
+    m = size - n + 1
+    below = np.zeros(m, dtype=np.int32)
+    for j in range(n):
+        for t in range(m):
+            below[t] += x[t + j] <= x[t + n - 1]
+    nans = 0  # NaNs in the current window, counted exactly as it slides
+    for t in range(size):
+        nans += x[t] != x[t]
+        if t >= n:
+            nans -= x[t - n] != x[t - n]
+        if t >= n - 1:
+            out[t] = np.nan if nans else below[t - n + 1] / n
+
+
+@njit(cache=True, error_model="numpy")
+def _ratio_change_into(x: np.ndarray, k: int, out: np.ndarray) -> None:
+    size = len(x)
+    out[:min(k, size)] = np.nan
+    for t in range(k, size):
+        out[t] = _nz_div(x[t], x[t - k]) - 1.0
+
+
+@njit(cache=True, error_model="numpy")
+def _derived_into(close: np.ndarray, log_close: np.ndarray, volume: np.ndarray, bench_ret_20: np.ndarray,
+                  out: np.ndarray, squeeze_pctile: float, pctile_window: int) -> None:
+    """Every column but the TA-Lib ones (already in ``out``), in BASE_COLUMNS order."""
+    sma_20, sma_50, sma_200, rsi, macd = out[0], out[1], out[2], out[3], out[4]
+    signal, hist, upper, middle, lower = out[5], out[6], out[7], out[8], out[9]
+    bb_width, bb_pctb, atr, volume_sma, ret_1 = out[10], out[11], out[12], out[13], out[14]
+    ret_5, ret_20, ret_60, log_ret, vol_chg_1 = out[15], out[16], out[17], out[18], out[19]
+    vol_chg_5, vol_chg_20, volatility, rel_strength, c_sma_20 = out[20], out[21], out[22], out[23], out[24]
+    c_sma_50, c_sma_200, macd_pct, signal_pct, hist_pct = out[25], out[26], out[27], out[28], out[29]
+    cross_up, volume_ratio, atr_pct, width_pctile, squeeze = out[30], out[31], out[32], out[33], out[34]
     n = len(close)
-    out = np.empty((n, len(BASE_COLUMNS)))
-    if n == 0:
+    moved = False
+    for t in range(n):  # no gain and no loss yet: RSI is 0/0, undefined
+        moved = moved or (t > 0 and close[t] != close[t - 1])
+        if not moved:
+            rsi[t] = np.nan
+    _rolling_mean_into(close, 20, middle)
+    _rolling_std_into(close, middle, 20, 0, upper)  # the deviation, turned into the bands below
+    for t in range(n):
+        sd = upper[t]
+        upper[t], lower[t] = middle[t] + 2.0 * sd, middle[t] - 2.0 * sd
+    for t in range(n):
+        bb_width[t] = _nz_div(upper[t] - lower[t], middle[t])
+    for t in range(n):
+        bb_pctb[t] = _nz_div(close[t] - lower[t], upper[t] - lower[t])
+    _rolling_mean_into(volume, 20, volume_sma)
+    _ratio_change_into(close, 1, ret_1)
+    _ratio_change_into(close, 5, ret_5)
+    _ratio_change_into(close, 20, ret_20)
+    _ratio_change_into(close, 60, ret_60)
+    _ratio_change_into(volume, 1, vol_chg_1)
+    _ratio_change_into(volume, 5, vol_chg_5)
+    _ratio_change_into(volume, 20, vol_chg_20)
+    if n:
+        log_ret[0] = np.nan
+    for t in range(1, n):
+        log_ret[t] = log_close[t] - log_close[t - 1]
+    _rolling_mean_into(log_ret, 20, volatility)
+    _rolling_std_into(log_ret, volatility, 20, 1, volatility)
+    for t in range(n):
+        rel_strength[t] = ret_20[t] - bench_ret_20[t]
+    for t in range(n):
+        c_sma_20[t] = _nz_div(close[t], sma_20[t]) - 1.0
+    for t in range(n):
+        c_sma_50[t] = _nz_div(close[t], sma_50[t]) - 1.0
+    for t in range(n):
+        c_sma_200[t] = _nz_div(close[t], sma_200[t]) - 1.0
+    for t in range(n):
+        macd_pct[t] = macd[t] / close[t]
+    for t in range(n):
+        signal_pct[t] = signal[t] / close[t]
+    for t in range(n):
+        hist_pct[t] = hist[t] / close[t]
+    for t in range(n):
+        volume_ratio[t] = _nz_div(volume[t], volume_sma[t])
+    for t in range(n):
+        atr_pct[t] = atr[t] / close[t]
+    if n:
+        cross_up[0] = np.nan
+    for t in range(1, n):
+        defined = not (np.isnan(macd[t]) or np.isnan(signal[t]) or np.isnan(macd[t - 1]) or np.isnan(signal[t - 1]))
+        up = macd[t] > signal[t] and not macd[t - 1] > signal[t - 1]
+        cross_up[t] = (1.0 if up else 0.0) if defined else np.nan
+    _rolling_pctile_into(bb_width, pctile_window, width_pctile)
+    for t in range(n):
+        p = width_pctile[t]
+        squeeze[t] = np.nan if np.isnan(p) else (1.0 if p <= squeeze_pctile else 0.0)
+
+
+def base_indicators(high: np.ndarray, low: np.ndarray, close: np.ndarray, volume: np.ndarray,
+                    bench_ret_20: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """All BASE_COLUMNS as one (n_columns, len) array, written into ``out`` when given (rows
+    may be views into a larger block); ``bench_ret_20`` is already aligned."""
+    out = np.empty((len(BASE_COLUMNS), len(close))) if out is None else out
+    if len(close) == 0:
         return out
-    col = {name: out[:, i] for i, name in enumerate(BASE_COLUMNS)}
-    for k in (20, 50, 200):
-        col[f"sma_{k}"][:] = talib.SMA(close, k)
-    rsi = talib.RSI(close, 14)
-    moved = np.concatenate(([0.0], np.cumsum(np.abs(np.diff(close))))) > 0
-    rsi[~moved] = np.nan  # no gain and no loss yet: RSI is 0/0, undefined
-    col["rsi_14"][:] = rsi
-    macd, signal, hist = talib.MACD(close, 12, 26, 9)
-    col["macd"][:], col["macd_signal"][:], col["macd_hist"][:] = macd, signal, hist
-    middle, sd = rolling_mean(close, 20), rolling_std(close, 20)
-    upper, lower = middle + 2.0 * sd, middle - 2.0 * sd
-    col["bb_upper"][:], col["bb_middle"][:], col["bb_lower"][:] = upper, middle, lower
-    col["bb_width"][:] = _div(upper - lower, middle)
-    col["bb_pctb"][:] = _div(close - lower, upper - lower)
-    col["atr_14"][:] = talib.ATR(high, low, close, 14)
-    col["volume_sma_20"][:] = rolling_mean(volume, 20)
-    for k in (1, 5, 20, 60):
-        col[f"ret_{k}"][:] = ratio_change(close, k)
-    log_ret = np.concatenate(([np.nan], np.diff(np.log(close))))
-    col["log_ret_1"][:] = log_ret
-    for k in (1, 5, 20):
-        col[f"vol_chg_{k}"][:] = ratio_change(volume, k)
-    col["volatility_20"][:] = rolling_std(log_ret, 20, ddof=1)
-    col["rel_strength_20"][:] = col["ret_20"] - bench_ret_20
-    for k in (20, 50, 200):
-        col[f"close_to_sma_{k}"][:] = _div(close, col[f"sma_{k}"]) - 1.0
-    for name in ("macd", "macd_signal", "macd_hist"):
-        col[f"{name}_pct"][:] = col[name] / close
-    above = macd > signal
-    defined = ~(np.isnan(macd) | np.isnan(signal))
-    cross = _nan(n)
-    if n > 1:
-        both = defined[1:] & defined[:-1]
-        cross[1:][both] = (above[1:] & ~above[:-1])[both]
-    col["macd_cross_up"][:] = cross
-    col["volume_ratio_20"][:] = _div(volume, col["volume_sma_20"])
-    col["atr_pct"][:] = col["atr_14"] / close
-    pctile = _rolling_pctile(col["bb_width"], PCTILE_WINDOW)
-    col["bb_width_pctile"][:] = pctile
-    col["squeeze"][:] = np.where(np.isnan(pctile), np.nan, (pctile <= SQUEEZE_PCTILE).astype(float))
+    for i, k in enumerate((20, 50, 200)):
+        out[i] = talib.SMA(close, k)
+    out[3] = talib.RSI(close, 14)
+    out[4], out[5], out[6] = talib.MACD(close, 12, 26, 9)
+    out[12] = talib.ATR(high, low, close, 14)
+    _derived_into(close, np.log(close), volume, bench_ret_20, out, SQUEEZE_PCTILE, PCTILE_WINDOW)
     return out
 
 

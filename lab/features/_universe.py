@@ -2,9 +2,11 @@
 
 Why tasks and not Ray Data: the unit of work is a small in-memory frame per symbol and the
 result is wanted back in the driver as frames; Ray Data's per-block overhead and its
-conversion to Arrow blocks would cost more than the indicators. Symbols are grouped so each
-task does far more work than its dispatch (about 0.5 ms), each batch's input is put in the
-object store once, and results are gathered as batches finish (for the progress bar).
+conversion to Arrow blocks would cost more than the indicators. Symbols are split into as
+many batches as CPUs (so each task does far more work than its dispatch, about 0.5 ms), each
+batch's input is put in the object store once, each task returns one flat numeric block
+(one buffer to move, not hundreds of frames), and results are gathered as batches finish
+(for the progress bar).
 
 The cache holds one Parquet file per symbol under ``<cache_dir>/<set>/<symbol>/<key>.parquet``;
 the key is a fingerprint of the symbol's bars, the benchmark, its fundamentals and the
@@ -30,20 +32,24 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lab.features._compute import benchmark_returns, compute_with_problems, output_columns, pair_bars
+from lab.features._compute import benchmark_returns, compute_block, frame_of, output_columns, pair_bars
 from lab.features._sets import FeatureSet, get_feature_set
 
 __all__ = ["FeatureReport", "UniverseFeatures", "compute_universe_features", "candidate_pairs"]
 
 #: symbols per Ray task at least: each does >= 10x its dispatch cost
 MIN_BATCH = 8
-#: and at most this many, so a batch's results (about 0.7 MB a symbol) stay small in the object store
-MAX_BATCH = 64
+#: bytes of results per Ray task at most (a 2,520-bar symbol is about 0.7 MB), so the
+#: batches in flight fit the object store
+MAX_BATCH_BYTES = 192 * 1024**2
+#: symbols per block in the serial path
+SERIAL_BATCH = 64
 _META_KEY = b"lab.problems"
 
 Progress = Callable[[int, int], None]
 _Item = tuple[str, pd.DataFrame, pd.DataFrame | None]
-_Result = tuple[str, np.ndarray | None, list[str], str | None]
+#: a computed batch: the flat block, each symbol's bar count, problems and error (see compute_block)
+_Block = tuple[np.ndarray, list[int], list[list[str]], list[str | None]]
 
 
 @dataclass
@@ -94,21 +100,21 @@ def compute_universe_features(
     fs = get_feature_set(feature_set)
     bench_ret = benchmark_returns(benchmark) if benchmark is not None and fs.kind != "pair" else None
     items = _items(bars, fs, fundamentals)
-    index_of = {name: frame.index for name, frame, _ in items}
-    columns = pd.Index(output_columns(fs))
     report = FeatureReport(feature_set=fs.key)
     frames: dict[str, pd.DataFrame] = {}
     total = len(items)
-    bench_key = _fingerprint_frame(benchmark) if bench_ret is not None else "-"
-    keys = {name: _item_key(fs, bars_, facts, bench_key) for name, bars_, facts in items}
-    todo = []
-    for item in items:
-        name = item[0]
-        key = keys[name]
-        hit = _cache_read(cache_dir, fs, name, key) if cache_dir is not None and key is not None else None
-        if hit is None:
-            todo.append(item)
-        else:
+    todo = items
+    keys: dict[str, str | None] = {}
+    if cache_dir is not None:
+        bench_key = _fingerprint_frame(benchmark) if bench_ret is not None else "-"
+        keys = {name: _item_key(fs, bars_, facts, bench_key) for name, bars_, facts in items}
+        todo = []
+        for item in items:
+            name, key = item[0], keys[item[0]]
+            hit = _cache_read(cache_dir, fs, name, key) if key is not None else None
+            if hit is None:
+                todo.append(item)
+                continue
             frames[name], problems = hit
             report.cached.append(name)
             if problems:
@@ -116,18 +122,21 @@ def compute_universe_features(
     done = len(report.cached)
     if progress is not None:
         progress(done, total)
-    for results in (_ray_batches if use_ray else _serial_batches)(todo, fs, bench_ret):
-        for name, values, problems, error in results:
+    n_cols = len(output_columns(fs))
+    for batch, (block, lengths, problems_of, errors) in (_ray_batches if use_ray else _serial_batches)(todo, fs, bench_ret):
+        start = 0
+        for (name, bars_, _), n, problems, error in zip(batch, lengths, problems_of, errors, strict=True):
+            values, start = block[start:start + n_cols * n].reshape(n_cols, n), start + n_cols * n
             if error is not None:
                 report.failed[name] = error
                 continue
-            frames[name] = frame = pd.DataFrame(values, index=index_of[name], columns=columns, copy=False)
+            frames[name] = frame_of(values, bars_.index, fs.kind)
             report.computed.append(name)
             if problems:
                 report.problems[name] = problems
-            if cache_dir is not None and keys[name] is not None:
-                _cache_write(cache_dir, fs, name, keys[name], frame, problems)
-        done += len(results)
+            if keys.get(name) is not None:
+                _cache_write(cache_dir, fs, name, keys[name], bars_.index, values, problems)
+        done += len(batch)
         if progress is not None:
             progress(done, total)
     ordered = {name: frames[name] for name, _, _ in items if name in frames}
@@ -143,27 +152,16 @@ def _items(bars: dict[str, pd.DataFrame], fs: FeatureSet, fundamentals: pd.DataF
     return [(s, frame, None) for s, frame in bars.items()]
 
 
-def run_batch(fs_key: str, items: list[_Item], bench_ret: pd.Series | None) -> list[_Result]:
-    """Compute a batch; a symbol that raises is returned with its error, not raised.
-
-    Values go back as plain arrays (cheap to move through the object store); the driver
-    puts them back on the bars' own index.
-    """
-    fs = get_feature_set(fs_key)
-    out: list[_Result] = []
-    for name, frame, facts in items:
-        try:
-            features, problems = compute_with_problems(frame, fs, bench_ret, facts)
-        except Exception as exc:  # noqa: BLE001 - one bad symbol must not stop the universe
-            out.append((name, None, [], f"{type(exc).__name__}: {exc}"))
-        else:
-            out.append((name, features.to_numpy(), problems, None))
-    return out
+def run_batch(fs_key: str, items: list[_Item], bench_ret: pd.Series | None) -> _Block:
+    """Compute a batch as one flat block of plain numbers (one buffer through the object
+    store); the driver cuts it into frames on the bars' own index."""
+    return compute_block([(frame, facts) for _, frame, facts in items], get_feature_set(fs_key), bench_ret)
 
 
 def _serial_batches(todo: list[_Item], fs: FeatureSet, bench_ret: pd.Series | None):
-    for start in range(0, len(todo), MIN_BATCH):
-        yield run_batch(fs.key, todo[start:start + MIN_BATCH], bench_ret)
+    for start in range(0, len(todo), SERIAL_BATCH):
+        batch = todo[start:start + SERIAL_BATCH]
+        yield batch, run_batch(fs.key, batch, bench_ret)
 
 
 @cache
@@ -174,22 +172,27 @@ def _remote_batch():
 
 
 def _ray_batches(todo: list[_Item], fs: FeatureSet, bench_ret: pd.Series | None):
+    """As many batches as CPUs (a multiple of it when the results would not fit), each
+    batch's input put in the object store once; blocks are yielded as they finish."""
     if not todo:
         return
     import ray
 
     cpus = max(1, int(ray.cluster_resources().get("CPU", 1)))
-    n_batches = max(1, min(math.ceil(len(todo) / MIN_BATCH), max(2 * cpus, math.ceil(len(todo) / MAX_BATCH))))
+    result_bytes = 8 * len(output_columns(fs)) * sum(len(f) for _, f, _ in todo if isinstance(f, pd.DataFrame))
+    rounds = max(1, math.ceil(result_bytes / (cpus * MAX_BATCH_BYTES)))
+    n_batches = max(1, min(math.ceil(len(todo) / MIN_BATCH), cpus * rounds))
     size = math.ceil(len(todo) / n_batches)
+    batches = [todo[i:i + size] for i in range(0, len(todo), size)]
     bench_ref = ray.put(bench_ret)
     remote = _remote_batch()
-    pending = [remote.remote(fs.key, ray.put(todo[i:i + size]), bench_ref) for i in range(0, len(todo), size)]
+    pending = {remote.remote(fs.key, ray.put(batch), bench_ref): batch for batch in batches}
     while pending:
-        ready, pending = ray.wait(pending, num_returns=1)
-        # copy out of the object store so finished batches free it for the running ones
-        yield [(name, None if values is None else values.copy(), problems, error)
-               for name, values, problems, error in ray.get(ready[0])]
-        del ready
+        ready, _ = ray.wait(list(pending), num_returns=1)
+        block, lengths, problems, errors = ray.get(ready[0])
+        # copy out of the object store (one memcpy) so finished batches free it for the running ones
+        yield pending.pop(ready[0]), (block.copy(), lengths, problems, errors)
+        del ready, block
 
 
 def _fingerprint_frame(frame: pd.DataFrame | None) -> str:
@@ -231,27 +234,27 @@ def _cache_read(cache_dir: Path, fs: FeatureSet, name: str, key: str) -> tuple[p
     meta = json.loads(table.schema.metadata[_META_KEY])
     stamps = table.column(0)
     index = pd.DatetimeIndex(stamps.to_numpy(), name=meta["index"]).tz_localize("UTC").tz_convert(stamps.type.tz)
-    values = np.column_stack([table.column(i).to_numpy() for i in range(1, table.num_columns)])
-    return pd.DataFrame(values, index=index, columns=pd.Index(table.column_names[1:])), meta["problems"]
+    values = np.empty((table.num_columns - 1, table.num_rows))
+    for i, column in enumerate(table.columns[1:]):
+        values[i] = column.to_numpy()
+    return pd.DataFrame(values.T, index=index, columns=pd.Index(table.column_names[1:]), copy=False), meta["problems"]
 
 
-def _cache_write(cache_dir: Path, fs: FeatureSet, name: str, key: str, frame: pd.DataFrame,
-                 problems: list[str]) -> None:
-    """Write the file whole (to a temporary name, then renamed), then drop the symbol's stale entries.
+def _cache_write(cache_dir: Path, fs: FeatureSet, name: str, key: str, index: pd.DatetimeIndex,
+                 values: np.ndarray, problems: list[str]) -> None:
+    """Write ``values`` (columns x bars) whole (to a temporary name, then renamed), then drop the
+    symbol's stale entries.
 
     Plain float columns, no dictionary or statistics: the cache is read whole, by this module.
     """
     path = _cache_path(cache_dir, fs, name, key)
     path.parent.mkdir(parents=True, exist_ok=True)
-    meta = json.dumps({"problems": problems, "index": frame.index.name})
+    meta = json.dumps({"problems": problems, "index": index.name})
     table = pa.Table.from_arrays(
-        [pa.array(frame.index), *(pa.array(frame[c].to_numpy()) for c in frame.columns)],
-        names=["__ts__", *map(str, frame.columns)],
+        [pa.array(index), *map(pa.array, values)], names=["__ts__", *output_columns(fs)],
     ).replace_schema_metadata({_META_KEY: meta.encode()})
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="none", use_dictionary=False, write_statistics=False)
     tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(sink.getvalue().to_pybytes())
+    pq.write_table(table, tmp, compression="none", use_dictionary=False, write_statistics=False)
     tmp.replace(path)
     for stale in path.parent.glob("*.parquet"):
         if stale != path:
