@@ -114,14 +114,14 @@ def test_keys_never_reach_logs_errors_or_the_database(engine, keys, caplog) -> N
     caplog.set_level(logging.DEBUG)
     settings = get_settings()
     texts: list[str] = []
-    policy = RetryPolicy(attempts=3, backoff_s=0.001, timeout_s=0.3)
+    policy = RetryPolicy(attempts=3, backoff_s=0.001, timeout_s=1.5)
     with fake_alpaca.FakeAlpaca() as fa, fake_binance.FakeBinance() as fb:
         brokers = [alpaca.AlpacaBroker(settings.alpaca_api_key_id, settings.alpaca_api_secret_key,
                                        base_url=fa.url, policy=policy, sleep=lambda s: None),
                    binance.BinanceBroker(settings.binance_api_key, settings.binance_api_secret, base_url=fb.url,
                                          policy=policy, sleep=lambda s: None)]
         fa.fail_next("POST", "/v2/orders", Reply(503, {"code": 50010000, "message": "internal server error"}))
-        fb.slow_next("POST", "/api/v3/order", delay_s=1.0)
+        fb.slow_next("POST", "/api/v3/order", delay_s=3.0)
         fb.clock_offset_ms = 8_000
         for broker, symbol, asset, qty in ((brokers[0], "AAPL", "stocks", 10), (brokers[1], "BTC", "crypto", 0.01)):
             texts.append(repr(broker))

@@ -32,7 +32,7 @@ def waits() -> list[float]:
 @pytest.fixture
 def broker(fake: FakeAlpaca, waits: list[float]):
     broker = AlpacaBroker(SecretStr(KEY_ID), SecretStr(SECRET_KEY), base_url=fake.url,
-                          policy=RetryPolicy(attempts=4, backoff_s=0.001, timeout_s=0.3), sleep=waits.append)
+                          policy=RetryPolicy(attempts=4, backoff_s=0.001, timeout_s=1.5), sleep=waits.append)
     yield broker
     broker.close()
 
@@ -169,7 +169,7 @@ def test_a_5xx_then_success_places_exactly_one_order(broker, fake) -> None:
 
 
 def test_a_timeout_after_the_order_reached_alpaca_adopts_it_instead_of_resubmitting(broker, fake) -> None:
-    fake.slow_next("POST", "/v2/orders", delay_s=1.0)
+    fake.slow_next("POST", "/v2/orders", delay_s=3.0)
     result = broker.submit(order())
     assert result.status is OrderStatus.FILLED
     assert len(fake.sent("POST", "/v2/orders")) == 1

@@ -37,7 +37,7 @@ def waits() -> list[float]:
 def make_broker(fake: FakeBinance, waits: list[float], **kwargs) -> BinanceBroker:
     return BinanceBroker(SecretStr(kwargs.pop("key", API_KEY)), SecretStr(kwargs.pop("secret", API_SECRET)),
                          base_url=fake.url, symbols=("BTC", "ETH"), sleep=waits.append,
-                         policy=RetryPolicy(attempts=4, backoff_s=0.001, timeout_s=0.3), **kwargs)
+                         policy=RetryPolicy(attempts=4, backoff_s=0.001, timeout_s=1.5), **kwargs)
 
 
 @pytest.fixture
@@ -179,7 +179,7 @@ def test_a_5xx_with_unknown_status_then_success_places_exactly_one_order(broker,
 
 
 def test_a_timeout_after_the_order_reached_binance_adopts_it_instead_of_resubmitting(broker, fake) -> None:
-    fake.slow_next("POST", "/api/v3/order", delay_s=1.0)
+    fake.slow_next("POST", "/api/v3/order", delay_s=3.0)
     result = broker.submit(order())
     assert result.status is OrderStatus.FILLED and result.filled_qty == pytest.approx(0.1)
     assert len(fake.sent("POST", "/api/v3/order")) == 1 and len(fake.by_client_id(result.client_order_id)) == 1
