@@ -1,0 +1,62 @@
+"""The bars a backtest replays: checked up front so bad input fails before any work is done.
+
+A symbol with holes still runs (the engine simply has no bar for it that session); the
+missing sessions are reported. Sessions come from the NYSE calendar for stocks and from
+the calendar days for crypto, which trades every day.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+import exchange_calendars as xcals
+import pandas as pd
+
+from lab.errors import DataError
+
+__all__ = ["check_period", "missing_sessions", "require_bars"]
+
+
+def check_period(start: pd.Timestamp, end: pd.Timestamp) -> None:
+    if start > end:
+        raise DataError(f"backtest start {start.date()} is after its end {end.date()}")
+
+
+@lru_cache(maxsize=1)
+def _nyse() -> xcals.ExchangeCalendar:
+    return xcals.get_calendar("XNYS", start="1990-01-01")
+
+
+def _sessions(asset_type: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DatetimeIndex:
+    first, last = start.tz_convert(None).normalize(), end.tz_convert(None).normalize()
+    if asset_type == "crypto":
+        days = pd.date_range(first, last, freq="D")
+    else:
+        calendar = _nyse()
+        first = max(first, calendar.first_session)
+        last = min(last, calendar.last_session)
+        days = calendar.sessions_in_range(first, last) if first <= last else pd.DatetimeIndex([])
+    return pd.DatetimeIndex(days).tz_localize("UTC")
+
+
+def missing_sessions(bars: pd.DataFrame, asset_type: str, start: pd.Timestamp, end: pd.Timestamp) -> list[str]:
+    """Sessions between the symbol's first bar in the period and ``end`` that have no bar
+    (before its first bar it simply was not listed yet)."""
+    inside = bars.loc[start:end]
+    if inside.empty:
+        return []
+    expected = _sessions(asset_type, inside.index[0], end)
+    have = pd.DatetimeIndex(inside.index).normalize()
+    return [ts.date().isoformat() for ts in expected.difference(have)]
+
+
+def require_bars(bars: dict[str, pd.DataFrame], symbols: list[str], start: pd.Timestamp,
+                 end: pd.Timestamp) -> None:
+    """Every symbol must have at least one bar in [start, end]; the error names each one without."""
+    if not symbols:
+        raise DataError("a backtest needs at least one symbol")
+    empty = [s for s in symbols if s not in bars or bars[s].loc[start:end].empty]
+    if len(empty) == len(symbols) and not any(s in bars and len(bars[s]) for s in symbols):
+        raise DataError(f"no stored bars at all for {', '.join(empty)}; ingest them first (`lab data ingest`)")
+    if empty:
+        raise DataError(f"no bars between {start.date()} and {end.date()} for: {', '.join(empty)}")

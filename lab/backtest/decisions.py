@@ -1,0 +1,233 @@
+"""Where a backtest's decisions come from at each bar of the historical clock.
+
+``EngineDecisions`` is the live cycle's: the portfolio manager's exits (stops, targets,
+holding time) and the trade signal engine's entries, with features precomputed once from
+bars (every feature at t reads bars up to t only) and model confidence from
+``WalkForwardPredictions`` (models fitted on bars strictly before each window) or the
+registry. ``CrossoverDecisions`` replays precomputed entry/exit flags (the rule-based
+baseline that the cross-check against backtesting.py runs).
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+
+from lab.config import TradingConfig
+from lab.errors import DataError
+from lab.features import compute_features, create_training_data, get_feature_set, pair_bars
+from lab.models.predictor import XGBPredictor, predictor_class
+from lab.registry import ModelRegistry
+from lab.strategy import get_strategy
+from lab.trading.model import Intent, Order
+from lab.trading.portfolio import ExitDecision, PortfolioManager
+from lab.trading.predictions import NoActiveModel, Prediction, PredictionSource, RegistryPredictions
+from lab.trading.signals import TradeSignalEngine
+
+__all__ = [
+    "CrossoverDecisions",
+    "Decisions",
+    "EngineDecisions",
+    "PrecomputedFeatures",
+    "WalkForwardPredictions",
+    "pretrained_predictions",
+]
+
+
+class Decisions(Protocol):
+    def exits(self, as_of: datetime, manager: PortfolioManager, pending: Sequence[Order]) -> list[ExitDecision]:
+        ...
+
+    def entries(self, as_of: datetime, prices: Mapping[str, float]) -> list[dict]:
+        """Signals as records with the ``SIGNAL_COLUMNS`` keys, best first."""
+        ...
+
+
+class PrecomputedFeatures:
+    """A ``FeatureSource`` over frames computed once per (feature set, symbol)."""
+
+    def __init__(self, bars: Mapping[str, pd.DataFrame], *, benchmarks: Mapping[str, str],
+                 fundamentals: pd.DataFrame | None = None):
+        self._bars = dict(bars)
+        self._benchmarks = dict(benchmarks)
+        self._fundamentals = fundamentals
+        self._frames: dict[tuple[str, str], pd.DataFrame | None] = {}
+
+    def latest(self, feature_set: str, symbols: Sequence[str], as_of: datetime) -> pd.DataFrame:
+        rows = {}
+        stamp = pd.Timestamp(as_of)
+        for symbol in symbols:
+            frame = self._frame(feature_set, symbol)
+            if frame is None:
+                continue
+            at = frame.index.searchsorted(stamp, side="right") - 1
+            if at >= 0:
+                rows[symbol] = frame.iloc[at]
+        return pd.DataFrame.from_dict(rows, orient="index")
+
+    def _frame(self, feature_set: str, symbol: str) -> pd.DataFrame | None:
+        key = (feature_set, symbol)
+        if key not in self._frames:
+            self._frames[key] = self._compute(feature_set, symbol)
+        return self._frames[key]
+
+    def _compute(self, feature_set: str, symbol: str) -> pd.DataFrame | None:
+        fs = get_feature_set(feature_set)
+        if fs.kind == "pair":
+            a, b = (self._bars.get(leg) for leg in symbol.split("/"))
+            return None if a is None or b is None else compute_features(pair_bars(a, b), fs.key)
+        bars = self._bars.get(symbol)
+        if bars is None or bars.empty:
+            return None
+        fundamentals = None
+        if fs.kind == "fundamental" and self._fundamentals is not None:
+            fundamentals = self._fundamentals[self._fundamentals["symbol"] == symbol]
+        return compute_features(bars, fs.key, benchmark=self._bars.get(self._benchmarks.get(symbol, "")),
+                                fundamentals=fundamentals)
+
+
+@dataclass(frozen=True)
+class _Window:
+    start: pd.Timestamp
+    predictor: XGBPredictor
+    number: int
+
+
+class _AsOf:
+    """The predictions a decision at one ``as_of`` may use."""
+
+    def __init__(self, owner: WalkForwardPredictions, as_of: pd.Timestamp):
+        self._owner, self._as_of = owner, as_of
+
+    def predict(self, strategy: str, rows: pd.DataFrame) -> Prediction:
+        window = self._owner.window(strategy, self._as_of)
+        values = window.predictor.predict(rows) if len(rows) else np.empty(0)
+        return Prediction(np.asarray(values, dtype=float), window.number)
+
+
+class WalkForwardPredictions:
+    """One model per strategy and window, each fitted on bars strictly before its window."""
+
+    def __init__(self, windows: Mapping[str, list[_Window]]):
+        self._windows = {name: sorted(ws, key=lambda w: w.start) for name, ws in windows.items()}
+
+    @classmethod
+    def fit(cls, strategies: Iterable[str], bars: Mapping[str, pd.DataFrame], *, symbols: Mapping[str, list[str]],
+            asset_classes: Mapping[str, str], start: pd.Timestamp, end: pd.Timestamp, window_days: int,
+            train_days: int, seed: int) -> WalkForwardPredictions:
+        """Fit every (strategy, window); ``symbols`` are each strategy's training symbols."""
+        starts = list(pd.date_range(start, end, freq=f"{window_days}D", tz="UTC")) or [start]
+        windows: dict[str, list[_Window]] = {}
+        for name in strategies:
+            declared = get_strategy(name)
+            fs = get_feature_set(declared.feature_set)
+            classes = {asset_classes.get(s, "stocks") for s in symbols[name]}
+            predictor_type = predictor_class(classes.pop() if len(classes) == 1 else None)
+            task = "classification" if declared.label.is_classification else "regression"
+            windows[name] = []
+            for number, window_start in enumerate(starts, start=1):
+                cutoff = window_start - pd.Timedelta(microseconds=1)
+                past = {s: bars[s].loc[:cutoff] for s in symbols[name] if s in bars}
+                data = create_training_data(list(past), declared.feature_set, declared.label,
+                                            window_start - pd.Timedelta(days=train_days), cutoff, bars=past)
+                data = data.dropna(subset=["label"])
+                if data.empty:
+                    raise DataError(f"{name}: no training rows before {window_start.date()} "
+                                    f"(needs bars from {(window_start - pd.Timedelta(days=train_days)).date()})")
+                predictor = predictor_type(task, strategy=name, seed=seed, label={
+                    "kind": declared.label.kind, "horizon": declared.label.horizon})
+                predictor.train(data[list(fs.columns)], data["label"])
+                windows[name].append(_Window(window_start, predictor, number))
+        return cls(windows)
+
+    def window(self, strategy: str, as_of: pd.Timestamp) -> _Window:
+        windows = self._windows.get(strategy)
+        if not windows:
+            raise NoActiveModel(f"strategy {strategy!r} has no walk-forward model in this backtest")
+        at = bisect.bisect_right([w.start for w in windows], as_of) - 1
+        if at < 0:
+            raise DataError(f"{strategy}: no model for {as_of.date()}, before the first window")
+        return windows[at]
+
+    def at(self, as_of: datetime) -> PredictionSource:
+        return _AsOf(self, pd.Timestamp(as_of))
+
+    def describe(self) -> dict[str, list[str]]:
+        return {name: [w.start.date().isoformat() for w in ws] for name, ws in self._windows.items()}
+
+
+class _Fixed:
+    def __init__(self, source: PredictionSource):
+        self._source = source
+
+    def at(self, as_of: datetime) -> PredictionSource:
+        return self._source
+
+
+def pretrained_predictions(registry: ModelRegistry, strategies: Iterable[str], start: pd.Timestamp) -> _Fixed:
+    """The active registry versions, each registered strictly before ``start`` (else an error)."""
+    for name in strategies:
+        version = registry.get_active_version(name, "trading")
+        if version is None:
+            raise NoActiveModel(f"strategy {name!r} has no active model version; train one with "
+                                f"`lab models train --strategy {name}` or use walk-forward retraining")
+        created = pd.Timestamp(version.created_at)
+        if created >= start:
+            raise DataError(f"strategy {name!r}: the active model v{version.version} was registered "
+                            f"{created.date()}, not before the backtest start {start.date()}; its results "
+                            f"would not be out of sample (use walk-forward retraining)")
+    return _Fixed(RegistryPredictions(registry))
+
+
+class EngineDecisions:
+    """The trading cycle's decisions: manager exits, signal-engine entries (pairs not executed)."""
+
+    def __init__(self, config: TradingConfig, predictions: WalkForwardPredictions | _Fixed,
+                 features: PrecomputedFeatures, universe: Mapping[str, Sequence[str]]):
+        self.config, self.predictions, self.features = config, predictions, features
+        self.universe = {k: list(v) for k, v in universe.items()}
+
+    def exits(self, as_of: datetime, manager: PortfolioManager, pending: Sequence[Order]) -> list[ExitDecision]:
+        return manager.exits(as_of, pending)
+
+    def entries(self, as_of: datetime, prices: Mapping[str, float]) -> list[dict]:
+        engine = TradeSignalEngine(self.config, self.predictions.at(as_of), self.features, as_of=as_of,
+                                   prices=prices)
+        signals = engine.generate(self.universe)
+        return [s for s in signals.to_dict("records") if "/" not in s["symbol"]]
+
+
+class CrossoverDecisions:
+    """Precomputed flags (index ts, columns symbols): enter when flat on ``entries``, close on
+    ``exits``. No stop or target: the rule alone decides."""
+
+    def __init__(self, strategy: str, entries: pd.DataFrame, exits: pd.DataFrame):
+        self.strategy = strategy
+        self._symbols = np.asarray(entries.columns, dtype=object)
+        self._row = {ts: i for i, ts in enumerate(entries.index)}
+        self._entries = entries.fillna(False).to_numpy(dtype=bool)
+        self._exits = exits.reindex(index=entries.index, columns=entries.columns).fillna(False).to_numpy(dtype=bool)
+        self._any_entry, self._any_exit = self._entries.any(axis=1), self._exits.any(axis=1)
+
+    def exits(self, as_of: datetime, manager: PortfolioManager, pending: Sequence[Order]) -> list[ExitDecision]:
+        row = self._row.get(as_of)
+        if row is None or not self._any_exit[row]:
+            return []
+        flagged = set(self._symbols[self._exits[row]])
+        exiting = {(o.strategy, o.symbol) for o in pending if o.intent is not Intent.ENTRY}
+        return [ExitDecision(p, Intent.EXIT, "exit rule") for p in manager.open_positions()
+                if p.strategy == self.strategy and p.symbol in flagged and (p.strategy, p.symbol) not in exiting]
+
+    def entries(self, as_of: datetime, prices: Mapping[str, float]) -> list[dict]:
+        row = self._row.get(as_of)
+        if row is None or not self._any_entry[row]:
+            return []
+        return [{"symbol": s, "strategy": self.strategy, "side": "buy", "confidence": 1.0, "entry": prices[s],
+                 "stop_loss": None, "take_profit": None, "ev": None, "rr": None, "model_version": 0}
+                for s in self._symbols[self._entries[row]] if s in prices]

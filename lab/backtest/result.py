@@ -1,0 +1,105 @@
+"""What a backtest produces, as plain frames: the one shape that storage, export and the
+report read, whether the result comes fresh from the driver or back from the database.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import pandas as pd
+
+from lab.performance import Metrics, SuccessGate, buy_and_hold, compute_metrics, drawdown
+
+__all__ = ["EQUITY_COLUMNS", "FILL_COLUMNS", "ORDER_COLUMNS", "POSITION_COLUMNS", "BacktestResult"]
+
+EQUITY_COLUMNS = ["ts", "cash", "positions_value", "equity", "realized_pnl", "unrealized_pnl", "benchmark_close"]
+ORDER_COLUMNS = ["client_order_id", "ts", "strategy", "symbol", "asset_type", "side", "order_type", "intent",
+                 "qty", "status", "filled_qty", "avg_fill_price", "reason"]
+FILL_COLUMNS = ["fill_id", "client_order_id", "ts", "strategy", "symbol", "side", "qty", "price", "fee",
+                "realized_pnl"]
+POSITION_COLUMNS = ["ts", "strategy", "symbol", "qty", "avg_price", "last_price", "market_value"]
+
+
+@dataclass
+class BacktestResult:
+    """One run over one period: equity per bar, its orders and fills, positions over time.
+
+    ``strategy_equity`` holds one equity column per strategy (its share of the initial
+    cash plus its realized and unrealized P&L), so strategies are judged side by side.
+    ``gaps`` lists, per symbol, the sessions inside the period that had no bar.
+    """
+
+    portfolio: str
+    name: str
+    start: pd.Timestamp
+    end: pd.Timestamp
+    strategies: list[str]
+    symbols: list[str]
+    benchmark: str
+    initial_cash: float
+    periods_per_year: int
+    equity: pd.DataFrame  # EQUITY_COLUMNS, one row per bar
+    strategy_equity: pd.DataFrame  # index ts, one column per strategy
+    orders: pd.DataFrame  # ORDER_COLUMNS
+    fills: pd.DataFrame  # FILL_COLUMNS
+    positions: pd.DataFrame  # POSITION_COLUMNS, open positions at each bar
+    gaps: dict[str, list[str]] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def equity_curve(self) -> pd.Series:
+        return self.equity.set_index("ts")["equity"]
+
+    @property
+    def benchmark_curve(self) -> pd.Series:
+        """Buy-and-hold of the benchmark with the same initial cash, on the same bars."""
+        closes = self.equity.set_index("ts")["benchmark_close"].ffill().bfill()
+        return buy_and_hold(closes, self.initial_cash)
+
+    @property
+    def drawdown(self) -> pd.Series:
+        return drawdown(self.equity_curve)
+
+    def metrics(self) -> dict[str, Metrics]:
+        """Portfolio, each strategy, and buy-and-hold of the benchmark, with one set of rules."""
+        exposure = self.positions.groupby("ts")["market_value"].apply(lambda v: v.abs().sum())
+        curve = self.equity_curve
+        out = {"portfolio": compute_metrics(curve, fills=self.fills, exposure=exposure.reindex(curve.index,
+                                            fill_value=0.0), periods_per_year=self.periods_per_year)}
+        for strategy in self.strategies:
+            held = self.positions[self.positions["strategy"] == strategy]
+            strategy_exposure = held.groupby("ts")["market_value"].apply(lambda v: v.abs().sum())
+            out[strategy] = compute_metrics(
+                self.strategy_equity[strategy], fills=self.fills[self.fills["strategy"] == strategy],
+                exposure=strategy_exposure.reindex(curve.index, fill_value=0.0),
+                periods_per_year=self.periods_per_year)
+        bench = self.benchmark_curve
+        out[f"buy&hold {self.benchmark}"] = compute_metrics(
+            bench, exposure=pd.Series(1.0, index=bench.index), periods_per_year=self.periods_per_year)
+        return out
+
+    def gate(self, gate: SuccessGate | None = None) -> list:
+        return (gate or SuccessGate()).evaluate(self.metrics()["portfolio"])
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        curve = self.equity.copy()
+        curve["drawdown"] = self.drawdown.to_numpy()
+        curve["benchmark_equity"] = self.benchmark_curve.to_numpy()
+        strategy_equity = self.strategy_equity.reset_index(names="ts")
+        return {"equity": curve, "strategy_equity": strategy_equity, "orders": self.orders,
+                "trades": self.fills, "positions": self.positions}
+
+    def export(self, directory: Path, fmt: Literal["parquet", "csv"] = "parquet") -> list[Path]:
+        """Write equity, strategy_equity, orders, trades and positions, one file each."""
+        directory.mkdir(parents=True, exist_ok=True)
+        written = []
+        for name, frame in self.frames().items():
+            path = directory / f"{name}.{fmt}"
+            if fmt == "parquet":
+                frame.to_parquet(path, index=False)
+            else:
+                frame.to_csv(path, index=False)
+            written.append(path)
+        return written

@@ -1,0 +1,139 @@
+"""``run_backtest``: load and check the bars, build the decisions, replay, attach gaps.
+
+Every figure it produces is out of sample: models are refitted per window on bars before
+the window (or come from a registry version registered before the start), fees and
+slippage come from the configured executor, and the benchmark's buy-and-hold runs on the
+same bars.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import pandas as pd
+from pydantic import ValidationError
+
+from lab.backtest.data import check_period, missing_sessions, require_bars
+from lab.backtest.decisions import (
+    Decisions,
+    EngineDecisions,
+    PrecomputedFeatures,
+    WalkForwardPredictions,
+    pretrained_predictions,
+)
+from lab.backtest.replay import Market, replay
+from lab.backtest.result import BacktestResult
+from lab.backtest.spec import BacktestSpec
+from lab.bars import bars_by_symbol, load_bars
+from lab.config import TradingConfig
+from lab.errors import ConfigError, DataError
+from lab.registry import ModelRegistry
+from lab.strategy import get_strategy
+from lab.trading.market import HISTORY_DAYS
+
+__all__ = ["backtest_config", "run_backtest", "run_with_decisions"]
+
+Progress = Callable[[int, int], None]
+
+
+def backtest_config(base: TradingConfig, spec: BacktestSpec, asset_types: Mapping[str, str]) -> TradingConfig:
+    """The run's config: overrides applied, only the run's strategies enabled, and the
+    universe narrowed to the run's symbols (the benchmark stays in)."""
+    try:
+        config = spec.trading_config(base)
+    except ValidationError as exc:
+        raise ConfigError([f"config_overrides: {'.'.join(map(str, e['loc']))}: {e['msg']}"
+                           for e in exc.errors()]) from None
+    raw = config.model_dump(mode="json")
+    symbols = spec.symbols or _config_symbols(config, spec.strategies)
+    universe = {}
+    for asset_class, current in config.universe.asset_classes().items():
+        chosen = [s for s in symbols if asset_types.get(s, asset_class_guess(config, s)) == asset_class]
+        if chosen:
+            benchmark = spec.benchmark if spec.benchmark and asset_types.get(spec.benchmark) == asset_class \
+                else current.benchmark
+            universe[asset_class] = {"symbols": chosen, "benchmark": benchmark}
+    if not universe:
+        raise ConfigError([f"none of {', '.join(symbols)} belongs to a configured asset class"])
+    raw["universe"] = universe
+    strategies = raw.get("strategies", {})
+    for name in list(strategies):
+        strategies[name]["enabled"] = name in spec.strategies
+    return TradingConfig.model_validate(raw)
+
+
+def asset_class_guess(config: TradingConfig, symbol: str) -> str:
+    return config.asset_class_of(symbol) or "stocks"
+
+
+def _config_symbols(config: TradingConfig, strategies: list[str]) -> list[str]:
+    universes = config.universe.asset_classes()
+    out: list[str] = []
+    for name in strategies:
+        classes = config.strategies[name].asset_classes if name in config.strategies \
+            else list(get_strategy(name).asset_classes)
+        out.extend(s for ac in classes if ac in universes for s in universes[ac].symbols if s not in out)
+    return out
+
+
+def _benchmark_of(config: TradingConfig, spec: BacktestSpec) -> str:
+    if spec.benchmark:
+        return spec.benchmark
+    return next(iter(config.universe.asset_classes().values())).benchmark
+
+
+def run_with_decisions(config: TradingConfig, spec: BacktestSpec, bars: Mapping[str, pd.DataFrame],
+                       decisions: Decisions, *, strategies: list[str], asset_types: Mapping[str, str],
+                       progress: Progress | None = None) -> BacktestResult:
+    """Replay ``decisions`` over the spec's period and symbols (bars already checked)."""
+    symbols = [s for ac in config.universe.asset_classes().values() for s in ac.symbols]
+    start, end = spec.start_ts, spec.end_ts
+    market = Market.from_bars(bars, symbols, start, end, asset_types)
+    benchmark = _benchmark_of(config, spec)
+    if benchmark not in bars or bars[benchmark].loc[start:end].empty:
+        raise DataError(f"no bars for the benchmark {benchmark} between {spec.start} and {spec.end}")
+    bench_close = bars[benchmark]["close"].reindex(market.index).ffill().to_numpy(dtype=float)
+    result = replay(config, market, decisions, portfolio=spec.portfolio, name=spec.label, strategies=strategies,
+                    benchmark_close=bench_close, per_symbol_accounts=spec.accounts == "per_symbol",
+                    progress=progress)
+    result.benchmark = benchmark
+    result.config = spec.model_dump(mode="json")
+    result.gaps = {s: gaps for s in symbols
+                   if (gaps := missing_sessions(bars[s], asset_types.get(s, "stocks"), start, end))}
+    return result
+
+
+def run_backtest(engine, base: TradingConfig, registry: ModelRegistry, spec: BacktestSpec, *,
+                 progress: Progress | None = None) -> BacktestResult:
+    """Backtest the spec's strategies with the engine's signal engine, books and executor."""
+    start, end = spec.start_ts, spec.end_ts
+    check_period(start, end)
+    for name in spec.strategies:
+        get_strategy(name)  # an unknown name fails with a did-you-mean hint
+    wanted = spec.symbols or _config_symbols(spec.trading_config(base), spec.strategies)
+    benchmark = spec.benchmark or next(iter(base.universe.asset_classes().values())).benchmark
+    history_start = start - pd.Timedelta(days=max(HISTORY_DAYS, spec.walk_forward.train_days + HISTORY_DAYS))
+    frame = load_bars(engine, sorted({*wanted, benchmark}), start=history_start.to_pydatetime(),
+                      end=end.to_pydatetime())
+    asset_types = dict(zip(frame["symbol"], frame["asset_type"], strict=False))
+    bars = bars_by_symbol(frame)
+    if not any(len(b.loc[start:end]) for b in bars.values()):
+        if "crypto" not in asset_types.values() and not len(pd.bdate_range(spec.start, spec.end)):
+            raise DataError(f"the period {spec.start}..{spec.end} is empty: it holds no trading day")
+        raise DataError(f"no bars at all between {spec.start} and {spec.end} for {', '.join(wanted)}")
+    require_bars(bars, wanted, start, end)
+    config = backtest_config(base, spec, asset_types)
+    universe = {name: list(u.symbols) for name, u in config.universe.asset_classes().items()}
+    benchmarks = {s: u.benchmark for u in config.universe.asset_classes().values() for s in u.symbols}
+    if spec.walk_forward.mode == "pretrained":
+        predictions = pretrained_predictions(registry, spec.strategies, start)
+    else:
+        per_strategy = {name: [s for ac in (config.strategies[name].asset_classes if name in config.strategies
+                                            else get_strategy(name).asset_classes)
+                               for s in universe.get(ac, [])] for name in spec.strategies}
+        predictions = WalkForwardPredictions.fit(
+            spec.strategies, bars, symbols=per_strategy, asset_classes=asset_types, start=start, end=end,
+            window_days=spec.walk_forward.window_days, train_days=spec.walk_forward.train_days, seed=spec.seed)
+    decisions = EngineDecisions(config, predictions, PrecomputedFeatures(bars, benchmarks=benchmarks), universe)
+    return run_with_decisions(config, spec, bars, decisions, strategies=list(spec.strategies),
+                              asset_types=asset_types, progress=progress)

@@ -1,0 +1,88 @@
+"""A backtest run as a frozen, keyword-only config: its content hash names the run, its
+portfolio (``backtest:<hash>``) and its export folder, so the same spec is the same run."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import date
+from typing import Annotated, Any, Literal
+
+import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from lab.config import TradingConfig
+
+__all__ = ["BacktestSpec", "WalkForward"]
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class WalkForward(_Frozen):
+    """How models stay out of sample.
+
+    ``retrain``: before each window of ``window_days`` a fresh model per strategy is fitted
+    on bars strictly before the window (labels cut there too). ``pretrained``: the active
+    registry version of each strategy, which must have been registered before ``start``.
+    """
+
+    mode: Literal["retrain", "pretrained"] = "retrain"
+    window_days: Annotated[int, Field(ge=7, le=3650)] = 182
+    train_days: Annotated[int, Field(ge=60, le=36500)] = 1460
+
+
+class BacktestSpec(_Frozen):
+    strategies: list[str] = Field(min_length=1)
+    start: date
+    end: date
+    symbols: list[str] | None = None  # None: the config universe of the strategies' asset classes
+    benchmark: str | None = None  # None: the config benchmark of the first symbol's asset class
+    name: str | None = None
+    walk_forward: WalkForward = WalkForward()
+    #: "per_symbol": one account per symbol with the full initial cash (a peer engine's model)
+    accounts: Literal["shared", "per_symbol"] = "shared"
+    #: deep-merged into config/trading.json (execution, sizing, risk, strategies.<name>.params, ...)
+    config_overrides: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 7
+
+    @field_validator("symbols")
+    @classmethod
+    def _upper(cls, symbols: list[str] | None) -> list[str] | None:
+        return None if symbols is None else [s.strip().upper() for s in symbols]
+
+    @property
+    def key(self) -> str:
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+    @property
+    def portfolio(self) -> str:
+        return f"backtest:{self.key}"
+
+    @property
+    def label(self) -> str:
+        return self.name or f"{'+'.join(self.strategies)} {self.start}..{self.end}"
+
+    @property
+    def start_ts(self) -> pd.Timestamp:
+        return pd.Timestamp(self.start, tz="UTC")
+
+    @property
+    def end_ts(self) -> pd.Timestamp:
+        """End of the last day: bars stamped any time on ``end`` are inside."""
+        return pd.Timestamp(self.end, tz="UTC") + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
+
+    def trading_config(self, base: TradingConfig) -> TradingConfig:
+        """The base config with this run's overrides, validated like the file itself."""
+        merged = _deep_merge(base.model_dump(mode="json"), self.config_overrides)
+        return TradingConfig.model_validate(merged)
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) \
+            else value
+    return out

@@ -1,0 +1,161 @@
+"""A backtest in SQL: one ``backtests`` row plus the trading tables under its portfolio
+name ``backtest:<key>`` (orders, trades, final positions, the account, one snapshot per
+bar), so the boards and ``replay_ledger`` read a backtest exactly like the paper account.
+
+Storing the same run again replaces it (the key is the spec's content hash), so a re-run
+never duplicates rows.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+from sqlalchemy import Engine, delete, select
+
+from lab.backtest.result import EQUITY_COLUMNS, FILL_COLUMNS, ORDER_COLUMNS, POSITION_COLUMNS, BacktestResult
+from lab.db import models as db
+from lab.db import session_scope
+from lab.errors import DataError
+from lab.trading.model import Fill, Position, Side
+
+__all__ = ["list_backtests", "load_result", "positions_over_time", "save_result"]
+
+_TABLES = (db.Trade, db.Order, db.Position, db.PortfolioSnapshot, db.Account, db.Signal, db.TradingControl,
+           db.TradingCycle)
+
+
+def _none(value: Any) -> Any:
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
+
+
+def save_result(engine: Engine, result: BacktestResult) -> int:
+    """Store (or replace) the run; returns its ``backtests.id``."""
+    metrics = {name: m.as_dict() for name, m in result.metrics().items()}
+    gate = [{"name": c.name, "value": _none(c.value), "op": c.op, "threshold": c.threshold, "passed": c.passed}
+            for c in result.gate()]
+    meta = {"spec": result.config, "symbols": result.symbols, "benchmark": result.benchmark,
+            "initial_cash": result.initial_cash, "periods_per_year": result.periods_per_year, "gaps": result.gaps}
+    last = result.equity.iloc[-1]
+    with session_scope(engine, write_lock=True) as session:
+        for table in _TABLES:
+            session.execute(delete(table).where(table.portfolio == result.portfolio))
+        session.execute(delete(db.Backtest).where(db.Backtest.portfolio == result.portfolio))
+        row = db.Backtest(name=result.name[:200], portfolio=result.portfolio, strategies=result.strategies,
+                          start=result.start.date(), end=result.end.date(), config=meta,
+                          metrics={"metrics": metrics, "gate": gate})
+        session.add(row)
+        session.add(db.Account(portfolio=result.portfolio, initial_cash=result.initial_cash,
+                               cash=float(last["cash"]), peak_equity=float(result.equity["equity"].max())))
+        order_ids = {}
+        for o in result.orders.itertuples(index=False):
+            order = db.Order(client_order_id=o.client_order_id, portfolio=result.portfolio, broker="paper",
+                             strategy=o.strategy, symbol=o.symbol, asset_type=o.asset_type, side=o.side,
+                             order_type=o.order_type, qty=float(o.qty), status=o.status,
+                             filled_qty=float(o.filled_qty), avg_fill_price=_none(o.avg_fill_price),
+                             reason=_none(o.reason), intent=o.intent, cycle_as_of=o.ts.to_pydatetime(),
+                             created_at=o.ts.to_pydatetime())
+            session.add(order)
+            session.flush()
+            order_ids[o.client_order_id] = order.id
+        session.add_all(db.Trade(fill_id=f.fill_id, order_id=order_ids[f.client_order_id],
+                                 portfolio=result.portfolio, strategy=f.strategy, symbol=f.symbol, side=f.side,
+                                 qty=float(f.qty), price=float(f.price), fee=float(f.fee),
+                                 realized_pnl=float(f.realized_pnl), ts=f.ts.to_pydatetime())
+                        for f in result.fills.itertuples(index=False))
+        final = result.positions[result.positions["ts"] == result.end]
+        session.add_all(db.Position(portfolio=result.portfolio, strategy=p.strategy, symbol=p.symbol,
+                                    asset_type=_asset_type(result, p.symbol), qty=float(p.qty),
+                                    avg_price=float(p.avg_price), last_price=float(p.last_price),
+                                    opened_at=p.ts.to_pydatetime())
+                        for p in final.itertuples(index=False))
+        peak = result.equity["equity"].cummax()
+        by_strategy = result.strategy_equity
+        open_count = result.positions.groupby("ts").size()
+        session.add_all(db.PortfolioSnapshot(
+            portfolio=result.portfolio, ts=e.ts.to_pydatetime(), cash=float(e.cash),
+            positions_value=float(e.positions_value), equity=float(e.equity), realized_pnl=float(e.realized_pnl),
+            unrealized_pnl=float(e.unrealized_pnl), peak_equity=float(peak.iloc[i]),
+            drawdown=float(1 - e.equity / peak.iloc[i]), halted=False, open_positions=int(open_count.get(e.ts, 0)),
+            benchmark_close=_none(float(e.benchmark_close)),
+            by_strategy={s: {"equity": float(by_strategy[s].iloc[i])} for s in result.strategies})
+            for i, e in enumerate(result.equity.itertuples(index=False)))
+        session.flush()
+        return row.id
+
+
+def _asset_type(result: BacktestResult, symbol: str) -> str:
+    orders = result.orders[result.orders["symbol"] == symbol]
+    return str(orders["asset_type"].iloc[0]) if len(orders) else "stocks"
+
+
+def list_backtests(engine: Engine) -> list[dict[str, Any]]:
+    with session_scope(engine) as session:
+        rows = session.scalars(select(db.Backtest).order_by(db.Backtest.id)).all()
+        return [{"id": r.id, "name": r.name, "portfolio": r.portfolio, "strategies": r.strategies,
+                 "start": r.start, "end": r.end,
+                 "sharpe": (r.metrics or {}).get("metrics", {}).get("portfolio", {}).get("sharpe")} for r in rows]
+
+
+def positions_over_time(fills: pd.DataFrame, closes: pd.DataFrame) -> pd.DataFrame:
+    """Open positions at each bar of ``closes`` (index ts, columns symbols), by replaying the
+    fills through ``Position.apply``: the ledger is the record, positions follow from it."""
+    books: dict[tuple[str, str], Position] = {}
+    rows = []
+    by_ts = {ts: group for ts, group in fills.groupby("ts")} if len(fills) else {}
+    for ts in closes.index:
+        for f in by_ts.get(ts, pd.DataFrame(columns=FILL_COLUMNS)).itertuples(index=False):
+            key = (f.strategy, f.symbol)
+            position = books.setdefault(key, Position(portfolio="", strategy=f.strategy, symbol=f.symbol,
+                                                      asset_type=""))
+            position.apply(Fill(fill_id=f.fill_id, client_order_id=f.client_order_id, portfolio="",
+                                strategy=f.strategy, symbol=f.symbol, side=Side(f.side), qty=float(f.qty),
+                                price=float(f.price), fee=float(f.fee), ts=ts))
+        for (strategy, symbol), p in books.items():
+            if p.is_open:
+                price = float(closes.at[ts, symbol])
+                rows.append((ts, strategy, symbol, p.qty, p.avg_price, price, p.qty * price))
+    return pd.DataFrame(rows, columns=POSITION_COLUMNS).sort_values(["ts", "strategy", "symbol"], ignore_index=True)
+
+
+def load_result(engine: Engine, backtest: int | str, closes: pd.DataFrame | None = None) -> BacktestResult:
+    """A stored run by id or portfolio name. ``closes`` (index ts, columns symbols; the
+    stored bars by default) values positions over time, rebuilt from the stored fills."""
+    with session_scope(engine) as session:
+        query = select(db.Backtest).where(
+            db.Backtest.id == int(backtest) if str(backtest).isdigit() else db.Backtest.portfolio == str(backtest))
+        row = session.scalar(query)
+        if row is None:
+            known = ", ".join(f"{r.id} ({r.portfolio})" for r in session.scalars(select(db.Backtest)))
+            raise DataError(f"no backtest {backtest!r}; stored: {known or 'none'}")
+        meta, name, portfolio, strategies = row.config, row.name, row.portfolio, list(row.strategies)
+        snapshots = session.scalars(select(db.PortfolioSnapshot).where(db.PortfolioSnapshot.portfolio == portfolio)
+                                    .order_by(db.PortfolioSnapshot.ts)).all()
+        equity = pd.DataFrame([(s.ts, s.cash, s.positions_value, s.equity, s.realized_pnl, s.unrealized_pnl,
+                                s.benchmark_close) for s in snapshots], columns=EQUITY_COLUMNS)
+        strategy_equity = pd.DataFrame([{k: v["equity"] for k, v in (s.by_strategy or {}).items()}
+                                        for s in snapshots], index=pd.DatetimeIndex(equity["ts"], name="ts"))
+        orders = pd.DataFrame([(o.client_order_id, o.cycle_as_of, o.strategy, o.symbol, o.asset_type, o.side,
+                                o.order_type, o.intent, o.qty, o.status, o.filled_qty, o.avg_fill_price, o.reason)
+                               for o in session.scalars(select(db.Order).where(db.Order.portfolio == portfolio)
+                                                        .order_by(db.Order.id))], columns=ORDER_COLUMNS)
+        trades = session.execute(select(db.Trade, db.Order.client_order_id).join(
+            db.Order, db.Trade.order_id == db.Order.id).where(db.Trade.portfolio == portfolio).order_by(db.Trade.id))
+        fills = pd.DataFrame([(t.fill_id, coid, t.ts, t.strategy, t.symbol, t.side, t.qty, t.price, t.fee,
+                               t.realized_pnl) for t, coid in trades], columns=FILL_COLUMNS)
+    for frame in (equity, orders, fills):
+        frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    if closes is None:
+        from lab.bars import load_bars
+
+        bars = load_bars(engine, meta["symbols"], start=equity["ts"].iloc[0].to_pydatetime(),
+                         end=equity["ts"].iloc[-1].to_pydatetime())
+        closes = bars.pivot(index="ts", columns="symbol", values="close")
+    closes = closes.reindex(pd.DatetimeIndex(equity["ts"])).ffill()
+    start, end = equity["ts"].iloc[0], equity["ts"].iloc[-1]
+    return BacktestResult(
+        portfolio=portfolio, name=name, start=start, end=end, strategies=strategies, symbols=meta["symbols"],
+        benchmark=meta["benchmark"], initial_cash=meta["initial_cash"], periods_per_year=meta["periods_per_year"],
+        equity=equity, strategy_equity=strategy_equity, orders=orders, fills=fills,
+        positions=positions_over_time(fills, closes), gaps=meta.get("gaps", {}), config=meta.get("spec", {}))

@@ -1,0 +1,96 @@
+"""``lab backtest`` and ``lab report``: run the engine over history, store, export, report."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime
+from pathlib import Path
+
+import typer
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+from lab.cli._common import console, print_table
+
+__all__ = ["backtest", "report"]
+
+
+def _reports_dir(home: Path, portfolio: str) -> Path:
+    return home / "reports" / portfolio.replace(":", "-")
+
+
+def backtest(
+    strategy: list[str] = typer.Option(..., "--strategy", "-s", help="strategy name; repeat for several"),
+    start: datetime = typer.Option(..., formats=["%Y-%m-%d"], help="first day (inclusive)"),
+    end: datetime = typer.Option(..., formats=["%Y-%m-%d"], help="last day (inclusive)"),
+    symbol: list[str] = typer.Option(None, "--symbol", help="symbols (default: the config universe)"),
+    benchmark: str | None = typer.Option(None, help="buy-and-hold benchmark (default: the config's)"),
+    walk_forward: str = typer.Option("retrain", help="retrain (per window, past data only) or pretrained"),
+    window_days: int = typer.Option(182, help="retrain every N days"),
+    export: Path | None = typer.Option(None, help="also write equity/orders/trades/positions here"),
+    fmt: str = typer.Option("parquet", "--format", help="parquet or csv"),
+) -> None:
+    """Backtest strategies through the trading engine with a historical clock."""
+    from lab.backtest import BacktestSpec, WalkForward, run_backtest, save_result
+    from lab.report import write_report
+    from lab.runtime import open_lab
+
+    lab = open_lab()
+    spec = BacktestSpec(strategies=strategy, start=start.date(), end=end.date(), symbols=symbol or None,
+                        benchmark=benchmark, walk_forward=WalkForward(mode=walk_forward, window_days=window_days))
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} bars"),
+               TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True) as bar:
+        task = bar.add_task(f"backtest {spec.portfolio}", total=None)
+        result = run_backtest(lab.engine, lab.config, lab.registry, spec,
+                              progress=lambda done, total: bar.update(task, completed=done, total=total))
+    backtest_id = save_result(lab.engine, result)
+    _summary(result)
+    if export is not None:
+        for path in result.export(export, fmt):  # type: ignore[arg-type]
+            console.print(f"wrote {path}")
+    from lab.bars import bars_by_symbol, load_bars
+
+    bars = bars_by_symbol(load_bars(lab.engine, result.symbols, end=result.end.to_pydatetime()))
+    path = write_report(result, bars, _reports_dir(lab.settings.home, result.portfolio))
+    console.print(f"backtest {backtest_id} stored as portfolio {result.portfolio}; report: {path}")
+
+
+def report(
+    backtest_id: str | None = typer.Argument(None, help="backtest id or portfolio (default: the latest)"),
+    out: Path | None = typer.Option(None, help="folder for report.html and the PNGs"),
+) -> None:
+    """Write the HTML report (with PNG charts) of a stored backtest and print its path."""
+    from lab.backtest import list_backtests
+    from lab.errors import DataError
+    from lab.report import write_stored_report
+    from lab.runtime import open_lab
+
+    lab = open_lab()
+    stored = list_backtests(lab.engine)
+    if not stored:
+        raise DataError("no stored backtests yet; run `lab backtest --strategy ... --start ... --end ...` first")
+    chosen = backtest_id or str(stored[-1]["id"])
+    portfolio = next((b["portfolio"] for b in stored if chosen in (str(b["id"]), b["portfolio"])), chosen)
+    path = write_stored_report(lab.engine, chosen, out or _reports_dir(lab.settings.home, portfolio))
+    console.print(str(path))
+
+
+def _summary(result) -> None:
+    rows = []
+    for name, m in result.metrics().items():
+        d = m.as_dict()
+        rows.append((name, _pct(d["total_return"]), _num(d["sharpe"]), _pct(d["max_drawdown"]), d["trades"],
+                     _pct(d["win_rate"]), _num(d["profit_factor"])))
+    print_table(f"Backtest {result.name} (out of sample, after fees and slippage)",
+                ["", "return", "sharpe", "max dd", "trades", "win rate", "profit factor"], rows)
+    print_table("Success gate", ["criterion", "measured", "required", "result"],
+                [(c.name, _num(c.value), f"{c.op} {c.threshold:g}", "PASS" if c.passed else "FAIL")
+                 for c in result.gate()])
+
+
+def _pct(value) -> str:
+    return "-" if value is None else f"{100 * value:.2f}%"
+
+
+def _num(value) -> str:
+    return "-" if value is None or math.isnan(value) else f"{value:.2f}"

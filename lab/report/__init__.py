@@ -1,0 +1,142 @@
+"""``lab report``: one self-contained HTML page (charts embedded) plus the PNG files.
+
+A person should be able to open it offline, mail it, or attach it to a Prefect run, and see
+at a glance how the strategies did next to buy-and-hold, how deep the drawdowns went, and
+whether the plan's success gate passed, with the measured value beside each criterion.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from pathlib import Path
+
+import pandas as pd
+from sqlalchemy import Engine
+
+from lab.backtest.result import BacktestResult
+from lab.performance import SuccessGate, monthly_returns
+from lab.report.charts import candlestick_chart, drawdown_chart, equity_chart, monthly_heatmap
+
+__all__ = ["write_report", "write_stored_report"]
+
+_CANDLE_SYMBOLS = 4
+_PERCENT = {"total_return", "cagr", "volatility", "max_drawdown", "win_rate", "exposure", "positive_months"}
+_COLUMNS = ["total_return", "cagr", "volatility", "sharpe", "sortino", "max_drawdown", "max_drawdown_days",
+            "trades", "win_rate", "profit_factor", "avg_win", "avg_loss", "exposure", "turnover",
+            "positive_months"]
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;
+background:#fff}h1{margin-bottom:4px}.sub{color:#666;margin-top:0}table{border-collapse:collapse;
+margin:8px 0 20px}th,td{border:1px solid #ddd;padding:4px 8px;text-align:right;font-size:13px}
+th:first-child,td:first-child{text-align:left}th{background:#f3f5f8}.pass{background:#d9f2d9;
+font-weight:600}.fail{background:#f8d7d7;font-weight:600}img{max-width:100%;display:block;margin:6px 0 18px}
+.gaps{color:#8a5a00}
+"""
+
+
+def _fmt(name: str, value: float | None) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "inf" if value == math.inf else "–"
+    if name in _PERCENT:
+        return f"{100.0 * value:.2f}%"
+    if isinstance(value, int):
+        return str(value)
+    return f"{value:,.2f}" if abs(value) >= 100 else f"{value:.3f}"
+
+
+def _img(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<img alt="{html.escape(alt)}" src="data:image/png;base64,{data}">'
+
+
+def _metrics_table(result: BacktestResult) -> str:
+    head = "".join(f"<th>{c.replace('_', ' ')}</th>" for c in _COLUMNS)
+    rows = []
+    for name, metrics in result.metrics().items():
+        values = metrics.as_dict()
+        rows.append(f"<tr><td>{html.escape(name)}</td>"
+                    + "".join(f"<td>{_fmt(c, values[c])}</td>" for c in _COLUMNS) + "</tr>")
+    return f"<table><tr><th>strategy</th>{head}</tr>{''.join(rows)}</table>"
+
+
+def _gate_table(result: BacktestResult, gate: SuccessGate) -> str:
+    rows = []
+    for check in result.gate(gate):
+        status = "pass" if check.passed else "fail"
+        rows.append(f"<tr><td>{check.name.replace('_', ' ')}</td><td>{_fmt(check.name, check.value)}</td>"
+                    f"<td>{html.escape(check.op)} {_fmt(check.name, check.threshold)}</td>"
+                    f'<td class="{status}">{status.upper()}</td></tr>')
+    return ("<table><tr><th>criterion</th><th>measured</th><th>required</th><th>result</th></tr>"
+            + "".join(rows) + "</table>")
+
+
+def _monthly_table(result: BacktestResult) -> str:
+    table = monthly_returns(result.equity_curve)
+    head = "".join(f"<th>{m}</th>" for m in table.columns)
+    rows = "".join(
+        f"<tr><td>{year}</td>" + "".join(f"<td>{_fmt('total_return', v)}</td>" for v in row) + "</tr>"
+        for year, row in zip(table.index, table.to_numpy(dtype=float), strict=True))
+    return f"<table><tr><th>year</th>{head}</tr>{rows}</table>"
+
+
+def _most_traded(result: BacktestResult, bars: dict[str, pd.DataFrame]) -> list[str]:
+    counts = result.fills["symbol"].value_counts()
+    traded = [s for s in counts.index if s in bars]
+    return (traded + [s for s in sorted(bars) if s not in traded])[:_CANDLE_SYMBOLS]
+
+
+def write_report(result: BacktestResult, bars: dict[str, pd.DataFrame], out_dir: Path,
+                 *, gate: SuccessGate | None = None) -> Path:
+    """Write ``report.html`` and its PNGs into ``out_dir``; returns the HTML path.
+
+    ``bars`` maps symbol -> daily OHLCV (indexed by tz-aware ts) for the candlestick charts.
+    """
+    gate = gate or SuccessGate()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    charts = [
+        ("Equity vs benchmark", equity_chart(result, out_dir / "equity.png")),
+        ("Drawdown", drawdown_chart(result, out_dir / "drawdown.png")),
+        ("Monthly returns", monthly_heatmap(result, out_dir / "monthly_returns.png")),
+    ]
+    window = slice(result.start, result.end + pd.Timedelta(days=1))
+    for symbol in _most_traded(result, bars):
+        symbol_bars = bars[symbol].loc[window]
+        if len(symbol_bars):
+            charts.append((f"{symbol} candles", candlestick_chart(
+                symbol_bars, result.fills, symbol, out_dir / f"candles_{symbol.replace('/', '_')}.png")))
+    gaps = "".join(f"<li>{html.escape(s)}: {len(d)} missing session(s), first {html.escape(d[0])}</li>"
+                   for s, d in sorted(result.gaps.items()) if d)
+    title = html.escape(f"Backtest {result.name}")
+    body = [
+        f"<h1>{title}</h1>",
+        (f'<p class="sub">{result.start.date()} to {result.end.date()} · strategies: '
+         f"{html.escape(', '.join(result.strategies))} · {len(result.symbols)} symbols · benchmark "
+         f"{html.escape(result.benchmark)} · initial cash {result.initial_cash:,.0f} · portfolio "
+         f"<code>{html.escape(result.portfolio)}</code></p>"),
+        "<h2>Success gate (portfolio)</h2>", _gate_table(result, gate),
+        "<h2>Per strategy, portfolio and buy-and-hold</h2>", _metrics_table(result),
+        *(f"<h2>{html.escape(name)}</h2>{_img(path, name)}" for name, path in charts[:3]),
+        "<h2>Monthly returns table</h2>", _monthly_table(result),
+        *(f"<h2>{html.escape(name)}</h2>{_img(path, name)}" for name, path in charts[3:]),
+    ]
+    if gaps:
+        body.append(f'<h2>Data gaps</h2><ul class="gaps">{gaps}</ul>')
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
+            f"<style>{_STYLE}</style></head><body>{''.join(body)}</body></html>")
+    path = out_dir / "report.html"
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def write_stored_report(engine: Engine, backtest: int | str, out_dir: Path) -> Path:
+    """The report of a stored backtest (by id or portfolio name), candles from stored bars."""
+    from lab.backtest.store import load_result
+    from lab.bars import bars_by_symbol, load_bars
+
+    result = load_result(engine, backtest)
+    warmup = (result.start - pd.Timedelta(days=120)).to_pydatetime()  # SMA 50 is defined from the start
+    bars = bars_by_symbol(load_bars(engine, result.symbols, start=warmup, end=result.end.to_pydatetime()))
+    return write_report(result, bars, out_dir)

@@ -1,0 +1,119 @@
+"""The report's charts as PNG files (matplotlib, headless Agg backend)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import matplotlib.dates as mdates
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import talib
+
+from lab.backtest.result import BacktestResult
+from lab.performance import monthly_returns
+
+__all__ = ["candlestick_chart", "drawdown_chart", "equity_chart", "monthly_heatmap"]
+
+_MAX_CANDLES = 260
+
+
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def equity_chart(result: BacktestResult, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(11, 4.2))
+    curve = result.equity_curve
+    ax.plot(curve.index, curve.to_numpy(), label="portfolio", color="#1f4e8c", linewidth=1.8)
+    for strategy in result.strategies:
+        column = result.strategy_equity[strategy]
+        ax.plot(column.index, column.to_numpy(), label=strategy, linewidth=0.9, alpha=0.8)
+    bench = result.benchmark_curve
+    ax.plot(bench.index, bench.to_numpy(), label=f"buy & hold {result.benchmark}", color="#888888",
+            linestyle="--", linewidth=1.2)
+    ax.set_title("Equity vs benchmark (out of sample, after fees and slippage)")
+    ax.set_ylabel("equity")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8)
+    return _save(fig, path)
+
+
+def drawdown_chart(result: BacktestResult, path: Path) -> Path:
+    fig, ax = plt.subplots(figsize=(11, 2.6))
+    dd = -100.0 * result.drawdown
+    bench_dd = -100.0 * (1.0 - result.benchmark_curve / result.benchmark_curve.cummax())
+    ax.fill_between(dd.index, dd.to_numpy(), 0.0, color="#c0392b", alpha=0.45, label="portfolio")
+    ax.plot(bench_dd.index, bench_dd.to_numpy(), color="#888888", linewidth=0.9,
+            label=f"buy & hold {result.benchmark}")
+    ax.set_title("Drawdown (%)")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower left", fontsize=8)
+    return _save(fig, path)
+
+
+def monthly_heatmap(result: BacktestResult, path: Path) -> Path:
+    table = 100.0 * monthly_returns(result.equity_curve)
+    fig, ax = plt.subplots(figsize=(11, 0.9 + 0.42 * max(len(table), 1)))
+    values = table.to_numpy(dtype=float)
+    limit = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
+    ax.imshow(np.ma.masked_invalid(values), cmap="RdYlGn", vmin=-limit, vmax=limit, aspect="auto")
+    ax.set_xticks(range(12), ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"])
+    ax.set_yticks(range(len(table)), [str(y) for y in table.index])
+    for (row, col), value in np.ndenumerate(values):
+        if np.isfinite(value):
+            ax.text(col, row, f"{value:.1f}", ha="center", va="center", fontsize=7)
+    ax.set_title("Monthly returns (%)")
+    return _save(fig, path)
+
+
+def _candle_frame(bars: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """Daily bars, or weekly/monthly candles when the period is too long to read daily."""
+    for rule, label in ((None, "daily"), ("W-FRI", "weekly"), ("ME", "monthly")):
+        frame = bars if rule is None else bars.resample(rule).agg(
+            {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}).dropna()
+        if len(frame) <= _MAX_CANDLES or rule == "ME":
+            return frame, label
+    raise AssertionError("unreachable")
+
+
+def candlestick_chart(bars: pd.DataFrame, fills: pd.DataFrame, symbol: str, path: Path) -> Path:
+    """Candles with SMA 20/50 and Bollinger bands (TA-Lib, on daily closes) and fill markers."""
+    closes = bars["close"].to_numpy(dtype=float)
+    indicators = pd.DataFrame({
+        "SMA 20": talib.SMA(closes, 20), "SMA 50": talib.SMA(closes, 50),
+        "BB upper": talib.BBANDS(closes, 20)[0], "BB lower": talib.BBANDS(closes, 20)[2],
+    }, index=bars.index)
+    candles, label = _candle_frame(bars)
+    if label != "daily":
+        indicators = indicators.reindex(candles.index, method="ffill")
+    x = mdates.date2num(candles.index.tz_convert(None).to_pydatetime())
+    width = 0.7 * (float(np.median(np.diff(x))) if len(x) > 1 else 1.0)
+    up = (candles["close"] >= candles["open"]).to_numpy()
+    fig, ax = plt.subplots(figsize=(11, 4.2))
+    colors = np.where(up, "#2e8b57", "#c0392b")
+    ax.vlines(x, candles["low"], candles["high"], colors=colors, linewidth=0.7)
+    body_low = np.minimum(candles["open"], candles["close"]).to_numpy()
+    body = np.abs(candles["close"] - candles["open"]).to_numpy()
+    ax.bar(x, np.maximum(body, 1e-9), width, bottom=body_low, color=colors, linewidth=0)
+    for name, style in (("SMA 20", "-"), ("SMA 50", "-"), ("BB upper", ":"), ("BB lower", ":")):
+        ax.plot(x, indicators[name].to_numpy(), linestyle=style, linewidth=0.9, label=name)
+    mine = fills[fills["symbol"] == symbol]
+    for side, marker, color in (("buy", "^", "#0b6e0b"), ("sell", "v", "#a31515")):
+        chosen = mine[mine["side"] == side]
+        if len(chosen):
+            ts = pd.DatetimeIndex(chosen["ts"]).tz_convert(None).to_pydatetime()
+            ax.scatter(mdates.date2num(ts), chosen["price"], marker=marker, color=color, s=45, zorder=5,
+                       edgecolors="black", linewidths=0.4, label=side)
+    ax.xaxis_date()
+    ax.set_title(f"{symbol}: {label} candles, indicators and fills")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=7, ncol=3)
+    return _save(fig, path)

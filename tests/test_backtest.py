@@ -1,0 +1,246 @@
+"""Backtests through the trading engine on real bars: walk-forward models, storage on both
+databases, export, gaps, bad input, and a parameter sweep on Ray."""
+
+from __future__ import annotations
+
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sqlalchemy import delete, func, insert, select
+
+from benchmarks.backtest import load
+from lab.backtest import BacktestSpec, WalkForward, list_backtests, load_result, run_backtest, save_result
+from lab.backtest.decisions import WalkForwardPredictions
+from lab.backtest.sweep import expand_grid, run_sweep
+from lab.config import load_config
+from lab.db import connect
+from lab.db import models as db
+from lab.errors import ConfigError, DataError
+from lab.registry import ModelRegistry
+from lab.trading.predictions import NoActiveModel
+from lab.trading.store import replay_ledger
+
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "trading.json"
+SYMBOLS = ["AAPL", "MSFT", "IBM", "KO"]
+FIRST, LAST = "2014-01-01", "2019-09-30"
+
+
+def _adjusted(shared_data: Path, symbol: str) -> pd.DataFrame:
+    return load(symbol, shared_data / "stocks").loc[FIRST:LAST]
+
+
+def _store_bars(engine, shared_data: Path, symbols=SYMBOLS) -> None:
+    rows = [{"asset_type": "stocks", "symbol": s, "interval": "1d", "ts": ts.to_pydatetime(), "source": "test",
+             "open": r.open, "high": r.high, "low": r.low, "close": r.close, "volume": r.volume}
+            for s in symbols for ts, r in _adjusted(shared_data, s).iterrows()]
+    with engine.begin() as conn:
+        conn.execute(insert(db.PriceBar), rows)
+
+
+def _spec(**changes) -> BacktestSpec:
+    fields = dict(strategies=["momentum"], start=date(2019, 1, 1), end=date(2019, 6, 28), symbols=SYMBOLS,
+                  benchmark="AAPL", walk_forward=WalkForward(window_days=91, train_days=1095),
+                  config_overrides={"strategies": {"momentum": {"min_confidence": 0.5, "max_positions": 3}},
+                                    "sizing": {"method": "percent", "percent_of_equity": 0.2},
+                                    "risk": {"max_position_pct": 0.25, "cash_reserve_pct": 0.05}})
+    fields.update(changes)
+    return BacktestSpec(**fields)
+
+
+def _run(engine, spec: BacktestSpec, tmp_path: Path):
+    return run_backtest(engine, load_config(CONFIG), ModelRegistry(engine, tmp_path / "models"), spec)
+
+
+@pytest.fixture
+def sqlite_bars(sqlite_url, shared_data):
+    engine = connect(sqlite_url)
+    _store_bars(engine, shared_data)
+    return engine
+
+
+@pytest.fixture(scope="module")
+def momentum_run(tmp_path_factory, shared_data):
+    """One walk-forward momentum run, read by several tests (it is not modified)."""
+    home = tmp_path_factory.mktemp("momentum")
+    engine = connect(f"sqlite:///{home / 'lab.db'}")
+    _store_bars(engine, shared_data)
+    return _run(engine, _spec(), home)
+
+
+def test_books_balance_on_every_bar(momentum_run):
+    equity = momentum_run.equity
+    np.testing.assert_allclose(equity["equity"], equity["cash"] + equity["positions_value"], rtol=1e-12)
+    np.testing.assert_allclose(momentum_run.strategy_equity.sum(axis=1), equity["equity"], rtol=1e-9)
+    assert len(momentum_run.fills) > 0, "the engine traded"
+    assert (equity["cash"] >= -1e-6).all()
+
+
+def test_fills_happen_after_the_bar_that_decided_them(momentum_run):
+    merged = momentum_run.fills.merge(momentum_run.orders[["client_order_id", "ts"]], on="client_order_id",
+                                      suffixes=("", "_decided"))
+    assert (merged["ts"] > merged["ts_decided"]).all()
+
+
+def test_results_sit_beside_buy_and_hold_after_fees(momentum_run):
+    metrics = momentum_run.metrics()
+    assert set(metrics) == {"portfolio", "momentum", "buy&hold AAPL"}
+    assert momentum_run.fills["fee"].gt(0).all()
+    bench = momentum_run.benchmark_curve
+    closes = momentum_run.equity["benchmark_close"].to_numpy()
+    assert bench.iloc[-1] == pytest.approx(momentum_run.initial_cash * closes[-1] / closes[0])
+
+
+def test_walk_forward_models_never_see_the_window_they_trade(shared_data):
+    bars = {s: _adjusted(shared_data, s) for s in SYMBOLS}
+    start, end = pd.Timestamp("2019-01-01", tz="UTC"), pd.Timestamp("2019-06-28", tz="UTC")
+    kwargs = dict(symbols={"momentum": SYMBOLS}, asset_classes={s: "stocks" for s in SYMBOLS}, start=start,
+                  end=end, window_days=91, train_days=1095, seed=7)
+    full = WalkForwardPredictions.fit(["momentum"], bars, **kwargs)
+    window = full.window("momentum", pd.Timestamp("2019-05-01", tz="UTC"))
+    # poison everything from that window on: a model that peeked would change
+    poisoned = {s: b.copy() for s, b in bars.items()}
+    for frame in poisoned.values():
+        frame.loc[window.start:] *= 3.0
+    again = WalkForwardPredictions.fit(["momentum"], poisoned, **kwargs)
+    rows = pd.DataFrame(np.random.default_rng(1).normal(size=(20, len(window.predictor.feature_names))),
+                        columns=window.predictor.feature_names)
+    same = again.window("momentum", pd.Timestamp("2019-05-01", tz="UTC"))
+    np.testing.assert_array_equal(window.predictor.predict(rows), same.predictor.predict(rows))
+    assert full.describe()["momentum"] == ["2019-01-01", "2019-04-02"]
+
+
+def test_backtest_is_stored_under_its_portfolio_and_replays(engine, shared_data, tmp_path):
+    _store_bars(engine, shared_data)
+    result = _run(engine, _spec(), tmp_path)
+    first = save_result(engine, result)
+    save_result(engine, result)  # storing the same run again replaces it
+    assert result.portfolio.startswith("backtest:")
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(db.Backtest)) == 1
+        assert conn.scalar(select(func.count()).select_from(db.Trade)
+                           .where(db.Trade.portfolio == result.portfolio)) == len(result.fills)
+        assert conn.scalar(select(func.count()).select_from(db.PortfolioSnapshot)
+                           .where(db.PortfolioSnapshot.portfolio == result.portfolio)) == len(result.equity)
+    ledger = replay_ledger(engine, result.portfolio)
+    assert ledger.cash == pytest.approx(result.equity["cash"].iloc[-1], rel=1e-12)
+    loaded = load_result(engine, result.portfolio)
+    np.testing.assert_allclose(loaded.equity["equity"], result.equity["equity"], rtol=1e-12)
+    pd.testing.assert_frame_equal(loaded.positions.reset_index(drop=True),
+                                  result.positions.reset_index(drop=True), check_dtype=False)
+    assert loaded.metrics()["portfolio"] == result.metrics()["portfolio"]
+    assert [b["portfolio"] for b in list_backtests(engine)] == [result.portfolio]
+    assert load_result(engine, str(save_result(engine, result))).name == result.name
+    assert first >= 1
+
+
+def test_export_writes_every_frame_as_parquet_and_csv(momentum_run, tmp_path):
+    for fmt in ("parquet", "csv"):
+        paths = momentum_run.export(tmp_path / fmt, fmt)
+        assert sorted(p.name for p in paths) == sorted(
+            f"{n}.{fmt}" for n in ("equity", "strategy_equity", "orders", "trades", "positions"))
+    back = pd.read_parquet(tmp_path / "parquet" / "trades.parquet")
+    assert len(back) == len(momentum_run.fills)
+    curve = pd.read_csv(tmp_path / "csv" / "equity.csv")
+    assert {"equity", "drawdown", "benchmark_equity"} <= set(curve.columns)
+
+
+def test_a_symbol_with_gaps_runs_and_reports_them(sqlite_bars, tmp_path):
+    holes = [pd.Timestamp(d, tz="UTC").to_pydatetime() for d in ("2019-02-04", "2019-02-05", "2019-03-12")]
+    with sqlite_bars.begin() as conn:
+        conn.execute(delete(db.PriceBar).where(db.PriceBar.symbol == "IBM", db.PriceBar.ts.in_(holes)))
+    result = _run(sqlite_bars, _spec(), tmp_path)
+    assert result.gaps == {"IBM": ["2019-02-04", "2019-02-05", "2019-03-12"]}
+    assert len(result.equity) == len(pd.bdate_range("2019-01-01", "2019-06-28")) - 5  # NYSE holidays
+
+
+def test_start_after_end_is_a_clear_error(sqlite_bars, tmp_path):
+    with pytest.raises(DataError, match="start 2019-06-01 is after its end 2019-01-01"):
+        _run(sqlite_bars, _spec(start=date(2019, 6, 1), end=date(2019, 1, 1)), tmp_path)
+
+
+def test_an_empty_date_range_is_a_clear_error(sqlite_bars, tmp_path):
+    with pytest.raises(DataError, match="is empty: it holds no trading day"):
+        _run(sqlite_bars, _spec(start=date(2019, 1, 5), end=date(2019, 1, 6)), tmp_path)  # a weekend
+
+
+def test_a_symbol_without_data_in_the_range_is_named(sqlite_bars, tmp_path):
+    with sqlite_bars.begin() as conn:
+        conn.execute(delete(db.PriceBar).where(db.PriceBar.symbol == "KO",
+                                               db.PriceBar.ts >= pd.Timestamp("2019-01-01", tz="UTC")))
+    with pytest.raises(DataError, match="no bars between 2019-01-01 and 2019-06-28 for: KO"):
+        _run(sqlite_bars, _spec(), tmp_path)
+
+
+def test_a_strategy_without_an_active_model_is_a_clear_error(sqlite_bars, tmp_path):
+    spec = _spec(walk_forward=WalkForward(mode="pretrained"))
+    with pytest.raises(NoActiveModel, match="strategy 'momentum' has no active model version"):
+        _run(sqlite_bars, spec, tmp_path)
+
+
+def test_an_unknown_strategy_gets_a_hint(sqlite_bars, tmp_path):
+    with pytest.raises(ConfigError, match="did you mean 'momentum'"):
+        _run(sqlite_bars, _spec(strategies=["momentun"]), tmp_path)
+
+
+def test_sweep_fans_out_on_ray_one_portfolio_per_grid_point(ray_session, sqlite_url, sqlite_bars, tmp_path):
+    base = _spec(end=date(2019, 3, 29), walk_forward=WalkForward(window_days=182, train_days=1095))
+    specs = expand_grid(base, {"strategies.momentum.params.top_quantile": [0.5, 0.9]})
+    assert len({s.portfolio for s in specs}) == 2
+    results = run_sweep(sqlite_url, tmp_path / "models", load_config(CONFIG), specs)
+    assert [r.portfolio for r in results] == [s.portfolio for s in specs]
+    assert [r.config["config_overrides"]["strategies"]["momentum"]["params"]["top_quantile"]
+            for r in results] == [0.5, 0.9]
+    for result in results:
+        save_result(sqlite_bars, result)
+    assert len(list_backtests(sqlite_bars)) == 2
+
+
+def test_several_strategies_share_one_book_and_are_judged_apart(sqlite_bars, tmp_path):
+    spec = _spec(strategies=["momentum", "swing"], end=date(2019, 3, 29),
+                 walk_forward=WalkForward(window_days=182, train_days=1095),
+                 config_overrides={"strategies": {"momentum": {"min_confidence": 0.5},
+                                                  "swing": {"min_confidence": 0.5}},
+                                   "sizing": {"method": "percent", "percent_of_equity": 0.1}})
+    result = _run(sqlite_bars, spec, tmp_path)
+    assert set(result.metrics()) == {"portfolio", "momentum", "swing", "buy&hold AAPL"}
+    np.testing.assert_allclose(result.strategy_equity.sum(axis=1), result.equity["equity"], rtol=1e-9)
+    for strategy in ("momentum", "swing"):
+        fills = result.fills[result.fills["strategy"] == strategy]
+        pnl = result.strategy_equity[strategy].iloc[-1] - result.initial_cash / 2
+        held = result.positions[(result.positions["ts"] == result.end) & (result.positions["strategy"] == strategy)]
+        flows = -(np.where(fills["side"] == "buy", 1, -1) * fills["qty"] * fills["price"]).sum() - fills["fee"].sum()
+        assert pnl == pytest.approx(flows + held["market_value"].sum(), abs=1e-6)
+
+
+def _register_momentum(engine, shared_data: Path, tmp_path: Path, *, registered: str) -> ModelRegistry:
+    """A momentum model fitted on 2015-2017 bars, registered (as far as the database says) then."""
+    bars = {s: _adjusted(shared_data, s) for s in SYMBOLS}
+    start = pd.Timestamp("2018-01-01", tz="UTC")
+    fitted = WalkForwardPredictions.fit(["momentum"], bars, symbols={"momentum": SYMBOLS},
+                                        asset_classes=dict.fromkeys(SYMBOLS, "stocks"), start=start, end=start,
+                                        window_days=365, train_days=1095, seed=7)
+    path = fitted.window("momentum", start).predictor.save(tmp_path / "momentum.ubj")
+    registry = ModelRegistry(engine, tmp_path / "models")
+    version = registry.save_version("trading", "momentum", path)
+    registry.activate(version.id)
+    with engine.begin() as conn:
+        conn.execute(db.ModelVersion.__table__.update().where(db.ModelVersion.id == version.id)
+                     .values(created_at=pd.Timestamp(registered, tz="UTC").to_pydatetime()))
+    return registry
+
+
+def test_a_model_registered_before_the_start_runs_out_of_sample(sqlite_bars, shared_data, tmp_path):
+    registry = _register_momentum(sqlite_bars, shared_data, tmp_path, registered="2018-01-02")
+    spec = _spec(end=date(2019, 3, 29), walk_forward=WalkForward(mode="pretrained"))
+    result = run_backtest(sqlite_bars, load_config(CONFIG), registry, spec)
+    assert len(result.equity) > 50 and result.metrics()["portfolio"].months == 3
+
+
+def test_a_model_registered_after_the_start_is_refused(sqlite_bars, shared_data, tmp_path):
+    registry = _register_momentum(sqlite_bars, shared_data, tmp_path, registered="2019-02-01")
+    spec = _spec(walk_forward=WalkForward(mode="pretrained"))
+    with pytest.raises(DataError, match="registered 2019-02-01, not before the backtest start 2019-01-01"):
+        run_backtest(sqlite_bars, load_config(CONFIG), registry, spec)

@@ -1,0 +1,103 @@
+"""The report, checked the way a person would: open it in headless Chromium and look."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image as mpimg
+import numpy as np
+import pytest
+
+from benchmarks.backtest import lab_sma
+from lab.backtest import save_result
+from lab.db import connect
+from lab.report import write_report, write_stored_report
+from tests.conftest import missing_service
+from tests.test_backtest import _adjusted, _store_bars
+
+SYMBOL = "MSFT"
+
+
+@pytest.fixture(scope="module")
+def sma_run(shared_data):
+    bars = _adjusted(shared_data, SYMBOL).loc["2016-01-01":"2018-12-31"]
+    result = lab_sma({SYMBOL: bars}, {"method": "fixed", "fixed_amount": 20_000.0}, accounts="shared")
+    return result, {SYMBOL: _adjusted(shared_data, SYMBOL)}
+
+
+def test_report_is_one_self_contained_page_with_every_chart(sma_run, tmp_path):
+    result, bars = sma_run
+    path = write_report(result, bars, tmp_path)
+    page = path.read_text()
+    for png in ("equity.png", "drawdown.png", "monthly_returns.png", f"candles_{SYMBOL}.png"):
+        assert (tmp_path / png).stat().st_size > 5_000
+    assert page.count('src="data:image/png;base64,') == 4
+    assert not re.search(r'(src|href)="(?!data:)', page), "nothing loaded from outside the file"
+
+
+def test_report_shows_the_gate_with_measured_values(sma_run, tmp_path):
+    result, bars = sma_run
+    page = write_report(result, bars, tmp_path).read_text()
+    sharpe = result.metrics()["portfolio"].sharpe
+    verdict = "PASS" if sharpe > 1.0 else "FAIL"
+    assert re.search(rf"<td>sharpe</td><td>{sharpe:.3f}</td><td>&gt; 1.000</td><td class=\"\w+\">{verdict}</td>",
+                     page)
+    assert f"buy&amp;hold {SYMBOL}" in page
+    assert "Monthly returns table" in page and "<th>year</th>" in page
+
+
+def _chromium() -> str:
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if (path := shutil.which(name)) is not None:
+            return path
+    missing_service("headless Chromium is not installed (Debian package `chromium`)")
+    raise AssertionError("unreachable")
+
+
+def test_report_renders_in_headless_chromium(sma_run, tmp_path):
+    browser = _chromium()
+    result, bars = sma_run
+    page = write_report(result, bars, tmp_path / "report")
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                    f"--user-data-dir={tmp_path / 'profile'}", f"--screenshot={shot}", "--window-size=1280,2200",
+                    page.as_uri()], check=True, capture_output=True, timeout=120)
+    pixels = mpimg.imread(shot)[..., :3]
+    ink = (pixels.mean(axis=2) < 0.9).mean()
+    assert pixels.shape[:2] == (2200, 1280)
+    assert ink > 0.03, f"only {ink:.1%} of the page is not white"
+    assert np.unique(pixels.reshape(-1, 3), axis=0).shape[0] > 50, "charts and tables, not a flat page"
+
+
+def test_stored_backtest_reports_the_same_figures(sma_run, tmp_path, shared_data):
+    result, _ = sma_run
+    engine = connect(f"sqlite:///{tmp_path / 'lab.db'}")
+    _store_bars(engine, shared_data, [SYMBOL])
+    save_result(engine, result)
+    page = write_stored_report(engine, result.portfolio, tmp_path / "out").read_text()
+    assert f"{100 * result.metrics()['portfolio'].total_return:.2f}%" in page
+
+
+def test_cli_backtest_then_report(tmp_path, shared_data):
+    home = Path(os.environ["LAB_HOME"])
+    home.mkdir(parents=True, exist_ok=True)
+    engine = connect(f"sqlite:///{home / 'lab.db'}")
+    _store_bars(engine, shared_data)
+    lab = [sys.executable, "-m", "lab.cli.main"]
+    run = subprocess.run([*lab, "backtest", "-s", "momentum", "--start", "2019-01-01", "--end", "2019-03-29",
+                          "--symbol", "AAPL", "--symbol", "MSFT", "--symbol", "IBM", "--symbol", "KO",
+                          "--export", str(tmp_path / "export"), "--format", "csv"],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert run.returncode == 0, run.stderr
+    assert "Success gate" in run.stdout and (tmp_path / "export" / "trades.csv").exists()
+    report = subprocess.run([*lab, "report"], capture_output=True, text=True, timeout=300, check=False)
+    assert report.returncode == 0, report.stderr
+    assert Path(report.stdout.strip().splitlines()[-1]).name == "report.html"
+    bad = subprocess.run([*lab, "backtest", "-s", "momentum", "--start", "2019-06-01", "--end", "2019-01-01"],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert bad.returncode == 1 and "is after its end" in bad.stderr
