@@ -15,7 +15,7 @@ __all__ = ["run_trading_training", "compute_universe_features"]
 @task(name="compute-features", retries=1, retry_delay_seconds=30, timeout_seconds=3600)
 def compute_universe_features() -> list[dict]:
     """Every symbol's features on Ray (cache hits are free); problem symbols are reported."""
-    from lab.features.pipeline import refresh_universe_features
+    from lab.featurestore import refresh_universe_features
 
     ctx = open_lab()
     ensure_ray(ctx.settings)

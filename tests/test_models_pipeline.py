@@ -82,6 +82,7 @@ def test_training_stops_at_the_end_cutoff(ray_session, engine):
     ctx = LabContext(settings=get_settings(), engine=engine)
     cutoff = datetime(2019, 1, 1, tzinfo=UTC)
     swing = get_strategy("swing")
-    data = _training_data(ctx, swing, ["stocks"], cutoff)
+    data, last_bar = _training_data(ctx, swing, ["stocks"], cutoff)
+    assert last_bar <= pd.Timestamp(cutoff)
     last_label_bar = data["timestamp"].max() + pd.offsets.BDay(swing.label.horizon)
     assert last_label_bar <= pd.Timestamp(cutoff)

@@ -7,6 +7,7 @@ import sys
 import typer
 
 from lab.cli import config, db, models
+from lab.cli import demo as demo_cli
 from lab.cli import flows as flows_cli
 from lab.cli import grafana, metrics
 from lab.cli import serve as serve_cli
@@ -29,6 +30,7 @@ app.add_typer(db.app, name="db")
 app.add_typer(models.app, name="models")
 app.add_typer(config.app, name="config")
 app.add_typer(flows_cli.app, name="flows")
+app.command("demo")(demo_cli.demo)
 app.add_typer(broker_cli.app, name="broker")
 app.add_typer(broker_cli.kill_switch_app, name="kill-switch")
 app.add_typer(grafana.app, name="grafana")
@@ -41,14 +43,6 @@ app.add_typer(trade_cli.app, name="trade")
 app.command("portfolio")(trade_cli.portfolio)
 app.command("backtest")(backtest_cli.backtest)
 app.command("report")(backtest_cli.report)
-
-
-@app.command()
-def demo() -> None:
-    """Run the main job on the embedded default (SQLite, local Ray, offline data)."""
-    from lab.demo import run_demo
-
-    run_demo()
 
 
 def main() -> None:

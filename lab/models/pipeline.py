@@ -70,9 +70,10 @@ def with_forward_returns(data: pd.DataFrame, bars: pd.DataFrame, horizon: int) -
 
 
 def _training_data(ctx: LabContext, strategy: type[Strategy], asset_classes: list[str],
-                   end: datetime | None = None) -> pd.DataFrame:
+                   end: datetime | None = None) -> tuple[pd.DataFrame, pd.Timestamp]:
     """Training rows of every configured symbol of ``asset_classes``, each symbol's features
-    against its own class's benchmark; nothing after ``end`` (labels included) is used."""
+    against its own class's benchmark, and the last bar used; nothing after ``end`` (labels
+    included) is used."""
     from lab.features import create_training_data, get_feature_set, load_fundamentals
 
     universes = ctx.config.universe.asset_classes()
@@ -81,13 +82,14 @@ def _training_data(ctx: LabContext, strategy: type[Strategy], asset_classes: lis
         raise ConfigError([f"strategies.{strategy.name}: no symbols configured for {', '.join(asset_classes)}"])
     fs = get_feature_set(strategy.feature_set)
     start = pd.Timestamp(ctx.config.data.history_start, tz="UTC")
-    parts = []
+    parts, last_bar = [], pd.Timestamp.min.tz_localize("UTC")
     for ac in classes:
         symbols = sorted(universes[ac].symbols)
         bars = load_bars(ctx.engine, sorted({*symbols, universes[ac].benchmark}), start=start.to_pydatetime(), end=end)
         if bars.empty:
             raise DataError(f"no stored bars for {', '.join(symbols)}; ingest prices first")
         by_symbol = bars_by_symbol(bars)
+        last_bar = max(last_bar, bars["ts"].max())
         stored = [s for s in symbols if s in by_symbol]
         data = create_training_data(
             stored, strategy.feature_set, strategy.label, start, bars["ts"].max(), bars=by_symbol,
@@ -96,7 +98,8 @@ def _training_data(ctx: LabContext, strategy: type[Strategy], asset_classes: lis
             cache_dir=ctx.settings.cache_dir / "features")
         parts.append(with_forward_returns(data, bars, strategy.label.horizon))
     columns = ["symbol", "timestamp", *fs.columns, "label", RETURN_COLUMN]
-    return pd.concat(parts, ignore_index=True)[columns].sort_values(["timestamp", "symbol"], ignore_index=True)
+    data = pd.concat(parts, ignore_index=True)[columns].sort_values(["timestamp", "symbol"], ignore_index=True)
+    return data, last_bar
 
 
 def train_and_promote_all(ctx: LabContext, strategies: list[str] | None = None, trials: int | None = None,
@@ -119,7 +122,7 @@ def train_and_promote_all(ctx: LabContext, strategies: list[str] | None = None, 
         fees = max(config.execution.fee_bps.get(ac, 0.0) for ac in asset_classes)
         budget = trials or config.tuning.trials
         try:
-            data = _training_data(ctx, strategy, asset_classes, end)
+            data, last_bar = _training_data(ctx, strategy, asset_classes, end)
             key = run_key(data, trials=budget, seed=config.tuning.seed, folds=config.tuning.folds,
                           time_budget_s=config.tuning.time_budget_s, space=strategy.search_space,
                           fees=fees, slippage=config.execution.slippage_bps, gate=gate, code=code_version())
@@ -135,7 +138,8 @@ def train_and_promote_all(ctx: LabContext, strategies: list[str] | None = None, 
                 feature_fingerprint=get_feature_set(strategy.feature_set).fingerprint,
                 cost=2 * (fees + config.execution.slippage_bps) / 1e4,
                 progress=(lambda done, total, n=name: progress(n, done, total)) if progress else None)
-            decision = promote(ctx.registry, ctx.engine, result, gate=gate, run_key=key)
+            decision = promote(ctx.registry, ctx.engine, result, gate=gate,
+                               extra_metrics={"run_key": key, "train_end": last_bar.isoformat()})
             outcomes.append(TrainingOutcome(name, result, decision))
         except LabError as exc:
             outcomes.append(TrainingOutcome(name, error=str(exc)))

@@ -9,6 +9,8 @@ Every decision is recorded in ``tuning_runs`` and as a registry event with its r
 
 from __future__ import annotations
 
+from typing import Any
+
 from dataclasses import dataclass
 
 import numpy as np
@@ -69,16 +71,17 @@ def _active_score(result: TuningResult, active: VersionInfo) -> float | None:
 
 
 def promote(registry: ModelRegistry, engine: Engine, result: TuningResult, *, gate: Gate,
-            run_key: str | None = None) -> PromotionDecision:
+            extra_metrics: dict[str, Any] | None = None) -> PromotionDecision:
     """Register ``result``'s model; activate it only if it passes ``gate`` and beats the active one.
 
-    ``run_key`` (stored with the metrics) identifies the exact inputs of the run, so an
-    unchanged re-run can reuse this version instead of tuning again.
+    ``extra_metrics`` are stored with the version's metrics: the pipeline records the run's
+    input digest (``run_key``, so an unchanged re-run reuses the version) and the last bar
+    the model learned from (``train_end``, so backtests can prove they are out of sample).
     """
     problem = result.problem
     version = registry.save_version(
         DOMAIN, result.strategy, result.model_path, params=result.best_params,
-        metrics=result.metrics | ({"run_key": run_key} if run_key else {}),
+        metrics=result.metrics | (extra_metrics or {}),
         data_fingerprint=problem.data_fingerprint, feature_fingerprint=problem.feature_fingerprint,
         code_version=result.code_version)
     reasons = gate.failures(result)

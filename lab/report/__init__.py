@@ -127,7 +127,9 @@ def write_report(result: BacktestResult, bars: dict[str, pd.DataFrame], out_dir:
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
             f"<style>{_STYLE}</style></head><body>{''.join(body)}</body></html>")
     path = out_dir / "report.html"
-    path.write_text(page, encoding="utf-8")
+    partial = path.with_suffix(".html.partial")
+    partial.write_text(page, encoding="utf-8")
+    partial.replace(path)  # atomic: an interrupted run never leaves a half-written report
     return path
 
 

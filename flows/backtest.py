@@ -1,0 +1,36 @@
+"""Prefect flow ``run_backtest``: a stored backtest with its report attached as a link artifact."""
+
+from __future__ import annotations
+
+from datetime import date
+
+from prefect import flow
+from prefect.artifacts import create_link_artifact, create_table_artifact
+
+from lab.backtest import BacktestSpec, WalkForward, run_backtest, save_result
+from lab.bars import bars_by_symbol, load_bars
+from lab.report import write_report
+from lab.runtime import open_lab
+
+__all__ = ["backtest_flow"]
+
+
+@flow(name="run_backtest", log_prints=True)
+def backtest_flow(strategies: list[str], start: str, end: str, walk_forward: str = "retrain",
+                  name: str | None = None) -> dict:
+    """Backtest ``strategies`` over [start, end]; returns the stored id, report path and metrics."""
+    lab = open_lab()
+    spec = BacktestSpec(strategies=strategies, start=date.fromisoformat(start), end=date.fromisoformat(end),
+                        walk_forward=WalkForward(mode=walk_forward), name=name)
+    result = run_backtest(lab.engine, lab.config, lab.registry, spec)
+    backtest_id = save_result(lab.engine, result)
+    bars = bars_by_symbol(load_bars(lab.engine, result.symbols, end=result.end.to_pydatetime()))
+    report = write_report(result, bars, lab.settings.home / "reports" / result.portfolio.replace(":", "-"))
+    metrics = {name: m.as_dict() for name, m in result.metrics().items()}
+    gate = [{"check": c.name, "value": c.value, "op": c.op, "threshold": c.threshold, "passed": c.passed}
+            for c in result.gate()]
+    create_link_artifact(key="backtest-report", link=report.as_uri(), link_text=f"report of {spec.label}",
+                         description=f"backtest {backtest_id}: {spec.label}")
+    create_table_artifact(key="backtest-gate", table=gate, description=f"success gate of {spec.label}")
+    print(f"backtest {backtest_id} ({result.portfolio}): report {report}")
+    return {"id": backtest_id, "portfolio": result.portfolio, "report": str(report), "metrics": metrics, "gate": gate}

@@ -1,0 +1,90 @@
+"""``lab demo``: the main job on the embedded default, with progress and a summary of where to look."""
+
+from __future__ import annotations
+
+import os
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from lab.cli._common import console, print_table
+
+__all__ = ["demo"]
+
+
+def demo(
+    trials: int | None = typer.Option(None, help="tuning trials per strategy (default: config tuning.trials)"),
+    paper_days: int = typer.Option(10, min=1, max=60, help="paper-trading days through Serve per asset class"),
+    port: int = typer.Option(8000, help="Serve HTTP port"),
+    dashboard: bool = typer.Option(True, help="start the Ray dashboard"),
+    verbose: bool = typer.Option(False, help="show Prefect's flow and task logs"),
+) -> None:
+    """Run the whole pipeline on the embedded default (SQLite, local Ray, offline data, no keys)."""
+    if not verbose:
+        os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+    from flows.demo import run_demo_pipeline
+
+    columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as bar:
+        task = bar.add_task("starting", total=None)
+
+        def progress(stage: str, done: int, total: int) -> None:
+            bar.update(task, description=stage, completed=done, total=total)
+
+        outcome = run_demo_pipeline(trials=trials, paper_days=paper_days, serve_port=port, dashboard=dashboard,
+                                    progress=progress)
+    _print_summary(outcome)
+
+
+def _fmt(value: object, pct: bool = False) -> str:
+    if not isinstance(value, int | float):
+        return "-"
+    return f"{value:.1%}" if pct else f"{value:.2f}"
+
+
+def _print_summary(outcome) -> None:
+    ingest = outcome.ingest
+    console.print(f"ingested: {ingest['stored']} rows stored, {ingest['quarantined']} quarantined, "
+                  f"{len(ingest['failed'])} symbols failed")
+    print_table("Tuning leaderboard (walk-forward, out of sample)",
+                ["strategy", "oos score", "deflated Sharpe", "trials", "version", "promoted", "reason"],
+                [(r["strategy"], _fmt(r["oos_score"]), _fmt(r["deflated_sharpe"]), r["trials"], r["version"],
+                  "yes" if r["promoted"] else "no", r["reason"]) for r in outcome.leaderboard])
+    rows = []
+    for asset_class, bt in outcome.backtests.items():
+        for name, m in bt["metrics"].items():
+            rows.append((asset_class, name, _fmt(m["total_return"], True), _fmt(m["sharpe"]),
+                         _fmt(m["max_drawdown"], True), _fmt(m["win_rate"], True), _fmt(m["profit_factor"]),
+                         m["trades"]))
+    print_table("Out-of-sample backtest after fees and slippage (model trained before the window)",
+                ["asset class", "strategy", "return", "Sharpe", "max DD", "win rate", "profit factor", "trades"],
+                rows)
+    print_table("Success gate (portfolio, out of sample)", ["asset class", "check", "value", "threshold", "result"], [
+        (ac, c["check"], _fmt(c["value"]), f"{c['op']} {c['threshold']}", "PASS" if c["passed"] else "FAIL")
+        for ac, bt in outcome.backtests.items() for c in bt["gate"]])
+    print_table("Paper trading through Serve", ["asset class", "days", "orders", "fills", "rejected", "equity",
+                                                "notes"], [
+        (ac, len(cycles), sum(c["orders_placed"] for c in cycles), sum(c["fills"] for c in cycles),
+         sum(c["rejected"] for c in cycles), f"{cycles[-1]['equity']:,.2f}",
+         "; ".join(dict.fromkeys(n for c in cycles for n in c["notes"])) or "")
+        for ac, cycles in outcome.paper.items() if cycles])
+    console.print("\n[bold]Where to look[/]")
+    for ac, bt in outcome.backtests.items():
+        console.print(f"  report ({ac}):   {bt['report']}")
+    console.print(f"  Serve endpoint:   {outcome.serve_url}  (POST /predict, GET /models, /docs)")
+    api = os.environ.get("PREFECT_API_URL")
+    console.print(f"  Prefect UI:       {api.removesuffix('/api') if api else 'not running (start `prefect server start` and set PREFECT_API_URL to keep the runs)'}")
+    dashboard = _ray_dashboard()
+    console.print(f"  Ray dashboard:    {dashboard or 'not started'}")
+    console.print("  portfolios:       `lab portfolio --portfolio demo-stocks`, `lab portfolio --portfolio demo-crypto`")
+
+
+def _ray_dashboard() -> str | None:
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    url = ray.get_runtime_context().dashboard_url if hasattr(ray.get_runtime_context(), "dashboard_url") else None
+    url = url or getattr(ray._private.worker.global_worker.node, "webui_url", None)  # noqa: SLF001
+    return f"http://{url}" if url and not str(url).startswith("http") else url
