@@ -2,19 +2,8 @@
 
 from __future__ import annotations
 
-import pytest
-
 from lab.bars import load_bars
 from lab.db import connect
-
-
-@pytest.fixture(scope="module")
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=90):
-        yield
-
 
 def test_flow_ingests_offline_universe_and_publishes_a_summary_artifact(prefect_server, sqlite_url, monkeypatch):
     from prefect.artifacts import Artifact

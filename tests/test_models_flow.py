@@ -2,18 +2,8 @@
 
 import json
 
-import pytest
 from lab.db import connect
 from tests.test_models_pipeline import _store_random_walks
-
-
-@pytest.fixture(scope="module")
-def prefect_server():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
 
 def test_flow_tunes_each_strategy_and_publishes_a_leaderboard_artifact(prefect_server, ray_session, sqlite_url,
                                                                        monkeypatch):
