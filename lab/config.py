@@ -88,8 +88,11 @@ class StrategyConfig(_Section):
 
 
 class SizingConfig(_Section):
-    method: Literal["fixed", "percent", "risk", "kelly"] = "risk"
+    #: all_in: ``all_in_fraction`` of equity (at most the cash) as a cash-sized order, whose
+    #: quantity the broker resolves at the fill price
+    method: Literal["fixed", "percent", "risk", "kelly", "all_in"] = "risk"
     fixed_amount: Annotated[float, Field(gt=0)] = 1_000.0
+    all_in_fraction: PositiveFraction = 1.0
     percent_of_equity: PositiveFraction = 0.02
     risk_per_trade: Annotated[float, Field(gt=0.0, le=0.05)] = 0.01
     kelly_fraction: PositiveFraction = 0.25

@@ -3,8 +3,8 @@
 A strategy is a small class of class attributes: the feature set its model reads, the label
 it learns, the XGBoost search space, its rule parameters (each with low/high/default, so
 tuning and config validation read them from one place), its exits and holding period, and
-one vectorized ``entry_rule`` hook. The engine does the rest. Adding a strategy means adding
-a module to ``strategies/``; nothing else changes.
+vectorized ``entry_rule`` (and, optionally, ``exit_rule``) hooks. The engine does the rest.
+Adding a strategy means adding a module to ``strategies/``; nothing else changes.
 """
 
 from __future__ import annotations
@@ -115,6 +115,18 @@ class Strategy:
         confidence is applied by the signal engine afterwards.
         """
         return pd.Series(True, index=latest.index)
+
+    def exit_rule(self, latest: pd.DataFrame) -> pd.Series:
+        """Rule-based exit on the latest feature row per held symbol (True = close it now).
+
+        Checked every cycle and every backtest bar next to the stop-loss, take-profit and
+        holding time; the default never exits.
+        """
+        return pd.Series(False, index=latest.index)
+
+    @classmethod
+    def has_exit_rule(cls) -> bool:
+        return cls.exit_rule is not Strategy.exit_rule
 
 
 def _strategy_classes() -> dict[str, type[Strategy]]:

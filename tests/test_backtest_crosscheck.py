@@ -20,10 +20,7 @@ def _run_both(shared_data, symbol: str, sizing: dict, peer_size):
     return lab, peer_backtest(bars, entries, exits, peer_size)
 
 
-@pytest.mark.parametrize("symbol", ["KO", "AAPL"])
-def test_sma_crossover_matches_backtesting_py_with_fixed_amount_sizing(shared_data, symbol):
-    lab, peer = _run_both(shared_data, symbol, {"method": "fixed", "fixed_amount": FIXED},
-                          lambda close: int(FIXED // close))
+def _assert_same_trades(lab, peer) -> None:
     trades = peer._trades
     assert len(trades) > 20
     buys, sells = lab.fills[lab.fills["side"] == "buy"], lab.fills[lab.fills["side"] == "sell"]
@@ -34,16 +31,21 @@ def test_sma_crossover_matches_backtesting_py_with_fixed_amount_sizing(shared_da
     assert list(buys["ts"].iloc[:len(trades)]) == list(pd.DatetimeIndex(trades["EntryTime"]).tz_localize("UTC"))
     assert list(sells["ts"]) == list(pd.DatetimeIndex(trades["ExitTime"]).tz_localize("UTC"))
     assert lab.equity["equity"].iloc[-1] == pytest.approx(peer["Equity Final [$]"], rel=1e-6)
+
+
+@pytest.mark.parametrize("symbol", ["KO", "AAPL"])
+def test_sma_crossover_matches_backtesting_py_with_fixed_amount_sizing(shared_data, symbol):
+    lab, peer = _run_both(shared_data, symbol, {"method": "fixed", "fixed_amount": FIXED},
+                          lambda close: int(FIXED // close))
+    _assert_same_trades(lab, peer)
     np.testing.assert_allclose(lab.equity["equity"].to_numpy(), peer._equity_curve["Equity"].to_numpy(),
                                rtol=1e-9)
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "engine knob missing: all-in sizing resolved at the fill price (backtesting.py sizes "
-    "`buy()` at the next open). PortfolioManager sizes at the decision close and always "
-    "reserves >= 50 bps slippage in _cost_rate, and the executor only shrinks, never grows, "
-    "a buy at fill; see the issue-8 report"))
-def test_sma_crossover_matches_backtesting_py_all_in(shared_data):
-    lab, peer = _run_both(shared_data, "KO", {"method": "percent", "percent_of_equity": 1.0},
+@pytest.mark.parametrize("symbol", ["KO", "AAPL"])
+def test_sma_crossover_matches_backtesting_py_all_in(shared_data, symbol):
+    """All-in: the whole cash as a cash-sized order whose quantity is resolved at the fill
+    (next) open, as backtesting.py sizes ``buy(size=<fraction>)``."""
+    lab, peer = _run_both(shared_data, symbol, {"method": "all_in", "all_in_fraction": 1.0},
                           lambda close: 1 - 1e-12)
-    assert lab.equity["equity"].iloc[-1] == pytest.approx(peer["Equity Final [$]"], rel=1e-6)
+    _assert_same_trades(lab, peer)

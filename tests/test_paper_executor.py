@@ -179,3 +179,29 @@ def test_a_gap_up_never_spends_more_cash_than_the_account_has():
 def test_market_hours_come_from_the_exchange_calendar(asset_type, when, expected):
     assert is_market_open(asset_type, when) is expected
     assert executor().clock(when, asset_type).is_open is expected
+
+
+# --- orders sized in cash ----------------------------------------------------------------------
+
+def test_a_cash_sized_buy_is_resolved_at_the_fill_price_with_the_fee():
+    broker = executor(cash=10_000.0, slippage=SlippageModel(base_bps=0.0, max_bps=0.0))
+    broker.submit(order(qty=99, notional=10_000.0))  # 99: the estimate at the decision close
+    (fill,) = broker.on_bar("AAPL", bar(TUE, o=90.0))
+    assert fill.qty == math.floor(10_000.0 / (90.0 * 1.0001))
+    assert broker.get_order(fill.client_order_id).status is OrderStatus.FILLED
+    assert broker.account().cash == pytest.approx(10_000 - fill.qty * 90.0 * 1.0001)
+
+
+def test_a_cash_sized_buy_over_the_buying_power_is_rejected():
+    answer = executor(cash=1_000.0).submit(order(qty=5, notional=1_500.0))
+    assert answer.status is OrderStatus.REJECTED and "insufficient funds" in answer.reason
+
+
+def test_finished_orders_leave_the_open_order_book():
+    broker = executor(cash=100_000.0)
+    first, second = broker.submit(order(qty=1)), broker.submit(order(qty=2))
+    broker.cancel(second.client_order_id)
+    assert [o.client_order_id for o in broker.open_orders()] == [first.client_order_id]
+    broker.on_bar("AAPL", bar(TUE))
+    assert broker.open_orders() == []
+    assert broker.account().buying_power == broker.account().cash

@@ -208,3 +208,45 @@ def test_no_order_breaks_a_risk_rule_cash_stays_positive_and_the_ledger_replays(
     assert {s: p.qty for s, p in replayed.items()} == {k[1]: p.qty for k, p in pm.positions.items()}
     assert pm.equity == pytest.approx(pm.cash + sum(p.qty * prices[p.symbol] for p in pm.positions.values()))
     assert math.isclose(pm.equity, pm.initial_cash + pm.realized_pnl + pm.unrealized_pnl, rel_tol=1e-9)
+
+
+# --- one cost model for sizing and fills ---------------------------------------------------------
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(slippage_bps=st.sampled_from([0.0, 5.0, 10.0, 80.0]), fee_bps=st.sampled_from([0.0, 1.0, 10.0]),
+       price=st.floats(1.0, 5_000.0), open_move=st.floats(-0.05, 0.0))
+def test_an_entry_sized_as_affordable_is_affordable_at_the_fill(tmp_path, slippage_bps, fee_bps, price, open_move):
+    """The manager sizes with the executor's cost model: all the cash, at any configured
+    slippage (0 included, no hidden floor), is never refused nor cut at a fill no worse than
+    the decision price."""
+    config = configured(tmp_path, sizing={"method": "fixed", "fixed_amount": 1e9},
+                        execution={"initial_cash": 10_000.0, "slippage_bps": slippage_bps,
+                                   "fee_bps": {"stocks": fee_bps, "crypto": fee_bps}, "max_volume_share": 1.0},
+                        risk={"max_position_pct": 1.0, "cash_reserve_pct": 0.0, "max_sector_pct": 1.0})
+    pm = PortfolioManager(config)
+    decision = pm.size_entry(strategy="momentum", symbol="AAPL", side=Side.BUY, entry=price, qty=1e9,
+                             asset_type="stocks")
+    assert decision.qty == math.floor(10_000.0 / (price * (1 + slippage_bps / 1e4) * (1 + fee_bps / 1e4)) + 1e-9)
+    broker = PaperTradingExecutor.from_config(config, cash=10_000.0, last_prices={"AAPL": price})
+    order = Order(client_order_id="c", portfolio="paper", strategy="momentum", symbol="AAPL", asset_type="stocks",
+                  side=Side.BUY, qty=decision.qty, created_at=utc(2024, 1, 8, 15))
+    if decision.qty == 0:
+        return
+    assert broker.submit(order).status.is_open
+    open_ = price * (1 + open_move)
+    (filled,) = broker.on_bar("AAPL", Bar(utc(2024, 1, 9, 15), open_, open_, open_, open_, 1e12))
+    assert filled.qty == decision.qty
+
+
+def test_all_in_sizing_spends_the_cash_at_the_price_with_the_fee(tmp_path):
+    config = configured(tmp_path, sizing={"method": "all_in", "all_in_fraction": 0.5},
+                        execution={"initial_cash": 10_000.0, "slippage_bps": 0.0,
+                                   "fee_bps": {"stocks": 10.0, "crypto": 10.0}})
+    pm = PortfolioManager(config)
+    assert pm.entry_notional() == 5_000.0
+    assert pm.target_qty(entry=99.0, stop_loss=None, confidence=0.7, rr=None, asset_type="stocks") \
+        == math.floor(5_000.0 / (99.0 * 1.001))
+
+
+def test_quantity_sizing_has_no_notional(config):
+    assert PortfolioManager(config).entry_notional() is None

@@ -8,7 +8,16 @@ import pytest
 
 from lab.config import load_config
 from lab.trading.predictions import NoActiveModel, Prediction
-from lab.trading.signals import SIGNAL_COLUMNS, TradeSignalEngine, calculate_ev, calculate_risk_reward
+from lab.strategy import get_strategy
+from lab.trading.model import Fill, Intent, Side
+from lab.trading.portfolio import PortfolioManager
+from lab.trading.signals import (
+    SIGNAL_COLUMNS,
+    TradeSignalEngine,
+    calculate_ev,
+    calculate_risk_reward,
+    exit_decisions,
+)
 from tests.fakes.trading import utc, write_config
 
 AS_OF = utc(2024, 1, 8)
@@ -120,3 +129,38 @@ def test_pairs_are_one_signal_per_pair_of_symbols(config):
     assert signals["symbol"].tolist() == ["AAPL/MSFT"]
     assert signals["entry"].iloc[0] == pytest.approx(100.0 / 200.0)
     assert np.isfinite(signals["ev"]).all()
+
+
+# --- exits: the manager's levels and the strategies' exit rules ----------------------------------
+
+def held(config, *symbols: str) -> PortfolioManager:
+    pm = PortfolioManager(config)
+    for n, symbol in enumerate(symbols):
+        pm.apply_fill(Fill(fill_id=f"f{n}", client_order_id=f"c{n}", portfolio="paper", strategy="momentum",
+                           symbol=symbol, side=Side.BUY, qty=10, price=PRICES[symbol], fee=0.0, ts=AS_OF),
+                      asset_type="stocks")
+    pm.mark(PRICES)
+    return pm
+
+
+def test_a_strategy_without_an_exit_rule_never_exits_by_rule_nor_reads_features(config):
+    table = Table(MOMENTUM)
+    assert exit_decisions(config, held(config, "AAPL", "MSFT"), table, AS_OF, []) == []
+    assert table.asked == []
+
+
+def test_an_exit_rule_closes_the_flagged_positions(config, monkeypatch):
+    momentum = get_strategy("momentum")
+    monkeypatch.setattr(momentum, "exit_rule", lambda self, latest: latest["ret_20"] < 0.17)
+    decisions = exit_decisions(config, held(config, "AAPL", "MSFT"), Table(MOMENTUM), AS_OF, [])
+    assert [(d.position.symbol, d.intent) for d in decisions] == [("MSFT", Intent.EXIT)]
+    assert decisions[0].reason == "momentum exit rule"
+
+
+def test_a_stop_comes_before_the_exit_rule_and_a_position_exits_once(config, monkeypatch):
+    momentum = get_strategy("momentum")
+    monkeypatch.setattr(momentum, "exit_rule", lambda self, latest: latest["ret_20"] > -1)
+    pm = held(config, "AAPL")
+    pm.positions[("momentum", "AAPL")].stop_loss = 101.0
+    decisions = exit_decisions(config, pm, Table(MOMENTUM), AS_OF, [])
+    assert [(d.position.symbol, d.intent) for d in decisions] == [("AAPL", Intent.STOP_LOSS)]

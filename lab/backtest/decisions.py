@@ -28,7 +28,7 @@ from lab.strategy import get_strategy
 from lab.trading.model import Intent, Order
 from lab.trading.portfolio import ExitDecision, PortfolioManager
 from lab.trading.predictions import NoActiveModel, Prediction, PredictionSource, RegistryPredictions
-from lab.trading.signals import TradeSignalEngine
+from lab.trading.signals import TradeSignalEngine, exit_decisions
 
 __all__ = [
     "CrossoverDecisions",
@@ -171,22 +171,25 @@ class _Fixed:
 
 
 def pretrained_predictions(registry: ModelRegistry, strategies: Iterable[str], start: pd.Timestamp) -> _Fixed:
-    """The active registry versions, each registered strictly before ``start`` (else an error)."""
+    """The active registry versions, each trained strictly before ``start`` (else an error)."""
     for name in strategies:
         version = registry.get_active_version(name, "trading")
         if version is None:
             raise NoActiveModel(f"strategy {name!r} has no active model version; train one with "
-                                f"`lab models train --strategy {name}` or use walk-forward retraining")
-        created = pd.Timestamp(version.created_at)
-        if created >= start:
-            raise DataError(f"strategy {name!r}: the active model v{version.version} was registered "
-                            f"{created.date()}, not before the backtest start {start.date()}; its results "
-                            f"would not be out of sample (use walk-forward retraining)")
+                                f"`lab tune --strategy {name}` or use walk-forward retraining")
+        # the last bar the model learned from when the registry knows it, else its registration
+        train_end = version.metrics.get("train_end")
+        learned_until = pd.Timestamp(train_end) if train_end else pd.Timestamp(version.created_at)
+        if learned_until >= start:
+            what = "learned from bars up to" if train_end else "was registered"
+            raise DataError(f"strategy {name!r}: the active model v{version.version} {what} "
+                            f"{learned_until.date()}, not before the backtest start {start.date()}; its "
+                            f"results would not be out of sample (use walk-forward retraining)")
     return _Fixed(RegistryPredictions(registry))
 
 
 class EngineDecisions:
-    """The trading cycle's decisions: manager exits, signal-engine entries (pairs not executed)."""
+    """The trading cycle's decisions: its exits (``exit_decisions``) and signal-engine entries."""
 
     def __init__(self, config: TradingConfig, predictions: WalkForwardPredictions | _Fixed,
                  features: PrecomputedFeatures, universe: Mapping[str, Sequence[str]]):
@@ -194,13 +197,12 @@ class EngineDecisions:
         self.universe = {k: list(v) for k, v in universe.items()}
 
     def exits(self, as_of: datetime, manager: PortfolioManager, pending: Sequence[Order]) -> list[ExitDecision]:
-        return manager.exits(as_of, pending)
+        return exit_decisions(self.config, manager, self.features, as_of, pending)
 
     def entries(self, as_of: datetime, prices: Mapping[str, float]) -> list[dict]:
         engine = TradeSignalEngine(self.config, self.predictions.at(as_of), self.features, as_of=as_of,
                                    prices=prices)
-        signals = engine.generate(self.universe)
-        return [s for s in signals.to_dict("records") if "/" not in s["symbol"]]
+        return engine.generate(self.universe).to_dict("records")
 
 
 class CrossoverDecisions:

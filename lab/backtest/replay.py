@@ -1,10 +1,12 @@
-"""The historical clock: bar by bar, the same books, rules and matcher as the live cycle.
+"""The historical clock: bar by bar, the live cycle's decision step on the same books,
+rules and matcher.
 
-At each bar, in the live cycle's order: the paper executor matches open orders against the
-bar (fills are booked by the portfolio manager), positions are marked and the drawdown
-halt is checked, exits are placed, then entries are sized by the manager under every risk
-rule and submitted. Orders decided at bar t can only fill at a later bar (the executor's
-rule), so the backtest cannot trade on the bar it decided on.
+At each bar the paper executor sees the bar of every symbol an account has open orders or
+candidate entries in, then ``lab.trading.step.trade_step`` runs for that account exactly as
+in the live cycle (book fills, mark, drawdown halt, exits, sized entries) with an
+in-memory journal. Orders decided at bar t can only fill at a later bar (the executor's
+rule), so the backtest cannot trade on the bar it decided on. Accounts with no position,
+no open order and no candidate are skipped: for them a step would change nothing.
 
 Nothing is stored while replaying; the result is stored in one go afterwards. The
 per-bar valuation (equity, positions over time) is read off the manager's books into
@@ -13,9 +15,9 @@ arrays, so a bar without events costs a few vector operations.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -23,9 +25,10 @@ import pandas as pd
 from lab.backtest.decisions import Decisions
 from lab.backtest.result import FILL_COLUMNS, ORDER_COLUMNS, POSITION_COLUMNS, BacktestResult
 from lab.config import TradingConfig
-from lab.trading.model import Intent, Order, OrderType, Side, client_order_id
+from lab.trading.model import Fill, Order
 from lab.trading.paper import Bar, PaperTradingExecutor
 from lab.trading.portfolio import PortfolioManager
+from lab.trading.step import Candidate, trade_step
 
 __all__ = ["Market", "replay"]
 
@@ -57,17 +60,54 @@ class Market:
                    a["close"][t, column], a["volume"][t, column])
 
 
+class _Journal:
+    """A backtest account's journal: orders and fills in memory, each fill handed to ``on_fill``."""
+
+    def __init__(self, on_fill: Callable[[Order, Fill], None]):
+        self.open: dict[str, Order] = {}  # by client order id
+        self.submitted: list[str] = []
+        self._booked: set[str] = set()
+        self._on_fill = on_fill
+
+    def open_orders(self) -> list[Order]:
+        return list(self.open.values())
+
+    def store(self, order: Order, *, ref: Any = None) -> bool:
+        if order.client_order_id in self.open or order.client_order_id in self.submitted:
+            return False
+        self.submitted.append(order.client_order_id)
+        self.update(order)
+        return True
+
+    def update(self, order: Order) -> None:
+        if order.status.is_open:
+            self.open[order.client_order_id] = order
+        else:
+            self.open.pop(order.client_order_id, None)
+
+    def book(self, order: Order, fill: Fill) -> bool:
+        if fill.fill_id in self._booked:
+            return False
+        self._booked.add(fill.fill_id)
+        self._on_fill(order, fill)
+        self.update(order)
+        return True
+
+    def outcome(self, candidate: Candidate, status: str, reason: str | None) -> None:
+        pass  # a backtest keeps its orders, not its signals
+
+    def halted(self, reason: str) -> None:
+        pass  # the manager holds the halt for the rest of the run
+
+    def stage(self, name: str) -> None:
+        pass
+
+
 @dataclass
 class _Account:
     manager: PortfolioManager
     broker: PaperTradingExecutor
-    open_orders: dict[str, Order] = field(default_factory=dict)  # by client order id
-    submitted: list[str] = field(default_factory=list)
-
-
-def _account(config: TradingConfig, portfolio: str, cash: float, sectors: Mapping[str, str]) -> _Account:
-    manager = PortfolioManager(config, portfolio=portfolio, cash=cash, initial_cash=cash, sectors=sectors)
-    return _Account(manager, PaperTradingExecutor.from_config(config, cash=cash))
+    journal: _Journal
 
 
 def replay(
@@ -89,7 +129,7 @@ def replay(
     column = {s: i for i, s in enumerate(symbols)}
     cash = config.execution.initial_cash
     groups = [[s] for s in symbols] if per_symbol_accounts else [list(symbols)]
-    accounts = [_account(config, portfolio, cash, sectors or {}) for _ in groups]
+    accounts: list[_Account] = []
     account_of = {s: a for a, group in enumerate(groups) for s in group}
 
     slot = {(st, s): k for k, (st, s) in enumerate((st, s) for st in strategies for s in symbols)}
@@ -100,82 +140,56 @@ def replay(
     cash_hist, strategy_hist = np.zeros(n_bars), np.zeros((n_bars, len(strategies)))
     pnl_hist = np.zeros((n_bars, 2))  # realized, unrealized
     closes = pd.DataFrame(market.arrays["close"]).ffill().to_numpy()
-    allocation = cash * len(accounts) / len(strategies)
+    allocation = cash * len(groups) / len(strategies)
     fills: list[tuple] = []
     ordering: set[int] = set()  # accounts with open orders
     holding: set[int] = set()  # accounts with open positions
-    account_cash = np.full(len(accounts), cash)
+    account_cash = np.full(len(groups), cash)
 
-    def book(a: int, new_fills: list) -> None:
-        account = accounts[a]
-        for fill in new_fills:
-            order = account.broker.get_order(fill.client_order_id)
-            position = account.manager.apply_fill(fill, asset_type=order.asset_type, order=order)
+    def booker(manager: PortfolioManager) -> Callable[[Order, Fill], None]:
+        def on_fill(order: Order, fill: Fill) -> None:
+            position = manager.apply_fill(fill, asset_type=order.asset_type, order=order)
             k = slot[(fill.strategy, fill.symbol)]
             fills.append((fill.fill_id, fill.client_order_id, fill.ts, fill.strategy, fill.symbol,
                           fill.side.value, fill.qty, fill.price, fill.fee, position.realized_pnl - realized[k]))
             qty[k], avg[k], realized[k] = position.qty, position.avg_price, position.realized_pnl
-        if new_fills:
-            account_cash[a] = account.manager.cash
-            holding.discard(a)
-            if account.manager.open_positions():
-                holding.add(a)
 
-    def submit(a: int, order: Order) -> None:
-        account = accounts[a]
-        answer = account.broker.submit(order)
-        account.submitted.append(order.client_order_id)
-        if answer.status.is_open:
-            account.open_orders[order.client_order_id] = answer
-            ordering.add(a)
+        return on_fill
 
-    def feed(a: int, symbol: str, t: int, present: np.ndarray, fed: set[str]) -> None:
-        if symbol not in fed and present[column[symbol]]:
-            fed.add(symbol)
-            book(a, accounts[a].broker.on_bar(symbol, market.bar(t, column[symbol])))
+    for _ in groups:
+        manager = PortfolioManager(config, portfolio=portfolio, cash=cash, initial_cash=cash, sectors=sectors)
+        accounts.append(_Account(manager, PaperTradingExecutor.from_config(config, cash=cash),
+                                 _Journal(booker(manager))))
 
     for t in range(n_bars):
         as_of = market.index[t]  # a pd.Timestamp: a tz-aware datetime
         present = ~np.isnan(market.arrays["open"][t])
         prices = _Prices(closes[t], column, present)
-        fed: set[str] = set()  # symbols whose bar the executor has seen at t
-
-        # 1. match open orders against this bar
-        for a in sorted(ordering):
-            account = accounts[a]
-            for symbol in sorted({o.symbol for o in account.open_orders.values()}):
-                feed(a, symbol, t, present, fed)
-            account.open_orders = {c: o for c in account.open_orders
-                                   if (o := account.broker.get_order(c)).status.is_open}
-            if not account.open_orders:
-                ordering.discard(a)
-        # 2. mark, drawdown halt; 3. exits
-        for a in sorted(holding):
-            manager = accounts[a].manager
-            manager.mark(prices)
-            manager.update_drawdown()
-            for decision in decisions.exits(as_of, manager, list(accounts[a].open_orders.values())):
-                p = decision.position
-                submit(a, _order(portfolio, as_of, p.strategy, p.symbol, Side.SELL if p.qty > 0 else Side.BUY,
-                                 abs(p.qty), decision.intent, market.asset_types[p.symbol]))
-        # 4. entries, best first, each sized by its account's manager under every risk rule
-        for s in decisions.entries(as_of, prices):
-            a = account_of.get(s["symbol"])
-            if a is None or accounts[a].manager.halted:
-                continue
-            manager, asset_type = accounts[a].manager, market.asset_types[s["symbol"]]
-            stop, take, rr = (None if _missing(s[k]) else float(s[k]) for k in ("stop_loss", "take_profit", "rr"))
-            entry, side = float(s["entry"]), Side(s["side"])
-            wanted = manager.target_qty(entry=entry, stop_loss=stop, confidence=float(s["confidence"]), rr=rr,
-                                        asset_type=asset_type)
-            decision = manager.size_entry(strategy=s["strategy"], symbol=s["symbol"], side=side, entry=entry,
-                                          qty=wanted, asset_type=asset_type,
-                                          pending=list(accounts[a].open_orders.values()))
-            if decision.qty > 0:
-                feed(a, s["symbol"], t, present, fed)  # the executor prices the order off this bar's close
-                submit(a, _order(portfolio, as_of, s["strategy"], s["symbol"], side, decision.qty, Intent.ENTRY,
-                                 asset_type, stop_loss=stop, take_profit=take))
-        # 5. read the books into arrays
+        wanted: dict[int, list[Candidate]] = {}
+        for record in decisions.entries(as_of, prices):
+            if (a := account_of.get(record["symbol"])) is not None:
+                wanted.setdefault(a, []).append(Candidate.from_record(record))
+        for a in sorted(ordering | holding | set(wanted)):
+            account, candidates = accounts[a], wanted.get(a, [])
+            # the executor sees this bar of every symbol it may fill or price an order in
+            if account.journal.open or candidates:
+                for symbol in sorted({o.symbol for o in account.journal.open.values()}
+                                     | {c.symbol for c in candidates}):
+                    if present[column[symbol]]:
+                        account.broker.on_bar(symbol, market.bar(t, column[symbol]))
+            step = trade_step(account.manager, account.broker, account.journal, as_of=as_of, prices=prices,
+                              asset_types=market.asset_types, checks=(),
+                              exits=lambda pending, m=account.manager, ts=as_of: decisions.exits(ts, m, pending),
+                              entries=lambda c=candidates: c)
+            if step.fills:
+                account_cash[a] = account.manager.cash
+                holding.discard(a)
+                if account.manager.open_positions():
+                    holding.add(a)
+            ordering.discard(a)
+            if account.journal.open:
+                ordering.add(a)
+        # read the books into arrays
         cash_hist[t] = account_cash.sum()
         qty_hist[t], avg_hist[t] = qty, avg
         unrealized = np.nan_to_num(qty * (closes[t, slot_symbol] - avg))
@@ -189,18 +203,6 @@ def replay(
                    initial_cash=cash * len(accounts))
 
 
-def _order(portfolio: str, as_of, strategy: str, symbol: str, side: Side, qty: float, intent: Intent,
-           asset_type: str, *, stop_loss: float | None = None, take_profit: float | None = None) -> Order:
-    return Order(client_order_id=client_order_id(portfolio, as_of, strategy, symbol, intent), portfolio=portfolio,
-                 strategy=strategy, symbol=symbol, asset_type=asset_type, side=side, qty=qty,
-                 order_type=OrderType.MARKET, intent=intent, created_at=as_of, stop_loss=stop_loss,
-                 take_profit=take_profit)
-
-
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 class _Prices(Mapping[str, float]):
     """This bar's closes of the symbols that traded, read lazily from the close row."""
 
@@ -212,6 +214,10 @@ class _Prices(Mapping[str, float]):
         if i is None or not self._present[i]:
             raise KeyError(symbol)
         return float(self._row[i])
+
+    def get(self, symbol: str, default=None):  # the books mark every bar: skip Mapping's try/except
+        i = self._column.get(symbol)
+        return default if i is None or not self._present[i] else float(self._row[i])
 
     def __iter__(self):
         return (s for s, i in self._column.items() if self._present[i])
@@ -239,7 +245,7 @@ def _result(market: Market, accounts: list[_Account], portfolio: str, name: str,
     ).sort_values(["ts", "strategy", "symbol"], ignore_index=True)
     orders = []
     for account in accounts:
-        for coid in account.submitted:
+        for coid in account.journal.submitted:
             o = account.broker.get_order(coid)
             orders.append((coid, o.created_at, o.strategy, o.symbol, o.asset_type, o.side.value, o.order_type.value,
                            o.intent.value, o.qty, o.status.value, o.filled_qty, o.avg_fill_price, o.reason))

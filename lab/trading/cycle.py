@@ -1,5 +1,6 @@
-"""One trading cycle: sync fills, mark prices, check the drawdown halt and exits, generate
-signals, size entries under the risk rules, place orders, sync again, snapshot.
+"""One trading cycle: the engine's decision step (``lab.trading.step``: sync fills, mark
+prices, drawdown halt, exits, signals, entries sized under the risk rules) with the books in
+SQL around it, then a second sync and a snapshot.
 
 Idempotent per (portfolio, as_of): a completed cycle is not run again, and a crashed one
 resumes. Every order's client id is derived from its decision, is stored before it is
@@ -17,18 +18,19 @@ from datetime import datetime
 import pandas as pd
 from sqlalchemy import select
 
-from lab.db import session_scope
 from lab.db import models as db
+from lab.db import session_scope
 from lab.db.types import utcnow
 from lab.errors import TradingError
 from lab.runtime import LabContext
-from lab.trading.broker import BrokerInterface, OrderNotFound
+from lab.trading.broker import BrokerInterface
 from lab.trading.market import MarketSnapshot, load_market
-from lab.trading.model import Intent, Order, OrderType, Side, client_order_id
+from lab.trading.model import Fill, Order
 from lab.trading.paper import Bar, PaperTradingExecutor
-from lab.trading.portfolio import PortfolioManager
+from lab.trading.portfolio import ExitDecision, PortfolioManager
 from lab.trading.predictions import PredictionSource
-from lab.trading.signals import FeatureSource, TradeSignalEngine
+from lab.trading.signals import FeatureSource, TradeSignalEngine, exit_decisions
+from lab.trading.step import Candidate, PreTradeCheck, sync, trade_step
 from lab.trading.store import book_fill, load_books, load_open_orders, save_snapshot, set_halt, store_order
 
 __all__ = ["CycleResult", "PreTradeCheck", "run_trading_cycle", "STAGES"]
@@ -36,9 +38,6 @@ __all__ = ["CycleResult", "PreTradeCheck", "run_trading_cycle", "STAGES"]
 #: named points of a cycle; ``hook(stage)`` is called at each (crash tests pause there)
 STAGES = ("claimed", "synced", "exits_placed", "signals_stored", "order_stored", "fill_booked",
           "entries_placed", "snapshot")
-
-#: a pre-trade check returns None to pass or the reason to reject the order
-PreTradeCheck = Callable[[Order], str | None]
 
 
 @dataclass(frozen=True)
@@ -99,37 +98,38 @@ def run_trading_cycle(
         broker = _paper_broker(config, manager, open_orders, market)
     checks = (list(pre_trade_checks) if pre_trade_checks is not None
               else _default_checks(ctx, portfolio, as_of, market.prices()))
-    run = _Run(ctx, as_of, manager, broker, checks, hook)
-
-    run.sync(open_orders)
-    hook("synced")
+    journal = _SqlJournal(ctx, portfolio, as_of, manager, broker.name, hook)
     prices = market.prices()
-    manager.mark(prices)
-    if manager.update_drawdown():
-        set_halt(engine, portfolio, True, manager.halt_reason)
-        run.notes.append(manager.halt_reason or "halted")
-    run.place_exits()
-    hook("exits_placed")
-    if manager.halted:
-        run.notes.append(f"no new entries: {manager.halt_reason}")
-    else:
+    signal_count = 0
+
+    def entries() -> list[Candidate]:
+        nonlocal signal_count
         engine_ = TradeSignalEngine(config, predictions, features or market, as_of=as_of, prices=prices)
         universe = {name: list(u.symbols) for name, u in config.universe.asset_classes().items()
                     if asset_classes is None or name in asset_classes}
         signals = engine_.generate(universe)
-        run.notes.extend(engine_.skipped.values())
+        journal.notes.extend(engine_.skipped.values())
         signal_ids = _store_signals(ctx, portfolio, as_of, signals)
         hook("signals_stored")
-        run.signals = len(signals)
-        run.place_entries(signals, signal_ids)
-    hook("entries_placed")
-    run.sync(load_open_orders(engine, portfolio))
+        signal_count = len(signals)
+        return [Candidate.from_record(s, ref=signal_ids[(s["strategy"], s["symbol"], s["side"])])
+                for s in signals.to_dict("records")]
+
+    def exits(pending: Sequence[Order]) -> list[ExitDecision]:
+        return exit_decisions(config, manager, features or market, as_of, pending)
+
+    step = trade_step(manager, broker, journal, as_of=as_of, prices=prices, asset_types=journal.asset_types,
+                      exits=exits, entries=entries, checks=checks)
+    sync(broker, journal, load_open_orders(engine, portfolio), step)
     manager.mark(prices)
     manager.update_drawdown()
     benchmark = next(iter(config.universe.asset_classes().values())).benchmark
     save_snapshot(engine, manager, as_of, benchmark_close=prices.get(benchmark))
     hook("snapshot")
-    result = run.result()
+    result = CycleResult(portfolio=portfolio, as_of=as_of, already_completed=False, fills=step.fills,
+                         orders_placed=step.placed, rejected=step.rejected, exits=step.exits, signals=signal_count,
+                         cash=manager.cash, equity=manager.equity, halted=manager.halted,
+                         notes=journal.notes + step.notes)
     _complete(ctx, portfolio, as_of, result)
     return result
 
@@ -207,104 +207,34 @@ def _store_signals(ctx: LabContext, portfolio: str, as_of: datetime, signals: pd
     return ids
 
 
-class _Run:
-    """The mutable state of one cycle: books, broker, counters."""
+class _SqlJournal:
+    """The step's journal in SQL: an order row before each submit, one transaction per fill
+    (``lab.trading.store``), signal outcomes on their rows, the halt in ``trading_controls``."""
 
-    def __init__(self, ctx: LabContext, as_of: datetime, manager: PortfolioManager,
-                 broker: BrokerInterface, checks: list[PreTradeCheck], hook: Callable[[str], None]):
-        self.ctx, self.as_of, self.manager, self.broker = ctx, as_of, manager, broker
-        self.checks, self.hook = checks, hook
-        self.fills = self.placed = self.rejected = self.exits = self.signals = 0
+    def __init__(self, ctx: LabContext, portfolio: str, as_of: datetime, manager: PortfolioManager,
+                 broker: str, hook: Callable[[str], None]):
+        self.ctx, self.portfolio, self.as_of, self.manager, self.broker = ctx, portfolio, as_of, manager, broker
+        self.stage = hook
         self.notes: list[str] = []
         self.asset_types = {s: name for name, u in ctx.config.universe.asset_classes().items()
                             for s in (*u.symbols, u.benchmark)}
 
-    def sync(self, orders: list[Order]) -> None:
-        """Book every new fill of the given stored orders; submit any the broker never got."""
-        for stored in orders:
-            try:
-                current = self.broker.get_order(stored.client_order_id)
-            except OrderNotFound:
-                current = self.broker.submit(stored)
-            for fill in current.fills:
-                if book_fill(self.ctx.engine, self.manager, current, fill):
-                    self.fills += 1
-                    self.hook("fill_booked")
-            if not current.status.is_open:
-                store_order(self.ctx.engine, current, broker=self.broker.name)
+    def open_orders(self) -> list[Order]:
+        return load_open_orders(self.ctx.engine, self.portfolio)
 
-    def place_exits(self) -> None:
-        pending = load_open_orders(self.ctx.engine, self.manager.portfolio)
-        for decision in self.manager.exits(self.as_of, pending):
-            p = decision.position
-            order = self._order(p.strategy, p.symbol, Side.SELL if p.qty > 0 else Side.BUY, abs(p.qty),
-                                decision.intent)
-            if self._place(order, note=decision.reason):
-                self.exits += 1
+    def store(self, order: Order, *, ref: int | None = None) -> bool:
+        return store_order(self.ctx.engine, order, broker=self.broker, signal_id=ref)
 
-    def place_entries(self, signals: pd.DataFrame, signal_ids: Mapping[tuple, int]) -> None:
-        for s in signals.itertuples(index=False):
-            signal_id = signal_ids[(s.strategy, s.symbol, s.side)]
-            if "/" in s.symbol:
-                self._skip(signal_id, "pairs legs are not executed yet (needs both legs as one order)")
-                continue
-            asset_type = self.asset_types.get(s.symbol, "stocks")
-            pending = load_open_orders(self.ctx.engine, self.manager.portfolio)
-            coid = client_order_id(self.manager.portfolio, self.as_of, s.strategy, s.symbol, Intent.ENTRY)
-            if any(o.client_order_id == coid for o in pending):
-                continue  # placed before a crash; already counted
-            wanted = self.manager.target_qty(entry=s.entry, stop_loss=s.stop_loss, confidence=s.confidence,
-                                             rr=s.rr, asset_type=asset_type)
-            decision = self.manager.size_entry(strategy=s.strategy, symbol=s.symbol, side=Side(s.side),
-                                               entry=s.entry, qty=wanted, asset_type=asset_type, pending=pending)
-            if decision.qty <= 0:
-                self._skip(signal_id, decision.reason or "sized to zero")
-                continue
-            order = self._order(s.strategy, s.symbol, Side(s.side), decision.qty, Intent.ENTRY,
-                                stop_loss=float(s.stop_loss), take_profit=float(s.take_profit))
-            self._place(order, signal_id=signal_id)
-            self._mark_signal(signal_id, "ordered", decision.reason)
+    def update(self, order: Order) -> None:
+        store_order(self.ctx.engine, order, broker=self.broker)
 
-    def _order(self, strategy: str, symbol: str, side: Side, qty: float, intent: Intent, **levels) -> Order:
-        return Order(client_order_id=client_order_id(self.manager.portfolio, self.as_of, strategy, symbol, intent),
-                     portfolio=self.manager.portfolio, strategy=strategy, symbol=symbol,
-                     asset_type=self.asset_types.get(symbol, "stocks"), side=side, qty=qty,
-                     order_type=OrderType.MARKET, intent=intent, created_at=self.as_of, **levels)
+    def book(self, order: Order, fill: Fill) -> bool:
+        return book_fill(self.ctx.engine, self.manager, order, fill)
 
-    def _place(self, order: Order, *, signal_id: int | None = None, note: str | None = None) -> bool:
-        """Store, check, submit. False when this decision was already placed (a re-run)."""
-        engine, broker = self.ctx.engine, self.broker.name
-        refusal = next((r for check in self.checks if (r := check(order)) is not None), None)
-        if refusal is not None:
-            if store_order(engine, order.rejected(refusal), broker=broker, signal_id=signal_id):
-                self.rejected += 1
-            return False
-        if not store_order(engine, order, broker=broker, signal_id=signal_id):
-            return False
-        self.hook("order_stored")
-        answer = self.broker.submit(order)
-        store_order(engine, answer, broker=broker)
-        if answer.status.value == "rejected":
-            self.rejected += 1
-            self.notes.append(f"{order.symbol} {order.intent}: rejected: {answer.reason}")
-        else:
-            self.placed += 1
-            if note:
-                self.notes.append(f"{order.symbol} {order.intent}: {note}")
-        return True
-
-    def _skip(self, signal_id: int, reason: str) -> None:
-        self._mark_signal(signal_id, "skipped", reason)
-
-    def _mark_signal(self, signal_id: int, status: str, reason: str | None) -> None:
+    def outcome(self, candidate: Candidate, status: str, reason: str | None) -> None:
         with session_scope(self.ctx.engine) as session:
-            row = session.get(db.Signal, signal_id)
+            row = session.get(db.Signal, candidate.ref)
             row.status, row.reason = status, reason
 
-    def result(self) -> CycleResult:
-        m = self.manager
-        return CycleResult(portfolio=m.portfolio, as_of=self.as_of, already_completed=False, fills=self.fills,
-                           orders_placed=self.placed, rejected=self.rejected, exits=self.exits,
-                           signals=self.signals, cash=m.cash, equity=m.equity, halted=m.halted,
-                           notes=self.notes)
-
+    def halted(self, reason: str) -> None:
+        set_halt(self.ctx.engine, self.portfolio, True, reason)

@@ -117,6 +117,9 @@ class Order:
     #: protective levels attached to an entry (a bracket at brokers that support one)
     stop_loss: float | None = None
     take_profit: float | None = None
+    #: a buy sized in cash: the broker resolves ``qty`` at the fill price as
+    #: floor(min(notional, cash) / (price * (1 + fee))); ``qty`` is the estimate at decision
+    notional: float | None = None
     status: OrderStatus = OrderStatus.PENDING
     reason: str | None = None
     broker_order_id: str | None = None

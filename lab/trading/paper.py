@@ -18,6 +18,7 @@ from datetime import datetime
 from lab.config import TradingConfig
 from lab.trading.broker import OrderNotFound
 from lab.trading.calendar import market_clock
+from lab.trading.costs import CostModel, SlippageModel
 from lab.trading.model import (
     Account,
     Fill,
@@ -42,18 +43,7 @@ class Bar:
     volume: float
 
 
-@dataclass(frozen=True)
-class SlippageModel:
-    """Adverse price move of a market fill: ``base_bps`` plus ``impact_bps`` per 100% of the
-    bar's volume taken, capped at ``max_bps`` (0.1-0.5% is the usual range for daily bars)."""
-
-    base_bps: float = 10.0
-    impact_bps: float = 0.0
-    max_bps: float = 50.0
-
-    def fraction(self, qty: float, bar: Bar) -> float:
-        share = qty / bar.volume if bar.volume > 0 else 0.0
-        return min(self.base_bps + self.impact_bps * share, self.max_bps) / 10_000
+_NO_IMPACT = SlippageModel()
 
 
 def _positive(value: float | None) -> bool:
@@ -61,7 +51,12 @@ def _positive(value: float | None) -> bool:
 
 
 class PaperTradingExecutor:
-    """A simulated account: cash, per-symbol positions, open orders, fills."""
+    """A simulated account: cash, per-symbol positions, open orders, fills.
+
+    Open orders are indexed by symbol (and open buys kept apart), so matching a bar, the
+    buying power and the sellable quantity cost one step per open order, not per order
+    ever placed: a bar of a symbol without open orders only records its close.
+    """
 
     name = "paper"
 
@@ -71,7 +66,7 @@ class PaperTradingExecutor:
         cash: float,
         asset_types: Mapping[str, str],
         fee_bps: Mapping[str, float],
-        slippage: SlippageModel = SlippageModel(),
+        slippage: SlippageModel = _NO_IMPACT,
         max_volume_share: float = 0.1,
         fill_delay_bars: int = 0,
         allow_shorts: bool = False,
@@ -81,25 +76,28 @@ class PaperTradingExecutor:
     ):
         self._cash = cash
         self._asset_types = dict(asset_types)
-        self._fee_bps = dict(fee_bps)
-        self._slippage = slippage
+        self._costs = CostModel(dict(fee_bps), slippage)
         self._max_volume_share = max_volume_share
         self._fill_delay_bars = fill_delay_bars
         self._allow_shorts = allow_shorts
         self._positions = self._opening_positions(positions)
-        self._orders: dict[str, Order] = {o.client_order_id: o for o in orders}
+        self._orders: dict[str, Order] = {}
+        self._open: dict[str, dict[str, Order]] = {}  # symbol -> client id -> open order
+        self._open_buys: dict[str, Order] = {}
+        for order in orders:
+            self._put(order)
         self._bars_seen: dict[str, int] = {}
         self._last: dict[str, float] = dict(last_prices or {})
 
     @classmethod
     def from_config(cls, config: TradingConfig, **state) -> PaperTradingExecutor:
-        """An executor with the config's universe, fees, slippage, volume cap and short rule."""
+        """An executor with the config's universe, costs (``CostModel.from_config``, the one
+        the portfolio manager sizes with), volume cap and short rule."""
         asset_types = {symbol: name for name, universe in config.universe.asset_classes().items()
                        for symbol in (*universe.symbols, universe.benchmark)}
-        execution = config.execution
-        return cls(asset_types=asset_types, fee_bps=execution.fee_bps,
-                   slippage=SlippageModel(base_bps=execution.slippage_bps),
-                   max_volume_share=execution.max_volume_share,
+        costs = CostModel.from_config(config.execution)
+        return cls(asset_types=asset_types, fee_bps=costs.fee_bps, slippage=costs.slippage,
+                   max_volume_share=config.execution.max_volume_share,
                    allow_shorts=config.risk.allow_shorts, **state)
 
     # --- BrokerInterface ---------------------------------------------------------------
@@ -110,13 +108,14 @@ class PaperTradingExecutor:
             return held
         reason = self._refusal(order)
         accepted = order.rejected(reason) if reason else replace(order, broker_order_id=order.client_order_id)
-        self._orders[order.client_order_id] = accepted
+        self._put(accepted)
         return accepted
 
     def cancel(self, client_order_id: str) -> Order:
         order = self.get_order(client_order_id)
         if order.status.is_open:
-            order = self._orders[client_order_id] = order.cancelled("cancelled by request")
+            order = order.cancelled("cancelled by request")
+            self._put(order)
         return order
 
     def get_order(self, client_order_id: str) -> Order:
@@ -126,7 +125,7 @@ class PaperTradingExecutor:
             raise OrderNotFound(f"paper broker holds no order {client_order_id!r}") from None
 
     def open_orders(self) -> list[Order]:
-        return [o for o in self._orders.values() if o.status.is_open]
+        return [o for orders in self._open.values() for o in orders.values()]
 
     def positions(self) -> list[Position]:
         return [p for p in self._positions.values() if p.is_open]
@@ -142,8 +141,12 @@ class PaperTradingExecutor:
 
     def on_bar(self, symbol: str, bar: Bar) -> list[Fill]:
         """Match this symbol's open orders against a new bar; returns the fills it made."""
+        self._last[symbol] = bar.close
+        waiting = self._open.get(symbol)
+        if not waiting:
+            return []
         fills = []
-        for order in [o for o in self._orders.values() if o.symbol == symbol and o.status.is_open]:
+        for order in list(waiting.values()):
             if bar.ts <= order.created_at:
                 continue
             seen = self._bars_seen[order.client_order_id] = self._bars_seen.get(order.client_order_id, 0) + 1
@@ -152,40 +155,52 @@ class PaperTradingExecutor:
             fill = self._match(order, bar)
             if fill is not None:
                 fills.append(fill)
-        self._last[symbol] = bar.close
         return fills
+
+    def _put(self, order: Order) -> None:
+        """Record the broker's view of an order and keep the open-order indexes in step."""
+        coid = order.client_order_id
+        self._orders[coid] = order
+        by_symbol = self._open.setdefault(order.symbol, {})
+        if order.status.is_open:
+            by_symbol[coid] = order
+            if order.side is Side.BUY:
+                self._open_buys[coid] = order
+        else:
+            by_symbol.pop(coid, None)
+            self._open_buys.pop(coid, None)
 
     def _match(self, order: Order, bar: Bar) -> Fill | None:
         price = self._trigger_price(order, bar)
         if price is None:
             return None
-        qty = order.remaining_qty
-        if bar.volume > 0:
-            qty = min(qty, self._max_volume_share * bar.volume)
-        else:
+        if bar.volume <= 0:
             return None  # nothing traded on this bar
+        cap = self._max_volume_share * bar.volume
+        qty = min(order.remaining_qty, cap)
         if order.order_type in (OrderType.MARKET, OrderType.STOP):
-            slip = self._slippage.fraction(qty, bar)
-            price *= 1 + slip * order.side.sign
-        fee_rate = self._fee_bps.get(order.asset_type, 0.0) / 10_000
+            price *= 1 + self._costs.slippage.fraction(qty, bar.volume) * order.side.sign
+        costs, asset_type = self._costs, order.asset_type
         if order.side is Side.BUY:
-            affordable = self._cash / (price * (1 + fee_rate))
-            if affordable < qty:
-                qty = math.floor(affordable) if order.asset_type == "stocks" else affordable * (1 - 1e-9)
+            if order.notional is not None and not order.fills:  # sized in cash: resolved at this price
+                order = replace(order, qty=costs.affordable(min(order.notional, self._cash), price, asset_type))
+                qty = min(order.qty, cap)
+            qty = min(qty, costs.affordable(self._cash, price, asset_type))
         elif not self._allow_shorts:
             qty = min(qty, self._sellable(order.symbol, exclude=order.client_order_id))
         if qty <= 0:
-            self._orders[order.client_order_id] = order.cancelled(
-                "insufficient funds at fill" if order.side is Side.BUY else "no position left to sell")
+            self._put(order.cancelled(
+                "insufficient funds at fill" if order.side is Side.BUY else "no position left to sell"))
             return None
         fill = Fill(
             fill_id=f"{order.client_order_id}-{len(order.fills) + 1}",
             client_order_id=order.client_order_id, portfolio=order.portfolio, strategy=order.strategy,
-            symbol=order.symbol, side=order.side, qty=qty, price=price, fee=qty * price * fee_rate, ts=bar.ts,
+            symbol=order.symbol, side=order.side, qty=qty, price=price, fee=costs.fee(qty, price, asset_type),
+            ts=bar.ts,
         )
         self._cash += cash_delta(fill)
         self._position(order.symbol).apply(fill)
-        self._orders[order.client_order_id] = order.with_fill(fill)
+        self._put(order.with_fill(fill))
         return fill
 
     @staticmethod
@@ -233,29 +248,31 @@ class PaperTradingExecutor:
                 return (f"short selling disabled: selling {order.qty:g} {order.symbol} "
                         f"but only {held:g} held")
             return None
-        reference = order.limit_price if needs_limit else (order.stop_price or self._last.get(order.symbol))
-        if reference is None:
-            return f"no price known for {order.symbol!r}"
-        slip = 0.0 if order.order_type is OrderType.LIMIT else self._slippage.max_bps / 10_000
-        fee_rate = self._fee_bps.get(asset_type, 0.0) / 10_000
-        needed = order.qty * reference * (1 + slip) * (1 + fee_rate)
         available = self._available_cash()
+        if order.notional is not None:
+            needed = order.notional
+        else:
+            reference = order.limit_price if needs_limit else (order.stop_price or self._last.get(order.symbol))
+            if reference is None:
+                return f"no price known for {order.symbol!r}"
+            needed = order.qty * self._costs.unit_cost(reference, asset_type,
+                                                       slipped=order.order_type is not OrderType.LIMIT)
         if needed > available:
             return f"insufficient funds: needs {needed:,.2f}, available {available:,.2f}"
         return None
 
     def _available_cash(self) -> float:
-        """Cash less what open buy orders may still spend (at their reference price)."""
-        reserved = math.fsum(
-            o.remaining_qty * (o.limit_price or o.stop_price or self._last.get(o.symbol, 0.0))
-            for o in self._orders.values() if o.status.is_open and o.side is Side.BUY)
-        return self._cash - reserved
+        """Cash less what open buy orders may still spend (at their reference price; a cash-sized
+        order not filled yet: its notional)."""
+        return self._cash - math.fsum(
+            o.notional if o.notional is not None and not o.fills
+            else o.remaining_qty * (o.limit_price or o.stop_price or self._last.get(o.symbol, 0.0))
+            for o in self._open_buys.values())
 
     def _sellable(self, symbol: str, *, exclude: str | None = None) -> float:
         held = self._positions[symbol].qty if symbol in self._positions else 0.0
-        pending = math.fsum(o.remaining_qty for o in self._orders.values()
-                            if o.symbol == symbol and o.side is Side.SELL and o.status.is_open
-                            and o.client_order_id != exclude)
+        pending = math.fsum(o.remaining_qty for o in self._open.get(symbol, {}).values()
+                            if o.side is Side.SELL and o.client_order_id != exclude)
         return held - pending
 
     def _opening_positions(self, positions: Iterable[Position]) -> dict[str, Position]:

@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 
 from lab.config import TradingConfig
 from lab.strategy import get_strategy
+from lab.trading.costs import CostModel
 from lab.trading.model import Fill, Intent, Order, Position, Side, cash_delta
 
 __all__ = ["PortfolioManager", "EntryDecision", "ExitDecision", "strategy_levels"]
@@ -67,6 +68,7 @@ class PortfolioManager:
         self.halted = halted
         self.halt_reason = halt_reason
         self.sectors = dict(sectors or {})
+        self.costs = CostModel.from_config(config.execution)
 
     # --- books -----------------------------------------------------------------------------
 
@@ -112,7 +114,10 @@ class PortfolioManager:
 
     @property
     def drawdown(self) -> float:
-        return 0.0 if self.peak_equity <= 0 else max(0.0, 1 - self.equity / self.peak_equity)
+        return self._drawdown(self.equity)
+
+    def _drawdown(self, equity: float) -> float:
+        return 0.0 if self.peak_equity <= 0 else max(0.0, 1 - equity / self.peak_equity)
 
     def by_strategy(self) -> dict[str, dict[str, float]]:
         """Realized and unrealized P&L, market value and open positions per strategy."""
@@ -132,9 +137,9 @@ class PortfolioManager:
         equity = self.equity
         self.peak_equity = max(self.peak_equity, equity)
         limit = self.config.risk.max_drawdown_halt
-        if not self.halted and self.drawdown >= limit:
+        if not self.halted and (drawdown := self._drawdown(equity)) >= limit:
             self.halted = True
-            self.halt_reason = (f"drawdown {self.drawdown:.1%} from peak {self.peak_equity:,.2f} "
+            self.halt_reason = (f"drawdown {drawdown:.1%} from peak {self.peak_equity:,.2f} "
                                 f"reached the {limit:.0%} limit")
             return True
         return False
@@ -150,6 +155,8 @@ class PortfolioManager:
                    asset_type: str) -> float:
         """Quantity by the configured sizing method, before the risk limits."""
         sizing, equity = self.config.sizing, self.equity
+        if sizing.method == "all_in":
+            return self._round((self.entry_notional() or 0.0) / self.costs.unit_cost(entry, asset_type), asset_type)
         if sizing.method == "fixed":
             notional = sizing.fixed_amount
         elif sizing.method == "percent":
@@ -161,6 +168,14 @@ class PortfolioManager:
             kelly = confidence - (1 - confidence) / rr if rr else 0.0
             notional = equity * min(max(kelly, 0.0) * sizing.kelly_fraction, sizing.kelly_cap)
         return self._round(notional / entry, asset_type)
+
+    def entry_notional(self) -> float | None:
+        """The cash an ``all_in`` entry may spend (its order is sized in cash and resolved at
+        the fill price); None for the quantity-sized methods."""
+        sizing = self.config.sizing
+        if sizing.method != "all_in":
+            return None
+        return max(min(sizing.all_in_fraction * self.equity, self.cash), 0.0)
 
     def size_entry(self, *, strategy: str, symbol: str, side: Side, entry: float, qty: float,
                    asset_type: str, pending: Iterable[Order] = ()) -> EntryDecision:
@@ -183,7 +198,7 @@ class PortfolioManager:
         mine = sum(1 for s, _ in held if s == strategy) + sum(1 for o in pending if o.strategy == strategy)
         if strategy_cap is not None and mine >= strategy_cap:
             return EntryDecision(0.0, f"max positions for {strategy} reached ({strategy_cap})")
-        cost_rate = entry * (1 + self._cost_rate(asset_type))
+        cost_rate = self.costs.unit_cost(entry, asset_type)
         pending_cost = math.fsum(o.remaining_qty * (o.limit_price or entry) for o in pending)
         caps = {
             f"max {risk.max_position_pct:.0%} of equity per position": equity * risk.max_position_pct / cost_rate,
@@ -222,10 +237,6 @@ class PortfolioManager:
                 decisions.append(ExitDecision(p, Intent.TIME_EXIT, f"held {(as_of - p.opened_at).days} days "
                                               f"(max {days})"))
         return decisions
-
-    def _cost_rate(self, asset_type: str) -> float:
-        execution = self.config.execution
-        return (execution.fee_bps.get(asset_type, 0.0) + max(execution.slippage_bps, 50.0)) / 10_000  # type: ignore[call-overload]
 
     @staticmethod
     def _round(qty: float, asset_type: str) -> float:

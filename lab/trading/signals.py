@@ -19,7 +19,8 @@ import pandas as pd
 
 from lab.config import TradingConfig
 from lab.strategy import Strategy, get_strategy
-from lab.trading.portfolio import strategy_levels
+from lab.trading.model import Intent, Order
+from lab.trading.portfolio import ExitDecision, PortfolioManager, strategy_levels
 from lab.trading.predictions import NoActiveModel, PredictionSource
 
 __all__ = [
@@ -29,6 +30,7 @@ __all__ = [
     "TradeSignalEngine",
     "calculate_ev",
     "calculate_risk_reward",
+    "exit_decisions",
 ]
 
 SIGNAL_COLUMNS = ["symbol", "strategy", "side", "confidence", "entry", "stop_loss", "take_profit",
@@ -58,6 +60,32 @@ def calculate_risk_reward(entry: float, stop_loss: float, take_profit: float) ->
         raise ValueError(f"risk/reward needs positive prices and a stop away from the entry, "
                          f"got entry={entry!r} stop={stop_loss!r} target={take_profit!r}")
     return abs(take_profit - entry) / risk
+
+
+def exit_decisions(config: TradingConfig, manager: PortfolioManager, features: FeatureSource, as_of: datetime,
+                   pending: Sequence[Order]) -> list[ExitDecision]:
+    """Every exit due at ``as_of``: the manager's stop-loss, take-profit and holding time, then
+    each strategy's ``exit_rule`` on the latest features of the symbols it holds."""
+    decisions = manager.exits(as_of, pending)
+    taken = {(d.position.strategy, d.position.symbol) for d in decisions}
+    taken |= {(o.strategy, o.symbol) for o in pending if o.status.is_open and o.intent is not Intent.ENTRY}
+    held: dict[str, list] = {}
+    for p in manager.open_positions():
+        if (p.strategy, p.symbol) not in taken:
+            held.setdefault(p.strategy, []).append(p)
+    for name, positions in held.items():
+        declared = get_strategy(name)
+        if not declared.has_exit_rule():
+            continue
+        strategy_config = config.strategies.get(name)
+        strategy = declared(**(strategy_config.params if strategy_config else {}))
+        latest = features.latest(declared.feature_set, sorted({p.symbol for p in positions}), as_of)
+        if latest.empty:
+            continue
+        flagged = strategy.exit_rule(latest).reindex(latest.index).fillna(False).astype(bool)
+        decisions.extend(ExitDecision(p, Intent.EXIT, f"{name} exit rule") for p in positions
+                         if bool(flagged.get(p.symbol, False)))
+    return decisions
 
 
 class TradeSignalEngine:

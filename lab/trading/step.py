@@ -1,0 +1,212 @@
+"""One decision step of the trading engine, the same for the live cycle and for backtests.
+
+Given the books (``PortfolioManager``), a broker, the latest prices and where exits and
+entries come from, a step: books every new fill of the open orders, marks the positions,
+checks the drawdown halt, places the exits, then (unless halted) sizes every candidate
+entry under the risk rules and places it; each order passes the pre-trade checks and is
+recorded in the journal before it is submitted. What the step does not know is where the
+books live: a ``Journal`` records orders, fills and signal outcomes (the cycle: in SQL, one
+transaction per fill; a backtest: in memory), and hears each named stage.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from lab.trading.broker import BrokerInterface, OrderNotFound
+from lab.trading.model import Fill, Intent, Order, OrderStatus, OrderType, Side, client_order_id
+from lab.trading.portfolio import ExitDecision, PortfolioManager
+
+__all__ = ["Candidate", "Journal", "PreTradeCheck", "StepResult", "sync", "trade_step"]
+
+#: a pre-trade check returns None to pass or the reason to reject the order
+PreTradeCheck = Callable[[Order], str | None]
+
+
+@dataclass(frozen=True, kw_only=True)
+class Candidate:
+    """An entry the signals ask for, before sizing; ``ref`` is the journal's handle of its signal."""
+
+    strategy: str
+    symbol: str
+    side: Side
+    entry: float
+    confidence: float
+    stop_loss: float | None = None
+    take_profit: float | None = None
+    rr: float | None = None
+    ref: Any = None
+
+    @classmethod
+    def from_record(cls, record: Mapping[str, Any], ref: Any = None) -> Candidate:
+        """From a signal row (``lab.trading.signals`` columns); missing levels become None."""
+        def level(key: str) -> float | None:
+            value = record.get(key)
+            return None if value is None or (isinstance(value, float) and math.isnan(value)) else float(value)
+
+        return cls(strategy=record["strategy"], symbol=record["symbol"], side=Side(record["side"]),
+                   entry=float(record["entry"]), confidence=float(record["confidence"]),
+                   stop_loss=level("stop_loss"), take_profit=level("take_profit"), rr=level("rr"), ref=ref)
+
+
+class Journal(Protocol):
+    """Where a step's orders, fills and outcomes are recorded."""
+
+    def open_orders(self) -> list[Order]:
+        """The recorded orders still pending or partially filled, with their booked fills."""
+        ...
+
+    def store(self, order: Order, *, ref: Any = None) -> bool:
+        """Record an order before it is submitted; False when its client id is recorded already."""
+        ...
+
+    def update(self, order: Order) -> None:
+        """Record the broker's view of a recorded order (status, reason, broker id)."""
+        ...
+
+    def book(self, order: Order, fill: Fill) -> bool:
+        """Apply the fill to the manager and record it; False when it was booked already."""
+        ...
+
+    def outcome(self, candidate: Candidate, status: str, reason: str | None) -> None:
+        """What became of a candidate: ``ordered`` or ``skipped`` (with why)."""
+        ...
+
+    def halted(self, reason: str) -> None:
+        """The drawdown halt started."""
+        ...
+
+    def stage(self, name: str) -> None:
+        """A named point of the step was reached."""
+        ...
+
+
+@dataclass
+class StepResult:
+    fills: int = 0
+    placed: int = 0
+    rejected: int = 0
+    exits: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def sync(broker: BrokerInterface, journal: Journal, orders: Iterable[Order], result: StepResult) -> None:
+    """Book every new fill of the given recorded orders; submit any the broker never got."""
+    for recorded in orders:
+        try:
+            current = broker.get_order(recorded.client_order_id)
+        except OrderNotFound:
+            current = broker.submit(recorded)
+        for fill in current.fills:
+            if journal.book(current, fill):
+                result.fills += 1
+                journal.stage("fill_booked")
+        if not current.status.is_open:
+            journal.update(current)
+
+
+def trade_step(
+    manager: PortfolioManager,
+    broker: BrokerInterface,
+    journal: Journal,
+    *,
+    as_of: datetime,
+    prices: Mapping[str, float],
+    asset_types: Mapping[str, str],
+    exits: Callable[[Sequence[Order]], Iterable[ExitDecision]],
+    entries: Callable[[], Iterable[Candidate]],
+    checks: Sequence[PreTradeCheck] = (),
+) -> StepResult:
+    """Sync, mark, drawdown halt, exits, entries: one decision at ``as_of``.
+
+    ``exits(pending)`` names the positions to close (the manager's stops, targets and holding
+    time, and the strategies' exit rules); ``entries()`` is asked only when entries are not
+    halted and yields candidates best first.
+    """
+    result = StepResult()
+    pending = journal.open_orders()
+    if pending:
+        sync(broker, journal, pending, result)
+        pending = journal.open_orders()
+    journal.stage("synced")
+    manager.mark(prices)
+    if manager.update_drawdown():
+        journal.halted(manager.halt_reason or "halted")
+        result.notes.append(manager.halt_reason or "halted")
+    place = _Placer(manager, broker, journal, as_of, asset_types, checks, result)
+    for decision in exits(pending):
+        p = decision.position
+        order = place.order(p.strategy, p.symbol, Side.SELL if p.qty > 0 else Side.BUY, abs(p.qty), decision.intent)
+        if place(order, note=decision.reason):
+            result.exits += 1
+    journal.stage("exits_placed")
+    if manager.halted:
+        result.notes.append(f"no new entries: {manager.halt_reason}")
+    else:
+        for candidate in entries():
+            place.entry(candidate)
+    journal.stage("entries_placed")
+    return result
+
+
+class _Placer:
+    """Builds, checks, records and submits the orders of one step."""
+
+    def __init__(self, manager: PortfolioManager, broker: BrokerInterface, journal: Journal, as_of: datetime,
+                 asset_types: Mapping[str, str], checks: Sequence[PreTradeCheck], result: StepResult):
+        self.manager, self.broker, self.journal, self.as_of = manager, broker, journal, as_of
+        self.asset_types, self.checks, self.result = asset_types, checks, result
+
+    def order(self, strategy: str, symbol: str, side: Side, qty: float, intent: Intent, **extra) -> Order:
+        return Order(client_order_id=client_order_id(self.manager.portfolio, self.as_of, strategy, symbol, intent),
+                     portfolio=self.manager.portfolio, strategy=strategy, symbol=symbol,
+                     asset_type=self.asset_types.get(symbol, "stocks"), side=side, qty=qty,
+                     order_type=OrderType.MARKET, intent=intent, created_at=self.as_of, **extra)
+
+    def entry(self, c: Candidate) -> None:
+        if "/" in c.symbol:
+            self.journal.outcome(c, "skipped", "pairs legs are not executed yet (needs both legs as one order)")
+            return
+        pending = self.journal.open_orders()
+        coid = client_order_id(self.manager.portfolio, self.as_of, c.strategy, c.symbol, Intent.ENTRY)
+        if any(o.client_order_id == coid for o in pending):
+            return  # placed before a crash; already counted
+        asset_type = self.asset_types.get(c.symbol, "stocks")
+        wanted = self.manager.target_qty(entry=c.entry, stop_loss=c.stop_loss, confidence=c.confidence, rr=c.rr,
+                                         asset_type=asset_type)
+        decision = self.manager.size_entry(strategy=c.strategy, symbol=c.symbol, side=c.side, entry=c.entry,
+                                           qty=wanted, asset_type=asset_type, pending=pending)
+        if decision.qty <= 0:
+            self.journal.outcome(c, "skipped", decision.reason or "sized to zero")
+            return
+        # sized in cash (resolved at the fill price) unless a risk limit cut the quantity
+        notional = self.manager.entry_notional() if decision.reason is None else None
+        order = self.order(c.strategy, c.symbol, c.side, decision.qty, Intent.ENTRY, stop_loss=c.stop_loss,
+                           take_profit=c.take_profit, notional=notional)
+        self(order, ref=c.ref)
+        self.journal.outcome(c, "ordered", decision.reason)
+
+    def __call__(self, order: Order, *, ref: Any = None, note: str | None = None) -> bool:
+        """Check, record, submit. False when refused or when this decision was already placed."""
+        refusal = next((r for check in self.checks if (r := check(order)) is not None), None)
+        if refusal is not None:
+            if self.journal.store(order.rejected(refusal), ref=ref):
+                self.result.rejected += 1
+            return False
+        if not self.journal.store(order, ref=ref):
+            return False
+        self.journal.stage("order_stored")
+        answer = self.broker.submit(order)
+        self.journal.update(answer)
+        if answer.status is OrderStatus.REJECTED:
+            self.result.rejected += 1
+            self.result.notes.append(f"{order.symbol} {order.intent}: rejected: {answer.reason}")
+        else:
+            self.result.placed += 1
+            if note:
+                self.result.notes.append(f"{order.symbol} {order.intent}: {note}")
+        return True
