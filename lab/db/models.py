@@ -342,6 +342,7 @@ class Order(Base):
     intent: Mapped[str] = mapped_column(String(16), default="entry")  # entry|stop_loss|take_profit|time_exit|exit
     stop_loss: Mapped[float | None] = mapped_column(Float)  # bracket levels an entry carries
     take_profit: Mapped[float | None] = mapped_column(Float)
+    notional: Mapped[float | None] = mapped_column(Float)  # a buy sized in cash (all-in sizing)
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"))
     signal_id: Mapped[int | None] = mapped_column(ForeignKey("signals.id"))
     cycle_as_of: Mapped[datetime | None]

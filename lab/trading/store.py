@@ -69,7 +69,7 @@ def _order(row: db.Order, fills: Iterable[db.Trade]) -> Order:
         asset_type=row.asset_type, side=Side(row.side), qty=row.qty, order_type=OrderType(row.order_type),
         limit_price=row.limit_price, stop_price=row.stop_price, intent=Intent(row.intent),
         created_at=row.cycle_as_of or row.created_at, stop_loss=row.stop_loss, take_profit=row.take_profit,
-        status=OrderStatus(row.status), reason=row.reason, broker_order_id=row.broker_order_id,
+        notional=row.notional, status=OrderStatus(row.status), reason=row.reason, broker_order_id=row.broker_order_id,
         fills=tuple(Fill(fill_id=t.fill_id, client_order_id=row.client_order_id, portfolio=t.portfolio,
                          strategy=t.strategy, symbol=t.symbol, side=Side(t.side), qty=t.qty, price=t.price,
                          fee=t.fee, ts=t.ts) for t in fills),
@@ -98,7 +98,8 @@ def store_order(engine: Engine, order: Order, *, broker: str, signal_id: int | N
                 asset_type=order.asset_type, side=order.side.value, order_type=order.order_type.value,
                 qty=order.qty, limit_price=order.limit_price, stop_price=order.stop_price,
                 status=order.status.value, reason=order.reason, intent=order.intent.value,
-                stop_loss=order.stop_loss, take_profit=order.take_profit, signal_id=signal_id,
+                stop_loss=order.stop_loss, take_profit=order.take_profit, notional=order.notional,
+                signal_id=signal_id,
                 cycle_as_of=order.created_at, filled_qty=0.0,
             ))
             return True
