@@ -23,16 +23,22 @@ def _as_of(value: str | None) -> datetime:
 def cycle(
     as_of: str | None = typer.Option(None, "--as-of", help="Decision time (ISO; a date means that session)."),
     portfolio: str = typer.Option("paper", help="Portfolio name."),
+    in_process: bool = typer.Option(False, "--in-process",
+                                    help="predict with the registry's active models in this process instead "
+                                         "of the Serve endpoint (LAB_SERVE_URL)"),
 ) -> None:
     """Run (or resume) the trading cycle at AS_OF; a completed cycle is not run twice."""
     from lab.runtime import open_lab
     from lab.trading.cycle import run_trading_cycle
     from lab.trading.predictions import RegistryPredictions
+    from serving.client import ServePredictionClient
 
     ctx = open_lab()
+    settings = ctx.settings
+    token = settings.serve_token.get_secret_value() if settings.serve_token else None
+    predictions = RegistryPredictions(ctx.registry) if in_process else ServePredictionClient(settings.serve_url, token)
     with console.status("running the trading cycle"):
-        result = run_trading_cycle(ctx, _as_of(as_of), portfolio=portfolio,
-                                   predictions=RegistryPredictions(ctx.registry))
+        result = run_trading_cycle(ctx, _as_of(as_of), portfolio=portfolio, predictions=predictions)
     state = "already completed" if result.already_completed else "completed"
     console.print(f"cycle {result.as_of.isoformat()} {state}: {result.signals} signals, "
                   f"{result.orders_placed} orders, {result.rejected} rejected, {result.fills} fills; "
