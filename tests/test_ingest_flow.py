@@ -11,9 +11,11 @@ def test_flow_ingests_offline_universe_and_publishes_a_summary_artifact(prefect_
     from flows.ingest import ingest_universe
 
     monkeypatch.setenv("LAB_DATABASE_URL", sqlite_url)
-    outcome = ingest_universe(source="offline", symbols=["IBM", "BTC"])
+    state = ingest_universe(source="offline", symbols=["IBM", "BTC"], return_state=True)
+    outcome = state.result()
     assert outcome["failed"] == {} and outcome["stored"] > 0
     assert {row["symbol"] for row in outcome["rows"]} == {"IBM", "BTC"}
     assert set(load_bars(connect(sqlite_url))["symbol"]) == {"IBM", "BTC"}
-    artifact = Artifact.get("ingest-summary")
-    assert artifact is not None and "IBM" in str(artifact.data)
+    artifact = Artifact.get("ingest-summary")  # the latest version of the key: this run's
+    assert artifact is not None and artifact.flow_run_id == state.state_details.flow_run_id
+    assert "IBM" in str(artifact.data)
