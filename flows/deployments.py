@@ -21,7 +21,8 @@ from flows.training import run_trading_training
 from lab.config import TradingConfig
 from lab.errors import ConfigError
 
-__all__ = ["Deployment", "DEPLOYMENTS", "FLOWS", "build_deployments", "get_flow"]
+__all__ = ["Deployment", "DEPLOYMENTS", "FLOWS", "build_deployments", "get_flow", "concurrency_limits",
+           "ensure_concurrency_limits"]
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,23 @@ def build_deployments(config: TradingConfig) -> list:
         out.append(d.flow.to_deployment(name=d.name, parameters=d.parameters,
                                         schedules=[Cron(schedule.cron, timezone=schedule.timezone)]))
     return out
+
+
+def concurrency_limits(config: TradingConfig) -> dict[str, int]:
+    """Prefect tag limits: two fetches in flight per provider (the rate budgets pace them
+    further), and one trading cycle at a time (cycles of one portfolio must not interleave)."""
+    return {f"provider:{name}": 2 for name in config.rate_limits} | {"trading-cycle": 1}
+
+
+def ensure_concurrency_limits(config: TradingConfig) -> dict[str, int]:
+    """Create or update the tag concurrency limits on the Prefect server (idempotent)."""
+    from prefect.client.orchestration import get_client
+
+    limits = concurrency_limits(config)
+    with get_client(sync_client=True) as client:
+        for tag, limit in limits.items():
+            client.create_concurrency_limit(tag=tag, concurrency_limit=limit)
+    return limits
 
 
 def get_flow(name: str) -> Callable[..., Any]:

@@ -14,7 +14,7 @@ from serving.client import ServePredictionClient
 __all__ = ["run_trading_cycle"]
 
 
-@task(name="trading-cycle", retries=1, retry_delay_seconds=30, timeout_seconds=900)
+@task(name="trading-cycle", retries=1, retry_delay_seconds=30, timeout_seconds=900, tags={"trading-cycle"})
 def _cycle(as_of: datetime, portfolio: str, asset_class: str, serve_url: str | None) -> dict:
     ctx = open_lab()
     url = serve_url or ctx.settings.serve_url

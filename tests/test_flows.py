@@ -57,12 +57,26 @@ def test_every_deployment_is_registered_with_its_cron_and_time_zone(prefect_serv
         assert stored.parameters == spec.parameters
 
 
-def test_the_stock_schedules_run_in_new_york_time(prefect_server):
+def test_the_stock_schedules_run_in_new_york_time():
     config = load_config(REPO_CONFIG)
     assert (config.schedules["stock_collection"].cron, config.schedules["stock_collection"].timezone) == \
         ("0 16 * * 1-5", "America/New_York")
     assert (config.schedules["stock_trading_cycle"].cron, config.schedules["stock_trading_cycle"].timezone) == \
         ("30 9 * * 1-5", "America/New_York")
+
+
+def test_concurrency_limits_are_set_on_the_server_per_provider_and_for_trading_cycles(prefect_server):
+    from prefect.client.orchestration import get_client
+
+    from flows.deployments import ensure_concurrency_limits
+
+    config = load_config(REPO_CONFIG)
+    ensure_concurrency_limits(config)
+    limits = ensure_concurrency_limits(config)  # idempotent
+    with get_client(sync_client=True) as client:
+        stored = {tag: client.read_concurrency_limit_by_tag(tag).concurrency_limit for tag in limits}
+    assert stored == limits
+    assert stored["trading-cycle"] == 1 and stored["provider:alphavantage"] == 2
 
 
 @pytest.mark.parametrize(("now", "trading_day"), [

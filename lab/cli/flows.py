@@ -30,10 +30,13 @@ def serve_cmd() -> None:
     """Register every deployment with its schedule and run them (blocks; Ctrl-C stops)."""
     from prefect import serve
 
-    from flows.deployments import build_deployments
+    from flows.deployments import build_deployments, ensure_concurrency_limits
     from lab.runtime import open_lab
 
-    deployments = build_deployments(open_lab().config)
+    config = open_lab().config
+    limits = ensure_concurrency_limits(config)
+    console.print("concurrency limits: " + ", ".join(f"{tag}={n}" for tag, n in limits.items()))
+    deployments = build_deployments(config)
     console.print(f"serving {len(deployments)} deployments: {', '.join(d.name for d in deployments)}")
     serve(*deployments)
 
