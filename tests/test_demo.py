@@ -82,6 +82,14 @@ def test_the_demo_runs_the_whole_pipeline_and_a_rerun_reuses_what_it_can(demo_ou
         assert all(c["already_completed"] for c in second.paper[asset_class])
     assert first.serve_url.startswith("http://127.0.0.1:")
 
+    # the flow runs left their artifacts in Prefect: tables and the report link
+    from prefect.artifacts import Artifact
+
+    for key in ("ingest-summary", "tuning-leaderboard", "backtest-gate", "signals-stocks", "orders-crypto"):
+        assert Artifact.get(key) is not None, key
+    link = Artifact.get("backtest-report")
+    assert link is not None and "report.html" in str(link.data)
+
 
 def test_lab_demo_is_a_cli_command():
     result = subprocess.run([sys.executable, "-m", "lab.cli.main", "demo", "--help"], capture_output=True,
