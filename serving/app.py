@@ -17,10 +17,20 @@ Design (why it looks like this):
   ``serve deploy``/``serve.run`` is involved, so no replica restarts and no request fails:
   a request uses the model it picked when it started and is tagged with that model's
   version. A version that fails to load leaves the old one serving (reported in ``/models``).
-* **Batching**: after validation, each request's rows go through ``@serve.batch``; one batch
-  call groups the queued requests by model and runs one ``predict`` per model.
-  ``batch_wait_timeout_s`` defaults to 0: a lone caller never waits, and under load the
-  requests that queued during the previous predict form the next batch.
+* **Batching**: when other requests are in the replica, a request's rows go through
+  ``@serve.batch``, which waits up to ``batch_wait_timeout_s`` (2 ms) for more and runs one
+  ``predict`` per distinct model in the batch; a wait of 0 would batch only what happens to
+  be queued, and callers arrive slightly apart. A lone request predicts at once (it would
+  only wait for nobody).
+* **Hot path**: the body is read once and parsed by pydantic's JSON parser straight into
+  ``PredictRequest``; rows become the matrix in one pass (``serving.rows``); the response is
+  encoded with orjson and returned as bytes, skipping FastAPI's response re-validation
+  (``PredictResponse`` still documents it in the OpenAPI schema).
+* **Features from stored bars** (``{strategy, symbols, as_of}``): computed off the event loop
+  by the trading engine's own path (``lab.trading.market``, see ``serving.symbols``), with the
+  trading config the replica reads from ``LAB_CONFIG`` (per request, so edits apply). Symbols
+  without a usable row are a 422 ``bad_symbols`` naming them by reason (``unknown``,
+  ``no_bars``, ``undefined`` features at ``as_of``).
 * **Limits and rules**: the body is read with a byte cap (413) before parsing; rows are
   capped too (413). Missing, extra or non-numeric features are a 422 naming them; ``null``
   and ``NaN`` are "missing value" (XGBoost's learned default branch) and ``inf`` is a 422
@@ -41,17 +51,20 @@ import asyncio
 import hmac
 import logging
 import time
-from datetime import date
+from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
-from fastapi import FastAPI, HTTPException, Request
+import orjson
+from fastapi import FastAPI, HTTPException, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from ray import serve
 from ray.serve import Application
 
+from lab.errors import LabError
 from serving.rows import FeatureProblems, rows_to_matrix
 from serving.store import ActiveModel, ModelStore, StrategyState
+from serving.symbols import SymbolProblems, decision_time, symbol_matrix
 
 __all__ = ["PredictionService", "PredictRequest", "PredictResponse", "ServingOptions", "build_app", "APP_NAME"]
 
@@ -74,7 +87,10 @@ class PredictRequest(BaseModel):
         description="one object per row: {feature: number | null}; null/NaN = missing value, inf is rejected",
     )
     symbols: list[str] | None = Field(default=None, description="compute the features of these symbols instead")
-    as_of: date | None = Field(default=None, description="last bar date for `symbols` (default: latest stored)")
+    as_of: datetime | date | None = Field(
+        default=None,
+        description="decision time for `symbols`: an ISO datetime (naive = UTC) or a date, meaning the end of "
+                    "that UTC day (its bar included); default: now. Only bars up to as_of are used")
     ignore_extra: bool = Field(default=False, description="drop features the model does not use instead of a 422")
 
     @model_validator(mode="after")
@@ -94,6 +110,7 @@ class PredictResponse(BaseModel):
     feature_names: list[str] = Field(description="the feature order the model used")
     predictions: list[float]
     symbols: list[str] | None = None
+    as_of: datetime | None = Field(default=None, description="the decision time the `symbols` features are at")
 
 
 class ServingOptions(BaseModel):
@@ -105,7 +122,7 @@ class ServingOptions(BaseModel):
     max_rows: int = Field(default=10_000, gt=0)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
     max_batch_size: int = Field(default=64, ge=1)
-    batch_wait_timeout_s: float = Field(default=0.0, ge=0)
+    batch_wait_timeout_s: float = Field(default=0.002, ge=0)
 
 
 def _error(status: int, code: str, message: str, **extra: Any) -> HTTPException:
@@ -172,9 +189,11 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     401: {"description": "missing or wrong bearer token"},
     404: {"description": "unknown strategy"},
     413: {"description": "payload over max_body_bytes or max_rows"},
-    422: {"description": "invalid request; missing/extra/non-numeric/infinite features are named"},
-    501: {"description": "computing features from stored bars is not wired into the service yet"},
-    503: {"description": "the strategy has no loadable active model (the reason is given)"},
+    422: {"description": "invalid request; missing/extra/non-numeric/infinite features are named; "
+                         "`bad_symbols`: symbols that are unknown, have no bars up to as_of, or have "
+                         "features undefined (NaN) at as_of, named by reason"},
+    503: {"description": "the strategy has no loadable active model, or features cannot be computed "
+                         "(e.g. an unreadable LAB_CONFIG); the reason is given"},
 }
 
 
@@ -196,8 +215,10 @@ class PredictionService:
         settings = get_settings()
         self._token = settings.serve_token.get_secret_value().encode() if settings.serve_token else None
         self._engine = connect(database_url or settings.database_url, upgrade=False)
+        self._config_path = settings.lab_config
         self._store = ModelStore(ModelRegistry(self._engine, settings.models_dir), available_strategies())
         self._options = ServingOptions()
+        self._in_flight = 0  # /predict requests in this replica (batch only when others are there)
         self._metrics = _Metrics()
         await asyncio.to_thread(self._store.refresh)
         self._metrics.publish(self._store.states)
@@ -243,36 +264,42 @@ class PredictionService:
         return {"strategies": {name: _describe(state) for name, state in self._store.states.items()}}
 
     @api.post("/predict", response_model=PredictResponse, openapi_extra=_PREDICT_BODY, responses=_ERRORS)
-    async def predict(self, request: Request) -> PredictResponse:
+    async def predict(self, request: Request) -> Response:
         started = time.perf_counter()
         strategy, status = "unknown", 500
+        self._in_flight += 1
         try:
             self._authorize(request)
             payload = _parse(await self._read_body(request))
             if payload.strategy in self._store.states:
                 strategy = payload.strategy  # a metrics tag only for known names (bounded cardinality)
             model = self._model_for(payload.strategy)
-            rows = payload.rows if payload.rows is not None else await self._feature_rows(payload, model)
-            if len(rows) > self._options.max_rows:
-                raise _error(413, "too_many_rows", f"{len(rows)} rows; at most {self._options.max_rows} per request")
-            if payload.ignore_extra:
-                rows = [{k: row[k] for k in model.feature_names if k in row} if isinstance(row, dict) else row
-                        for row in rows]
-            try:
-                matrix = rows_to_matrix(rows, model.feature_names)
-            except FeatureProblems as problems:
-                raise _error(422, "bad_features", f"{strategy} v{model.version}: {problems}",
-                             **problems.as_dict()) from None
-            values = await self._predict_batched((model, matrix)) if len(matrix) else np.empty(0)
+            count = len(payload.rows if payload.rows is not None else payload.symbols)
+            if count > self._options.max_rows:
+                raise _error(413, "too_many_rows", f"{count} rows; at most {self._options.max_rows} per request")
+            as_of = None
+            if payload.rows is not None:
+                matrix = self._rows_matrix(payload, model)
+            else:
+                as_of = decision_time(payload.as_of, datetime.now(UTC))
+                matrix = await asyncio.to_thread(self._symbols_matrix, payload, model, as_of)
+            if not len(matrix):
+                values = np.empty(0)
+            elif self._in_flight > 1:
+                values = await self._predict_batched((model, matrix))
+            else:
+                values = model.predict(matrix)
             status = 200
-            return PredictResponse(
-                strategy=strategy, model_version=model.version, model_id=model.model_id, task=model.task,
-                feature_names=list(model.feature_names), predictions=values.tolist(), symbols=payload.symbols,
-            )
+            return Response(orjson.dumps({
+                "strategy": strategy, "model_version": model.version, "model_id": model.model_id,
+                "task": model.task, "feature_names": model.feature_names, "predictions": values.tolist(),
+                "symbols": payload.symbols, "as_of": as_of,
+            }), media_type="application/json")
         except HTTPException as exc:
             status = exc.status_code
             raise
         finally:
+            self._in_flight -= 1
             tags = {"strategy": strategy}
             self._metrics.requests.inc(1, tags={**tags, "status": str(status)})
             self._metrics.latency.observe(time.perf_counter() - started, tags=tags)
@@ -310,13 +337,33 @@ class PredictionService:
             raise _error(503, "no_active_model", state.problem or f"no model for {strategy!r}")
         return state.model
 
-    async def _feature_rows(self, payload: PredictRequest, model: ActiveModel) -> list[dict[str, Any]]:
-        raise _error(501, "features_unavailable",
-                     "computing features from stored bars is not wired into the service yet: the feature "
-                     "sets need benchmark, fundamentals or pair-leg inputs that the signal engine assembles; "
-                     "send `rows` with the feature values (serving.client does)")
+    @staticmethod
+    def _rows_matrix(payload: PredictRequest, model: ActiveModel) -> np.ndarray:
+        rows = payload.rows
+        if payload.ignore_extra:
+            rows = [{k: row[k] for k in model.feature_names if k in row} if isinstance(row, dict) else row
+                    for row in rows]
+        try:
+            return rows_to_matrix(rows, model.feature_names)
+        except FeatureProblems as problems:
+            raise _error(422, "bad_features", f"{model.strategy} v{model.version}: {problems}",
+                         **problems.as_dict()) from None
 
-    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.0)
+    def _symbols_matrix(self, payload: PredictRequest, model: ActiveModel, as_of: datetime) -> np.ndarray:
+        """Blocking (database, feature computation): runs in a worker thread."""
+        from lab.config import load_config
+        from lab.strategy import get_strategy
+
+        try:
+            config = load_config(self._config_path)
+            return symbol_matrix(self._engine, config, get_strategy(model.strategy).feature_set,
+                                 payload.symbols, as_of, model.feature_names)
+        except SymbolProblems as problems:
+            raise _error(422, "bad_symbols", f"{model.strategy}: {problems}", **problems.as_dict()) from None
+        except LabError as exc:
+            raise _error(503, "features_unavailable", f"cannot compute {model.strategy} features: {exc}") from None
+
+    @serve.batch(max_batch_size=64, batch_wait_timeout_s=0.002)
     async def _predict_batched(self, jobs: list[tuple[ActiveModel, np.ndarray]]) -> list[np.ndarray]:
         """One predict per distinct model in the batch; results split back per request."""
         self._metrics.batch_size.observe(len(jobs))

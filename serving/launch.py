@@ -24,7 +24,10 @@ def start_service(settings: Settings, *, host: str = "127.0.0.1", port: int = 80
     serve.start(http_options={"host": host, "port": port})
     # a URL with a password stays out of the Serve config: replicas read LAB_DATABASE_URL themselves
     database_url = None if settings.lab_database_url else settings.database_url
-    deployment = PredictionService.options(num_replicas=replicas, ray_actor_options={"num_cpus": num_cpus})
+    # replicas compute {symbols, as_of} features with the trading config this process sees
+    env = {"LAB_CONFIG": str(settings.lab_config.resolve())}
+    deployment = PredictionService.options(num_replicas=replicas,
+                                           ray_actor_options={"num_cpus": num_cpus, "runtime_env": {"env_vars": env}})
     serve.run(deployment.bind(database_url=database_url), name=APP_NAME, route_prefix="/")
     return f"http://{host}:{port}"
 

@@ -9,16 +9,23 @@ import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from datetime import time as clock
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pandas as pd
 import pytest
+from sqlalchemy import insert
 
+from lab.config import load_config
 from lab.db import connect
+from lab.db import models as db
 from lab.models.predictor import XGBPredictor, load_predictor
 from lab.registry import ModelRegistry, VersionInfo
+from lab.strategy import get_strategy
+from lab.trading.market import load_market
 from lab.trading.predictions import NoActiveModel, PredictionSource
 from serving.client import PredictionServiceError, ServePredictionClient
 
@@ -26,6 +33,10 @@ FEATURES = ["ret_5", "ret_20", "volume_ratio_20", "rsi_14"]
 MAX_ROWS = 1000
 MAX_BODY = 200_000
 TOKEN = "serve-test-token"
+REPO_CONFIG = Path(__file__).resolve().parents[1] / "config" / "trading.json"
+#: stored bars: two universe stocks with a year of history, and one listed a week before AS_OF
+HISTORY = {"AAA": "2023-05-01", "BBB": "2023-05-01", "NEWCO": "2024-06-20"}
+AS_OF = date(2024, 6, 28)
 
 
 @dataclass
@@ -34,6 +45,7 @@ class Service:
     secure_url: str
     registry: ModelRegistry
     momentum: list[VersionInfo]  # v1 active at start, v2 registered
+    config_path: Path  # LAB_CONFIG of the replicas
 
     def predictor(self, version: VersionInfo):
         return load_predictor(self.registry.model_file(version))
@@ -45,6 +57,28 @@ def _train(path: Path, strategy: str, seed: int) -> Path:
     label = (frame["ret_20"] + rng.normal(scale=0.5 + seed, size=len(frame)) > 0).astype(int)
     model = XGBPredictor("classification", {"n_estimators": 15, "max_depth": 3}, strategy=strategy, seed=seed)
     return model.train(frame, label).save(path)
+
+
+def _store_bars(engine, last: date) -> None:
+    """A deterministic random walk per symbol of ``HISTORY``, business days up to ``last``."""
+    rows = []
+    for seed, (symbol, first) in enumerate(HISTORY.items()):
+        days = pd.bdate_range(first, last, tz="UTC")
+        rng = np.random.default_rng(seed)
+        close = 100 * np.exp(np.cumsum(rng.normal(0, 0.02, len(days))))
+        volume = rng.integers(1_000, 5_000, len(days)).astype(float)
+        rows += [{"asset_type": "stocks", "symbol": symbol, "interval": "1d", "ts": ts.to_pydatetime(),
+                  "source": "test", "open": c, "high": c * 1.01, "low": c * 0.99, "close": c, "volume": v}
+                 for ts, c, v in zip(days, close, volume, strict=True)]
+    with engine.begin() as conn:
+        conn.execute(insert(db.PriceBar), rows)
+
+
+def _config(path: Path) -> Path:
+    config = json.loads(REPO_CONFIG.read_text())
+    config["universe"]["stocks"] = {"symbols": ["AAA", "BBB"], "benchmark": "AAA"}
+    path.write_text(json.dumps(config))
+    return path
 
 
 def _free_port() -> int:
@@ -79,18 +113,23 @@ def service(ray_session, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     breakout = registry.activate(
         registry.save_version("trading", "breakout", _train(home / "b.ubj", "breakout", 3)).id)
     breakout.model_path.write_bytes(b"not the registered bytes")  # the replica must refuse it
+    _store_bars(registry.engine, AS_OF)
+    config_path = _config(home / "trading.json")
+    env = {"LAB_CONFIG": str(config_path)}
 
     serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
     port = _get_global_client().http_config.port  # another module may have started Serve already
     options = {"poll_interval_s": 0.2, "max_rows": MAX_ROWS, "max_body_bytes": MAX_BODY}
-    serve.run(PredictionService.options(user_config=options, ray_actor_options={"num_cpus": 0.1})
-              .bind(database_url=url), name="serving-test", route_prefix="/")
+    serve.run(PredictionService.options(
+        user_config=options, ray_actor_options={"num_cpus": 0.1, "runtime_env": {"env_vars": env}},
+    ).bind(database_url=url), name="serving-test", route_prefix="/")
     serve.run(PredictionService.options(
         user_config=options,
-        ray_actor_options={"num_cpus": 0.1, "runtime_env": {"env_vars": {"LAB_SERVE_TOKEN": TOKEN}}},
+        ray_actor_options={"num_cpus": 0.1, "runtime_env": {"env_vars": {**env, "LAB_SERVE_TOKEN": TOKEN}}},
     ).bind(database_url=url), name="serving-test-secure", route_prefix="/secure")
     try:
-        yield Service(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/secure", registry, momentum)
+        yield Service(f"http://127.0.0.1:{port}", f"http://127.0.0.1:{port}/secure", registry, momentum,
+                      config_path)
     finally:
         serve.shutdown()
 
@@ -265,10 +304,61 @@ def test_unloadable_active_version_is_503_with_the_reason(client: httpx.Client) 
     assert "sha256" in _detail(response)["message"] and "v1" in _detail(response)["message"]
 
 
-def test_symbols_are_501_until_the_service_computes_features(client: httpx.Client) -> None:
-    response = client.post("/predict", json={"strategy": "momentum", "symbols": ["AAPL"]})
-    assert response.status_code == 501
-    assert "not wired" in _detail(response)["message"] and "`rows`" in _detail(response)["message"]
+# --- features computed from stored bars ({symbols, as_of}) -----------------------------------
+
+
+def _engine_rows(service: Service, symbols: list[str], as_of: datetime) -> pd.DataFrame:
+    """What the trading engine's feature source gives for these symbols at ``as_of``."""
+    market = load_market(service.registry.engine, load_config(service.config_path), as_of,
+                         extra_symbols=symbols)
+    return market.latest(get_strategy("momentum").feature_set, symbols, as_of)
+
+
+def test_symbol_predictions_equal_the_predictor_on_the_engines_feature_rows(
+        service: Service, client: httpx.Client) -> None:
+    symbols = ["BBB", "AAA", "BBB"]  # request order, repeats included
+    response = client.post("/predict", json={"strategy": "momentum", "symbols": symbols, "as_of": str(AS_OF)})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    end_of_day = datetime.combine(AS_OF, clock.max, tzinfo=UTC)  # a date means "after that day's bars"
+    rows = _engine_rows(service, symbols, end_of_day)
+    assert body["symbols"] == symbols and body["model_version"] == 1
+    assert datetime.fromisoformat(body["as_of"]) == end_of_day
+    np.testing.assert_array_equal(np.asarray(body["predictions"]),
+                                  service.predictor(service.momentum[0]).predict(rows.loc[symbols]))
+
+
+def test_symbol_features_only_use_bars_up_to_as_of(service: Service, client: httpx.Client) -> None:
+    as_of = datetime(2024, 3, 1, 12, tzinfo=UTC)
+    rows = _engine_rows(service, ["AAA"], as_of)
+    assert not rows.equals(_engine_rows(service, ["AAA"], datetime.combine(AS_OF, clock.max, tzinfo=UTC)))
+    response = client.post("/predict", json={"strategy": "momentum", "symbols": ["AAA"], "as_of": as_of.isoformat()})
+    assert response.status_code == 200, response.text
+    assert datetime.fromisoformat(response.json()["as_of"]) == as_of
+    np.testing.assert_array_equal(np.asarray(response.json()["predictions"]),
+                                  service.predictor(service.momentum[0]).predict(rows))
+
+
+def test_unknown_symbols_are_422_naming_them(client: httpx.Client) -> None:
+    response = client.post("/predict", json={"strategy": "momentum", "symbols": ["AAA", "ZZZ"], "as_of": str(AS_OF)})
+    assert response.status_code == 422
+    assert _detail(response)["error"] == "bad_symbols" and _detail(response)["unknown"] == ["ZZZ"]
+    assert "ZZZ" in _detail(response)["message"]
+
+
+def test_as_of_before_any_stored_bar_is_422_naming_the_symbols(client: httpx.Client) -> None:
+    response = client.post("/predict", json={"strategy": "momentum", "symbols": ["AAA", "BBB"],
+                                             "as_of": "2020-01-02"})
+    assert response.status_code == 422
+    assert _detail(response)["no_bars"] == ["AAA", "BBB"] and "2020-01-02" in _detail(response)["message"]
+
+
+def test_features_undefined_at_as_of_are_422_naming_symbol_and_features(client: httpx.Client) -> None:
+    response = client.post("/predict", json={"strategy": "momentum", "symbols": ["NEWCO"], "as_of": str(AS_OF)})
+    assert response.status_code == 422
+    undefined = _detail(response)["undefined"]
+    assert list(undefined) == ["NEWCO"] and "ret_20" in undefined["NEWCO"]  # 7 bars: no 20-day return yet
+    assert "NEWCO" in _detail(response)["message"] and "ret_20" in _detail(response)["message"]
 
 
 def test_bad_requests_never_take_the_replica_down(client: httpx.Client) -> None:

@@ -1,0 +1,41 @@
+"""The decision time a ``{symbols, as_of}`` request stands for, and how refused symbols are named."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, time, timedelta, timezone
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from serving.symbols import SymbolProblems, decision_time
+
+NOW = datetime(2024, 7, 1, 15, 30, tzinfo=UTC)
+
+
+def test_no_as_of_means_now() -> None:
+    assert decision_time(None, NOW) == NOW
+
+
+def test_a_date_means_the_end_of_that_utc_day() -> None:
+    end = decision_time(date(2024, 6, 28), NOW)
+    assert end == datetime.combine(date(2024, 6, 28), time.max, tzinfo=UTC)
+    assert datetime(2024, 6, 28, tzinfo=UTC) < end < datetime(2024, 6, 29, tzinfo=UTC)  # that day's bar is in
+
+
+def test_a_naive_datetime_is_utc() -> None:
+    assert decision_time(datetime(2024, 6, 28, 16), NOW) == datetime(2024, 6, 28, 16, tzinfo=UTC)
+
+
+@given(st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(2100, 1, 1),
+                    timezones=st.just(timezone(timedelta(hours=-4)))))
+def test_an_aware_datetime_keeps_its_instant_in_utc(as_of: datetime) -> None:
+    resolved = decision_time(as_of, NOW)
+    assert resolved == as_of and resolved.tzinfo == UTC
+
+
+def test_problems_name_every_symbol_by_reason() -> None:
+    problems = SymbolProblems(NOW, unknown=["ZZZ"], no_bars=["OLD"], undefined={"NEW": ["ret_20", "rsi_14"]})
+    text = str(problems)
+    assert "ZZZ" in text and "OLD" in text and NOW.isoformat() in text and "NEW (ret_20, rsi_14)" in text
+    assert problems.as_dict() == {"unknown": ["ZZZ"], "no_bars": ["OLD"], "undefined": {"NEW": ["ret_20", "rsi_14"]}}
+    assert not SymbolProblems(NOW)
