@@ -86,8 +86,8 @@ def main() -> None:
                 orm_s = timed(lambda: orm_insert(connect(new_url()), orm_frame))
                 sql_frame = market.head(sample["to_sql"])
                 to_sql_engine = connect(new_url())
-                to_sql_s = timed(lambda: sql_frame[COLUMNS].assign(interval="1d").to_sql("price_history", to_sql_engine, if_exists="append",
-                                                                  index=False, chunksize=10_000))
+                to_sql_s = timed(lambda: sql_frame[COLUMNS].assign(interval="1d").to_sql(
+                    "price_history", to_sql_engine, if_exists="append", index=False, chunksize=10_000))
                 lab_rate = len(market) / lab_s
                 results[dialect] = {
                     "lab_rows_per_s": round(lab_rate), "lab_load_s": round(lab_s, 2),

@@ -171,9 +171,9 @@ def run(requests: int, concurrency: int, quick: bool) -> dict:
     load_before = os.getloadavg()
     home = Path(tempfile.mkdtemp(prefix="lab-bench-serving-"))
     os.environ["LAB_HOME"] = str(home)
+    import ray
     from ray import serve
 
-    import ray
     from lab.db import connect
     from lab.registry import ModelRegistry
     from serving.app import PredictionService

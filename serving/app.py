@@ -238,7 +238,7 @@ class PredictionService:
             await asyncio.sleep(self._options.poll_interval_s)
             try:
                 swapped = await asyncio.to_thread(self._store.refresh)
-            except Exception:  # noqa: BLE001 - a database hiccup must not stop the watcher
+            except Exception:
                 logger.exception("model watcher: registry refresh failed; still serving current models")
                 continue
             for model in swapped:

@@ -18,8 +18,7 @@ from lab.config import load_config
 from lab.errors import ConfigError
 from lab.settings import get_settings
 from lab.trading import killswitch
-from lab.trading.brokers import open_real_broker
-from lab.trading.brokers import alpaca, binance
+from lab.trading.brokers import alpaca, binance, open_real_broker
 from lab.trading.brokers._http import BrokerError, RetryPolicy
 from lab.trading.model import Intent, Order, OrderType, Side, client_order_id
 from lab.trading.pretrade import record_rejection

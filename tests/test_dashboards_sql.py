@@ -103,7 +103,7 @@ def test_portfolio_board_runs_on_a_database_filled_by_real_ingestion_and_trading
     from universe.ingest import ingest_universe
 
     class Confident:
-        def predict(self, strategy, rows):  # noqa: ANN001, ANN202
+        def predict(self, strategy, rows):
             return Prediction(values=np.full(len(rows), 0.8), model_version=1)
 
     monkeypatch.setenv("LAB_DATABASE_URL", pg_url)

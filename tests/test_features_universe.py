@@ -13,7 +13,11 @@ from sqlalchemy import func, select
 from lab.db.models import Indicator
 from lab.errors import DataError
 from lab.features import (
-    compute_features, compute_universe_features, create_training_data, get_feature_set, make_label,
+    compute_features,
+    compute_universe_features,
+    create_training_data,
+    get_feature_set,
+    make_label,
     store_indicators,
 )
 from lab.strategy import Label

@@ -5,6 +5,7 @@ from __future__ import annotations
 from lab.bars import load_bars
 from lab.db import connect
 
+
 def test_flow_ingests_offline_universe_and_publishes_a_summary_artifact(prefect_server, sqlite_url, monkeypatch):
     from prefect.artifacts import Artifact
 

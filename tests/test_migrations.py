@@ -56,9 +56,10 @@ def test_rows_written_at_the_old_revision_survive_with_domain_betting(db_url):
 def test_a_database_without_alembic_history_is_adopted(db_url):
     """A user's pre-existing table (created outside Alembic) is stamped and upgraded."""
     engine = get_engine(db_url)
+    key = "SERIAL" if engine.dialect.name == "postgresql" else "INTEGER"
     with engine.begin() as conn:
         conn.execute(text(
-            f"CREATE TABLE model_versions (id {'SERIAL' if engine.dialect.name == 'postgresql' else 'INTEGER'} PRIMARY KEY, market VARCHAR(64) NOT NULL, "
+            f"CREATE TABLE model_versions (id {key} PRIMARY KEY, market VARCHAR(64) NOT NULL, "
             "version INTEGER NOT NULL, model_path VARCHAR(500) NOT NULL, is_active BOOLEAN NOT NULL, "
             "params JSON, metrics JSON, created_at TIMESTAMP WITH TIME ZONE NOT NULL)"))
     insert_legacy_rows(engine)

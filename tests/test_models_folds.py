@@ -50,7 +50,7 @@ def test_test_windows_are_consecutive_disjoint_and_cover_the_end_of_history():
     folds = walk_forward_folds(stamps, 4, horizon=5, embargo=2)
     starts = [f.test_start for f in folds]
     assert starts == sorted(starts)
-    assert all(a.test_end < b.test_start for a, b in zip(folds, folds[1:]))
+    assert all(a.test_end < b.test_start for a, b in zip(folds, folds[1:], strict=False))
     assert folds[-1].test_end == stamps.max()
     assert sum(f.test.size for f in folds) == 4 * (100 // 5) * 3
 

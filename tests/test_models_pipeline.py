@@ -18,7 +18,7 @@ def _store_random_walks(engine, symbols, days=500, seed=4) -> None:
     rows = []
     for symbol in symbols:
         close = 100 * np.exp(np.cumsum(rng.normal(0, 0.015, days)))
-        for ts, c in zip(dates, close):
+        for ts, c in zip(dates, close, strict=False):
             rows.append({"asset_type": "stocks", "symbol": symbol, "interval": "1d", "ts": ts.to_pydatetime(),
                          "open": c, "high": c * 1.01, "low": c * 0.99, "close": c, "volume": 1e6,
                          "source": "test", "synthetic": True})

@@ -40,7 +40,7 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _wait(check, what: str, timeout_s: float = 60.0):  # noqa: ANN001
+def _wait(check, what: str, timeout_s: float = 60.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         try:

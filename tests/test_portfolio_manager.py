@@ -173,7 +173,7 @@ def test_no_order_breaks_a_risk_rule_cash_stays_positive_and_the_ledger_replays(
     ledger: list[Fill] = []
     for day, (moves, signals, volume) in enumerate(steps):
         now = utc(2024, 1, 2 + day)
-        for s, m in zip(STOCKS, moves):
+        for s, m in zip(STOCKS, moves, strict=False):
             prev, prices[s] = prices[s], prices[s] * m
             for f in broker.on_bar(s, Bar(now, prev, max(prev, prices[s]), min(prev, prices[s]), prices[s], volume)):
                 order = broker.get_order(f.client_order_id)

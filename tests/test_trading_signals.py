@@ -7,10 +7,10 @@ import pandas as pd
 import pytest
 
 from lab.config import load_config
-from lab.trading.predictions import NoActiveModel, Prediction
 from lab.strategy import get_strategy
 from lab.trading.model import Fill, Intent, Side
 from lab.trading.portfolio import PortfolioManager
+from lab.trading.predictions import NoActiveModel, Prediction
 from lab.trading.signals import (
     SIGNAL_COLUMNS,
     TradeSignalEngine,

@@ -74,7 +74,9 @@ def _print_summary(outcome) -> None:
         console.print(f"  report ({ac}):   {bt['report']}")
     console.print(f"  Serve endpoint:   {outcome.serve_url}  (POST /predict, GET /models, /docs)")
     api = os.environ.get("PREFECT_API_URL")
-    console.print(f"  Prefect UI:       {api.removesuffix('/api') if api else 'not running (start `prefect server start` and set PREFECT_API_URL to keep the runs)'}")
+    ui = api.removesuffix("/api") if api else \
+        "not running (start `prefect server start` and set PREFECT_API_URL to keep the runs)"
+    console.print(f"  Prefect UI:       {ui}")
     dashboard = _ray_dashboard()
     console.print(f"  Ray dashboard:    {dashboard or 'not started'}")
     console.print("  portfolios:       `lab portfolio --portfolio demo-stocks`, `lab portfolio --portfolio demo-crypto`")
@@ -86,5 +88,5 @@ def _ray_dashboard() -> str | None:
     if not ray.is_initialized():
         return None
     url = ray.get_runtime_context().dashboard_url if hasattr(ray.get_runtime_context(), "dashboard_url") else None
-    url = url or getattr(ray._private.worker.global_worker.node, "webui_url", None)  # noqa: SLF001
+    url = url or getattr(ray._private.worker.global_worker.node, "webui_url", None)
     return f"http://{url}" if url and not str(url).startswith("http") else url

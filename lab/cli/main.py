@@ -6,17 +6,16 @@ import sys
 
 import typer
 
-from lab.cli import config, db, models
-from lab.cli import demo as demo_cli
-from lab.cli import flows as flows_cli
-from lab.cli import grafana, metrics
-from lab.cli import serve as serve_cli
-from lab.cli import tune as tune_cli
-from lab.cli import ingest as ingest_cli
-from lab.cli import broker as broker_cli
-from lab.cli import features as features_cli
-from lab.cli import trade as trade_cli
 from lab.cli import backtest as backtest_cli
+from lab.cli import broker as broker_cli
+from lab.cli import config, db, grafana, metrics, models
+from lab.cli import demo as demo_cli
+from lab.cli import features as features_cli
+from lab.cli import flows as flows_cli
+from lab.cli import ingest as ingest_cli
+from lab.cli import serve as serve_cli
+from lab.cli import trade as trade_cli
+from lab.cli import tune as tune_cli
 from lab.cli._common import err_console
 from lab.errors import LabError
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders import stat, table, timeseries
 from grafana_foundation_sdk.builders import dashboard as gdb
+from grafana_foundation_sdk.builders import stat, table, timeseries
 
 from lab.dashboards._sdk import PG, PROM, promql, sql, sql_variable
 
@@ -29,9 +29,9 @@ def research() -> gdb.Dashboard:
         .with_variable(sql_variable("strategy", "SELECT DISTINCT strategy FROM tuning_runs ORDER BY 1", multi=True))
         .with_panel(
             table.Panel().title("Active model versions").datasource(PG).height(7).span(12)
-            .with_target(sql(f"""
+            .with_target(sql("""
                 SELECT market AS strategy, domain, version, activated_at, created_at, code_version, model_sha256
-                FROM model_versions WHERE is_active AND market IN (${{strategy:sqlstring}})
+                FROM model_versions WHERE is_active AND market IN (${strategy:sqlstring})
                 ORDER BY market, domain""")))
         .with_panel(
             stat.Panel().title("Best score, latest tuning run (live)").datasource(PROM).height(7).span(12)

@@ -59,7 +59,7 @@ def datasources(database_url: str, prometheus_url: str) -> list[dict[str, Any]]:
     return [postgres, prometheus]
 
 
-def _get(call, *args: Any) -> dict[str, Any] | None:  # noqa: ANN001
+def _get(call, *args: Any) -> dict[str, Any] | None:
     """The object, or None when Grafana answers 404."""
     try:
         return call(*args)

@@ -49,7 +49,7 @@ def _quote(value: str) -> str:
     return "'" + value.replace("'", "''") + "'"
 
 
-def _variables(text: str, values: Mapping[str, Sequence[str]], join) -> str:  # noqa: ANN001
+def _variables(text: str, values: Mapping[str, Sequence[str]], join) -> str:
     def sub(match: re.Match[str]) -> str:
         name = match.group("braced") or match.group("plain")
         if name.startswith("__") or name not in values:

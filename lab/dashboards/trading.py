@@ -48,11 +48,11 @@ def portfolio_overview() -> gdb.Dashboard:
         .with_panel(
             timeseries.Panel().title("Equity against the benchmark (buy and hold, same starting value)")
             .datasource(PG).unit("currencyUSD").height(10).span(24)
-            .with_target(sql(f"""
+            .with_target(sql("""
                 SELECT ts AS time, equity AS "Portfolio",
                        benchmark_close * first_value(equity) OVER w / NULLIF(first_value(benchmark_close) OVER w, 0)
                          AS "Benchmark"
-                FROM portfolio WHERE portfolio = '${{portfolio}}' AND $__timeFilter(ts)
+                FROM portfolio WHERE portfolio = '${portfolio}' AND $__timeFilter(ts)
                 WINDOW w AS (ORDER BY ts) ORDER BY ts""", fmt="time_series")))
         .with_panel(
             timeseries.Panel().title("Drawdown").datasource(PG).unit("percentunit").height(8).span(12)

@@ -115,7 +115,7 @@ def compute_block(items: Sequence[tuple[pd.DataFrame, pd.DataFrame | None]], fea
         try:
             problems.append(features_into(bars, feature_set, bench_ret, facts, out))
             errors.append(None)
-        except Exception as exc:  # noqa: BLE001 - one bad symbol must not stop the universe
+        except Exception as exc:
             problems.append([])
             errors.append(f"{type(exc).__name__}: {exc}")
     return block, lengths, problems, errors

@@ -9,9 +9,8 @@ Every decision is recorded in ``tuning_runs`` and as a registry event with its r
 
 from __future__ import annotations
 
-from typing import Any
-
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine

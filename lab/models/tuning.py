@@ -160,7 +160,7 @@ def _progress_callback(progress: Progress, total: int):
     class _Progress(Callback):
         done = 0
 
-        def on_trial_complete(self, iteration, trials, trial, **info):  # noqa: ANN001 - Tune's signature
+        def on_trial_complete(self, iteration, trials, trial, **info):
             self.done += 1
             progress(self.done, total)
 

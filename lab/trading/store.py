@@ -16,8 +16,8 @@ from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
 from lab.config import TradingConfig
-from lab.db import session_scope
 from lab.db import models as db
+from lab.db import session_scope
 from lab.trading.model import (
     Fill,
     Intent,

@@ -48,7 +48,7 @@ class FakeServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self):  # noqa: N802 - http.server API
+            def do_GET(self):
                 parts = urlsplit(self.path)
                 query = dict(parse_qsl(parts.query))
                 reply = server._dispatch(parts.path, query)

@@ -200,7 +200,8 @@ class FakeBinance(FakeBrokerServer):
     def _filter_failure(self, symbol: str, qty: Decimal, price: Decimal, *, market: bool) -> str | None:
         f = self.filters[symbol]
         lot = f["LOT_SIZE"]
-        if qty < Decimal(lot["minQty"]) or qty > Decimal(lot["maxQty"]) or (qty - Decimal(lot["minQty"])) % Decimal(lot["stepSize"]):
+        min_qty, max_qty, step = Decimal(lot["minQty"]), Decimal(lot["maxQty"]), Decimal(lot["stepSize"])
+        if qty < min_qty or qty > max_qty or (qty - min_qty) % step:
             return "LOT_SIZE"
         pf = f["PRICE_FILTER"]
         if not market and (price < Decimal(pf["minPrice"]) or price > Decimal(pf["maxPrice"])

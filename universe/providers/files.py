@@ -60,7 +60,7 @@ class FileProvider:
             raise ProviderError(self.name, f"no file for {symbol} in {self.folder} ({', '.join(SUFFIXES)})")
         try:
             data = pd.read_csv(path) if path.suffix.lower() == ".csv" else pd.read_parquet(path)
-        except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+        except Exception as exc:
             raise ProviderError(self.name, f"cannot read {path.name}: {exc}") from None
         data = data.rename(columns=_normalise)
         missing = [c for c in REQUIRED if c not in data.columns]

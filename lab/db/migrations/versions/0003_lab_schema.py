@@ -9,10 +9,10 @@ Revises: 0002_model_versions_domain
 Create Date: 2026-11-24 01:46:16.552542
 """
 
-from alembic import op
 import sqlalchemy as sa
-import lab.db.types
+from alembic import op
 
+import lab.db.types
 
 revision = '0003_lab_schema'
 down_revision = '0002_model_versions_domain'

@@ -4,10 +4,10 @@ Revision ID: 0004_trading
 Revises: 0003_lab_schema
 """
 
-from alembic import op
 import sqlalchemy as sa
-import lab.db.types
+from alembic import op
 
+import lab.db.types
 
 revision = "0004_trading"
 down_revision = "0003_lab_schema"
