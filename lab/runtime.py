@@ -1,11 +1,13 @@
 """What a command needs to run: settings, validated config, the migrated database, the
 registry; and how the lab joins or starts Ray.
 
-Ray auth: Ray 2.60 enables token authentication for clusters by default and the lab keeps
-it on. A local cluster started by the lab writes its token to ``~/.ray/auth_token`` itself.
-When ``RAY_ADDRESS`` names a cluster, the lab sets ``RAY_AUTH_MODE=token`` unless the user
-set it (``disabled`` for a cluster started without auth), because an explicit address
-without it fails with ``InvalidAuthToken``.
+Ray auth: Ray 2.60 enables token authentication for the local clusters it starts, and the
+lab keeps that default for its own local Ray (the token is written to ``~/.ray/auth_token``).
+To join a cluster (``RAY_ADDRESS``) the driver's ``RAY_AUTH_MODE`` must match how that
+cluster was started (``token``, or ``disabled``): measured here, a token driver on a cluster
+started without it fails with ``OwnerDiedError`` on the first object fetch, and the reverse
+with ``InvalidAuthToken``. The lab cannot see the cluster's mode, so it does not guess or
+rewrite the variable; it passes the user's setting through and names it when joining fails.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sqlalchemy import Engine
 
 from lab.config import TradingConfig, load_config
 from lab.db import connect
+from lab.errors import LabError
 from lab.registry import ModelRegistry
 from lab.settings import Settings, get_settings
 
@@ -54,8 +57,12 @@ def ensure_ray(settings: Settings | None = None, *, num_cpus: int | None = None,
     settings = settings or get_settings()
     runtime_env = {"env_vars": {"LAB_HOME": str(settings.home)}}
     if settings.ray_address:
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
-        ray.init(address=settings.ray_address, runtime_env=runtime_env, log_to_driver=False)
+        try:
+            ray.init(address=settings.ray_address, runtime_env=runtime_env, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            mode = os.environ.get("RAY_AUTH_MODE", "unset")
+            raise LabError(f"cannot join the Ray cluster at RAY_ADDRESS={settings.ray_address}: {exc} "
+                           f"(RAY_AUTH_MODE={mode}: it must match how the cluster was started)") from None
         return
     ray.init(
         address="local",
