@@ -55,7 +55,7 @@ def pg_url() -> Iterator[str]:
     try:
         with admin.connect() as conn:
             conn.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as exc:  # noqa: BLE001 - report any connection problem as unavailability
+    except Exception as exc:  # any connection problem means the service is unavailable
         admin.dispose()
         missing_service(f"PostgreSQL at LAB_TEST_PG_URL not reachable: {exc}")
     url = make_url(base).set(database=name).render_as_string(hide_password=False)

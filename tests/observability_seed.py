@@ -17,8 +17,8 @@ from sqlalchemy import Engine
 from lab.db import session_scope
 from lab.db.models import (
     Backtest,
-    IngestionRun,
     Indicator,
+    IngestionRun,
     ModelEvent,
     ModelVersion,
     Order,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -497,3 +498,44 @@ def test_request_count_latency_and_model_version_are_exported_to_prometheus(
     assert any('strategy="momentum"' in line and 'status="200"' in line for line in requests)
     assert any('strategy="momentum"' in line and line.startswith("ray_lab_serve_model_version{")
                for line in text.splitlines())
+
+
+def test_the_operations_boards_serve_promql_returns_series_from_a_real_scrape(
+        service: Service, client: httpx.Client, prometheus_binary: str, tmp_path: Path) -> None:
+    """The four Serve panels of the Operations board, against Prometheus scraping Ray's metrics."""
+    import ray
+
+    from lab.dashboards.ops import SERVE_EXPRS
+    from lab.dashboards.queries import render_promql
+
+    node = ray.nodes()[0]
+    target = f"{node['NodeManagerAddress']}:{node['MetricsExportPort']}"
+    port = _free_port()
+    (tmp_path / "prometheus.yml").write_text(
+        "global: {scrape_interval: 1s, evaluation_interval: 1s}\n"
+        f"scrape_configs:\n  - job_name: ray\n    static_configs:\n      - targets: ['{target}']\n")
+    proc = subprocess.Popen([prometheus_binary, f"--config.file={tmp_path / 'prometheus.yml'}",
+                             f"--storage.tsdb.path={tmp_path / 'tsdb'}", f"--web.listen-address=127.0.0.1:{port}"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+
+    def series(expr: str) -> list:
+        try:
+            body = httpx.get(f"{base}/api/v1/query", params={"query": render_promql(expr, {})}, timeout=10).json()
+        except httpx.HTTPError:
+            return []
+        assert body["status"] == "success", body
+        return body["data"]["result"]
+
+    try:
+        deadline = time.monotonic() + 90
+        missing = list(SERVE_EXPRS)
+        while missing and time.monotonic() < deadline:
+            client.post("/predict", json={"strategy": "momentum", "rows": _rows(3)})
+            client.post("/predict", content=b"{not json")  # an error for the error panel
+            missing = [title for title, expr in SERVE_EXPRS.items() if not series(expr)]
+            time.sleep(1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert not missing, f"no series for {missing}"

@@ -15,8 +15,10 @@ SERVE_EXPRS = {
                           "(rate(ray_serve_deployment_request_counter_total[$__rate_interval]))",
     "Serve latency p95 (ms)": "histogram_quantile(0.95, sum by (application, deployment, le) "
                               "(rate(ray_serve_deployment_processing_latency_ms_bucket[$__rate_interval])))",
-    "Serve errors / s": "sum by (application, deployment) "
-                        "(rate(ray_serve_deployment_error_counter_total[$__rate_interval]))",
+    # error responses (4xx/5xx) per deployment as clients see them; Serve's
+    # ray_serve_deployment_error_counter counts only exceptions escaping user code
+    "Serve errors / s": "sum by (application, deployment, error_code) "
+                        "(rate(ray_serve_num_deployment_http_error_requests_total[$__rate_interval]))",
     "Healthy replicas": "sum by (application, deployment) (ray_serve_deployment_replica_healthy)",
 }
 
