@@ -48,9 +48,11 @@ def _print_summary(outcome) -> None:
     console.print(f"ingested: {ingest['stored']} rows stored, {ingest['quarantined']} quarantined, "
                   f"{len(ingest['failed'])} symbols failed")
     print_table("Tuning leaderboard (walk-forward, out of sample)",
-                ["strategy", "oos score", "deflated Sharpe", "trials", "version", "promoted", "reason"],
+                ["strategy", "oos score", "deflated Sharpe", "trials", "version", "promoted"],
                 [(r["strategy"], _fmt(r["oos_score"]), _fmt(r["deflated_sharpe"]), r["trials"], r["version"],
-                  "yes" if r["promoted"] else "no", r["reason"]) for r in outcome.leaderboard])
+                  "yes" if r["promoted"] else "no") for r in outcome.leaderboard])
+    for r in outcome.leaderboard:
+        console.print(f"  {r['strategy']}: {r['reason']}", highlight=False)
     rows = []
     for asset_class, bt in outcome.backtests.items():
         for name, m in bt["metrics"].items():
@@ -63,12 +65,13 @@ def _print_summary(outcome) -> None:
     print_table("Success gate (portfolio, out of sample)", ["asset class", "check", "value", "threshold", "result"], [
         (ac, c["check"], _fmt(c["value"]), f"{c['op']} {c['threshold']}", "PASS" if c["passed"] else "FAIL")
         for ac, bt in outcome.backtests.items() for c in bt["gate"]])
-    print_table("Paper trading through Serve", ["asset class", "days", "orders", "fills", "rejected", "equity",
-                                                "notes"], [
+    print_table("Paper trading through Serve", ["asset class", "days", "orders", "fills", "rejected", "equity"], [
         (ac, len(cycles), sum(c["orders_placed"] for c in cycles), sum(c["fills"] for c in cycles),
-         sum(c["rejected"] for c in cycles), f"{cycles[-1]['equity']:,.2f}",
-         "; ".join(dict.fromkeys(n for c in cycles for n in c["notes"])) or "")
+         sum(c["rejected"] for c in cycles), f"{cycles[-1]['equity']:,.2f}")
         for ac, cycles in outcome.paper.items() if cycles])
+    for ac, cycles in outcome.paper.items():
+        for note in dict.fromkeys(n for c in cycles for n in c["notes"]):
+            console.print(f"  {ac}: {note}", highlight=False)
     console.print("\n[bold]Where to look[/]")
     for ac, bt in outcome.backtests.items():
         console.print(f"  report ({ac}):   {bt['report']}")
