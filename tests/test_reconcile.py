@@ -70,3 +70,53 @@ def test_a_difference_within_tolerance_is_not_a_mismatch(traded) -> None:
     engine, broker, fake = traded
     fake.cash -= Decimal("0.5")
     assert reconcile(engine, broker, "alpaca", cash_tolerance=1.0).ok
+
+
+def _ctx(engine):
+    from lab.runtime import LabContext
+    from lab.settings import get_settings
+
+    return LabContext(settings=get_settings(), engine=engine)
+
+
+def test_the_trading_cycle_reconciles_a_real_broker_first_and_a_mismatch_places_nothing(traded) -> None:
+    from lab.trading.cycle import run_trading_cycle
+    from tests.fakes.trading import FixedPredictions
+
+    engine, broker, fake = traded
+    fake.positions["MSFT"] = Decimal(3)  # traded outside the lab
+    before = len(fake.orders)
+    result = run_trading_cycle(_ctx(engine), NOW, portfolio="alpaca", predictions=FixedPredictions(0.9),
+                               broker=broker)
+    assert result.halted and result.orders_placed == 0
+    assert result.notes == ["reconciliation mismatch, trading halted: MSFT: broker holds 3, books say 0"]
+    assert len(fake.orders) == before
+    assert halted(engine)[0]
+
+
+def test_the_trading_cycle_trades_on_when_the_broker_agrees_with_the_books(traded) -> None:
+    from lab.trading.cycle import run_trading_cycle
+    from tests.fakes.trading import FixedPredictions
+
+    engine, broker, _ = traded
+    result = run_trading_cycle(_ctx(engine), NOW, portfolio="alpaca", predictions=FixedPredictions(0.9),
+                               broker=broker)
+    assert not result.halted and halted(engine) == (False, None)
+
+
+def test_a_configured_real_broker_is_what_the_cycle_trades_through(engine, tmp_path, monkeypatch) -> None:
+    """`execution.broker` switches the cycle's broker; nothing else changes (here: no keys)."""
+    import json
+
+    from lab.errors import ConfigError
+    from lab.trading.cycle import run_trading_cycle
+    from tests.fakes.trading import FixedPredictions
+
+    raw = json.loads(open(open_lab().settings.lab_config).read())
+    raw["execution"]["broker"] = "alpaca"
+    path = tmp_path / "trading.json"
+    path.write_text(json.dumps(raw))
+    monkeypatch.setenv("LAB_CONFIG", str(path))
+    monkeypatch.delenv("APCA_API_KEY_ID", raising=False)
+    with pytest.raises(ConfigError, match="APCA_API_KEY_ID"):
+        run_trading_cycle(_ctx(engine), NOW, portfolio="alpaca", predictions=FixedPredictions(0.9))

@@ -26,6 +26,8 @@ def cycle(
     in_process: bool = typer.Option(False, "--in-process",
                                     help="predict with the registry's active models in this process instead "
                                          "of the Serve endpoint (LAB_SERVE_URL)"),
+    live: bool = typer.Option(False, "--live", help="a real broker's live (real-money) endpoint; needs "
+                                                     "execution.live: true in the config as well"),
 ) -> None:
     """Run (or resume) the trading cycle at AS_OF; a completed cycle is not run twice."""
     from lab.runtime import open_lab
@@ -38,7 +40,7 @@ def cycle(
     token = settings.serve_token.get_secret_value() if settings.serve_token else None
     predictions = RegistryPredictions(ctx.registry) if in_process else ServePredictionClient(settings.serve_url, token)
     with console.status("running the trading cycle"):
-        result = run_trading_cycle(ctx, _as_of(as_of), portfolio=portfolio, predictions=predictions)
+        result = run_trading_cycle(ctx, _as_of(as_of), portfolio=portfolio, predictions=predictions, live=live)
     state = "already completed" if result.already_completed else "completed"
     console.print(f"cycle {result.as_of.isoformat()} {state}: {result.signals} signals, "
                   f"{result.orders_placed} orders, {result.rejected} rejected, {result.fills} fills; "

@@ -24,6 +24,8 @@ from lab.db.types import utcnow
 from lab.errors import TradingError
 from lab.runtime import LabContext
 from lab.trading.broker import BrokerInterface
+from lab.trading.brokers import open_real_broker
+from lab.trading.reconcile import reconcile
 from lab.trading.market import MarketSnapshot, load_market
 from lab.trading.model import Fill, Order
 from lab.trading.paper import Bar, PaperTradingExecutor
@@ -72,10 +74,14 @@ def run_trading_cycle(
     pre_trade_checks: Sequence[PreTradeCheck] | None = None,
     hook: Callable[[str], None] | None = None,
     asset_classes: Sequence[str] | None = None,
+    live: bool = False,
 ) -> CycleResult:
     """Run (or resume, or skip when completed) the cycle of ``portfolio`` at ``as_of``.
 
-    ``broker`` defaults to the paper executor rebuilt from the books; ``features`` to
+    ``broker`` defaults to the one ``execution.broker`` names: the paper executor rebuilt
+    from the books, or a real broker's paper account (its live endpoint only with
+    ``execution.live`` and ``live``, the CLI's ``--live``). A real broker is reconciled with
+    the books first; a mismatch halts the account and the cycle places nothing. ``features`` to
     ``lab.features`` on the stored bars; ``pre_trade_checks`` to the lab's validation and
     kill switch (``lab.trading.pretrade`` / ``lab.trading.killswitch``). ``asset_classes``
     limits new entries to those classes (stocks and crypto run on their own schedules);
@@ -95,7 +101,17 @@ def run_trading_cycle(
     since = min((o.created_at for o in open_orders), default=None)
     market = load_market(engine, config, as_of, extra_symbols=held, since=since)
     if broker is None:
-        broker = _paper_broker(config, manager, open_orders, market)
+        broker = (_paper_broker(config, manager, open_orders, market) if config.execution.broker == "paper"
+                  else open_real_broker(ctx.settings, config, live=live))
+    if broker.name != "paper":
+        reconciliation = reconcile(engine, broker, portfolio)
+        if not reconciliation.ok:
+            result = CycleResult(portfolio=portfolio, as_of=as_of, already_completed=False, cash=manager.cash,
+                                 equity=manager.equity, halted=True,
+                                 notes=[f"reconciliation mismatch, trading halted: {m}"
+                                        for m in reconciliation.mismatches])
+            _complete(ctx, portfolio, as_of, result)
+            return result
     checks = (list(pre_trade_checks) if pre_trade_checks is not None
               else _default_checks(ctx, portfolio, as_of, market.prices()))
     journal = _SqlJournal(ctx, portfolio, as_of, manager, broker.name, hook)
