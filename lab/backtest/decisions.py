@@ -120,8 +120,10 @@ class WalkForwardPredictions:
     @classmethod
     def fit(cls, strategies: Iterable[str], bars: Mapping[str, pd.DataFrame], *, symbols: Mapping[str, list[str]],
             asset_classes: Mapping[str, str], start: pd.Timestamp, end: pd.Timestamp, window_days: int,
-            train_days: int, seed: int) -> WalkForwardPredictions:
-        """Fit every (strategy, window); ``symbols`` are each strategy's training symbols."""
+            train_days: int, seed: int, benchmarks: Mapping[str, str] | None = None) -> WalkForwardPredictions:
+        """Fit every (strategy, window); ``symbols`` are each strategy's training symbols and
+        ``benchmarks`` each symbol's benchmark, so training sees the same relative-strength
+        features the signal engine computes when it trades."""
         starts = list(pd.date_range(start, end, freq=f"{window_days}D", tz="UTC")) or [start]
         windows: dict[str, list[_Window]] = {}
         for name in strategies:
@@ -134,9 +136,17 @@ class WalkForwardPredictions:
             for number, window_start in enumerate(starts, start=1):
                 cutoff = window_start - pd.Timedelta(microseconds=1)
                 past = {s: bars[s].loc[:cutoff] for s in symbols[name] if s in bars}
-                data = create_training_data(list(past), declared.feature_set, declared.label,
-                                            window_start - pd.Timedelta(days=train_days), cutoff, bars=past)
-                data = data.dropna(subset=["label"])
+                groups: dict[str | None, list[str]] = {}
+                for symbol in past:
+                    bench = (benchmarks or {}).get(symbol)
+                    groups.setdefault(bench if fs.kind != "pair" and bench in bars else None, []).append(symbol)
+                data = pd.concat([
+                    create_training_data(members, declared.feature_set, declared.label,
+                                         window_start - pd.Timedelta(days=train_days), cutoff,
+                                         bars={s: past[s] for s in members},
+                                         benchmark=bars[bench].loc[:cutoff] if bench else None)
+                    for bench, members in groups.items()], ignore_index=True) if groups else pd.DataFrame()
+                data = data.dropna(subset=["label"]) if len(data) else data
                 if data.empty:
                     raise DataError(f"{name}: no training rows before {window_start.date()} "
                                     f"(needs bars from {(window_start - pd.Timedelta(days=train_days)).date()})")

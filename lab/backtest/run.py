@@ -133,7 +133,8 @@ def run_backtest(engine, base: TradingConfig, registry: ModelRegistry, spec: Bac
                                for s in universe.get(ac, [])] for name in spec.strategies}
         predictions = WalkForwardPredictions.fit(
             spec.strategies, bars, symbols=per_strategy, asset_classes=asset_types, start=start, end=end,
-            window_days=spec.walk_forward.window_days, train_days=spec.walk_forward.train_days, seed=spec.seed)
+            window_days=spec.walk_forward.window_days, train_days=spec.walk_forward.train_days, seed=spec.seed,
+            benchmarks=benchmarks)
     decisions = EngineDecisions(config, predictions, PrecomputedFeatures(bars, benchmarks=benchmarks), universe)
     return run_with_decisions(config, spec, bars, decisions, strategies=list(spec.strategies),
                               asset_types=asset_types, progress=progress)
