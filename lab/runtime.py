@@ -5,8 +5,8 @@ Ray auth: Ray 2.60 enables token authentication for the local clusters it starts
 lab keeps that default for its own local Ray (the token is written to ``~/.ray/auth_token``).
 To join a cluster (``RAY_ADDRESS``) the driver's ``RAY_AUTH_MODE`` must match how that
 cluster was started (``token``, or ``disabled``): measured here, a token driver on a cluster
-started without it fails with ``OwnerDiedError`` on the first object fetch, and the reverse
-with ``InvalidAuthToken``. The lab cannot see the cluster's mode, so it does not guess or
+started without it fails with ``OwnerDiedError`` on the first object fetch (and Ray's notes
+report the reverse failing with ``InvalidAuthToken``). The lab cannot see the cluster's mode, so it does not guess or
 rewrite the variable; it passes the user's setting through and names it when joining fails.
 """
 
