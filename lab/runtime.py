@@ -6,8 +6,9 @@ lab keeps that default for its own local Ray (the token is written to ``~/.ray/a
 To join a cluster (``RAY_ADDRESS``) the driver's ``RAY_AUTH_MODE`` must match how that
 cluster was started (``token``, or ``disabled``): measured here, a token driver on a cluster
 started without it fails with ``OwnerDiedError`` on the first object fetch (and Ray's notes
-report the reverse failing with ``InvalidAuthToken``). The lab cannot see the cluster's mode, so it does not guess or
-rewrite the variable; it passes the user's setting through and names it when joining fails.
+report the reverse failing with ``InvalidAuthToken``). The lab cannot see the cluster's
+mode, so it does not guess or rewrite the variable; it passes the user's setting through and
+names it when joining fails.
 """
 
 from __future__ import annotations
