@@ -176,7 +176,7 @@ def test_every_board_runs_on_a_database_filled_by_the_real_pipeline(
     # the boards' time range spans the market history and today (ingestion and tuning ran now)
     start, end = days[0] - timedelta(days=400), datetime.now(UTC) + timedelta(days=1)
     failures = []
-    for uid, board in sorted(BOARDS.items()):
+    for _uid, board in sorted(BOARDS.items()):
         values = _values(ctx.engine, board, start, end)
         with ctx.engine.connect() as conn:
             for query in (q for q in panel_queries(board) if q.datasource == "grafana-postgresql-datasource"):
