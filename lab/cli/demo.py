@@ -90,6 +90,6 @@ def _ray_dashboard() -> str | None:
 
     if not ray.is_initialized():
         return None
-    url = ray.get_runtime_context().dashboard_url if hasattr(ray.get_runtime_context(), "dashboard_url") else None
-    url = url or getattr(ray._private.worker.global_worker.node, "webui_url", None)
-    return f"http://{url}" if url and not str(url).startswith("http") else url
+    # Ray 2.60 has no public accessor after init; the node's webui_url is empty without a dashboard
+    url = getattr(ray._private.worker.global_worker.node, "webui_url", "")
+    return f"http://{url}" if url else None
