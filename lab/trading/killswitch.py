@@ -14,7 +14,7 @@ from lab.db import models as db
 from lab.db import session_scope
 from lab.trading.broker import BrokerInterface
 from lab.trading.model import Order, OrderStatus
-from lab.trading.store import store_order
+from lab.trading.store import controls_of, store_order
 
 __all__ = ["ALL", "engage", "release", "is_killed", "switches"]
 
@@ -63,8 +63,5 @@ def switches(engine: Engine) -> list[tuple[str, bool, str | None, bool, str | No
 
 def _set(engine: Engine, portfolio: str, on: bool, reason: str | None) -> None:
     with session_scope(engine, write_lock=True) as session:
-        control = session.get(db.TradingControl, portfolio)
-        if control is None:
-            control = db.TradingControl(portfolio=portfolio, halted=False)
-            session.add(control)
+        control = controls_of(session, portfolio)
         control.kill_switch, control.kill_reason = on, reason

@@ -170,13 +170,19 @@ def save_snapshot(engine: Engine, manager: PortfolioManager, ts: datetime,
         snapshot.by_strategy = manager.by_strategy()
 
 
+def controls_of(session, portfolio: str) -> db.TradingControl:
+    """The portfolio's ``trading_controls`` row, created (all switches off) on first use."""
+    control = session.get(db.TradingControl, portfolio)
+    if control is None:
+        control = db.TradingControl(portfolio=portfolio, halted=False, kill_switch=False)
+        session.add(control)
+    return control
+
+
 def set_halt(engine: Engine, portfolio: str, halted: bool, reason: str | None) -> None:
     """Record (or deliberately lift) the drawdown halt in ``trading_controls``."""
     with session_scope(engine, write_lock=True) as session:
-        control = session.get(db.TradingControl, portfolio)
-        if control is None:
-            control = db.TradingControl(portfolio=portfolio, kill_switch=False)
-            session.add(control)
+        control = controls_of(session, portfolio)
         control.halted, control.halt_reason = halted, reason
         if not halted:
             account = session.get(db.Account, portfolio)
