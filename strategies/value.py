@@ -12,8 +12,8 @@ class Value(Strategy):
     feature_set = "value@1"
     label = Label(kind="direction", horizon=20)
     holding_days = (20, 120)
-    stop_loss = 0.18
-    take_profit = 0.25
+    stop_loss = 0.15
+    take_profit = 0.30
     min_confidence = 0.7
     params = {
         "max_pe": Param(default=20.0, low=5.0, high=40.0),

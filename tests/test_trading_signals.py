@@ -164,3 +164,19 @@ def test_a_stop_comes_before_the_exit_rule_and_a_position_exits_once(config, mon
     pm.positions[("momentum", "AAPL")].stop_loss = 101.0
     decisions = exit_decisions(config, pm, Table(MOMENTUM), AS_OF, [])
     assert [(d.position.symbol, d.intent) for d in decisions] == [("AAPL", Intent.STOP_LOSS)]
+
+
+def test_every_strategys_declared_and_configured_exits_can_pass_the_risk_reward_filter():
+    """An exit pair below 1:2 would silently stop a strategy from ever signalling."""
+    from pathlib import Path
+
+    from lab.config import load_config
+    from lab.strategy import available_strategies
+    from lab.trading.signals import MIN_RISK_REWARD
+
+    config = load_config(Path(__file__).resolve().parents[1] / "config" / "trading.json")
+    for name, declared in available_strategies().items():
+        assert declared.take_profit / declared.stop_loss >= MIN_RISK_REWARD - 1e-9, name
+        configured = config.strategies.get(name)
+        if configured and configured.stop_loss and configured.take_profit:
+            assert configured.take_profit / configured.stop_loss >= MIN_RISK_REWARD - 1e-9, name
