@@ -28,10 +28,14 @@ class Param:
     low: float | int
     high: float | int
     log: bool = False
+    #: the only values allowed inside the range (e.g. the lookbacks a feature set has columns for)
+    choices: tuple[float | int, ...] | None = None
 
     def __post_init__(self) -> None:
         if not self.low <= self.default <= self.high:
             raise ValueError(f"default {self.default} outside [{self.low}, {self.high}]")
+        if self.choices is not None and self.default not in self.choices:
+            raise ValueError(f"default {self.default} not one of {self.choices}")
         if self.log and self.low <= 0:
             raise ValueError("a log-scaled range needs low > 0")
 
@@ -47,6 +51,8 @@ class Param:
             return f"expected an integer, got {value!r}"
         if not self.low <= value <= self.high:
             return f"{value!r} is outside [{self.low}, {self.high}]"
+        if self.choices is not None and value not in self.choices:
+            return f"{value!r} is not one of {', '.join(map(str, self.choices))}"
         return None
 
 
@@ -115,6 +121,11 @@ class Strategy:
         confidence is applied by the signal engine afterwards.
         """
         return pd.Series(True, index=latest.index)
+
+    def sides(self, latest: pd.DataFrame) -> pd.Series:
+        """The side of each candidate ("buy" or "sell"); the declared ``side`` unless the
+        strategy trades both ways (pairs: sell the spread when it is rich, buy it when cheap)."""
+        return pd.Series(self.side, index=latest.index, dtype=object)
 
     def exit_rule(self, latest: pd.DataFrame) -> pd.Series:
         """Rule-based exit on the latest feature row per held symbol (True = close it now).

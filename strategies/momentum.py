@@ -18,9 +18,12 @@ class Momentum(Strategy):
     params = {
         "top_quantile": Param(default=0.8, low=0.5, high=0.95),
         "min_volume_ratio": Param(default=1.0, low=0.5, high=3.0),
+        # the feature set carries the 5-, 20- and 60-day returns
+        "lookback_days": Param(default=20, low=5, high=60, choices=(5, 20, 60)),
     }
 
     def entry_rule(self, latest: pd.DataFrame) -> pd.Series:
-        strong = latest["ret_20"] >= latest["ret_20"].quantile(self.values["top_quantile"])
+        performance = latest[f"ret_{self.values['lookback_days']}"]
+        strong = performance >= performance.quantile(self.values["top_quantile"])
         volume_confirms = latest["volume_ratio_20"] >= self.values["min_volume_ratio"]
         return strong & volume_confirms

@@ -1,5 +1,12 @@
-"""Pairs: a correlated pair whose spread diverged beyond the z threshold; ML reversion odds."""
+"""Pairs: a correlated pair whose spread diverged beyond the z threshold; ML reversion odds.
 
+A pair "AAA/BBB" is traded as two legs: buying the spread is long AAA and short
+``hedge_ratio`` times its value in BBB (selling it, the reverse), so it needs
+``risk.allow_shorts``. Its stop-loss and take-profit are on the pair's P&L as a fraction of
+its gross notional; it exits when the spread is back near its mean.
+"""
+
+import numpy as np
 import pandas as pd
 
 from lab.strategy import Label, Param, Strategy
@@ -10,17 +17,25 @@ class Pairs(Strategy):
     description = "Correlated pairs (corr > 0.7), spread beyond 2 std, ML mean-reversion probability."
     asset_classes = ("stocks",)
     feature_set = "pairs@1"
-    label = Label(kind="direction", horizon=10)  # of the spread, towards its mean
+    label = Label(kind="direction", horizon=10)  # of the price ratio AAA/BBB
     holding_days = (2, 20)
-    stop_loss = 0.05  # on the spread's value, as a fraction of the gross pair notional
+    stop_loss = 0.05  # of the pair's gross notional
     take_profit = 0.10
     min_confidence = 0.7
     params = {
         "min_correlation": Param(default=0.7, low=0.5, high=0.95),
         "entry_z": Param(default=2.0, low=1.0, high=3.5),
+        "exit_z": Param(default=0.5, low=0.0, high=1.5),
     }
 
     def entry_rule(self, latest: pd.DataFrame) -> pd.Series:
         correlated = latest["pair_corr"] >= self.values["min_correlation"]
         diverged = latest["spread_z"].abs() >= self.values["entry_z"]
         return correlated & diverged
+
+    def sides(self, latest: pd.DataFrame) -> pd.Series:
+        """Sell a rich spread (z > 0), buy a cheap one: both bet on reversion to the mean."""
+        return pd.Series(np.where(latest["spread_z"] > 0, "sell", "buy"), index=latest.index, dtype=object)
+
+    def exit_rule(self, latest: pd.DataFrame) -> pd.Series:
+        return latest["spread_z"].abs() <= self.values["exit_z"]

@@ -58,7 +58,8 @@ def portfolio(name: str = typer.Option("paper", "--portfolio", help="Portfolio n
     ctx = open_lab()
     books = load_books(ctx.engine, ctx.config, name)
     print_table(f"portfolio {name}", ["strategy", "symbol", "qty", "avg price", "last", "unrealized", "realized"], [
-        (p.strategy, p.symbol, f"{p.qty:g}", f"{p.avg_price:,.2f}",
+        (p.strategy, p.symbol + (f" (leg of {p.pair})" if p.pair and p.is_open else ""), f"{p.qty:g}",
+         f"{p.avg_price:,.2f}",
          "" if p.last_price is None else f"{p.last_price:,.2f}", f"{p.unrealized_pnl:,.2f}", f"{p.realized_pnl:,.2f}")
         for p in sorted(books.positions.values(), key=lambda p: (p.strategy, p.symbol)) if p.is_open or p.realized_pnl
     ])

@@ -343,6 +343,7 @@ class Order(Base):
     stop_loss: Mapped[float | None] = mapped_column(Float)  # bracket levels an entry carries
     take_profit: Mapped[float | None] = mapped_column(Float)
     notional: Mapped[float | None] = mapped_column(Float)  # a buy sized in cash (all-in sizing)
+    pair: Mapped[str | None] = mapped_column(String(64))  # the pair "AAA/BBB" this order is a leg of
     parent_id: Mapped[int | None] = mapped_column(ForeignKey("orders.id"))
     signal_id: Mapped[int | None] = mapped_column(ForeignKey("signals.id"))
     cycle_as_of: Mapped[datetime | None]
@@ -384,6 +385,7 @@ class Position(Base):
     realized_pnl: Mapped[float] = mapped_column(Float, default=0.0)
     stop_loss: Mapped[float | None] = mapped_column(Float)
     take_profit: Mapped[float | None] = mapped_column(Float)
+    pair: Mapped[str | None] = mapped_column(String(64))  # the pair "AAA/BBB" this position is a leg of
     opened_at: Mapped[datetime]
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -11,6 +11,7 @@ at any point.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -216,7 +217,8 @@ def _store_signals(ctx: LabContext, portfolio: str, as_of: datetime, signals: pd
                 row = db.Signal(portfolio=portfolio, as_of=as_of, strategy=s.strategy, symbol=s.symbol,
                                 side=s.side, confidence=float(s.confidence), entry=float(s.entry),
                                 stop_loss=float(s.stop_loss), take_profit=float(s.take_profit), ev=float(s.ev),
-                                rr=float(s.rr), model_version=int(s.model_version), status="new")
+                                rr=float(s.rr), model_version=int(s.model_version), status="new",
+                                details={"hedge_ratio": float(s.hedge_ratio)} if math.isfinite(s.hedge_ratio) else None)
                 session.add(row)
                 session.flush()
             ids[key] = row.id

@@ -120,6 +120,8 @@ class Order:
     #: a buy sized in cash: the broker resolves ``qty`` at the fill price as
     #: floor(min(notional, cash) / (price * (1 + fee))); ``qty`` is the estimate at decision
     notional: float | None = None
+    #: the pair ("AAA/BBB") an order is a leg of; both legs are entered and exited together
+    pair: str | None = None
     status: OrderStatus = OrderStatus.PENDING
     reason: str | None = None
     broker_order_id: str | None = None
@@ -174,6 +176,8 @@ class Position:
     take_profit: float | None = None
     sector: str | None = None
     opened_at: datetime | None = None
+    #: the pair ("AAA/BBB") this position is a leg of, from its entry order
+    pair: str | None = None
 
     @property
     def is_open(self) -> bool:

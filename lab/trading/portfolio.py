@@ -85,6 +85,7 @@ class PortfolioManager:
         self.cash += cash_delta(fill)
         if order is not None and order.intent is Intent.ENTRY and position.is_open:
             position.stop_loss, position.take_profit = order.stop_loss, order.take_profit
+            position.pair = order.pair
         return position
 
     def mark(self, prices: Mapping[str, float]) -> None:
@@ -156,18 +157,18 @@ class PortfolioManager:
         """Quantity by the configured sizing method, before the risk limits."""
         sizing, equity = self.config.sizing, self.equity
         if sizing.method == "all_in":
-            return self._round((self.entry_notional() or 0.0) / self.costs.unit_cost(entry, asset_type), asset_type)
+            return self.round_qty((self.entry_notional() or 0.0) / self.costs.unit_cost(entry, asset_type), asset_type)
         if sizing.method == "fixed":
             notional = sizing.fixed_amount
         elif sizing.method == "percent":
             notional = equity * sizing.percent_of_equity
         elif sizing.method == "risk":
             per_unit = abs(entry - stop_loss) if stop_loss is not None else 0.0
-            return self._round(equity * sizing.risk_per_trade / per_unit, asset_type) if per_unit > 0 else 0.0
+            return self.round_qty(equity * sizing.risk_per_trade / per_unit, asset_type) if per_unit > 0 else 0.0
         else:  # fractional Kelly on the signal's odds (confidence) and payoff (risk/reward)
             kelly = confidence - (1 - confidence) / rr if rr else 0.0
             notional = equity * min(max(kelly, 0.0) * sizing.kelly_fraction, sizing.kelly_cap)
-        return self._round(notional / entry, asset_type)
+        return self.round_qty(notional / entry, asset_type)
 
     def entry_notional(self) -> float | None:
         """The cash an ``all_in`` entry may spend (its order is sized in cash and resolved at
@@ -178,8 +179,9 @@ class PortfolioManager:
         return max(min(sizing.all_in_fraction * self.equity, self.cash), 0.0)
 
     def size_entry(self, *, strategy: str, symbol: str, side: Side, entry: float, qty: float,
-                   asset_type: str, pending: Iterable[Order] = ()) -> EntryDecision:
-        """The largest quantity up to ``qty`` that breaks no risk rule (0 with the reason)."""
+                   asset_type: str, pending: Iterable[Order] = (), pair: str | None = None) -> EntryDecision:
+        """The largest quantity up to ``qty`` that breaks no risk rule (0 with the reason).
+        A leg of ``pair`` counts with its pair as one position of its strategy."""
         risk, equity = self.config.risk, self.equity
         pending = [o for o in pending if o.status.is_open and o.intent is Intent.ENTRY]
         if self.halted:
@@ -195,8 +197,10 @@ class PortfolioManager:
         if open_count >= risk.max_positions:
             return EntryDecision(0.0, f"max positions reached ({risk.max_positions})")
         strategy_cap = self.config.strategies[strategy].max_positions if strategy in self.config.strategies else None
-        mine = sum(1 for s, _ in held if s == strategy) + sum(1 for o in pending if o.strategy == strategy)
-        if strategy_cap is not None and mine >= strategy_cap:
+        mine = {p.pair or p.symbol for p in self.open_positions() if p.strategy == strategy} \
+            | {o.pair or o.symbol for o in pending if o.strategy == strategy}
+        mine.discard(pair)
+        if strategy_cap is not None and len(mine) >= strategy_cap:
             return EntryDecision(0.0, f"max positions for {strategy} reached ({strategy_cap})")
         cost_rate = self.costs.unit_cost(entry, asset_type)
         pending_cost = math.fsum(o.remaining_qty * (o.limit_price or entry) for o in pending)
@@ -211,7 +215,7 @@ class PortfolioManager:
             caps[f"sector {sector} cap {risk.max_sector_pct:.0%}"] = (equity * risk.max_sector_pct - used) / cost_rate
         allowed, reason = qty, None
         for rule, cap in caps.items():
-            cap = self._round(max(cap, 0.0), asset_type)
+            cap = self.round_qty(max(cap, 0.0), asset_type)
             if cap < allowed:
                 allowed, reason = cap, rule
         if allowed <= 0:
@@ -219,11 +223,19 @@ class PortfolioManager:
         return EntryDecision(allowed, reason)
 
     def exits(self, as_of: datetime, pending: Iterable[Order] = ()) -> list[ExitDecision]:
-        """Positions to close now: stop-loss, take-profit, or held past the strategy's days."""
-        exiting = {(o.strategy, o.symbol) for o in pending if o.status.is_open and o.intent is not Intent.ENTRY}
-        decisions = []
+        """Positions to close now: stop-loss, take-profit, or held past the strategy's days.
+        A pair's legs are judged together (``_pair_exits``)."""
+        pending = [o for o in pending if o.status.is_open]
+        exiting = {(o.strategy, o.symbol) for o in pending if o.intent is not Intent.ENTRY}
+        entering = {(o.strategy, o.symbol) for o in pending if o.intent is Intent.ENTRY}
+        decisions, pairs = [], {}
         for p in self.open_positions():
-            if (p.strategy, p.symbol) in exiting or p.last_price is None:
+            if (p.strategy, p.symbol) in exiting:
+                continue
+            if p.pair is not None:
+                pairs.setdefault((p.strategy, p.pair), []).append(p)
+                continue
+            if p.last_price is None:
                 continue
             long = p.qty > 0
             _, _, days = strategy_levels(self.config, p.strategy)
@@ -236,10 +248,38 @@ class PortfolioManager:
             elif days is not None and p.opened_at is not None and as_of - p.opened_at >= timedelta(days=days):
                 decisions.append(ExitDecision(p, Intent.TIME_EXIT, f"held {(as_of - p.opened_at).days} days "
                                               f"(max {days})"))
+        for (strategy, pair), legs in pairs.items():
+            decisions.extend(self._pair_exits(as_of, strategy, pair, legs, entering))
         return decisions
 
+    def _pair_exits(self, as_of: datetime, strategy: str, pair: str, legs: list[Position],
+                    entering: set[tuple[str, str]]) -> list[ExitDecision]:
+        """Both legs close together: on the pair's P&L against its gross notional (the
+        strategy's stop-loss and take-profit fractions) or its holding time. A leg whose
+        partner is neither held nor being entered (a rejected or exited leg) is closed."""
+        if len(legs) == 1:
+            partner = next((s for s in pair.split("/") if s != legs[0].symbol), pair)
+            if (strategy, partner) in entering:
+                return []
+            return [ExitDecision(legs[0], Intent.EXIT, f"pair {pair}: the {partner} leg is not held")]
+        if any(p.last_price is None for p in legs):
+            return []
+        gross = math.fsum(abs(p.qty) * p.avg_price for p in legs)
+        pnl = math.fsum(p.unrealized_pnl for p in legs) / gross if gross > 0 else 0.0
+        stop, take, days = strategy_levels(self.config, strategy)
+        opened = min((p.opened_at for p in legs if p.opened_at is not None), default=None)
+        if pnl <= -stop:
+            intent, reason = Intent.STOP_LOSS, f"pair {pair} P&L {pnl:.2%} of gross hit the stop -{stop:.0%}"
+        elif pnl >= take:
+            intent, reason = Intent.TAKE_PROFIT, f"pair {pair} P&L {pnl:.2%} of gross hit the target {take:.0%}"
+        elif days is not None and opened is not None and as_of - opened >= timedelta(days=days):
+            intent, reason = Intent.TIME_EXIT, f"pair {pair} held {(as_of - opened).days} days (max {days})"
+        else:
+            return []
+        return [ExitDecision(p, intent, reason) for p in legs]
+
     @staticmethod
-    def _round(qty: float, asset_type: str) -> float:
+    def round_qty(qty: float, asset_type: str) -> float:
         """Whole shares for stocks; crypto to 1e-6 units. Rounds down (past float noise)."""
         if not math.isfinite(qty) or qty <= 0:
             return 0.0

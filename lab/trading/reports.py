@@ -23,7 +23,8 @@ def cycle_tables(engine: Engine, portfolio: str, as_of: datetime) -> tuple[list[
             .order_by(db.Signal.strategy, db.Signal.confidence.desc())
         ).mappings().all()
         orders = conn.execute(
-            select(db.Order.client_order_id, db.Order.strategy, db.Order.symbol, db.Order.side, db.Order.intent,
+            select(db.Order.client_order_id, db.Order.strategy, db.Order.symbol, db.Order.pair, db.Order.side,
+                   db.Order.intent,
                    db.Order.order_type, db.Order.qty, db.Order.status, db.Order.filled_qty,
                    db.Order.avg_fill_price, db.Order.reason)
             .where(db.Order.portfolio == portfolio, db.Order.cycle_as_of == as_of)

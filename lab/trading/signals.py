@@ -33,8 +33,9 @@ __all__ = [
     "exit_decisions",
 ]
 
+#: ``hedge_ratio`` is a pair's (units of the second leg's value per unit of the first); NaN otherwise
 SIGNAL_COLUMNS = ["symbol", "strategy", "side", "confidence", "entry", "stop_loss", "take_profit",
-                  "ev", "rr", "model_version"]
+                  "ev", "rr", "model_version", "hedge_ratio"]
 #: reward must be at least twice the risk (1:2)
 MIN_RISK_REWARD = 2.0
 
@@ -79,12 +80,13 @@ def exit_decisions(config: TradingConfig, manager: PortfolioManager, features: F
             continue
         strategy_config = config.strategies.get(name)
         strategy = declared(**(strategy_config.params if strategy_config else {}))
-        latest = features.latest(declared.feature_set, sorted({p.symbol for p in positions}), as_of)
+        # a pair's legs are judged together, on the pair's features
+        latest = features.latest(declared.feature_set, sorted({p.pair or p.symbol for p in positions}), as_of)
         if latest.empty:
             continue
         flagged = strategy.exit_rule(latest).reindex(latest.index).fillna(False).astype(bool)
         decisions.extend(ExitDecision(p, Intent.EXIT, f"{name} exit rule") for p in positions
-                         if bool(flagged.get(p.symbol, False)))
+                         if bool(flagged.get(p.pair or p.symbol, False)))
     return decisions
 
 
@@ -103,12 +105,16 @@ class TradeSignalEngine:
 
     # --- the strategies, by name ---------------------------------------------------------------
 
-    def find_momentum_signals(self, symbols: Sequence[str]) -> pd.DataFrame:
-        """Top performers over the lookback with volume confirmation; ML continuation odds."""
-        return self.signals_for("momentum", symbols)
+    def find_momentum_signals(self, symbols: Sequence[str], lookback_days: int = 20) -> pd.DataFrame:
+        """Top performers over ``lookback_days`` (5, 20 or 60) with volume confirmation; ML
+        continuation odds."""
+        return self.signals_for("momentum", symbols, lookback_days=lookback_days)
 
-    def find_swing_signals(self, symbols: Sequence[str]) -> pd.DataFrame:
-        """RSI oversold in an uptrend, MACD bullish cross or MA support; ML direction."""
+    def find_swing_signals(self, symbols: Sequence[str], timeframe: str = "1d") -> pd.DataFrame:
+        """RSI oversold in an uptrend, MACD bullish cross or MA support; ML direction. The lab
+        stores daily bars, so ``timeframe`` must be "1d"."""
+        if timeframe != "1d":
+            raise ValueError(f"swing signals need daily bars: timeframe must be '1d', got {timeframe!r}")
         return self.signals_for("swing", symbols)
 
     def find_breakout_signals(self, symbols: Sequence[str]) -> pd.DataFrame:
@@ -144,10 +150,11 @@ class TradeSignalEngine:
 
     # --- the one pipeline every strategy goes through ----------------------------------------
 
-    def signals_for(self, name: str, symbols: Sequence[str]) -> pd.DataFrame:
+    def signals_for(self, name: str, symbols: Sequence[str], **params: float | int) -> pd.DataFrame:
+        """``params`` override the strategy's rule parameters from config for this call."""
         declared = get_strategy(name)
         strategy_config = self.config.strategies.get(name)
-        strategy: Strategy = declared(**(strategy_config.params if strategy_config else {}))
+        strategy: Strategy = declared(**(strategy_config.params if strategy_config else {}) | params)
         latest = self.features.latest(declared.feature_set, list(symbols), self.as_of)
         if latest.empty:
             return pd.DataFrame(columns=SIGNAL_COLUMNS)
@@ -158,18 +165,24 @@ class TradeSignalEngine:
         stop_pct, take_pct, _ = strategy_levels(self.config, name)
         min_confidence = strategy_config.min_confidence if strategy_config else declared.min_confidence
         entries = np.array([self._entry(symbol, candidates.loc[symbol]) for symbol in candidates.index])
-        direction = 1.0 if declared.side == "buy" else -1.0
+        sides = strategy.sides(candidates).to_numpy(dtype=object)
+        direction = np.where(sides == "buy", 1.0, -1.0)
+        # a direction model gives the odds of "up": a sell is confident when "up" is unlikely
+        confidence = (np.where(direction > 0, prediction.values, 1.0 - prediction.values)
+                      if declared.label.kind == "direction" else prediction.values)
         frame = pd.DataFrame({
             "symbol": candidates.index.astype(str),
             "strategy": name,
-            "side": declared.side,
-            "confidence": prediction.values,
+            "side": sides,
+            "confidence": confidence,
             "entry": entries,
             "stop_loss": entries * (1 - direction * stop_pct),
             "take_profit": entries * (1 + direction * take_pct),
-            "ev": [calculate_ev(float(p), take_pct, stop_pct) for p in np.clip(prediction.values, 0, 1)],
+            "ev": [calculate_ev(float(p), take_pct, stop_pct) for p in np.clip(confidence, 0, 1)],
             "rr": take_pct / stop_pct,
             "model_version": prediction.model_version,
+            "hedge_ratio": (candidates["hedge_ratio"].to_numpy(dtype=float) if "hedge_ratio" in candidates
+                            else np.nan),
         })
         keep = (frame["confidence"] >= min_confidence) & (frame["rr"] >= MIN_RISK_REWARD - 1e-9) \
             & np.isfinite(frame["entry"]) & (frame["entry"] > 0)

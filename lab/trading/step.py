@@ -39,6 +39,8 @@ class Candidate:
     stop_loss: float | None = None
     take_profit: float | None = None
     rr: float | None = None
+    #: a pair's ("AAA/BBB"): the value of BBB held against each unit of AAA's value
+    hedge_ratio: float | None = None
     ref: Any = None
 
     @classmethod
@@ -50,7 +52,8 @@ class Candidate:
 
         return cls(strategy=record["strategy"], symbol=record["symbol"], side=Side(record["side"]),
                    entry=float(record["entry"]), confidence=float(record["confidence"]),
-                   stop_loss=level("stop_loss"), take_profit=level("take_profit"), rr=level("rr"), ref=ref)
+                   stop_loss=level("stop_loss"), take_profit=level("take_profit"), rr=level("rr"),
+                   hedge_ratio=level("hedge_ratio"), ref=ref)
 
 
 class Journal(Protocol):
@@ -137,7 +140,7 @@ def trade_step(
     if manager.update_drawdown():
         journal.halted(manager.halt_reason or "halted")
         result.notes.append(manager.halt_reason or "halted")
-    place = _Placer(manager, broker, journal, as_of, asset_types, checks, result)
+    place = _Placer(manager, broker, journal, as_of, prices, asset_types, checks, result)
     for decision in exits(pending):
         p = decision.position
         order = place.order(p.strategy, p.symbol, Side.SELL if p.qty > 0 else Side.BUY, abs(p.qty), decision.intent)
@@ -157,8 +160,9 @@ class _Placer:
     """Builds, checks, records and submits the orders of one step."""
 
     def __init__(self, manager: PortfolioManager, broker: BrokerInterface, journal: Journal, as_of: datetime,
-                 asset_types: Mapping[str, str], checks: Sequence[PreTradeCheck], result: StepResult):
-        self.manager, self.broker, self.journal, self.as_of = manager, broker, journal, as_of
+                 prices: Mapping[str, float], asset_types: Mapping[str, str], checks: Sequence[PreTradeCheck],
+                 result: StepResult):
+        self.manager, self.broker, self.journal, self.as_of, self.prices = manager, broker, journal, as_of, prices
         self.asset_types, self.checks, self.result = asset_types, checks, result
 
     def order(self, strategy: str, symbol: str, side: Side, qty: float, intent: Intent, **extra) -> Order:
@@ -169,7 +173,7 @@ class _Placer:
 
     def entry(self, c: Candidate) -> None:
         if "/" in c.symbol:
-            self.journal.outcome(c, "skipped", "pairs legs are not executed yet (needs both legs as one order)")
+            self.pair_entry(c)
             return
         pending = self.journal.open_orders()
         coid = client_order_id(self.manager.portfolio, self.as_of, c.strategy, c.symbol, Intent.ENTRY)
@@ -190,15 +194,83 @@ class _Placer:
         self(order, ref=c.ref)
         self.journal.outcome(c, "ordered", decision.reason)
 
-    def __call__(self, order: Order, *, ref: Any = None, note: str | None = None) -> bool:
-        """Check, record, submit. False when refused or when this decision was already placed."""
-        refusal = next((r for check in self.checks if (r := check(order)) is not None), None)
-        if refusal is not None:
+    def pair_entry(self, c: Candidate) -> None:
+        """Both legs of a pair as one decision: sized together in the hedge ratio (the pair's
+        gross notional by the sizing method, its stop on that notional), each leg under every
+        risk rule, both checked before either is placed, and the first cancelled if the
+        broker rejects the second."""
+        first, second = c.symbol.split("/")
+        side = {first: c.side, second: c.side.opposite}
+        price = {leg: self.prices.get(leg, math.nan) for leg in (first, second)}
+        beta = c.hedge_ratio if c.hedge_ratio is not None else math.nan
+        if not all(math.isfinite(v) and v > 0 for v in (price[first], price[second], beta)):
+            self.journal.outcome(c, "skipped", f"pair {c.symbol}: needs both legs' prices and a positive hedge "
+                                               f"ratio, got {price} and {beta!r}")
+            return
+        asset_type = self.asset_types.get(first, "stocks")
+
+        def legs(units: float) -> dict[str, float]:  # units of the first leg and their hedge
+            return {first: units, second: self.manager.round_qty(units * beta * price[first] / price[second],
+                                                                 asset_type)}
+
+        pending = self.journal.open_orders()
+        recorded = {o.symbol: o for o in pending if o.pair == c.symbol and o.intent is Intent.ENTRY}
+        if recorded:  # placed before a crash: finish the missing leg, hedged to the recorded one
+            if first in recorded and second not in recorded:
+                self(self.order(c.strategy, second, side[second], legs(recorded[first].qty)[second], Intent.ENTRY,
+                                pair=c.symbol), ref=c.ref)
+            return
+        unit = price[first] * (1 + beta)  # gross value of one unit of the first leg with its hedge
+        stop = abs(c.entry - c.stop_loss) / c.entry if c.stop_loss is not None else 0.0
+        units = self.manager.target_qty(entry=unit, stop_loss=unit * (1 - stop), confidence=c.confidence, rr=c.rr,
+                                        asset_type=asset_type)
+        wanted, limited, seen = legs(units), None, list(pending)
+        for leg in (first, second):
+            decision = self.manager.size_entry(strategy=c.strategy, symbol=leg, side=side[leg], entry=price[leg],
+                                               qty=wanted[leg], asset_type=asset_type, pending=seen, pair=c.symbol)
+            if decision.qty <= 0:
+                self.journal.outcome(c, "skipped", f"pair {c.symbol}: {leg} leg: {decision.reason or 'sized to zero'}")
+                return
+            if decision.qty < wanted[leg]:
+                units = min(units, self.manager.round_qty(units * decision.qty / wanted[leg], asset_type))
+                limited = f"{leg} leg: {decision.reason}"
+            seen.append(self.order(c.strategy, leg, side[leg], decision.qty, Intent.ENTRY, pair=c.symbol))
+        sized = legs(units)
+        if not all(q > 0 for q in sized.values()):
+            self.journal.outcome(c, "skipped", f"pair {c.symbol}: sized to zero ({limited})")
+            return
+        orders = [self.order(c.strategy, leg, side[leg], sized[leg], Intent.ENTRY, pair=c.symbol)
+                  for leg in (first, second)]
+        for order in orders:
+            if (refusal := self.refusal(order)) is not None:
+                for o in orders:
+                    if self.journal.store(o.rejected(f"pair {c.symbol}: {order.symbol} leg: {refusal}"), ref=c.ref):
+                        self.result.rejected += 1
+                self.journal.outcome(c, "skipped", f"pair {c.symbol}: {order.symbol} leg refused: {refusal}")
+                return
+        placed = self(orders[0], ref=c.ref)
+        hedge = self(orders[1], ref=c.ref) if placed and placed.status is not OrderStatus.REJECTED else None
+        if placed and placed.status is not OrderStatus.REJECTED and (hedge is None or
+                                                                     hedge.status is OrderStatus.REJECTED):
+            self.broker.cancel(orders[0].client_order_id)
+            sync(self.broker, self.journal, orders[:1], self.result)  # books any fill it got before the cancel
+            self.journal.outcome(c, "skipped", f"pair {c.symbol}: the {second} leg was rejected; {first} cancelled")
+            return
+        self.journal.outcome(c, "ordered", limited)
+
+    def refusal(self, order: Order) -> str | None:
+        """The first pre-trade check's reason to refuse the order, if any."""
+        return next((r for check in self.checks if (r := check(order)) is not None), None)
+
+    def __call__(self, order: Order, *, ref: Any = None, note: str | None = None) -> Order | None:
+        """Check, record, submit; the broker's answer. None when refused or when this decision
+        was already placed."""
+        if (refusal := self.refusal(order)) is not None:
             if self.journal.store(order.rejected(refusal), ref=ref):
                 self.result.rejected += 1
-            return False
+            return None
         if not self.journal.store(order, ref=ref):
-            return False
+            return None
         self.journal.stage("order_stored")
         answer = self.broker.submit(order)
         self.journal.update(answer)
@@ -209,4 +281,4 @@ class _Placer:
             self.result.placed += 1
             if note:
                 self.result.notes.append(f"{order.symbol} {order.intent}: {note}")
-        return True
+        return answer

@@ -60,7 +60,7 @@ def _position(row: db.Position) -> Position:
     return Position(portfolio=row.portfolio, strategy=row.strategy, symbol=row.symbol, asset_type=row.asset_type,
                     qty=row.qty, avg_price=row.avg_price, realized_pnl=row.realized_pnl,
                     last_price=row.last_price, stop_loss=row.stop_loss, take_profit=row.take_profit,
-                    sector=row.sector, opened_at=None if row.opened_at == _EPOCH else row.opened_at)
+                    sector=row.sector, opened_at=None if row.opened_at == _EPOCH else row.opened_at, pair=row.pair)
 
 
 def _order(row: db.Order, fills: Iterable[db.Trade]) -> Order:
@@ -69,7 +69,8 @@ def _order(row: db.Order, fills: Iterable[db.Trade]) -> Order:
         asset_type=row.asset_type, side=Side(row.side), qty=row.qty, order_type=OrderType(row.order_type),
         limit_price=row.limit_price, stop_price=row.stop_price, intent=Intent(row.intent),
         created_at=row.cycle_as_of or row.created_at, stop_loss=row.stop_loss, take_profit=row.take_profit,
-        notional=row.notional, status=OrderStatus(row.status), reason=row.reason, broker_order_id=row.broker_order_id,
+        notional=row.notional, pair=row.pair, status=OrderStatus(row.status), reason=row.reason,
+        broker_order_id=row.broker_order_id,
         fills=tuple(Fill(fill_id=t.fill_id, client_order_id=row.client_order_id, portfolio=t.portfolio,
                          strategy=t.strategy, symbol=t.symbol, side=Side(t.side), qty=t.qty, price=t.price,
                          fee=t.fee, ts=t.ts) for t in fills),
@@ -99,7 +100,7 @@ def store_order(engine: Engine, order: Order, *, broker: str, signal_id: int | N
                 qty=order.qty, limit_price=order.limit_price, stop_price=order.stop_price,
                 status=order.status.value, reason=order.reason, intent=order.intent.value,
                 stop_loss=order.stop_loss, take_profit=order.take_profit, notional=order.notional,
-                signal_id=signal_id,
+                pair=order.pair, signal_id=signal_id,
                 cycle_as_of=order.created_at, filled_qty=0.0,
             ))
             return True
@@ -141,7 +142,7 @@ def _write_position(session: Session, p: Position) -> None:
     session.merge(db.Position(
         portfolio=p.portfolio, strategy=p.strategy, symbol=p.symbol, asset_type=p.asset_type, sector=p.sector,
         qty=p.qty, avg_price=p.avg_price, last_price=p.last_price, realized_pnl=p.realized_pnl,
-        stop_loss=p.stop_loss, take_profit=p.take_profit, opened_at=p.opened_at or _EPOCH,
+        stop_loss=p.stop_loss, take_profit=p.take_profit, pair=p.pair, opened_at=p.opened_at or _EPOCH,
     ))
 
 
