@@ -13,20 +13,61 @@ from lab.bars import bars_by_symbol, load_bars
 from lab.config import TradingConfig
 from lab.features import compute_features, get_feature_set, load_fundamentals, pair_bars
 
-__all__ = ["MarketSnapshot", "load_market"]
+__all__ = ["FeatureFrames", "MarketSnapshot", "load_market"]
 
 #: enough calendar days for the longest indicator lookback (200 bars) on stock sessions
 HISTORY_DAYS = 420
 
 
-class MarketSnapshot:
-    """Bars per symbol up to ``as_of`` (nothing later is ever loaded), and a FeatureSource."""
+class FeatureFrames:
+    """A ``FeatureSource`` over feature frames computed once per (feature set, symbol) from the
+    bars it holds, each symbol with its asset class's benchmark, its fundamentals (as known
+    then) or, for a pair "AAA/BBB", both legs. ``latest`` takes the row at or before
+    ``as_of``: as every feature at t reads bars up to t only (``tests/test_features_lookahead``),
+    that row is what bars cut at ``as_of`` would give. The live cycle holds bars up to its
+    ``as_of``; a backtest holds the whole history and asks bar after bar."""
 
     def __init__(self, bars: Mapping[str, pd.DataFrame], *, benchmarks: Mapping[str, str],
                  fundamentals: pd.DataFrame | None = None):
         self.bars = dict(bars)
         self._benchmarks = dict(benchmarks)  # symbol -> its asset class's benchmark symbol
         self._fundamentals = fundamentals
+        self._frames: dict[tuple[str, str], pd.DataFrame | None] = {}
+
+    def latest(self, feature_set: str, symbols: Sequence[str], as_of: datetime) -> pd.DataFrame:
+        key, rows, stamp = get_feature_set(feature_set).key, {}, pd.Timestamp(as_of)
+        for symbol in symbols:
+            frame = self._frame(key, symbol)
+            if frame is None:
+                continue
+            at = frame.index.searchsorted(stamp, side="right") - 1
+            if at >= 0:
+                rows[symbol] = frame.iloc[at]
+        return pd.DataFrame.from_dict(rows, orient="index")
+
+    def _frame(self, key: str, symbol: str) -> pd.DataFrame | None:
+        if (key, symbol) not in self._frames:
+            self._frames[key, symbol] = self._compute(key, symbol)
+        return self._frames[key, symbol]
+
+    def _compute(self, key: str, symbol: str) -> pd.DataFrame | None:
+        fs = get_feature_set(key)
+        if fs.kind == "pair":
+            a, b = (self.bars.get(leg) for leg in symbol.split("/"))
+            return None if a is None or b is None else compute_features(pair_bars(a, b), key)
+        bars = self.bars.get(symbol)
+        if bars is None or bars.empty:
+            return None
+        fundamentals = None
+        if fs.kind == "fundamental" and self._fundamentals is not None:
+            fundamentals = self._fundamentals[self._fundamentals["symbol"] == symbol]
+        return compute_features(bars, key, benchmark=self.bars.get(self._benchmarks.get(symbol, "")),
+                                fundamentals=fundamentals)
+
+
+class MarketSnapshot(FeatureFrames):
+    """Bars per symbol up to ``as_of`` (nothing later is ever loaded), the latest prices, and
+    the features of those bars."""
 
     def prices(self) -> dict[str, float]:
         """The last close per symbol."""
@@ -35,32 +76,6 @@ class MarketSnapshot:
     def bars_after(self, symbol: str, ts: datetime) -> pd.DataFrame:
         frame = self.bars.get(symbol)
         return frame[frame.index > ts] if frame is not None else pd.DataFrame()
-
-    def latest(self, feature_set: str, symbols: Sequence[str], as_of: datetime) -> pd.DataFrame:
-        fs = get_feature_set(feature_set)
-        rows = {}
-        for symbol in symbols:
-            frame = self._features(fs.key, fs.kind, symbol, as_of)
-            if frame is not None and len(frame):
-                rows[symbol] = frame.iloc[-1]
-        return pd.DataFrame.from_dict(rows, orient="index")
-
-    def _features(self, key: str, kind: str, symbol: str, as_of: datetime) -> pd.DataFrame | None:
-        if kind == "pair":
-            a, b = (self.bars.get(leg) for leg in symbol.split("/"))
-            if a is None or b is None:
-                return None
-            return compute_features(pair_bars(a[a.index <= as_of], b[b.index <= as_of]), key)
-        bars = self.bars.get(symbol)
-        if bars is None:
-            return None
-        bench = self.bars.get(self._benchmarks.get(symbol, ""))
-        fundamentals = None
-        if kind == "fundamental" and self._fundamentals is not None:
-            fundamentals = self._fundamentals[self._fundamentals["symbol"] == symbol]
-        return compute_features(bars[bars.index <= as_of], key,
-                                benchmark=None if bench is None else bench[bench.index <= as_of],
-                                fundamentals=fundamentals)
 
 
 def load_market(engine: Engine, config: TradingConfig, as_of: datetime, *,
