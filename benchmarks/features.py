@@ -68,9 +68,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="100 symbols, fewer repeats (under a minute)")
     parser.add_argument("--symbols", type=int, default=None)
     parser.add_argument("--bars", type=int, default=2520)
+    parser.add_argument("--repeat", type=int, default=None, help="runs per timing, the best kept (default 5; 2 quick)")
     args = parser.parse_args()
     n_symbols = args.symbols or (100 if args.quick else 500)
-    repeat = 2 if args.quick else 3
+    repeat = args.repeat or (2 if args.quick else 5)
     bars = make_bars(n_symbols, args.bars)
     benchmark = make_bars(1, args.bars, seed=99)["SYM0000"]
     arrays = [tuple(f[c].to_numpy() for c in ("high", "low", "close")) for f in bars.values()]

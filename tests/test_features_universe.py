@@ -42,6 +42,30 @@ def test_ray_results_equal_the_serial_computation_exactly(ray_session: None, nam
                                                                       fundamentals=facts[facts.symbol == first]))
 
 
+@pytest.mark.parametrize("store_bytes", [0.0, 1e12], ids=["copied-out", "in-the-object-store"])
+def test_many_batches_a_worker_equal_the_serial_computation_and_every_frame_is_read_only(
+        ray_session: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, store_bytes: float) -> None:
+    """More batches than workers, so a worker computes its next batch (into the block it keeps)
+    while the driver still holds the previous result; whether the frames stay in the object
+    store or are copied out, they equal the serial ones. No path hands out a writable frame."""
+    from lab.features import _universe
+
+    monkeypatch.setattr(_universe, "MAX_BATCH_BYTES", 1)
+    monkeypatch.setattr(_universe, "MIN_BATCH", 4)
+    monkeypatch.setattr(_universe, "_local_store_bytes", lambda: store_bytes)
+    bars = universe(40, 260)
+    on_ray = compute_universe_features(bars, "technical@1", use_ray=True)
+    serial = compute_universe_features(bars, "technical@1", use_ray=False, cache_dir=tmp_path)
+    cached = compute_universe_features(bars, "technical@1", use_ray=False, cache_dir=tmp_path)
+    assert len(cached.report.cached) == 40
+    for result in (on_ray, serial, cached):
+        assert list(result) == list(bars)
+        for key, frame in result.items():
+            pd.testing.assert_frame_equal(frame, serial[key], check_exact=True)
+            with pytest.raises(ValueError, match="read-only"):
+                frame.iloc[0, 0] = 1.0
+
+
 def test_unchanged_symbols_come_from_the_cache_and_a_changed_bar_recomputes_only_its_symbol(tmp_path: Path) -> None:
     bars = universe(5, 260)
     first = compute_universe_features(bars, "momentum@1", cache_dir=tmp_path, use_ray=False)

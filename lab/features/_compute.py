@@ -14,13 +14,14 @@ from functools import cache
 
 import numpy as np
 import pandas as pd
+from numba import njit
 
 from lab.errors import DataError
 from lab.features._indicators import BASE_COLUMNS, PAIR_COLUMNS, PAIR_WINDOW, base_indicators, pair_indicators
 from lab.features._sets import FeatureSet, get_feature_set
 
 __all__ = ["compute_features", "pair_bars", "output_columns", "compute_with_problems", "compute_block",
-           "features_into", "frame_of", "benchmark_returns", "SECTORS"]
+           "prepare", "Prepared", "Benchmark", "features_into", "frame_of", "benchmark_returns", "SECTORS"]
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 FUNDAMENTAL_COLUMNS = ("pe_ratio", "pb_ratio", "log_market_cap", "sector_code")
@@ -32,6 +33,11 @@ SECTORS = (
     "Health Care", "Industrials", "Information Technology", "Materials", "Real Estate", "Utilities",
 )
 _SECTOR_CODE = {name.lower(): float(i) for i, name in enumerate(SECTORS)}
+
+#: one series' input as plain arrays, which is all that travels to a Ray task: its rows as one
+#: (rows, bars) float block (open, high, low, close, volume; a pair's close_a, close_b), its
+#: timestamps (int64 ns) and its fundamentals (or None)
+Prepared = tuple[np.ndarray, np.ndarray, pd.DataFrame | None]
 
 
 def output_columns(feature_set: FeatureSet) -> tuple[str, ...]:
@@ -84,8 +90,9 @@ def pair_bars(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
 def compute_with_problems(bars: pd.DataFrame, feature_set: FeatureSet, bench_ret: pd.Series | None,
                           fundamentals: pd.DataFrame | None) -> tuple[pd.DataFrame, list[str]]:
     """The feature frame and the problem lines found in the inputs."""
-    out = np.empty((len(output_columns(feature_set)), len(bars)))
-    problems = features_into(bars, feature_set, bench_ret, fundamentals, out)
+    values, stamps = prepare(bars, feature_set.kind)
+    out = np.empty((len(output_columns(feature_set)), len(stamps)))
+    problems = features_into(values, stamps, feature_set, Benchmark(bench_ret), fundamentals, out)
     return frame_of(out, bars.index, feature_set.kind), problems
 
 
@@ -94,26 +101,39 @@ def frame_of(values: np.ndarray, index: pd.Index, kind: str) -> pd.DataFrame:
     return pd.DataFrame(values.T, index=index, columns=_column_index(kind), copy=False)
 
 
-def compute_block(items: Sequence[tuple[pd.DataFrame, pd.DataFrame | None]], feature_set: FeatureSet,
-                  bench_ret: pd.Series | None) -> tuple[np.ndarray, list[int], list[list[str]], list[str | None]]:
-    """Features of many symbols' (bars, fundamentals) in one flat block: symbol i's values are
-    the next ``columns x lengths[i]`` numbers, laid out as ``features_into`` writes them.
+def prepare(bars: pd.DataFrame, kind: str, stamps: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Check a frame of bars (``pair_bars`` for a pair set) and take its rows and timestamps
+    as plain arrays, views of the frame's own block in the usual case (``stamps``: its
+    index's, when the caller has them already); raises ``DataError`` for a frame that is
+    not bars."""
+    columns = ("close_a", "close_b") if kind == "pair" else (*PRICE_COLUMNS, "volume")
+    _check_frame(bars, columns, "pair bars (see pair_bars)" if kind == "pair" else "bars")
+    return _rows(bars, columns), _stamps(bars.index) if stamps is None else stamps
+
+
+def compute_block(items: Sequence[Prepared], feature_set: FeatureSet, bench_ret: pd.Series | None,
+                  room: np.ndarray | None = None) -> tuple[np.ndarray, list[int], list[list[str]], list[str | None]]:
+    """Features of many prepared series in one flat block: series i's values are the next
+    ``columns x lengths[i]`` numbers, laid out as ``features_into`` writes them.
 
     One allocation for the batch (a large one is backed by huge pages) instead of one per
-    symbol, and one buffer to move between processes. A symbol that raises gets its error
-    (its slot holds no values), never stops the batch.
+    symbol, and one buffer to move between processes; the block is the start of ``room``
+    when that is large enough. A series that raises gets its error (its slot holds no
+    values), never stops the batch.
     """
     n_cols = len(output_columns(feature_set))
-    lengths = [len(bars) if isinstance(bars, pd.DataFrame) else 0 for bars, _ in items]
-    block = np.empty(n_cols * sum(lengths))
+    lengths = [len(stamps) for _, stamps, _ in items]
+    size = n_cols * sum(lengths)
+    block = room[:size] if room is not None and room.size >= size else np.empty(size)
     problems: list[list[str]] = []
     errors: list[str | None] = []
+    bench = Benchmark(bench_ret)
     start = 0
-    for (bars, facts), n in zip(items, lengths, strict=True):
+    for (values, stamps, facts), n in zip(items, lengths, strict=True):
         out = block[start:start + n_cols * n].reshape(n_cols, n)
         start += n_cols * n
         try:
-            problems.append(features_into(bars, feature_set, bench_ret, facts, out))
+            problems.append(features_into(values, stamps, feature_set, bench, facts, out))
             errors.append(None)
         except Exception as exc:
             problems.append([])
@@ -121,29 +141,23 @@ def compute_block(items: Sequence[tuple[pd.DataFrame, pd.DataFrame | None]], fea
     return block, lengths, problems, errors
 
 
-def features_into(bars: pd.DataFrame, feature_set: FeatureSet, bench_ret: pd.Series | None,
+def features_into(values: np.ndarray, all_stamps: np.ndarray, feature_set: FeatureSet, bench: Benchmark,
                   fundamentals: pd.DataFrame | None, out: np.ndarray) -> list[str]:
-    """Write the features into ``out`` (columns x bars) and return the problems found."""
+    """Write the features of ``prepare``'s arrays into ``out`` (columns x bars) and return the
+    problems found."""
     if feature_set.kind == "pair":
-        return _pair_features(bars, out)
-    _check_frame(bars, (*PRICE_COLUMNS, "volume"), "bars")
-    problems: list[str] = []
-    open_, high, low, close, volume = _ohlcv(bars)
-    with np.errstate(invalid="ignore"):
-        valid = (open_ > 0) & (high > 0) & (low > 0) & (close > 0)
-    valid &= np.isfinite(open_) & np.isfinite(high) & np.isfinite(low) & np.isfinite(close)
-    all_valid = bool(valid.all())
+        return _pair_features(values, out)
+    valid = np.empty(len(all_stamps), dtype=np.bool_)
+    n_valid, nan_volume, zero_volume, gaps, largest, flat = _scan_bars(values, all_stamps, GAP_DAYS * 86_400 * 10**9, valid)
+    all_valid = n_valid == len(valid)
     if not all_valid:
-        high, low, close, volume = high[valid], low[valid], close[valid], volume[valid]
-    all_stamps = _stamps(bars.index)
+        values = values[:, valid]
     stamps = all_stamps if all_valid else all_stamps[valid]
-    if bench_ret is None:
-        aligned = np.full(len(close), np.nan)
-    else:
-        aligned = _align(bench_ret, stamps)
-        missing = int(np.isnan(aligned[20:]).sum()) if len(aligned) > 20 else 0
-        if missing:
-            problems.append(f"benchmark missing for {missing} of {len(close)} bars (rel_strength_20 is NaN there)")
+    _, high, low, close, volume = values
+    problems: list[str] = []
+    aligned, missing = bench.at(stamps)
+    if missing:
+        problems.append(f"benchmark missing for {missing} of {len(close)} bars (rel_strength_20 is NaN there)")
     n_base = len(BASE_COLUMNS)
     if all_valid:
         base_indicators(high, low, close, volume, aligned, out=out[:n_base])
@@ -151,30 +165,53 @@ def features_into(bars: pd.DataFrame, feature_set: FeatureSet, bench_ret: pd.Ser
         out[:] = np.nan
         out[:n_base, valid] = base_indicators(high, low, close, volume, aligned)
     if feature_set.kind == "fundamental":
-        out[n_base:, valid] = _fundamental_values(bars.index[valid], fundamentals, problems).T
-    problems[:0] = _bar_problems(all_stamps, valid, close, volume)
+        out[n_base:, valid] = _fundamental_values(stamps, fundamentals, problems).T
+    problems[:0] = _bar_problems(len(valid), n_valid, nan_volume, zero_volume, gaps, largest, flat)
     return problems
 
 
-def _ohlcv(bars: pd.DataFrame) -> list[np.ndarray]:
-    """open, high, low, close, volume as contiguous float arrays; bars that are exactly those
-    columns (the usual case) are read from their one block at once."""
-    columns = (*PRICE_COLUMNS, "volume")
-    if tuple(bars.columns) == columns:
+def _rows(bars: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
+    """The columns as one contiguous (columns, bars) float block: a view when the frame is
+    exactly those columns in one float block (the usual case)."""
+    if bars.columns.tolist() == list(columns):
         try:
-            return list(np.ascontiguousarray(bars.to_numpy(dtype=float).T))
+            return np.ascontiguousarray(bars.to_numpy(dtype=float).T)
         except (TypeError, ValueError):
             pass  # a column that is not numbers: read per column, which names it
-    return [bars[c].to_numpy(dtype=float) for c in columns]
+    return np.stack([bars[c].to_numpy(dtype=float) for c in columns])
 
 
 def _stamps(index: pd.DatetimeIndex) -> np.ndarray:
-    return index.asi8 if index.unit == "ns" else index.as_unit("ns").asi8
+    """int64 ns, contiguous (a view of the index in the usual case)."""
+    return np.ascontiguousarray(index.asi8 if index.unit == "ns" else index.as_unit("ns").asi8)
 
 
 @cache
 def _column_index(kind: str) -> pd.Index:
     return pd.Index(output_columns(FeatureSet(name="-", version=0, columns=(), kind=kind)))
+
+
+class Benchmark:
+    """The benchmark's 20-bar return (``benchmark_returns``; None: no benchmark, NaN) aligned
+    to a series' timestamps, and how many bars past the first 20 it is missing for.
+
+    The last answer is kept: the series of a batch usually share one timestamps array, so
+    the alignment is done once a batch. Callers only read the aligned array.
+    """
+
+    def __init__(self, ret: pd.Series | None):
+        self.ret = ret
+        self._last: tuple[np.ndarray, np.ndarray, int] | None = None
+
+    def at(self, stamps: np.ndarray) -> tuple[np.ndarray, int]:
+        if self._last is None or self._last[0] is not stamps:
+            if self.ret is None:
+                aligned, missing = np.full(len(stamps), np.nan), 0
+            else:
+                aligned = _align(self.ret, stamps)
+                missing = int(np.isnan(aligned[20:]).sum()) if len(aligned) > 20 else 0
+            self._last = (stamps, aligned, missing)
+        return self._last[1], self._last[2]
 
 
 def _align(bench_ret: pd.Series, stamps: np.ndarray) -> np.ndarray:
@@ -190,19 +227,19 @@ def _align(bench_ret: pd.Series, stamps: np.ndarray) -> np.ndarray:
     return out
 
 
-def _pair_features(bars: pd.DataFrame, out: np.ndarray) -> list[str]:
-    _check_frame(bars, ("close_a", "close_b"), "pair bars (see pair_bars)")
-    out[:] = pair_indicators(bars["close_a"].to_numpy(dtype=float), bars["close_b"].to_numpy(dtype=float)).T
+def _pair_features(values: np.ndarray, out: np.ndarray) -> list[str]:
+    out[:] = pair_indicators(values[0], values[1]).T
     problems = []
-    if len(bars) <= PAIR_WINDOW:
-        problems.append(f"too little history: {len(bars)} common bars, the pair window needs {PAIR_WINDOW + 1}")
+    if values.shape[1] <= PAIR_WINDOW:
+        problems.append(f"too little history: {values.shape[1]} common bars, the pair window needs {PAIR_WINDOW + 1}")
     return problems
 
 
 def _check_frame(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
     if not isinstance(frame, pd.DataFrame):
         raise DataError(f"{what}: expected a DataFrame, got {type(frame).__name__}")
-    missing = [c for c in columns if c not in frame.columns]
+    names = frame.columns.tolist()  # a list: membership on the Index costs a lookup each
+    missing = [c for c in columns if c not in names]
     if missing:
         raise DataError(f"{what}: missing column(s) {', '.join(missing)}")
     if not isinstance(frame.index, pd.DatetimeIndex):
@@ -215,36 +252,59 @@ def _check_frame(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> No
         raise DataError(f"{what}: duplicated timestamps, e.g. {frame.index[frame.index.duplicated()][0]}")
 
 
-def _bar_problems(stamps: np.ndarray, valid: np.ndarray, close: np.ndarray, volume: np.ndarray) -> list[str]:
+@njit(cache=True)
+def _scan_bars(values: np.ndarray, stamps: np.ndarray, gap_ns: int,
+               valid: np.ndarray) -> tuple[int, int, int, int, int, bool]:
+    """One pass over the bars: ``valid`` (every price finite and > 0), and the counts the
+    problem lines need (valid bars; their missing and zero volumes; timestamp gaps over
+    ``gap_ns``, the largest step; whether the valid closes are all equal)."""
+    n_valid = nan_volume = zero_volume = gaps = largest = 0
+    low, high = np.inf, -np.inf
+    for i in range(values.shape[1]):
+        o, h, lo, c, v = values[0, i], values[1, i], values[2, i], values[3, i], values[4, i]
+        ok = 0 < o < np.inf and 0 < h < np.inf and 0 < lo < np.inf and 0 < c < np.inf
+        valid[i] = ok
+        if ok:
+            n_valid += 1
+            nan_volume += v != v
+            zero_volume += v == 0
+            low, high = min(low, c), max(high, c)
+    for i in range(1, len(stamps)):
+        step = stamps[i] - stamps[i - 1]
+        gaps += step > gap_ns
+        largest = max(largest, step)
+    return n_valid, nan_volume, zero_volume, gaps, largest, n_valid > 1 and low == high
+
+
+def _bar_problems(n_bars: int, n_valid: int, nan_volume: int, zero_volume: int, gaps: int, largest: int,
+                  flat: bool) -> list[str]:
     problems = []
-    if len(close) < LONGEST_LOOKBACK:
-        problems.append(f"too little history: {len(close)} valid bars, sma_200 needs {LONGEST_LOOKBACK}")
-    if (bad := len(valid) - int(np.count_nonzero(valid))):
-        problems.append(f"{bad} bars with missing or non-positive prices (their features are NaN)")
-    if (nan_volume := int(np.count_nonzero(np.isnan(volume)))):
+    if n_valid < LONGEST_LOOKBACK:
+        problems.append(f"too little history: {n_valid} valid bars, sma_200 needs {LONGEST_LOOKBACK}")
+    if n_bars - n_valid:
+        problems.append(f"{n_bars - n_valid} bars with missing or non-positive prices (their features are NaN)")
+    if nan_volume:
         problems.append(f"{nan_volume} bars with missing volume")
-    if (zero_volume := int(np.count_nonzero(volume == 0))):
+    if zero_volume:
         problems.append(f"{zero_volume} bars with zero volume")
-    if len(stamps) > 1:
-        steps = np.diff(stamps)
-        if (gaps := int(np.count_nonzero(steps > GAP_DAYS * 86_400 * 10**9))):
-            problems.append(f"{gaps} gaps longer than {GAP_DAYS} days (largest {steps.max() / 86_400e9:.0f} days)")
-    if len(close) > 1 and np.ptp(close) == 0:
+    if gaps:
+        problems.append(f"{gaps} gaps longer than {GAP_DAYS} days (largest {largest / 86_400e9:.0f} days)")
+    if flat:
         problems.append("constant price: RSI and Bollinger %b are undefined (NaN)")
     return problems
 
 
-def _fundamental_values(index: pd.DatetimeIndex, fundamentals: pd.DataFrame | None,
+def _fundamental_values(stamps: np.ndarray, fundamentals: pd.DataFrame | None,
                         problems: list[str]) -> np.ndarray:
     """Point-in-time P/E, P/B, log market cap, sector code: each row sees the last value known at its ts."""
-    out = np.full((len(index), len(FUNDAMENTAL_COLUMNS)), np.nan)
+    out = np.full((len(stamps), len(FUNDAMENTAL_COLUMNS)), np.nan)
     if fundamentals is None or fundamentals.empty:
         problems.append("no fundamentals known (pe_ratio, pb_ratio, log_market_cap, sector_code are NaN)")
         return out
     if "symbol" in fundamentals.columns and fundamentals["symbol"].nunique() > 1:
         raise DataError("fundamentals: pass one symbol's rows to compute_features")
     facts = fundamentals.assign(known_at=pd.to_datetime(fundamentals["known_at"], utc=True)).sort_values("known_at")
-    left = pd.DataFrame({"ts": index.as_unit("ns")})
+    left = pd.DataFrame({"ts": pd.to_datetime(stamps, utc=True)})
     right = facts.assign(known_at=facts["known_at"].dt.as_unit("ns"))
     merged = pd.merge_asof(left, right, left_on="ts", right_on="known_at", direction="backward")
     market_cap = merged["market_cap"].to_numpy(dtype=float)
