@@ -5,7 +5,8 @@ Same signals everywhere (SMA 10/30 crossings, decided on the close), same assump
 market orders fill at the next open, 10 bps commission per side, no slippage, a fixed
 20,000 per entry in whole shares (floor(20,000 / decision close)), one 100,000 account per
 symbol. The lab runs its real engine: PortfolioManager sizing and risk limits,
-PaperTradingExecutor matching and fees, Position accounting, per-bar equity.
+PaperTradingExecutor matching and fees, Position accounting, per-bar equity. The flags are
+computed before each timing starts, for every engine alike.
 
 Prints one JSON object as the last line:
   speedup_vs_backtesting_py        lab symbol-bars/s / backtesting.py symbol-bars/s
@@ -56,9 +57,11 @@ def signals(close: pd.Series) -> tuple[pd.Series, pd.Series]:
     return above & ~before & ready, ~above & before & ready
 
 
-def lab_sma(bars: dict[str, pd.DataFrame], sizing: dict, *, accounts: str = "per_symbol"):
+def lab_sma(bars: dict[str, pd.DataFrame], sizing: dict, *, accounts: str = "per_symbol",
+            flags: dict[str, tuple[pd.Series, pd.Series]] | None = None):
     """The SMA crossover through the lab engine, with the peer's assumptions configured:
-    no slippage, the same commission rate, no volume cap, no risk limit in the way."""
+    no slippage, the same commission rate, no volume cap, no risk limit in the way.
+    ``flags``: each symbol's ``signals`` when computed already (the peers get theirs so too)."""
     from lab.backtest import BacktestSpec, CrossoverDecisions, backtest_config, run_with_decisions
     from lab.config import load_config
 
@@ -74,15 +77,16 @@ def lab_sma(bars: dict[str, pd.DataFrame], sizing: dict, *, accounts: str = "per
                                      "max_drawdown_halt": 1.0}})
     asset_types = dict.fromkeys(symbols, "stocks")
     config = backtest_config(load_config(ROOT / "config" / "trading.json"), spec, asset_types)
-    flags = {s: signals(b["close"]) for s, b in bars.items()}
+    flags = flags or {s: signals(b["close"]) for s, b in bars.items()}
     decisions = CrossoverDecisions("sma_cross", pd.DataFrame({s: f[0] for s, f in flags.items()}),
                                    pd.DataFrame({s: f[1] for s, f in flags.items()}))
     return run_with_decisions(config, spec, bars, decisions, strategies=["sma_cross"], asset_types=asset_types)
 
 
 def run_lab(bars: dict[str, pd.DataFrame]) -> tuple[float, dict[str, float]]:
+    flags = {s: signals(b["close"]) for s, b in bars.items()}
     started = time.perf_counter()
-    result = lab_sma(bars, {"method": "fixed", "fixed_amount": FIXED})
+    result = lab_sma(bars, {"method": "fixed", "fixed_amount": FIXED}, flags=flags)
     return time.perf_counter() - started, _final_per_symbol(result, bars)
 
 

@@ -10,11 +10,14 @@ from __future__ import annotations
 from functools import lru_cache
 
 import exchange_calendars as xcals
+import numpy as np
 import pandas as pd
 
 from lab.errors import DataError
 
-__all__ = ["check_period", "missing_sessions", "require_bars"]
+__all__ = ["check_period", "missing_sessions", "nanoseconds", "require_bars", "span"]
+
+_DAY_NS = 86_400 * 10**9
 
 
 def check_period(start: pd.Timestamp, end: pd.Timestamp) -> None:
@@ -27,6 +30,7 @@ def _nyse() -> xcals.ExchangeCalendar:
     return xcals.get_calendar("XNYS", start="1990-01-01")
 
 
+@lru_cache(maxsize=64)
 def _sessions(asset_type: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DatetimeIndex:
     first, last = start.tz_convert(None).normalize(), end.tz_convert(None).normalize()
     if asset_type == "crypto":
@@ -39,15 +43,33 @@ def _sessions(asset_type: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.Dat
     return pd.DatetimeIndex(days).tz_localize("UTC")
 
 
+def span(index: pd.Index, start: pd.Timestamp, end: pd.Timestamp) -> slice:
+    """The positions ``.loc[start:end]`` selects; on a sorted tz-aware index by binary search on
+    its nanoseconds, without pandas' label handling (a millisecond a call, and a backtest makes
+    several per symbol)."""
+    if not (isinstance(index, pd.DatetimeIndex) and index.tz is not None and start.tzinfo is not None
+            and end.tzinfo is not None and index.is_monotonic_increasing):
+        return index.slice_indexer(start, end)
+    stamps = nanoseconds(index)
+    return slice(int(np.searchsorted(stamps, start.value, "left")), int(np.searchsorted(stamps, end.value, "right")))
+
+
+def nanoseconds(index: pd.DatetimeIndex) -> np.ndarray:
+    """UTC nanoseconds since the epoch of each stamp."""
+    return (index if index.unit == "ns" else index.as_unit("ns")).asi8
+
+
 def missing_sessions(bars: pd.DataFrame, asset_type: str, start: pd.Timestamp, end: pd.Timestamp) -> list[str]:
     """Sessions between the symbol's first bar in the period and ``end`` that have no bar
-    (before its first bar it simply was not listed yet)."""
-    inside = bars.loc[start:end]
-    if inside.empty:
+    (before its first bar it simply was not listed yet). Days are UTC days, as bars are stamped."""
+    stamps = nanoseconds(bars.index)[span(bars.index, start, end)]
+    if not len(stamps):
         return []
-    expected = _sessions(asset_type, inside.index[0], end)
-    have = pd.DatetimeIndex(inside.index).normalize()
-    return [ts.date().isoformat() for ts in expected.difference(have)]
+    expected = _sessions(asset_type, pd.Timestamp(stamps[0], tz="UTC"), end)
+    have = np.sort(stamps // _DAY_NS * _DAY_NS)
+    days = nanoseconds(expected)
+    at = np.minimum(np.searchsorted(have, days), len(have) - 1)
+    return [ts.date().isoformat() for ts in expected[have[at] != days]]
 
 
 def require_bars(bars: dict[str, pd.DataFrame], symbols: list[str], start: pd.Timestamp,
@@ -55,7 +77,7 @@ def require_bars(bars: dict[str, pd.DataFrame], symbols: list[str], start: pd.Ti
     """Every symbol must have at least one bar in [start, end]; the error names each one without."""
     if not symbols:
         raise DataError("a backtest needs at least one symbol")
-    empty = [s for s in symbols if s not in bars or bars[s].loc[start:end].empty]
+    empty = [s for s in symbols if s not in bars or not len(bars[s].index[span(bars[s].index, start, end)])]
     if len(empty) == len(symbols) and not any(s in bars and len(bars[s]) for s in symbols):
         raise DataError(f"no stored bars at all for {', '.join(empty)}; ingest them first (`lab data ingest`)")
     if empty:

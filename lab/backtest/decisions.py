@@ -48,6 +48,12 @@ class Decisions(Protocol):
         """Signals as records with the ``SIGNAL_COLUMNS`` keys, best first."""
         ...
 
+    def exit_mask(self, index: pd.DatetimeIndex, symbols: Sequence[str]) -> np.ndarray | None:
+        """Bars x symbols: False where ``exits`` can close no position in that symbol at that
+        bar (the clock then need not step an account that only holds such positions); None
+        when any held position may exit on any bar."""
+        ...
+
 
 class PrecomputedFeatures:
     """A ``FeatureSource`` over frames computed once per (feature set, symbol)."""
@@ -209,6 +215,9 @@ class EngineDecisions:
     def exits(self, as_of: datetime, manager: PortfolioManager, pending: Sequence[Order]) -> list[ExitDecision]:
         return exit_decisions(self.config, manager, self.features, as_of, pending)
 
+    def exit_mask(self, index: pd.DatetimeIndex, symbols: Sequence[str]) -> None:
+        return None  # stops, targets, holding time and exit rules may fire on any bar
+
     def entries(self, as_of: datetime, prices: Mapping[str, float]) -> list[dict]:
         engine = TradeSignalEngine(self.config, self.predictions.at(as_of), self.features, as_of=as_of,
                                    prices=prices)
@@ -226,15 +235,26 @@ class CrossoverDecisions:
         self._entries = entries.fillna(False).to_numpy(dtype=bool)
         self._exits = exits.reindex(index=entries.index, columns=entries.columns).fillna(False).to_numpy(dtype=bool)
         self._any_entry, self._any_exit = self._entries.any(axis=1), self._exits.any(axis=1)
+        self._last_flagged: tuple[int, frozenset[str]] = (-1, frozenset())
 
     def exits(self, as_of: datetime, manager: PortfolioManager, pending: Sequence[Order]) -> list[ExitDecision]:
         row = self._row.get(as_of)
         if row is None or not self._any_exit[row]:
             return []
-        flagged = set(self._symbols[self._exits[row]])
+        flagged = self._flagged(row)
         exiting = {(o.strategy, o.symbol) for o in pending if o.intent is not Intent.ENTRY}
         return [ExitDecision(p, Intent.EXIT, "exit rule") for p in manager.open_positions()
                 if p.strategy == self.strategy and p.symbol in flagged and (p.strategy, p.symbol) not in exiting]
+
+    def _flagged(self, row: int) -> frozenset[str]:
+        """The symbols flagged at ``row``, kept for the next account asking about the same bar."""
+        if self._last_flagged[0] != row:
+            self._last_flagged = (row, frozenset(self._symbols[self._exits[row]]))
+        return self._last_flagged[1]
+
+    def exit_mask(self, index: pd.DatetimeIndex, symbols: Sequence[str]) -> np.ndarray:
+        flags = pd.DataFrame(self._exits, index=list(self._row), columns=self._symbols)
+        return flags.reindex(index=index, columns=list(symbols), fill_value=False).to_numpy(dtype=bool)
 
     def entries(self, as_of: datetime, prices: Mapping[str, float]) -> list[dict]:
         row = self._row.get(as_of)

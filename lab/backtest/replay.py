@@ -5,27 +5,32 @@ At each bar the paper executor sees the bar of every symbol an account has open 
 candidate entries in, then ``lab.trading.step.trade_step`` runs for that account exactly as
 in the live cycle (book fills, mark, drawdown halt, exits, sized entries) with an
 in-memory journal. Orders decided at bar t can only fill at a later bar (the executor's
-rule), so the backtest cannot trade on the bar it decided on. Accounts with no position,
-no open order and no candidate are skipped: for them a step would change nothing.
+rule), so the backtest cannot trade on the bar it decided on. An account is stepped only
+at bars where its step could do something (``_Idle``): it has open orders or candidates, an
+exit may be due in a symbol it holds, or its drawdown nears the halt; before that step its
+books catch up on the marks and equity peak of the bars it skipped.
 
 Nothing is stored while replaying; the result is stored in one go afterwards. The
-per-bar valuation (equity, positions over time) is read off the manager's books into
-arrays, so a bar without events costs a few vector operations.
+valuation (equity, positions over time) is read off the books after each bar that booked a
+fill and computed for every bar in arrays at the end.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from lab.backtest.data import nanoseconds, span
 from lab.backtest.decisions import Decisions
 from lab.backtest.result import FILL_COLUMNS, ORDER_COLUMNS, POSITION_COLUMNS, BacktestResult
 from lab.config import TradingConfig
-from lab.trading.model import Fill, Order
+from lab.trading.model import Fill, Intent, Order, OrderStatus, OrderType, Side
 from lab.trading.paper import Bar, PaperTradingExecutor
 from lab.trading.portfolio import PortfolioManager
 from lab.trading.step import Candidate, trade_step
@@ -33,6 +38,8 @@ from lab.trading.step import Candidate, trade_step
 __all__ = ["Market", "replay"]
 
 _FIELDS = ("open", "high", "low", "close", "volume")
+#: each enum member's value, looked up (``.value`` is a slow descriptor on Python 3.11)
+_TEXT: dict[StrEnum, str] = {m: m.value for e in (Side, OrderType, Intent, OrderStatus) for m in e}
 
 
 @dataclass(frozen=True)
@@ -44,19 +51,32 @@ class Market:
     arrays: dict[str, np.ndarray]
     asset_types: dict[str, str]
 
+    @cached_property
+    def stamps(self) -> list[pd.Timestamp]:
+        """The clock's bars as timestamps (indexing the index boxes one on every call)."""
+        return list(self.index)
+
     @classmethod
     def from_bars(cls, bars: Mapping[str, pd.DataFrame], symbols: Sequence[str], start: pd.Timestamp,
                   end: pd.Timestamp, asset_types: Mapping[str, str]) -> Market:
-        frames = {s: bars[s].loc[start:end] for s in symbols}
-        stamps = np.unique(np.concatenate([f.index.as_unit("ns").asi8 for f in frames.values()]))
+        spans = {s: span(bars[s].index, start, end) for s in symbols}
+        own = {s: nanoseconds(bars[s].index)[spans[s]] for s in symbols}
+        stamps = np.unique(np.concatenate(list(own.values())))
         index = pd.DatetimeIndex(pd.to_datetime(stamps, utc=True))
-        arrays = {name: np.column_stack([frames[s][name].reindex(index).to_numpy(dtype=float) for s in symbols])
-                  for name in _FIELDS}
+        arrays = {name: np.full((len(index), len(symbols)), np.nan) for name in _FIELDS}
+        for j, s in enumerate(symbols):
+            if (np.diff(np.sort(own[s])) == 0).any():
+                raise ValueError(f"{s}: more than one bar at the same time")
+            frame = bars[s] if tuple(bars[s].columns) == _FIELDS else bars[s][list(_FIELDS)]
+            values = frame.to_numpy(dtype=float)[spans[s]]
+            rows = np.searchsorted(stamps, own[s])
+            for i, name in enumerate(_FIELDS):
+                arrays[name][rows, j] = values[:, i]
         return cls(index, list(symbols), arrays, dict(asset_types))
 
     def bar(self, t: int, column: int) -> Bar:
         a = self.arrays
-        return Bar(self.index[t], a["open"][t, column], a["high"][t, column], a["low"][t, column],
+        return Bar(self.stamps[t], a["open"][t, column], a["high"][t, column], a["low"][t, column],
                    a["close"][t, column], a["volume"][t, column])
 
 
@@ -66,6 +86,7 @@ class _Journal:
     def __init__(self, on_fill: Callable[[Order, Fill], None]):
         self.open: dict[str, Order] = {}  # by client order id
         self.submitted: list[str] = []
+        self._recorded: set[str] = set()  # the submitted ids, to look up
         self._booked: set[str] = set()
         self._on_fill = on_fill
 
@@ -73,9 +94,10 @@ class _Journal:
         return list(self.open.values())
 
     def store(self, order: Order, *, ref: Any = None) -> bool:
-        if order.client_order_id in self.open or order.client_order_id in self.submitted:
+        if order.client_order_id in self._recorded:
             return False
         self.submitted.append(order.client_order_id)
+        self._recorded.add(order.client_order_id)
         self.update(order)
         return True
 
@@ -134,24 +156,28 @@ def replay(
 
     slot = {(st, s): k for k, (st, s) in enumerate((st, s) for st in strategies for s in symbols)}
     slot_symbol = np.array([column[s] for st in strategies for s in symbols], dtype=int)
-    slot_strategy = np.repeat(np.arange(len(strategies)), len(symbols))
     qty, avg, realized = (np.zeros(len(slot)) for _ in range(3))
-    qty_hist, avg_hist = np.zeros((n_bars, len(slot))), np.zeros((n_bars, len(slot)))
-    cash_hist, strategy_hist = np.zeros(n_bars), np.zeros((n_bars, len(strategies)))
-    pnl_hist = np.zeros((n_bars, 2))  # realized, unrealized
+    # the books after each bar that booked a fill; the other bars' rows are copied at the end
+    qty_hist, avg_hist, realized_hist = (np.zeros((n_bars, len(slot))) for _ in range(3))
+    cash_hist = np.zeros((n_bars, len(groups)))
+    booked = np.zeros(n_bars, dtype=bool)
+    booked[0] = True
     closes = pd.DataFrame(market.arrays["close"]).ffill().to_numpy()
     allocation = cash * len(groups) / len(strategies)
     fills: list[tuple] = []
     ordering: set[int] = set()  # accounts with open orders
     holding: set[int] = set()  # accounts with open positions
     account_cash = np.full(len(groups), cash)
+    idle = _Idle(market, closes, decisions.exit_mask(market.index, symbols), slot_symbol,
+                 np.array([account_of[symbols[i]] for i in slot_symbol], dtype=int), len(groups),
+                 cash=cash, limit=config.risk.max_drawdown_halt)
 
     def booker(manager: PortfolioManager) -> Callable[[Order, Fill], None]:
         def on_fill(order: Order, fill: Fill) -> None:
             position = manager.apply_fill(fill, asset_type=order.asset_type, order=order)
             k = slot[(fill.strategy, fill.symbol)]
             fills.append((fill.fill_id, fill.client_order_id, fill.ts, fill.strategy, fill.symbol,
-                          fill.side.value, fill.qty, fill.price, fill.fee, position.realized_pnl - realized[k]))
+                          _TEXT[fill.side], fill.qty, fill.price, fill.fee, position.realized_pnl - realized[k]))
             qty[k], avg[k], realized[k] = position.qty, position.avg_price, position.realized_pnl
 
         return on_fill
@@ -162,15 +188,17 @@ def replay(
                                  _Journal(booker(manager))))
 
     for t in range(n_bars):
-        as_of = market.index[t]  # a pd.Timestamp: a tz-aware datetime
+        as_of = market.stamps[t]  # a pd.Timestamp: a tz-aware datetime
         present = ~np.isnan(market.arrays["open"][t])
         prices = _Prices(closes[t], column, present)
         wanted: dict[int, list[Candidate]] = {}
         for record in decisions.entries(as_of, prices):
             if (a := account_of.get(record["symbol"])) is not None:
                 wanted.setdefault(a, []).append(Candidate.from_record(record))
-        for a in sorted(ordering | holding | set(wanted)):
+        for a in sorted(ordering | idle.due(t, qty, account_cash, holding) | set(wanted)):
             account, candidates = accounts[a], wanted.get(a, [])
+            if a in holding:
+                idle.catch_up(a, t, account.manager, column)
             # the executor sees this bar of every symbol it may fill or price an order in
             if account.journal.open or candidates:
                 for symbol in sorted({o.symbol for o in account.journal.open.values()}
@@ -182,25 +210,97 @@ def replay(
                               exits=lambda pending, m=account.manager, ts=as_of: decisions.exits(ts, m, pending),
                               entries=lambda c=candidates: c)
             if step.fills:
+                booked[t] = True
                 account_cash[a] = account.manager.cash
                 holding.discard(a)
-                if account.manager.open_positions():
+                if held := account.manager.open_positions():
                     holding.add(a)
+                idle.held(a, [column[p.symbol] for p in held])
+            idle.stepped(a, t, account.manager)
             ordering.discard(a)
             if account.journal.open:
                 ordering.add(a)
-        # read the books into arrays
-        cash_hist[t] = account_cash.sum()
-        qty_hist[t], avg_hist[t] = qty, avg
-        unrealized = np.nan_to_num(qty * (closes[t, slot_symbol] - avg))
-        strategy_hist[t] = allocation + np.bincount(slot_strategy, realized + unrealized, minlength=len(strategies))
-        pnl_hist[t] = realized.sum(), unrealized.sum()
+        if booked[t]:
+            qty_hist[t], avg_hist[t], realized_hist[t], cash_hist[t] = qty, avg, realized, account_cash
         if progress is not None:
             progress(t + 1, n_bars)
 
+    latest = np.maximum.accumulate(np.where(booked, np.arange(n_bars), 0))  # each bar's row of the books
     return _result(market, accounts, portfolio, name, strategies, symbols, benchmark_close, fills,
-                   cash_hist, pnl_hist, qty_hist, avg_hist, strategy_hist, closes, slot_symbol, slot_strategy,
-                   initial_cash=cash * len(accounts))
+                   *(h[latest] for h in (cash_hist, qty_hist, avg_hist, realized_hist)), closes, slot_symbol,
+                   allocation=allocation, initial_cash=cash * len(accounts))
+
+
+class _Idle:
+    """Which holding accounts a bar's step would leave as they are, and bringing a skipped
+    account's books up to date before its next step.
+
+    A step on an account without open orders or candidates books nothing; it places an order
+    only when an exit is due or the drawdown halt starts, and otherwise just marks the
+    positions and tracks the equity peak. So a holding account is skipped at a bar when
+    ``Decisions.exit_mask`` clears its symbols there and its equity is clear of the halt (by a
+    margin); before its next step the manager itself marks the highest skipped equity
+    (``update_drawdown``) and the last skipped bar (``mark``). The equity computed here in
+    arrays equals the manager's (a fsum) when the account holds at most two positions and
+    their closes are finite wherever they have a bar: other accounts are stepped every bar.
+    """
+
+    _MARGIN = 1e-9  # drawdown this close to the halt limit is stepped, whatever the rounding
+
+    def __init__(self, market: Market, closes: np.ndarray, exit_mask: np.ndarray | None, slot_symbol: np.ndarray,
+                 slot_account: np.ndarray, n_accounts: int, *, cash: float, limit: float):
+        self._closes, self._finite = closes, np.isfinite(closes)
+        self._slot_closes = np.ascontiguousarray(closes[:, slot_symbol])
+        self._slot_exits = None if exit_mask is None else np.ascontiguousarray(exit_mask[:, slot_symbol])
+        self._slot_account, self._n = slot_account, n_accounts
+        # drawdown >= limit is equity <= peak * (1 - limit); the margin covers the rounding
+        self._halt_share = 1 - limit + self._MARGIN
+        self._equity = np.zeros((len(closes), n_accounts))  # each bar's, before its steps
+        self._peak = np.full(n_accounts, cash)
+        self._last = np.full(n_accounts, -1)  # the bar each account was last stepped
+        bars = ~np.isnan(market.arrays["open"])
+        self._odd_close = set(np.flatnonzero((bars & ~np.isfinite(market.arrays["close"])).any(axis=0)).tolist())
+        self._loud: set[int] = set()
+
+    def due(self, t: int, qty: np.ndarray, cash: np.ndarray, holding: set[int]) -> set[int]:
+        """The holding accounts to step at bar ``t`` (before its steps)."""
+        if not holding:
+            return set()  # flat accounts: equity is cash, below the peak their last step saw
+        held = qty != 0
+        value = np.where(held, qty * self._slot_closes[t], 0.0)
+        equity = self._equity[t] = cash + np.bincount(self._slot_account, value, minlength=self._n)
+        peak = self._peak = np.maximum(self._peak, equity)
+        if self._slot_exits is None:
+            return set(holding)
+        due = equity <= peak * self._halt_share
+        due[self._slot_account[held & self._slot_exits[t]]] = True
+        return (self._loud | set(np.flatnonzero(due).tolist())) & holding
+
+    def catch_up(self, a: int, t: int, manager: PortfolioManager, column: Mapping[str, int]) -> None:
+        """What the steps skipped since the account's last one would have done to its books."""
+        last = int(self._last[a])
+        if last >= t - 1:
+            return
+        skipped = self._equity[last + 1:t, a]
+        top = int(np.argmax(skipped))
+        if skipped[top] > manager.peak_equity:
+            manager.mark(self._prices(last + 1 + top, column))
+            if manager.update_drawdown():
+                raise RuntimeError(f"the replay skipped bar {last + 1 + top}, which halts account {a}")
+        manager.mark(self._prices(t - 1, column))
+
+    def stepped(self, a: int, t: int, manager: PortfolioManager) -> None:
+        self._last[a], self._peak[a] = t, manager.peak_equity
+
+    def held(self, a: int, columns: list[int]) -> None:
+        """After a fill: the columns the account holds positions in."""
+        if len(columns) > 2 or not self._odd_close.isdisjoint(columns):
+            self._loud.add(a)
+        else:
+            self._loud.discard(a)
+
+    def _prices(self, t: int, column: Mapping[str, int]) -> _Prices:
+        return _Prices(self._closes[t], column, self._finite[t])
 
 
 class _Prices(Mapping[str, float]):
@@ -228,27 +328,35 @@ class _Prices(Mapping[str, float]):
 
 def _result(market: Market, accounts: list[_Account], portfolio: str, name: str, strategies: Sequence[str],
             symbols: list[str], benchmark_close: np.ndarray, fills: list[tuple], cash_hist: np.ndarray,
-            pnl_hist: np.ndarray, qty_hist: np.ndarray, avg_hist: np.ndarray, strategy_hist: np.ndarray, closes: np.ndarray,
-            slot_symbol: np.ndarray, slot_strategy: np.ndarray, *, initial_cash: float) -> BacktestResult:
+            qty_hist: np.ndarray, avg_hist: np.ndarray, realized_hist: np.ndarray, closes: np.ndarray,
+            slot_symbol: np.ndarray, *, allocation: float, initial_cash: float) -> BacktestResult:
     index = market.index
+    slot_strategy = np.repeat(np.arange(len(strategies)), len(symbols))
     values = qty_hist * closes[:, slot_symbol]
     positions_value = np.nansum(values, axis=1)
+    cash_hist = cash_hist.sum(axis=1)
+    unrealized = np.nan_to_num(qty_hist * (closes[:, slot_symbol] - avg_hist))
+    # each strategy's slots in slot order, summed one after the other
+    by_strategy = (realized_hist + unrealized).reshape(len(index), len(strategies), len(symbols))
+    strategy_hist = allocation + np.cumsum(by_strategy, axis=2)[:, :, -1]
     equity = pd.DataFrame({"ts": index, "cash": cash_hist, "positions_value": positions_value,
-                           "equity": cash_hist + positions_value, "realized_pnl": pnl_hist[:, 0],
-                           "unrealized_pnl": pnl_hist[:, 1], "benchmark_close": benchmark_close})
-    t_idx, k_idx = np.nonzero(qty_hist)
+                           "equity": cash_hist + positions_value, "realized_pnl": realized_hist.sum(axis=1),
+                           "unrealized_pnl": unrealized.sum(axis=1), "benchmark_close": benchmark_close})
+    # rows by ts, strategy, symbol: the slots in name order, then row-major nonzero
+    by_name = sorted(range(len(slot_symbol)), key=lambda k: (strategies[slot_strategy[k]], symbols[slot_symbol[k]]))
+    t_idx, rank = np.nonzero(qty_hist[:, by_name])
+    k_idx = np.asarray(by_name, dtype=int)[rank]
     positions = pd.DataFrame({
         "ts": index[t_idx], "strategy": np.asarray(strategies, dtype=object)[slot_strategy[k_idx]],
         "symbol": np.asarray(symbols, dtype=object)[slot_symbol[k_idx]], "qty": qty_hist[t_idx, k_idx],
         "avg_price": avg_hist[t_idx, k_idx], "last_price": closes[t_idx, slot_symbol[k_idx]],
-        "market_value": values[t_idx, k_idx]}, columns=POSITION_COLUMNS
-    ).sort_values(["ts", "strategy", "symbol"], ignore_index=True)
+        "market_value": values[t_idx, k_idx]}, columns=POSITION_COLUMNS)
     orders = []
     for account in accounts:
         for coid in account.journal.submitted:
             o = account.broker.get_order(coid)
-            orders.append((coid, o.created_at, o.strategy, o.symbol, o.asset_type, o.side.value, o.order_type.value,
-                           o.intent.value, o.qty, o.status.value, o.filled_qty, o.avg_fill_price, o.reason))
+            orders.append((coid, o.created_at, o.strategy, o.symbol, o.asset_type, _TEXT[o.side], _TEXT[o.order_type],
+                           _TEXT[o.intent], o.qty, _TEXT[o.status], o.filled_qty, o.avg_fill_price, o.reason))
     orders_frame = pd.DataFrame(orders, columns=ORDER_COLUMNS)
     fills_frame = pd.DataFrame(fills, columns=FILL_COLUMNS)
     for frame in (orders_frame, fills_frame):

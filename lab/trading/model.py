@@ -9,9 +9,10 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass, replace
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, tzinfo
 from enum import StrEnum
+from functools import lru_cache
 
 __all__ = [
     "Side",
@@ -39,6 +40,9 @@ class Side(StrEnum):
     @property
     def opposite(self) -> Side:
         return Side.SELL if self is Side.BUY else Side.BUY
+
+
+_SIGN = {Side.BUY: 1, Side.SELL: -1}  # ``Side.sign`` without the property call, for every fill
 
 
 class OrderType(StrEnum):
@@ -73,8 +77,15 @@ class Intent(StrEnum):
 def client_order_id(portfolio: str, as_of: datetime, strategy: str, symbol: str, intent: str) -> str:
     """Deterministic id (36 chars, Alpaca- and Binance-safe): a re-run or a broker retry of the
     same decision reuses it, so the broker and the ``orders`` table never hold it twice."""
-    key = "|".join((portfolio, as_of.isoformat(), strategy, symbol, str(intent)))
+    key = "|".join((portfolio, _isoformat(as_of, as_of.tzinfo), strategy, symbol, str(intent)))
     return "lab-" + hashlib.sha256(key.encode()).hexdigest()[:32]
+
+
+@lru_cache(maxsize=256)
+def _isoformat(as_of: datetime, tz: tzinfo | None) -> str:
+    """``as_of.isoformat()``, remembered: a backtest bar names every order decided on it. The
+    zone is part of the key, as equal instants in two zones are equal keys but print apart."""
+    return as_of.isoformat()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -95,7 +106,7 @@ class Fill:
 
 def cash_delta(fill: Fill) -> float:
     """Cash change of a fill: buyers pay notional plus fee, sellers receive notional less fee."""
-    return -fill.side.sign * fill.qty * fill.price - fill.fee
+    return -_SIGN[fill.side] * fill.qty * fill.price - fill.fee
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -129,6 +140,8 @@ class Order:
 
     @property
     def filled_qty(self) -> float:
+        if len(self.fills) == 1:  # the usual case; the fsum of one (positive) value is that value
+            return self.fills[0].qty
         return math.fsum(f.qty for f in self.fills)
 
     @property
@@ -140,19 +153,30 @@ class Order:
         filled = self.filled_qty
         if filled <= 0:
             return None
+        if len(self.fills) == 1:
+            return self.fills[0].qty * self.fills[0].price / filled
         return math.fsum(f.qty * f.price for f in self.fills) / filled
 
+    def evolve(self, **changes) -> Order:
+        """A copy with ``changes``: ``dataclasses.replace`` without re-running ``__init__``
+        (nothing to validate), as an order is copied at every status change and fill."""
+        unknown = changes.keys() - self.__dict__.keys()
+        if unknown:
+            raise TypeError(f"Order has no field {', '.join(sorted(unknown))}")
+        copy = object.__new__(Order)
+        copy.__dict__.update(self.__dict__, **changes)
+        return copy
+
     def rejected(self, reason: str) -> Order:
-        return replace(self, status=OrderStatus.REJECTED, reason=reason)
+        return self.evolve(status=OrderStatus.REJECTED, reason=reason)
 
     def cancelled(self, reason: str) -> Order:
-        return replace(self, status=OrderStatus.CANCELLED, reason=reason)
+        return self.evolve(status=OrderStatus.CANCELLED, reason=reason)
 
     def with_fill(self, fill: Fill) -> Order:
         fills = (*self.fills, fill)
-        done = math.fsum(f.qty for f in fills) >= self.qty * (1 - 1e-12)
-        return replace(self, fills=fills,
-                       status=OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED)
+        done = (fill.qty if not self.fills else math.fsum(f.qty for f in fills)) >= self.qty * (1 - 1e-12)
+        return self.evolve(fills=fills, status=OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED)
 
 
 @dataclass(kw_only=True)
@@ -200,7 +224,7 @@ class Position:
         if fill.symbol != self.symbol or self.strategy not in (fill.strategy, "*"):
             raise ValueError(f"fill {fill.fill_id} is for {fill.strategy}/{fill.symbol}, "
                              f"not {self.strategy}/{self.symbol}")
-        signed = fill.side.sign * fill.qty
+        signed = _SIGN[fill.side] * fill.qty
         realized = -fill.fee
         if self.qty == 0.0 or (self.qty > 0) == (signed > 0):
             total = self.qty + signed

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 
 from lab.config import TradingConfig
 from lab.trading.broker import OrderNotFound
-from lab.trading.calendar import market_clock
+from lab.trading.calendar import is_market_open, market_clock
 from lab.trading.costs import CostModel, SlippageModel
 from lab.trading.model import (
     Account,
@@ -44,6 +45,12 @@ class Bar:
 
 
 _NO_IMPACT = SlippageModel()
+
+
+@lru_cache(maxsize=4096)
+def _market_open(asset_type: str, ts: datetime) -> bool:
+    """``is_market_open``, remembered: a backtest asks it about the same bar for every order."""
+    return is_market_open(asset_type, ts)
 
 
 def _positive(value: float | None) -> bool:
@@ -107,7 +114,7 @@ class PaperTradingExecutor:
         if held is not None:
             return held
         reason = self._refusal(order)
-        accepted = order.rejected(reason) if reason else replace(order, broker_order_id=order.client_order_id)
+        accepted = order.rejected(reason) if reason else order.evolve(broker_order_id=order.client_order_id)
         self._put(accepted)
         return accepted
 
@@ -183,7 +190,7 @@ class PaperTradingExecutor:
         costs, asset_type = self._costs, order.asset_type
         if order.side is Side.BUY:
             if order.notional is not None and not order.fills:  # sized in cash: resolved at this price
-                order = replace(order, qty=costs.affordable(min(order.notional, self._cash), price, asset_type))
+                order = order.evolve(qty=costs.affordable(min(order.notional, self._cash), price, asset_type))
                 qty = min(order.qty, cap)
             qty = min(qty, costs.affordable(self._cash, price, asset_type))
         elif not self._allow_shorts:
@@ -240,7 +247,7 @@ class PaperTradingExecutor:
         if order.symbol not in self._asset_types:
             return f"unknown symbol {order.symbol!r}"
         asset_type = self._asset_types[order.symbol]
-        if not market_clock(asset_type, order.created_at).is_open:
+        if not _market_open(asset_type, order.created_at):
             return f"market closed: {asset_type} market is not open at {order.created_at.isoformat()}"
         if order.side is Side.SELL:
             held = self._sellable(order.symbol, exclude=order.client_order_id)

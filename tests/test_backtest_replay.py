@@ -1,0 +1,64 @@
+"""The historical clock skips the steps of accounts where nothing can happen; the result must
+be exactly what stepping every holding account on every bar gives, drawdown halts, gaps,
+partial fills and shared books included."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from benchmarks.backtest import load, signals
+from lab.backtest import BacktestSpec, CrossoverDecisions, backtest_config, run_with_decisions
+from lab.config import load_config
+
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "trading.json"
+SYMBOLS = ["AAPL", "BA", "KO", "MSFT", "XOM", "JPM"]
+
+
+class _EveryBar(CrossoverDecisions):
+    """The same decisions without the exit mask: every holding account is stepped every bar."""
+
+    def exit_mask(self, index, symbols):
+        return None
+
+
+def _run(bars: dict[str, pd.DataFrame], decisions_type: type[CrossoverDecisions], *, accounts: str,
+         halt: float, volume_share: float):
+    symbols = sorted(bars)
+    index = bars[symbols[0]].index
+    spec = BacktestSpec(strategies=["sma_cross"], start=index[0].date(), end=index[-1].date(), symbols=symbols,
+                        benchmark=symbols[0], accounts=accounts, config_overrides={
+                            "strategies": {},
+                            "execution": {"initial_cash": 100_000.0, "slippage_bps": 5.0,
+                                          "max_volume_share": volume_share},
+                            "sizing": {"method": "percent", "percent_of_equity": 0.45},
+                            "risk": {"max_positions": 100, "max_position_pct": 1.0, "cash_reserve_pct": 0.0,
+                                     "max_drawdown_halt": halt}})
+    asset_types = dict.fromkeys(symbols, "stocks")
+    config = backtest_config(load_config(CONFIG), spec, asset_types)
+    flags = {s: signals(b["close"]) for s, b in bars.items()}
+    decisions = decisions_type("sma_cross", pd.DataFrame({s: f[0] for s, f in flags.items()}),
+                               pd.DataFrame({s: f[1] for s, f in flags.items()}))
+    return run_with_decisions(config, spec, bars, decisions, strategies=["sma_cross"], asset_types=asset_types)
+
+
+@pytest.mark.parametrize(("accounts", "halt", "volume_share"), [
+    ("per_symbol", 0.04, 1.0),  # drawdown halts start on bars the clock would otherwise skip
+    ("per_symbol", 0.2, 1e-6),  # partial fills keep orders open across bars
+    ("shared", 0.12, 1.0),
+])
+def test_skipping_idle_accounts_changes_nothing(shared_data, accounts, halt, volume_share):
+    bars = {s: load(s, shared_data / "stocks").loc["2012-01-01":"2019-12-31"] for s in SYMBOLS}
+    # symbols missing bars on different days (a held symbol without a bar keeps its last mark)
+    bars = {s: b.iloc[[i for i in range(len(b)) if (i + 3 * j) % 11]] for j, (s, b) in enumerate(bars.items())}
+    skipping = _run(bars, CrossoverDecisions, accounts=accounts, halt=halt, volume_share=volume_share)
+    stepping = _run(bars, _EveryBar, accounts=accounts, halt=halt, volume_share=volume_share)
+    for name in ("equity", "orders", "fills", "positions"):
+        pd.testing.assert_frame_equal(getattr(skipping, name), getattr(stepping, name), check_exact=True)
+    pd.testing.assert_frame_equal(skipping.strategy_equity, stepping.strategy_equity, check_exact=True)
+    assert len(skipping.fills) > 10
+    unhalted = _run(bars, CrossoverDecisions, accounts=accounts, halt=1.0, volume_share=volume_share)
+    if halt < 0.1:  # the halt did stop entries, so the skipped bars' equity peaks were needed
+        assert len(skipping.orders) < len(unhalted.orders)
