@@ -1,8 +1,9 @@
 """Where a backtest's decisions come from at each bar of the historical clock.
 
 ``EngineDecisions`` is the live cycle's: the portfolio manager's exits (stops, targets,
-holding time) and the trade signal engine's entries, with features precomputed once from
-bars (every feature at t reads bars up to t only) and model confidence from
+holding time) and the trade signal engine's entries, with features from the live cycle's
+``FeatureFrames`` computed once over the whole history (every feature at t reads bars up to t
+only) and model confidence from
 ``WalkForwardPredictions`` (models fitted on bars strictly before each window) or the
 registry. ``CrossoverDecisions`` replays precomputed entry/exit flags (the rule-based
 baseline that the cross-check against backtesting.py runs).
@@ -21,20 +22,19 @@ import pandas as pd
 
 from lab.config import TradingConfig
 from lab.errors import DataError
-from lab.features import compute_features, create_training_data, get_feature_set, pair_bars
+from lab.features import create_training_data, get_feature_set
 from lab.models.predictor import XGBPredictor, predictor_class
 from lab.registry import ModelRegistry
 from lab.strategy import get_strategy
 from lab.trading.model import Intent, Order
 from lab.trading.portfolio import ExitDecision, PortfolioManager
 from lab.trading.predictions import NoActiveModel, Prediction, PredictionSource, RegistryPredictions
-from lab.trading.signals import TradeSignalEngine, exit_decisions
+from lab.trading.signals import FeatureSource, TradeSignalEngine, exit_decisions
 
 __all__ = [
     "CrossoverDecisions",
     "Decisions",
     "EngineDecisions",
-    "PrecomputedFeatures",
     "WalkForwardPredictions",
     "pretrained_predictions",
 ]
@@ -53,49 +53,6 @@ class Decisions(Protocol):
         bar (the clock then need not step an account that only holds such positions); None
         when any held position may exit on any bar."""
         ...
-
-
-class PrecomputedFeatures:
-    """A ``FeatureSource`` over frames computed once per (feature set, symbol)."""
-
-    def __init__(self, bars: Mapping[str, pd.DataFrame], *, benchmarks: Mapping[str, str],
-                 fundamentals: pd.DataFrame | None = None):
-        self._bars = dict(bars)
-        self._benchmarks = dict(benchmarks)
-        self._fundamentals = fundamentals
-        self._frames: dict[tuple[str, str], pd.DataFrame | None] = {}
-
-    def latest(self, feature_set: str, symbols: Sequence[str], as_of: datetime) -> pd.DataFrame:
-        rows = {}
-        stamp = pd.Timestamp(as_of)
-        for symbol in symbols:
-            frame = self._frame(feature_set, symbol)
-            if frame is None:
-                continue
-            at = frame.index.searchsorted(stamp, side="right") - 1
-            if at >= 0:
-                rows[symbol] = frame.iloc[at]
-        return pd.DataFrame.from_dict(rows, orient="index")
-
-    def _frame(self, feature_set: str, symbol: str) -> pd.DataFrame | None:
-        key = (feature_set, symbol)
-        if key not in self._frames:
-            self._frames[key] = self._compute(feature_set, symbol)
-        return self._frames[key]
-
-    def _compute(self, feature_set: str, symbol: str) -> pd.DataFrame | None:
-        fs = get_feature_set(feature_set)
-        if fs.kind == "pair":
-            a, b = (self._bars.get(leg) for leg in symbol.split("/"))
-            return None if a is None or b is None else compute_features(pair_bars(a, b), fs.key)
-        bars = self._bars.get(symbol)
-        if bars is None or bars.empty:
-            return None
-        fundamentals = None
-        if fs.kind == "fundamental" and self._fundamentals is not None:
-            fundamentals = self._fundamentals[self._fundamentals["symbol"] == symbol]
-        return compute_features(bars, fs.key, benchmark=self._bars.get(self._benchmarks.get(symbol, "")),
-                                fundamentals=fundamentals)
 
 
 @dataclass(frozen=True)
@@ -208,7 +165,7 @@ class EngineDecisions:
     """The trading cycle's decisions: its exits (``exit_decisions``) and signal-engine entries."""
 
     def __init__(self, config: TradingConfig, predictions: WalkForwardPredictions | _Fixed,
-                 features: PrecomputedFeatures, universe: Mapping[str, Sequence[str]]):
+                 features: FeatureSource, universe: Mapping[str, Sequence[str]]):
         self.config, self.predictions, self.features = config, predictions, features
         self.universe = {k: list(v) for k, v in universe.items()}
 

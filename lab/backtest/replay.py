@@ -193,7 +193,9 @@ def replay(
         prices = _Prices(closes[t], column, present)
         wanted: dict[int, list[Candidate]] = {}
         for record in decisions.entries(as_of, prices):
-            if (a := account_of.get(record["symbol"])) is not None:
+            # a pair's legs must share an account (so per-symbol accounts never trade pairs)
+            owners = {account_of.get(leg) for leg in record["symbol"].split("/")}
+            if len(owners) == 1 and (a := owners.pop()) is not None:
                 wanted.setdefault(a, []).append(Candidate.from_record(record))
         for a in sorted(ordering | idle.due(t, qty, account_cash, holding) | set(wanted)):
             account, candidates = accounts[a], wanted.get(a, [])
@@ -202,7 +204,7 @@ def replay(
             # the executor sees this bar of every symbol it may fill or price an order in
             if account.journal.open or candidates:
                 for symbol in sorted({o.symbol for o in account.journal.open.values()}
-                                     | {c.symbol for c in candidates}):
+                                     | {leg for c in candidates for leg in c.symbol.split("/")}):
                     if present[column[symbol]]:
                         account.broker.on_bar(symbol, market.bar(t, column[symbol]))
             step = trade_step(account.manager, account.broker, account.journal, as_of=as_of, prices=prices,

@@ -17,7 +17,6 @@ from lab.backtest.data import check_period, missing_sessions, require_bars
 from lab.backtest.decisions import (
     Decisions,
     EngineDecisions,
-    PrecomputedFeatures,
     WalkForwardPredictions,
     pretrained_predictions,
 )
@@ -29,7 +28,7 @@ from lab.config import TradingConfig
 from lab.errors import ConfigError, DataError
 from lab.registry import ModelRegistry
 from lab.strategy import get_strategy
-from lab.trading.market import HISTORY_DAYS
+from lab.trading.market import HISTORY_DAYS, FeatureFrames
 
 __all__ = ["backtest_config", "run_backtest", "run_with_decisions"]
 
@@ -135,6 +134,6 @@ def run_backtest(engine, base: TradingConfig, registry: ModelRegistry, spec: Bac
             spec.strategies, bars, symbols=per_strategy, asset_classes=asset_types, start=start, end=end,
             window_days=spec.walk_forward.window_days, train_days=spec.walk_forward.train_days, seed=spec.seed,
             benchmarks=benchmarks)
-    decisions = EngineDecisions(config, predictions, PrecomputedFeatures(bars, benchmarks=benchmarks), universe)
+    decisions = EngineDecisions(config, predictions, FeatureFrames(bars, benchmarks=benchmarks), universe)
     return run_with_decisions(config, spec, bars, decisions, strategies=list(spec.strategies),
                               asset_types=asset_types, progress=progress)
