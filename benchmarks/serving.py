@@ -6,15 +6,20 @@ pre-serialized payloads (1 row and 500 rows) for ``--requests`` (2,000) requests
 ``--concurrency`` (16); the FastAPI/uvicorn reference parses, validates (``PredictRequest``,
 ``serving.rows``) and encodes (orjson) exactly like the service and uses the same loader, so
 the difference is Serve's proxy, routing and batching. The floor is raw XGBoost
-``inplace_predict`` in process. Latencies are client-side wall times.
+``inplace_predict`` in process. Latencies are client-side wall times. Serve is started by
+``serving.launch.start_serve``, with the settings ``lab serve`` runs with.
 
 Keys as the issue defines them: ``p50_ratio_vs_fastapi_500rows`` and ``p99_ms_500rows``
 from the 500-row runs; ``p50_1row_ms_over_raw`` is Serve's 1-row p50 (the concurrency-16
 run) minus the raw predict's p50; ``batch_throughput_gain`` is rows/s of 32 concurrent 1-row
 callers against the deployment as configured over the same deployment with
-``max_batch_size`` 1. For context (not goals): the same figures for one sequential caller
-(``*_sequential``), a no-op Serve deployment behind the same proxy (``serve_noop``: Serve's
-own floor on this machine), and the load average before and after.
+``max_batch_size`` 1 (batching off: each request predicts on its own). For context (not
+goals): the same figures for one sequential caller (``*_sequential``), a no-op Serve
+deployment behind the same proxy (``serve_noop``: Serve's own floor on this machine), and
+the load average before and after. Every HTTP run also reports ``cpu_ms_per_request`` by
+process (client: this process, httpx and the Ray driver; the Serve proxy; each replica; the
+FastAPI worker; the rest of Ray): where the time goes, and what bounds throughput on few
+cores.
 
 Prints one JSON object as the last line. ``--quick`` runs 300 requests per measurement.
 """
@@ -63,7 +68,33 @@ def _stats(latencies_s: list[float], elapsed_s: float, errors: int, rows: int) -
     }
 
 
-async def _load(url: str, body: bytes, requests: int, concurrency: int, rows: int) -> dict[str, float]:
+def _cpu_seconds() -> dict[str, float]:
+    """CPU seconds so far of this process and every process under it, by role (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    parents, cpu, roles = {}, {}, {}
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            fields = (proc / "stat").read_text().rpartition(")")[2].split()
+            title = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except (OSError, ValueError):
+            continue
+        pid = int(proc.name)
+        parents[pid], cpu[pid] = int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
+        roles[pid] = ("fastapi" if "--fastapi-worker" in title else "serve_proxy" if "ray::ProxyActor" in title
+                      else f"replica_{title.split(':')[3]}" if title.startswith("ray::ServeReplica:") else "ray_other")
+    totals = {"client": cpu.get(os.getpid(), 0.0)}
+    for pid in cpu:
+        ancestor = parents.get(pid, 0)
+        while ancestor > 1 and ancestor != os.getpid():
+            ancestor = parents.get(ancestor, 0)
+        if ancestor == os.getpid():
+            totals[roles[pid]] = totals.get(roles[pid], 0.0) + cpu[pid]
+    return totals
+
+
+async def _load(url: str, body: bytes, requests: int, concurrency: int, rows: int) -> dict:
     latencies: list[float] = []
     errors = 0
     remaining = iter(range(requests))
@@ -84,10 +115,14 @@ async def _load(url: str, body: bytes, requests: int, concurrency: int, rows: in
 
         for _ in range(min(50, requests)):  # warm-up: connections, caches
             await http.post(url, content=body)
+        cpu_before = _cpu_seconds()
         started = time.perf_counter()
         await asyncio.gather(*(caller() for _ in range(concurrency)))
         elapsed = time.perf_counter() - started
-    return _stats(latencies, elapsed, errors, rows)
+        cpu = {role: (seconds - cpu_before.get(role, 0.0)) * 1000 / requests
+               for role, seconds in _cpu_seconds().items()}
+    return {**_stats(latencies, elapsed, errors, rows),
+            "cpu_ms_per_request": {role: round(ms, 2) for role, ms in sorted(cpu.items()) if ms >= 0.05}}
 
 
 def _in_process(booster, matrix: np.ndarray, repeats: int) -> dict[str, float]:
@@ -177,6 +212,7 @@ def run(requests: int, concurrency: int, quick: bool) -> dict:
     from lab.db import connect
     from lab.registry import ModelRegistry
     from serving.app import PredictionService
+    from serving.launch import start_serve
     from serving.store import load_model
 
     url = f"sqlite:///{home / 'lab.db'}"
@@ -198,7 +234,7 @@ def run(requests: int, concurrency: int, quick: bool) -> dict:
     ray.init(address="local", num_cpus=2, object_store_memory=300 * 1024**2, include_dashboard=False,
              log_to_driver=False)
     try:
-        serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
+        start_serve(port=_free_port())
         from ray.serve.context import _get_global_client
 
         serve_url = f"http://127.0.0.1:{_get_global_client().http_config.port}"

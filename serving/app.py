@@ -21,11 +21,16 @@ Design (why it looks like this):
   ``@serve.batch``, which waits up to ``batch_wait_timeout_s`` (2 ms) for more and runs one
   ``predict`` per distinct model in the batch; a wait of 0 would batch only what happens to
   be queued, and callers arrive slightly apart. A lone request predicts at once (it would
-  only wait for nobody).
+  only wait for nobody), and so does every request with ``max_batch_size`` 1 (batching off:
+  a batch of one through the queue is only overhead). Batching saves the fixed cost of a
+  ``predict`` call per request (~0.1 ms), not Serve's per-request cost, which is larger.
 * **Hot path**: the body is read once and parsed by pydantic's JSON parser straight into
   ``PredictRequest``; rows become the matrix in one pass (``serving.rows``); the response is
   encoded with orjson and returned as bytes, skipping FastAPI's response re-validation
-  (``PredictResponse`` still documents it in the OpenAPI schema).
+  (``PredictResponse`` still documents it in the OpenAPI schema). Serve's own request path
+  (proxy, router, replica, ~5 ms of CPU per request here) is the larger cost: the Serve
+  settings that cut it (``serving.launch.SERVE_ENV``, no access log) are applied by
+  ``serving.launch.start_serve`` and ``serving/config.yaml``.
 * **Features from stored bars** (``{strategy, symbols, as_of}``): computed off the event loop
   by the trading engine's own path (``lab.trading.market``, see ``serving.symbols``), with the
   trading config the replica reads from ``LAB_CONFIG`` (per request, so edits apply). Symbols
@@ -121,7 +126,7 @@ class ServingOptions(BaseModel):
     poll_interval_s: float = Field(default=1.0, gt=0, le=300)
     max_rows: int = Field(default=10_000, gt=0)
     max_body_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
-    max_batch_size: int = Field(default=64, ge=1)
+    max_batch_size: int = Field(default=64, ge=1, description="1 turns batching off")
     batch_wait_timeout_s: float = Field(default=0.002, ge=0)
 
 
@@ -200,6 +205,7 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 @serve.deployment(
     ray_actor_options={"num_cpus": 0.25},
     max_ongoing_requests=128,
+    logging_config={"enable_access_log": False},  # per-request CPU; the metrics count requests by status
     health_check_period_s=10,
     health_check_timeout_s=30,
     user_config=ServingOptions().model_dump(),
@@ -285,7 +291,7 @@ class PredictionService:
                 matrix = await asyncio.to_thread(self._symbols_matrix, payload, model, as_of)
             if not len(matrix):
                 values = np.empty(0)
-            elif self._in_flight > 1:
+            elif self._in_flight > 1 and self._options.max_batch_size > 1:
                 values = await self._predict_batched((model, matrix))
             else:
                 values = model.predict(matrix)

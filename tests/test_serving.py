@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import socket
 import subprocess
 import time
@@ -104,6 +105,7 @@ def service(ray_session, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     from ray.serve.context import _get_global_client
 
     from serving.app import PredictionService
+    from serving.launch import start_serve
 
     home = tmp_path_factory.mktemp("serving")
     url = f"sqlite:///{home / 'lab.db'}"
@@ -118,7 +120,7 @@ def service(ray_session, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     config_path = _config(home / "trading.json")
     env = {"LAB_CONFIG": str(config_path)}
 
-    serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
+    start_serve(port=_free_port())  # the settings `lab serve` runs with
     port = _get_global_client().http_config.port  # another module may have started Serve already
     options = {"poll_interval_s": 0.2, "max_rows": MAX_ROWS, "max_body_bytes": MAX_BODY}
     serve.run(PredictionService.options(
@@ -476,19 +478,63 @@ def test_hot_swap_under_load_fails_no_request_and_tags_every_response(service: S
     assert httpx.get(f"{service.url}/healthz").json()["replica"] == replica  # swapped in place
 
 
+# --- Serve settings --------------------------------------------------------------------------
+
+
+def _worker_environments(title: str) -> list[dict[str, str]]:
+    """The environment of each process under this one whose title starts with ``title`` (Linux /proc)."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parents[int(stat.parent.name)] = int(stat.read_text().rpartition(")")[2].split()[1])
+        except (OSError, ValueError, IndexError):
+            continue
+
+    def ours(pid: int) -> bool:
+        while pid > 1:
+            pid = parents.get(pid, 0)
+            if pid == os.getpid():
+                return True
+        return False
+
+    environments = []
+    for pid in filter(ours, parents):
+        proc = Path(f"/proc/{pid}")
+        try:
+            if proc.joinpath("cmdline").read_bytes().startswith(title.encode()):
+                pairs = proc.joinpath("environ").read_bytes().decode(errors="replace").split("\0")
+                environments.append(dict(pair.split("=", 1) for pair in pairs if "=" in pair))
+        except OSError:
+            continue
+    return environments
+
+
+def test_serve_settings_reach_the_proxy_and_the_replicas(service: Service) -> None:
+    from serving.launch import SERVE_ENV
+
+    for title in ("ray::ProxyActor", "ray::ServeReplica:serving-test:"):
+        environments = _worker_environments(title)
+        assert environments, f"no {title} process under this test session"
+        for environment in environments:
+            assert SERVE_ENV.items() <= environment.items(), title
+
+
 # --- metrics ---------------------------------------------------------------------------------
+
+
+def _ray_metrics_url() -> str:
+    import ray
+
+    node = ray.nodes()[0]
+    return f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
 
 
 def test_request_count_latency_and_model_version_are_exported_to_prometheus(
         service: Service, client: httpx.Client) -> None:
-    import ray
-
     client.post("/predict", json={"strategy": "momentum", "rows": _rows(1)})
-    node = ray.nodes()[0]
-    metrics_url = f"http://{node['NodeManagerAddress']}:{node['MetricsExportPort']}/metrics"
 
     def scraped() -> str | None:
-        text = httpx.get(metrics_url, timeout=10).text
+        text = httpx.get(_ray_metrics_url(), timeout=10).text
         wanted = ("ray_lab_serve_requests_total{", "ray_lab_serve_request_latency_s_bucket{",
                   "ray_lab_serve_model_version{")
         return text if all(w in text for w in wanted) else None
@@ -498,6 +544,26 @@ def test_request_count_latency_and_model_version_are_exported_to_prometheus(
     assert any('strategy="momentum"' in line and 'status="200"' in line for line in requests)
     assert any('strategy="momentum"' in line and line.startswith("ray_lab_serve_model_version{")
                for line in text.splitlines())
+
+
+def test_concurrent_callers_share_predict_calls(service: Service) -> None:
+    """Batching for real: 64 concurrent 1-row callers, and some predict call served several of them."""
+    body = {"strategy": "momentum", "rows": _rows(1)}
+
+    async def burst() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=service.url, timeout=30) as http:
+            return await asyncio.gather(*(http.post("/predict", json=body) for _ in range(64)))
+
+    assert {r.status_code for r in asyncio.run(burst())} == {200}
+
+    def batched() -> bool:
+        lines = httpx.get(_ray_metrics_url(), timeout=10).text.splitlines()
+        calls = sum(float(line.split()[-1]) for line in lines if line.startswith("ray_lab_serve_batch_size_count{"))
+        single = sum(float(line.split()[-1]) for line in lines
+                     if line.startswith("ray_lab_serve_batch_size_bucket{") and 'le="1.0"' in line)
+        return calls > single
+
+    _wait_for(batched, "a batched predict call of more than one request on Ray's metrics", timeout_s=60)
 
 
 def test_the_operations_boards_serve_promql_returns_series_from_a_real_scrape(

@@ -11,6 +11,7 @@ from ray.serve import Application
 from ray.serve.schema import ServeDeploySchema
 
 from serving.app import PredictionService, ServingOptions, build_app
+from serving.launch import SERVE_ENV
 
 CONFIG = Path(__file__).resolve().parents[1] / "serving" / "config.yaml"
 
@@ -27,6 +28,12 @@ def test_config_is_a_valid_deploy_schema_bound_to_loopback() -> None:
     (deployment,) = application.deployments
     assert deployment.name == PredictionService.name
     assert 0 < deployment.ray_actor_options.num_cpus < 1  # fractional: leaves room for Tune
+
+
+def test_config_starts_serve_with_the_settings_lab_serve_uses() -> None:
+    config = _config()
+    assert config.controller_options.runtime_env == {"env_vars": SERVE_ENV}
+    assert config.logging_config.enable_access_log is False
 
 
 def test_config_user_config_is_what_the_deployment_accepts() -> None:
