@@ -31,6 +31,18 @@ def test_saved_file_is_one_ubj_booster_with_features_and_lab_attributes(tmp_path
     assert booster.attr("lab_asset_class") == "stocks"
 
 
+def test_a_fit_on_more_threads_writes_the_same_file(tmp_path):
+    # the tuning refit uses every core of the driver; the file must not depend on that
+    rng = np.random.default_rng(5)
+    X = pd.DataFrame(rng.normal(size=(20_000, 4)), columns=list("abcd"))
+    y = (X["a"] + rng.normal(size=len(X)) > 0).astype(int).to_numpy()
+    params = {"n_estimators": 30, "max_depth": 4, "subsample": 0.8, "colsample_bytree": 0.8}
+    files = [XGBPredictor("classification", params, seed=2).train(X, y, threads=threads).save(tmp_path / f"{threads}.ubj")
+             for threads in (None, 4)]
+    assert files[0].read_bytes() == files[1].read_bytes()
+    assert json.loads(xgb.Booster(model_file=str(files[1])).attr("lab_params"))["nthread"] == 1
+
+
 def test_loaded_predictor_gives_the_same_probabilities_from_a_frame_or_an_array(tmp_path, frame):
     X, y = frame
     model = XGBPredictor("classification", {"n_estimators": 20}).train(X, y)

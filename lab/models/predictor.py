@@ -72,7 +72,10 @@ class XGBPredictor(BasePredictor):
 
     # --- fitting -------------------------------------------------------------------------
 
-    def train(self, X: pd.DataFrame | np.ndarray, y: pd.Series | np.ndarray) -> XGBPredictor:
+    def train(self, X: pd.DataFrame | np.ndarray, y: pd.Series | np.ndarray, *,
+              threads: int | None = None) -> XGBPredictor:
+        """``threads`` overrides ``nthread`` for this fit only: hist trees, and so the saved
+        file, do not depend on the thread count, so a refit may use every idle core."""
         if isinstance(X, pd.DataFrame):
             self.feature_names = [str(c) for c in X.columns]
         elif not self.feature_names:
@@ -85,6 +88,8 @@ class XGBPredictor(BasePredictor):
             raise DataError("the training label has a single class; a classifier needs both 0 and 1")
         params = {k: v for k, v in self.params.items() if k != _ROUNDS}
         params |= {"seed": self.seed, "objective": self._objective, "verbosity": 0}
+        if threads is not None:
+            params["nthread"] = threads
         dtrain = xgb.DMatrix(matrix, label=target, feature_names=self.feature_names, nthread=params["nthread"])
         self.booster = xgb.train(params, dtrain, num_boost_round=int(self.params[_ROUNDS]))
         self.booster.feature_names = self.feature_names

@@ -160,6 +160,6 @@ class Problem:
                         "trades": int(take.sum())}
             yield FoldScore(fold.index, metrics, returns)
 
-    def fit(self, params: Mapping[str, Any]) -> XGBPredictor:
-        """The deployable model: the given params fit on every row."""
-        return self.predictor(params).train(self.X, self.y)
+    def fit(self, params: Mapping[str, Any], *, threads: int | None = None) -> XGBPredictor:
+        """The deployable model: the given params fit on every row (``threads``: see ``train``)."""
+        return self.predictor(params).train(self.X, self.y, threads=threads)
