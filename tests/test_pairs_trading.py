@@ -223,3 +223,25 @@ def test_a_broker_rejection_of_the_hedge_cancels_the_first_leg(world):
                                                            "MSFT": OrderStatus.REJECTED.value}
     with ctx.engine.connect() as conn:
         assert "MSFT leg was rejected" in conn.execute(select(db.Signal.reason)).scalar_one()
+
+
+def test_a_cycle_that_dies_between_the_legs_finishes_the_pair_once_on_the_rerun(world):
+    ctx = world()
+    table = PairTable(AAPL_MSFT=DIVERGED)
+
+    def die_after_the_first_leg(stage: str) -> None:
+        if stage == "order_stored":
+            raise KeyboardInterrupt("killed between the legs")
+
+    with pytest.raises(KeyboardInterrupt):
+        run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions(0.9), features=table,
+                          hook=die_after_the_first_leg)
+    assert [o.symbol for o in orders_of(ctx)] == ["AAPL"]  # stored, never submitted
+    run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions(0.9), features=table)
+    legs = {o.symbol: o for o in orders_of(ctx)}
+    assert sorted(legs) == ["AAPL", "MSFT"] and len(orders_of(ctx)) == 2
+    close = closes_at(ctx, DAYS[0])
+    assert legs["MSFT"].qty * close["MSFT"] == pytest.approx(0.8 * legs["AAPL"].qty * close["AAPL"], abs=close["MSFT"])
+    run_trading_cycle(ctx, DAYS[1], predictions=FixedPredictions(0.9), features=table)
+    held = {p.symbol: p.qty for p in replay_ledger(ctx.engine, "paper").positions.values() if p.qty}
+    assert held == {"AAPL": legs["AAPL"].qty, "MSFT": -legs["MSFT"].qty}
