@@ -245,3 +245,16 @@ def test_a_cycle_that_dies_between_the_legs_finishes_the_pair_once_on_the_rerun(
     run_trading_cycle(ctx, DAYS[1], predictions=FixedPredictions(0.9), features=table)
     held = {p.symbol: p.qty for p in replay_ledger(ctx.engine, "paper").positions.values() if p.qty}
     assert held == {"AAPL": legs["AAPL"].qty, "MSFT": -legs["MSFT"].qty}
+
+
+def test_a_leg_cut_by_a_risk_limit_scales_the_whole_pair_once(world):
+    ctx = world(max_position_pct=0.01)  # 1,000 of 100,000 per leg; the sizing asks for 5,000 gross
+    result = run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions(0.9), features=PairTable(AAPL_MSFT=DIVERGED))
+    assert result.orders_placed == 2
+    legs, close = {o.symbol: o for o in orders_of(ctx)}, closes_at(ctx, DAYS[0])
+    first, hedge = legs["AAPL"].qty * close["AAPL"], legs["MSFT"].qty * close["MSFT"]
+    assert 1_000 - close["AAPL"] < first <= 1_000  # the largest pair the 1% cap allows
+    assert hedge == pytest.approx(0.8 * first, abs=close["MSFT"])
+    with ctx.engine.connect() as conn:
+        status, reason = conn.execute(select(db.Signal.status, db.Signal.reason)).one()
+    assert status == "ordered" and "max 1% of equity per position" in reason

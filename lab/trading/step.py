@@ -224,7 +224,7 @@ class _Placer:
         stop = abs(c.entry - c.stop_loss) / c.entry if c.stop_loss is not None else 0.0
         units = self.manager.target_qty(entry=unit, stop_loss=unit * (1 - stop), confidence=c.confidence, rr=c.rr,
                                         asset_type=asset_type)
-        wanted, limited, seen = legs(units), None, list(pending)
+        asked, wanted, limited, seen = units, legs(units), None, list(pending)
         for leg in (first, second):
             decision = self.manager.size_entry(strategy=c.strategy, symbol=leg, side=side[leg], entry=price[leg],
                                                qty=wanted[leg], asset_type=asset_type, pending=seen, pair=c.symbol)
@@ -232,7 +232,7 @@ class _Placer:
                 self.journal.outcome(c, "skipped", f"pair {c.symbol}: {leg} leg: {decision.reason or 'sized to zero'}")
                 return
             if decision.qty < wanted[leg]:
-                units = min(units, self.manager.round_qty(units * decision.qty / wanted[leg], asset_type))
+                units = min(units, self.manager.round_qty(asked * decision.qty / wanted[leg], asset_type))
                 limited = f"{leg} leg: {decision.reason}"
             seen.append(self.order(c.strategy, leg, side[leg], decision.qty, Intent.ENTRY, pair=c.symbol))
         sized = legs(units)
