@@ -207,22 +207,40 @@ def test_a_refused_leg_refuses_the_pair_and_both_legs_are_recorded_rejected(worl
     assert all("MSFT is not on the allow-list" in o.reason for o in orders_of(ctx))
 
 
+class Rejects(PaperTradingExecutor):
+    """The paper broker, refusing one symbol as a real broker might (nothing to borrow)."""
+
+    refused = ""
+
+    def submit(self, order):
+        if order.symbol == self.refused:
+            return order.rejected("no shares to borrow")
+        return super().submit(order)
+
+
 def test_a_broker_rejection_of_the_hedge_cancels_the_first_leg(world):
     ctx = world()
-
-    class RejectsMsft(PaperTradingExecutor):
-        def submit(self, order):
-            if order.symbol == "MSFT":
-                return order.rejected("no shares to borrow")
-            return super().submit(order)
-
-    broker = RejectsMsft.from_config(ctx.config, cash=100_000.0, last_prices=closes_at(ctx, DAYS[0]))
+    broker = Rejects.from_config(ctx.config, cash=100_000.0, last_prices=closes_at(ctx, DAYS[0]))
+    broker.refused = "MSFT"
     run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions(0.9), features=PairTable(AAPL_MSFT=DIVERGED),
                       broker=broker)
     assert {o.symbol: o.status for o in orders_of(ctx)} == {"AAPL": OrderStatus.CANCELLED.value,
                                                            "MSFT": OrderStatus.REJECTED.value}
     with ctx.engine.connect() as conn:
-        assert "MSFT leg was rejected" in conn.execute(select(db.Signal.reason)).scalar_one()
+        assert conn.execute(select(db.Signal.status, db.Signal.reason)).one() == (
+            "skipped", "pair AAPL/MSFT: the MSFT leg was rejected; AAPL cancelled")
+
+
+def test_a_broker_rejection_of_the_first_leg_places_no_hedge(world):
+    ctx = world()
+    broker = Rejects.from_config(ctx.config, cash=100_000.0, last_prices=closes_at(ctx, DAYS[0]))
+    broker.refused = "AAPL"
+    run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions(0.9), features=PairTable(AAPL_MSFT=DIVERGED),
+                      broker=broker)
+    assert {o.symbol: o.status for o in orders_of(ctx)} == {"AAPL": OrderStatus.REJECTED.value}
+    with ctx.engine.connect() as conn:
+        assert conn.execute(select(db.Signal.status, db.Signal.reason)).one() == (
+            "skipped", "pair AAPL/MSFT: the AAPL leg was rejected: no shares to borrow")
 
 
 def test_a_cycle_that_dies_between_the_legs_finishes_the_pair_once_on_the_rerun(world):

@@ -249,9 +249,12 @@ class _Placer:
                 self.journal.outcome(c, "skipped", f"pair {c.symbol}: {order.symbol} leg refused: {refusal}")
                 return
         placed = self(orders[0], ref=c.ref)
-        hedge = self(orders[1], ref=c.ref) if placed and placed.status is not OrderStatus.REJECTED else None
-        if placed and placed.status is not OrderStatus.REJECTED and (hedge is None or
-                                                                     hedge.status is OrderStatus.REJECTED):
+        if placed is None or placed.status is OrderStatus.REJECTED:
+            self.journal.outcome(c, "skipped", f"pair {c.symbol}: the {first} leg was rejected"
+                                               + (f": {placed.reason}" if placed else ""))
+            return
+        hedge = self(orders[1], ref=c.ref)
+        if hedge is None or hedge.status is OrderStatus.REJECTED:
             self.broker.cancel(orders[0].client_order_id)
             sync(self.broker, self.journal, orders[:1], self.result)  # books any fill it got before the cancel
             self.journal.outcome(c, "skipped", f"pair {c.symbol}: the {second} leg was rejected; {first} cancelled")
