@@ -13,7 +13,7 @@ from typing import Any
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 
-from lab.models import TrainingOutcome, leaderboard, train_and_promote_all
+from lab.models.pipeline import TrainingOutcome, leaderboard, train_and_promote_all
 
 __all__ = ["tune_strategies"]
 

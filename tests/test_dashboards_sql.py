@@ -136,7 +136,7 @@ def test_every_board_runs_on_a_database_filled_by_the_real_pipeline(
     import numpy as np
 
     from lab.featurestore import refresh_universe_features
-    from lab.models import train_and_promote_all
+    from lab.models.pipeline import train_and_promote_all
     from lab.runtime import open_lab
     from lab.trading.cycle import run_trading_cycle
     from lab.trading.predictions import Prediction

@@ -6,8 +6,7 @@ from sqlalchemy import insert, select
 
 from lab.db import session_scope
 from lab.db.models import PriceBar, TuningRun
-from lab.models import leaderboard, train_and_promote_all
-from lab.models.pipeline import with_forward_returns
+from lab.models.pipeline import leaderboard, train_and_promote_all, with_forward_returns
 from lab.runtime import LabContext
 from lab.settings import get_settings
 

@@ -11,7 +11,8 @@ from sqlalchemy import select
 from lab.db import session_scope
 from lab.db.models import TuningRun
 from lab.errors import ConfigError, DataError
-from lab.models import Gate, load_predictor, promote, tune_strategy
+from lab.models import load_predictor, tune_strategy
+from lab.models.promotion import Gate, promote
 from lab.models.synthetic import random_walk_market
 from lab.registry import ModelRegistry
 from lab.strategy import Param

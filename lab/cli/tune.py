@@ -15,7 +15,7 @@ def tune_cmd(
     trials: int | None = typer.Option(None, "--trials", "-n", min=1, help="trials per strategy (config: tuning.trials)"),
 ) -> None:
     """Walk-forward tuning on Ray Tune + Optuna; promote only models that pass the gate."""
-    from lab.models import leaderboard, train_and_promote_all
+    from lab.models.pipeline import leaderboard, train_and_promote_all
 
     lab = open_lab()
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
