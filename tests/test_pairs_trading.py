@@ -13,7 +13,7 @@ from lab.db import models as db
 from lab.runtime import LabContext
 from lab.settings import Settings
 from lab.trading.cycle import run_trading_cycle
-from lab.trading.model import Fill, Intent, Order, OrderStatus, Side
+from lab.trading.model import Fill, Intent, Order, Side
 from lab.trading.paper import PaperTradingExecutor
 from lab.trading.portfolio import PortfolioManager
 from lab.trading.predictions import Prediction
@@ -62,6 +62,17 @@ def test_a_rich_spread_is_sold_and_a_cheap_one_bought_with_the_odds_of_reversion
     # a sold spread's levels are mirrored: stop above the entry ratio, target below
     rich = signals.loc["AAPL/MSFT"]
     assert rich.stop_loss > rich.entry > rich.take_profit
+
+
+def test_a_strategy_giving_a_side_that_is_neither_buy_nor_sell_is_named(tmp_path, monkeypatch):
+    from strategies.pairs import Pairs
+
+    monkeypatch.setattr(Pairs, "sides", lambda self, latest: pd.Series("long", index=latest.index))
+    config = load_config(write_config(tmp_path / "c.json", strategies=PAIRS_ONLY))
+    engine = TradeSignalEngine(config, OddsOfUp({"AAPL/MSFT": 0.2}), PairTable(AAPL_MSFT=DIVERGED), as_of=DAYS[0],
+                               prices={"AAPL": 100.0, "MSFT": 200.0})
+    with pytest.raises(ValueError, match=r"strategy 'pairs': sides\(\) must give 'buy' or 'sell', got \[\"'long'\"\]"):
+        engine.find_pairs_signals(["AAPL", "MSFT"])
 
 
 def test_momentum_ranks_on_the_lookback_it_is_asked_for(tmp_path):
@@ -218,29 +229,20 @@ class Rejects(PaperTradingExecutor):
         return super().submit(order)
 
 
-def test_a_broker_rejection_of_the_hedge_cancels_the_first_leg(world):
+@pytest.mark.parametrize(("refused", "statuses", "reason"), [
+    ("MSFT", {"AAPL": "cancelled", "MSFT": "rejected"}, "pair AAPL/MSFT: the MSFT leg was rejected; AAPL cancelled"),
+    ("AAPL", {"AAPL": "rejected"}, "pair AAPL/MSFT: the AAPL leg was rejected: no shares to borrow"),
+])
+def test_a_broker_rejection_of_either_leg_leaves_no_lone_leg(world, refused, statuses, reason):
+    """The hedge rejected: the first leg is cancelled; the first rejected: no hedge is placed."""
     ctx = world()
     broker = Rejects.from_config(ctx.config, cash=100_000.0, last_prices=closes_at(ctx, DAYS[0]))
-    broker.refused = "MSFT"
+    broker.refused = refused
     run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions(0.9), features=PairTable(AAPL_MSFT=DIVERGED),
                       broker=broker)
-    assert {o.symbol: o.status for o in orders_of(ctx)} == {"AAPL": OrderStatus.CANCELLED.value,
-                                                           "MSFT": OrderStatus.REJECTED.value}
+    assert {o.symbol: o.status for o in orders_of(ctx)} == statuses
     with ctx.engine.connect() as conn:
-        assert conn.execute(select(db.Signal.status, db.Signal.reason)).one() == (
-            "skipped", "pair AAPL/MSFT: the MSFT leg was rejected; AAPL cancelled")
-
-
-def test_a_broker_rejection_of_the_first_leg_places_no_hedge(world):
-    ctx = world()
-    broker = Rejects.from_config(ctx.config, cash=100_000.0, last_prices=closes_at(ctx, DAYS[0]))
-    broker.refused = "AAPL"
-    run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions(0.9), features=PairTable(AAPL_MSFT=DIVERGED),
-                      broker=broker)
-    assert {o.symbol: o.status for o in orders_of(ctx)} == {"AAPL": OrderStatus.REJECTED.value}
-    with ctx.engine.connect() as conn:
-        assert conn.execute(select(db.Signal.status, db.Signal.reason)).one() == (
-            "skipped", "pair AAPL/MSFT: the AAPL leg was rejected: no shares to borrow")
+        assert conn.execute(select(db.Signal.status, db.Signal.reason)).one() == ("skipped", reason)
 
 
 def test_a_cycle_that_dies_between_the_legs_finishes_the_pair_once_on_the_rerun(world):

@@ -166,6 +166,8 @@ class TradeSignalEngine:
         min_confidence = strategy_config.min_confidence if strategy_config else declared.min_confidence
         entries = np.array([self._entry(symbol, candidates.loc[symbol]) for symbol in candidates.index])
         sides = strategy.sides(candidates).to_numpy(dtype=object)
+        if unknown := set(sides) - {"buy", "sell"}:
+            raise ValueError(f"strategy {name!r}: sides() must give 'buy' or 'sell', got {sorted(map(repr, unknown))}")
         direction = np.where(sides == "buy", 1.0, -1.0)
         # a direction model gives the odds of "up": a sell is confident when "up" is unlikely
         confidence = (np.where(direction > 0, prediction.values, 1.0 - prediction.values)
