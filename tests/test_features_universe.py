@@ -88,6 +88,17 @@ def test_unchanged_symbols_come_from_the_cache_and_a_changed_bar_recomputes_only
         {p: t for p, t in files.items() if "S002" not in str(p)}
 
 
+def test_a_damaged_cache_file_is_computed_again_and_replaced(tmp_path: Path) -> None:
+    bars = universe(3, 260)
+    first = compute_universe_features(bars, "momentum@1", cache_dir=tmp_path, use_ray=False)
+    damaged = next(p for p in tmp_path.rglob("*.parquet") if "S001" in str(p))
+    damaged.write_bytes(damaged.read_bytes()[:100])
+    again = compute_universe_features(bars, "momentum@1", cache_dir=tmp_path, use_ray=False)
+    assert again.report.computed == ["S001"] and sorted(again.report.cached) == ["S000", "S002"]
+    pd.testing.assert_frame_equal(again["S001"], first["S001"], check_exact=True, check_freq=False)
+    assert compute_universe_features(bars, "momentum@1", cache_dir=tmp_path, use_ray=False).report.computed == []
+
+
 def test_the_cache_is_keyed_by_the_feature_set_and_the_benchmark(tmp_path: Path) -> None:
     bars = universe(2, 100)
     compute_universe_features(bars, "momentum@1", cache_dir=tmp_path, use_ray=False)

@@ -293,8 +293,11 @@ def _cache_read(cache_dir: Path, fs: FeatureSet, item: _Item, key: str) -> tuple
         data = _cache_path(cache_dir, fs, item.name, key).read_bytes()
     except FileNotFoundError:
         return None
-    file = pq.ParquetFile(pa.BufferReader(data))
-    values = file.read(use_threads=False).column(0).to_numpy()
+    try:
+        file = pq.ParquetFile(pa.BufferReader(data))
+        values = file.read(use_threads=False).column(0).to_numpy()
+    except pa.ArrowException:
+        return None  # a damaged file (a crash mid-write on another filesystem): computed again, and replaced
     values.flags.writeable = False  # already so when zero-copy (one chunk), not when the chunks were joined
     meta = json.loads((file.metadata.metadata or {}).get(_META_KEY, b"{}"))
     columns = list(output_columns(fs))
