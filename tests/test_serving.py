@@ -509,7 +509,7 @@ def _worker_environments(title: str) -> list[dict[str, str]]:
     return environments
 
 
-def test_serve_settings_reach_the_proxy_and_the_replicas(service: Service) -> None:
+def test_serve_settings_reach_the_proxy_manager_and_the_replicas(service: Service) -> None:
     from serving.launch import SERVE_ENV
 
     for title in ("ray::ProxyActor", "ray::ServeReplica:serving-test:"):
@@ -517,6 +517,30 @@ def test_serve_settings_reach_the_proxy_and_the_replicas(service: Service) -> No
         assert environments, f"no {title} process under this test session"
         for environment in environments:
             assert SERVE_ENV.items() <= environment.items(), title
+
+
+def _listener_commands(port: int) -> set[str]:
+    """Names of the processes holding a listening TCP socket on ``port`` (Linux /proc)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            if int(fields[1].rpartition(":")[2], 16) == port and fields[3] == "0A":  # 0A: LISTEN
+                inodes.add(f"socket:[{fields[9]}]")
+    commands = set()
+    for fd in Path("/proc").glob("[0-9]*/fd/*"):
+        try:
+            if os.readlink(fd) in inodes:
+                commands.add(fd.parents[1].joinpath("comm").read_text().strip())
+        except OSError:
+            continue
+    return commands
+
+
+def test_requests_reach_the_replicas_through_haproxy(service: Service, client: httpx.Client) -> None:
+    """The service port is HAProxy's (direct ingress), not Serve's Python proxy actor."""
+    assert client.get("/healthz").status_code == 200
+    assert _listener_commands(int(service.url.rpartition(":")[2])) == {"haproxy"}
 
 
 # --- metrics ---------------------------------------------------------------------------------
