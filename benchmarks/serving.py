@@ -5,9 +5,10 @@ model (12 features, 100 trees), a private local Ray (2 CPUs). Each HTTP target g
 pre-serialized payloads (1 row and 500 rows) for ``--requests`` (2,000) requests at
 ``--concurrency`` (16); the FastAPI/uvicorn reference parses, validates (``PredictRequest``,
 ``serving.rows``) and encodes (orjson) exactly like the service and uses the same loader, so
-the difference is Serve's proxy, routing and batching. The floor is raw XGBoost
-``inplace_predict`` in process. Latencies are client-side wall times. Serve is started by
-``serving.launch.start_serve``, with the settings ``lab serve`` runs with.
+the difference is Serve's ingress (HAProxy to the replica's own HTTP server, as ``lab serve``
+runs it) and batching. The floor is raw XGBoost ``inplace_predict`` in process. Latencies are
+client-side wall times. Serve is started by ``serving.launch.start_serve``, with the settings
+``lab serve`` runs with.
 
 Keys as the issue defines them: ``p50_ratio_vs_fastapi_500rows`` and ``p99_ms_500rows``
 from the 500-row runs; ``p50_1row_ms_over_raw`` is Serve's 1-row p50 (the concurrency-16
@@ -17,9 +18,9 @@ callers against the deployment as configured over the same deployment with
 goals): the same figures for one sequential caller (``*_sequential``), a no-op Serve
 deployment behind the same proxy (``serve_noop``: Serve's own floor on this machine), and
 the load average before and after. Every HTTP run also reports ``cpu_ms_per_request`` by
-process (client: this process, httpx and the Ray driver; the Serve proxy; each replica; the
-FastAPI worker; the rest of Ray): where the time goes, and what bounds throughput on few
-cores.
+process (client: this process, httpx and the Ray driver; HAProxy; Serve's proxy actor, which
+here only manages HAProxy; each replica; the FastAPI worker; the rest of Ray): where the time
+goes, and what bounds throughput on few cores.
 
 Prints one JSON object as the last line. ``--quick`` runs 300 requests per measurement.
 """
@@ -83,6 +84,7 @@ def _cpu_seconds() -> dict[str, float]:
         pid = int(proc.name)
         parents[pid], cpu[pid] = int(fields[1]), (int(fields[11]) + int(fields[12])) / tick
         roles[pid] = ("fastapi" if "--fastapi-worker" in title else "serve_proxy" if "ray::ProxyActor" in title
+                      else "haproxy" if "haproxy" in title.split(" ", 1)[0]
                       else f"replica_{title.split(':')[3]}" if title.startswith("ray::ServeReplica:") else "ray_other")
     totals = {"client": cpu.get(os.getpid(), 0.0)}
     for pid in cpu:
