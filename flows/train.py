@@ -1,4 +1,4 @@
-"""Prefect flow ``tune_strategies``: one task per strategy, a leaderboard table artifact.
+"""Prefect flow ``tune_strategies``: one tuning task for all strategies, a leaderboard table artifact.
 
 Scheduled weekly by ``flows/deployments.py`` (config schedule ``trading_training``).
 
@@ -18,12 +18,12 @@ from lab.models.pipeline import TrainingOutcome, leaderboard, train_and_promote_
 __all__ = ["tune_strategies"]
 
 
-@task(name="tune-and-promote", task_run_name="tune {strategy}")
-def tune_and_promote(strategy: str, trials: int | None, end: str | None = None) -> list[TrainingOutcome]:
+@task(name="tune-and-promote", task_run_name="tune {strategies}")
+def tune_and_promote(strategies: list[str], trials: int | None, end: str | None = None) -> list[TrainingOutcome]:
     from lab.runtime import open_lab
 
     cutoff = datetime.fromisoformat(end) if end else None
-    return train_and_promote_all(open_lab(), [strategy], trials, end=cutoff)
+    return train_and_promote_all(open_lab(), strategies, trials, end=cutoff)
 
 
 @flow(name="tune_strategies", log_prints=True)
@@ -34,11 +34,10 @@ def tune_strategies(strategies: list[str] | None = None, trials: int | None = No
     from lab.runtime import open_lab
 
     names = strategies or list(open_lab().config.enabled_strategies())
-    # one strategy at a time: each Tune run already fills every CPU
-    rows = leaderboard([outcome for name in names for outcome in tune_and_promote(name, trials, end)])
+    # one Tune run for all of them: the trial workers (and their start-up) are shared
+    rows = leaderboard(tune_and_promote(names, trials, end))
     create_table_artifact(key="tuning-leaderboard", table=rows,
                           description="Out-of-sample walk-forward scores, deflated Sharpe, promotion decisions")
     for row in rows:
         print(f"{row['strategy']}: {'promoted' if row['promoted'] else 'kept as candidate'} ({row['reason']})")
     return rows
-

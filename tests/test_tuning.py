@@ -14,6 +14,7 @@ from lab.errors import ConfigError, DataError
 from lab.models import load_predictor, tune_strategy
 from lab.models.promotion import Gate, promote
 from lab.models.synthetic import random_walk_market
+from lab.models.tuning import TuneJob, tune_strategies
 from lab.registry import ModelRegistry
 from lab.strategy import Param
 
@@ -93,6 +94,41 @@ def test_serial_runs_with_the_same_seed_give_the_same_params_and_model_bytes(ray
     runs = [_tune(data, tmp_path / name, trials=3, max_concurrent=1) for name in ("a", "b")]
     assert runs[0].best_params == runs[1].best_params
     assert runs[0].model_path.read_bytes() == runs[1].model_path.read_bytes()
+
+
+def _jobs(data, **swing_options) -> list[TuneJob]:
+    return [TuneJob(strategy="swing", data=data, search_space=SPACE, cost=COST, **swing_options),
+            TuneJob(strategy="momentum", data=data, search_space=SPACE, cost=COST)]
+
+
+def test_strategies_tuned_in_one_run_each_get_their_own_study_and_results(ray_session, tmp_path):
+    """Run serially, each strategy's TPE study proposes exactly what it proposes alone."""
+    data = random_walk_market(symbols=4, days=300, signal=0.5, seed=3)
+    joint = tune_strategies(_jobs(data), trials=3, time_budget_s=300, seed=7, folds=3,
+                            storage_dir=tmp_path / "joint", max_concurrent=1)
+    alone = _tune(data, tmp_path / "alone", trials=3, max_concurrent=1)
+    swing, momentum = joint
+    assert (swing.strategy, momentum.strategy) == ("swing", "momentum")
+    assert swing.n_trials == momentum.n_trials == 3 and set(swing.best_params) == set(SPACE)
+    assert swing.best_params == alone.best_params
+    assert swing.model_path.read_bytes() == alone.model_path.read_bytes()
+    assert swing.model_path != momentum.model_path and swing.storage_path == momentum.storage_path
+
+
+def test_a_strategy_with_bad_input_fails_alone_in_a_joint_run(ray_session, tmp_path):
+    data = random_walk_market(symbols=4, days=300, signal=0.5, seed=3)
+    bad, good = tune_strategies(_jobs(data, features=["hint", "volume_z"]), trials=2, time_budget_s=300,
+                                seed=7, folds=3, storage_dir=tmp_path)
+    assert isinstance(bad, DataError) and "volume_z" in str(bad)
+    assert good.strategy == "momentum" and good.n_trials == 2
+
+
+def test_a_strategy_named_twice_in_one_run_is_refused(tmp_path):
+    data = random_walk_market(symbols=2, days=120, seed=1)
+    with pytest.raises(ConfigError, match="each strategy once per run"):
+        tune_strategies([*_jobs(data)[:1], *_jobs(data)[:1]], trials=2, time_budget_s=60, seed=7, folds=3,
+                        storage_dir=tmp_path)
+    assert not any(tmp_path.iterdir())
 
 
 @pytest.mark.parametrize(("mutate", "kwargs", "error", "message"), [

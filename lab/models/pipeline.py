@@ -22,7 +22,7 @@ from lab.bars import bars_by_symbol, load_bars
 from lab.errors import ConfigError, DataError, LabError
 from lab.models.problem import RETURN_COLUMN
 from lab.models.promotion import Gate, PromotionDecision, promote
-from lab.models.tuning import TuningResult, code_version, tune_strategy
+from lab.models.tuning import TuneJob, TuningResult, code_version, tune_strategies
 from lab.registry import ModelRegistry, VersionInfo
 from lab.runtime import LabContext
 from lab.strategy import Strategy, get_strategy
@@ -104,7 +104,7 @@ def _training_data(ctx: LabContext, strategy: type[Strategy], asset_classes: lis
 
 def train_and_promote_all(ctx: LabContext, strategies: list[str] | None = None, trials: int | None = None,
                           progress: Progress | None = None, end: datetime | None = None) -> list[TrainingOutcome]:
-    """Tune and promote each strategy in turn; one failing strategy does not stop the others.
+    """Tune every strategy (in one Ray Tune run) and promote each; one failing strategy does not stop the others.
 
     ``end`` trains strictly on data up to then (so a later paper window stays out of sample).
     """
@@ -114,36 +114,46 @@ def train_and_promote_all(ctx: LabContext, strategies: list[str] | None = None, 
     enabled = config.enabled_strategies()
     names = strategies if strategies is not None else list(enabled)
     gate = Gate.from_config(config.tuning)
-    outcomes = []
+    budget = trials or config.tuning.trials
+    outcomes: dict[str, TrainingOutcome] = {}
+    jobs: list[tuple[TuneJob, str, pd.Timestamp]] = []
     for name in names:
         strategy = get_strategy(name)
         asset_classes = list(config.strategies[name].asset_classes) if name in config.strategies \
             else list(strategy.asset_classes)
         fees = max(config.execution.fee_bps.get(ac, 0.0) for ac in asset_classes)
-        budget = trials or config.tuning.trials
         try:
             data, last_bar = _training_data(ctx, strategy, asset_classes, end)
-            key = run_key(data, trials=budget, seed=config.tuning.seed, folds=config.tuning.folds,
-                          time_budget_s=config.tuning.time_budget_s, space=strategy.search_space,
-                          fees=fees, slippage=config.execution.slippage_bps, gate=gate, code=code_version())
-            previous = _reusable(ctx.registry, name, key)
-            if previous is not None:
-                outcomes.append(TrainingOutcome(name, reused=previous))
-                continue
-            result = tune_strategy(
-                name, data, trials=budget, time_budget_s=config.tuning.time_budget_s, seed=config.tuning.seed,
-                folds=config.tuning.folds, storage_dir=ctx.settings.home / "tuning",
-                asset_class=asset_classes[0] if len(asset_classes) == 1 else None,
-                features=list(get_feature_set(strategy.feature_set).columns),
-                feature_fingerprint=get_feature_set(strategy.feature_set).fingerprint,
-                cost=2 * (fees + config.execution.slippage_bps) / 1e4,
-                progress=(lambda done, total, n=name: progress(n, done, total)) if progress else None)
-            decision = promote(ctx.registry, ctx.engine, result, gate=gate,
-                               extra_metrics={"run_key": key, "train_end": last_bar.isoformat()})
-            outcomes.append(TrainingOutcome(name, result, decision))
         except LabError as exc:
-            outcomes.append(TrainingOutcome(name, error=str(exc)))
-    return outcomes
+            outcomes[name] = TrainingOutcome(name, error=str(exc))
+            continue
+        key = run_key(data, trials=budget, seed=config.tuning.seed, folds=config.tuning.folds,
+                      time_budget_s=config.tuning.time_budget_s, space=strategy.search_space,
+                      fees=fees, slippage=config.execution.slippage_bps, gate=gate, code=code_version())
+        previous = _reusable(ctx.registry, name, key)
+        if previous is not None:
+            outcomes[name] = TrainingOutcome(name, reused=previous)
+            continue
+        feature_set = get_feature_set(strategy.feature_set)
+        job = TuneJob(strategy=name, data=data, asset_class=asset_classes[0] if len(asset_classes) == 1 else None,
+                      features=list(feature_set.columns), feature_fingerprint=feature_set.fingerprint,
+                      cost=2 * (fees + config.execution.slippage_bps) / 1e4)
+        jobs.append((job, key, last_bar))
+    if jobs:
+        results = tune_strategies([job for job, _, _ in jobs], trials=budget,
+                                  time_budget_s=config.tuning.time_budget_s, seed=config.tuning.seed,
+                                  folds=config.tuning.folds, storage_dir=ctx.settings.home / "tuning",
+                                  progress=progress)
+        for (job, key, last_bar), result in zip(jobs, results, strict=True):
+            try:
+                if isinstance(result, LabError):
+                    raise result
+                decision = promote(ctx.registry, ctx.engine, result, gate=gate,
+                                   extra_metrics={"run_key": key, "train_end": last_bar.isoformat()})
+                outcomes[job.strategy] = TrainingOutcome(job.strategy, result, decision)
+            except LabError as exc:
+                outcomes[job.strategy] = TrainingOutcome(job.strategy, error=str(exc))
+    return [outcomes[name] for name in names]
 
 
 def _rounded(value: Any, digits: int) -> float | None:

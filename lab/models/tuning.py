@@ -1,19 +1,23 @@
-"""Walk-forward hyper-parameter tuning of one strategy's model on Ray Tune.
+"""Walk-forward hyper-parameter tuning of the strategies' models on Ray Tune.
 
 Optuna's TPE sampler (seeded) proposes, ASHA stops trials whose first folds already look
 poor (one fold = one Tune iteration), and trials run side by side, one CPU each. The
-problem's arrays go into the object store once (``tune.with_parameters``). Tune's per-trial
+problems' arrays go into the object store once (``tune.with_parameters``). Tune's per-trial
 cost is kept low: no CSV/JSON/TensorBoard loggers, no checkpoints (the best params are
 refit on the driver on every core once the trials are over, which is also what makes the
 saved model reproducible), and actors are reused between trials. What remains is mostly
 fixed per run: each trial slot starts a fresh worker process (about 2 s here) that imports
-Ray Tune, XGBoost and this package, so this module does not import the database layer.
+Ray Tune, XGBoost and this package, so this module does not import the database layer, and
+``tune_strategies`` tunes several strategies in one Tune run: each keeps its own TPE study
+and ASHA brackets (``_PerStrategySearch``, ``_PerStrategyScheduler``), while the trial
+workers, their start-up and the run's tail are shared.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import pickle
 import subprocess
 import time
 from collections.abc import Callable, Iterator, Mapping
@@ -27,14 +31,17 @@ import numpy as np
 import pandas as pd
 
 import lab
-from lab.errors import ConfigError
+from lab.errors import ConfigError, LabError
 from lab.models.problem import Problem, check_search_space
 from lab.models.scoring import deflated_sharpe_ratio, sharpe_ratio
 from lab.strategy import Param, Strategy, get_strategy
 
-__all__ = ["TuningResult", "tune_strategy", "prepare_problem", "tune_domains", "code_version"]
+__all__ = ["TuningResult", "TuneJob", "tune_strategy", "tune_strategies", "prepare_problem", "tune_domains",
+           "code_version"]
 
 Progress = Callable[[int, int], None]
+#: progress(strategy, trials_done, trials_total)
+StrategyProgress = Callable[[str, int, int], None]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -111,23 +118,115 @@ def prepare_problem(strategy: type[Strategy], data: pd.DataFrame, *, folds: int,
         asset_class=asset_class, features=features, feature_fingerprint=feature_fingerprint)
 
 
-def _trial(config: dict[str, Any], problem: Problem) -> None:
+def _trial(config: dict[str, Any], problems: dict[str, Problem]) -> None:
     """One Tune trial: walk forward, report the running mean score after every fold."""
     import ray
     from ray import tune
 
+    params = dict(config)
+    problem = problems[params.pop(_STRATEGY_KEY)]
     scores, returns, folds = [], [], []
     started = time.perf_counter()
-    for fold in problem.walk_forward(config):
+    for fold in problem.walk_forward(params):
         scores.append(fold.metrics[problem.metric])
         returns.append(fold.returns)
         folds.append(fold.metrics)
-        report = {"score": float(np.nanmean(scores)), "folds_done": len(scores),
+        report = {_METRIC: float(np.nanmean(scores)), "folds_done": len(scores),
                   "fit_s": time.perf_counter() - started}
         if len(scores) == len(problem.folds):
             report |= {"fold_metrics": folds, "oos_returns": np.concatenate(returns).tolist(),
                        "node_id": ray.get_runtime_context().get_node_id()}
         tune.report(report)
+
+
+_STRATEGY_KEY = "strategy"  # the trial config entry naming whose problem a trial works on
+_METRIC = "score"  # a trial's running mean of its strategy's out-of-sample metric over the folds so far
+
+
+def _per_strategy_search(spaces: Mapping[str, Mapping[str, Param]], trials: int, seed: int):
+    """A Searcher holding one seeded OptunaSearch (TPE) per strategy, each seeing only its trials.
+
+    Proposals alternate between the strategies that have budget left (the one with the
+    fewest proposals first), so run serially each study asks and learns exactly as it would
+    alone.
+    """
+    from ray.tune.search import Searcher
+    from ray.tune.search.optuna import OptunaSearch
+
+    class _PerStrategySearch(Searcher):
+        def __init__(self) -> None:
+            super().__init__(metric=_METRIC, mode="max")
+            self.studies = {name: OptunaSearch(space=OptunaSearch.convert_search_space(tune_domains(space)),
+                                               metric=_METRIC, mode="max", seed=seed)
+                            for name, space in spaces.items()}
+            self.proposed = dict.fromkeys(spaces, 0)
+            self.owner: dict[str, str] = {}
+
+        def suggest(self, trial_id: str) -> dict[str, Any] | None:
+            waiting = [name for name in self.studies if self.proposed[name] < trials]
+            if not waiting:
+                return Searcher.FINISHED
+            name = min(waiting, key=self.proposed.__getitem__)
+            config = self.studies[name].suggest(trial_id)
+            if config is None or config == Searcher.FINISHED:
+                return config
+            self.proposed[name] += 1
+            self.owner[trial_id] = name
+            return {**config, _STRATEGY_KEY: name}
+
+        def on_trial_result(self, trial_id: str, result: dict) -> None:
+            self.studies[self.owner[trial_id]].on_trial_result(trial_id, result)
+
+        def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+            self.studies[self.owner[trial_id]].on_trial_complete(trial_id, result=result, error=error)
+
+        def save(self, checkpoint_path: str) -> None:  # Tune's experiment state (what OptunaSearch saves)
+            with open(checkpoint_path, "wb") as file:
+                pickle.dump((self.proposed, self.owner, {n: s.__dict__ for n, s in self.studies.items()}), file)
+
+        def restore(self, checkpoint_path: str) -> None:
+            with open(checkpoint_path, "rb") as file:
+                self.proposed, self.owner, states = pickle.load(file)
+            for name, state in states.items():
+                self.studies[name].__dict__.update(state)
+
+    return _PerStrategySearch()
+
+
+def _per_strategy_scheduler(fold_counts: Mapping[str, int]):
+    """A scheduler holding one ASHA per strategy: a trial is only compared with its own strategy's."""
+    from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+    class _PerStrategyScheduler(FIFOScheduler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.by_strategy = {name: ASHAScheduler(time_attr="folds_done", metric=_METRIC, mode="max", max_t=n,
+                                                    grace_period=min(2, n), reduction_factor=2)
+                                for name, n in fold_counts.items()}
+            self._metric = _METRIC
+
+        def _of(self, trial):
+            return self.by_strategy[trial.config[_STRATEGY_KEY]]
+
+        def on_trial_add(self, tune_controller, trial) -> None:
+            self._of(trial).on_trial_add(tune_controller, trial)
+
+        def on_trial_error(self, tune_controller, trial) -> None:
+            self._of(trial).on_trial_error(tune_controller, trial)
+
+        def on_trial_result(self, tune_controller, trial, result) -> str:
+            return self._of(trial).on_trial_result(tune_controller, trial, result)
+
+        def on_trial_complete(self, tune_controller, trial, result) -> None:
+            self._of(trial).on_trial_complete(tune_controller, trial, result)
+
+        def on_trial_remove(self, tune_controller, trial) -> None:
+            self._of(trial).on_trial_remove(tune_controller, trial)
+
+        def debug_string(self) -> str:
+            return "; ".join(f"{name}: {s.debug_string()}" for name, s in self.by_strategy.items())
+
+    return _PerStrategyScheduler()
 
 
 @contextmanager
@@ -155,19 +254,39 @@ def _quiet_tune() -> Iterator[None]:
                 os.environ[key] = value
 
 
-def _progress_callback(progress: Progress, total: int):
+def _progress_callback(progress: StrategyProgress, per_strategy: int):
     from ray.tune import Callback
 
     class _Progress(Callback):
-        done = 0
+        def __init__(self) -> None:
+            self.done: dict[str, int] = {}
 
         def on_trial_complete(self, iteration, trials, trial, **info):
-            self.done += 1
-            progress(self.done, total)
+            name = trial.config[_STRATEGY_KEY]
+            self.done[name] = self.done.get(name, 0) + 1
+            progress(name, self.done[name], per_strategy)
 
         on_trial_error = on_trial_complete
 
     return _Progress()
+
+
+@dataclass(frozen=True, kw_only=True)
+class TuneJob:
+    """One strategy's inputs to ``tune_strategies`` (the budget is the run's).
+
+    ``data``: symbol, timestamp, <features>, label, forward_return (the realised return over
+    the label horizon, used to score trading). ``cost``: round-trip fees + slippage as a
+    fraction.
+    """
+
+    strategy: str
+    data: pd.DataFrame = field(repr=False)
+    asset_class: str | None = None
+    features: list[str] | None = None
+    feature_fingerprint: str | None = None
+    search_space: Mapping[str, Param] | None = None
+    cost: float = 0.0
 
 
 def tune_strategy(strategy_name: str, data: pd.DataFrame, *, trials: int, time_budget_s: float, seed: int,
@@ -175,22 +294,61 @@ def tune_strategy(strategy_name: str, data: pd.DataFrame, *, trials: int, time_b
                   features: list[str] | None = None, feature_fingerprint: str | None = None,
                   search_space: Mapping[str, Param] | None = None, cost: float = 0.0,
                   max_concurrent: int | None = None, progress: Progress | None = None) -> TuningResult:
-    """Tune ``strategy_name`` on ``data`` and refit the best trial; see the module docstring.
+    """Tune one strategy (``tune_strategies`` with one job); its errors are raised.
 
-    ``data``: symbol, timestamp, <features>, label, forward_return (the realised return over
-    the label horizon, used to score trading). ``cost``: round-trip fees + slippage as a
-    fraction. ``max_concurrent=1`` gives a serial, fully reproducible run.
+    ``max_concurrent=1`` gives a serial, fully reproducible run.
+    """
+    job = TuneJob(strategy=strategy_name, data=data, asset_class=asset_class, features=features,
+                  feature_fingerprint=feature_fingerprint, search_space=search_space, cost=cost)
+    (outcome,) = tune_strategies([job], trials=trials, time_budget_s=time_budget_s, seed=seed, folds=folds,
+                                 storage_dir=storage_dir, max_concurrent=max_concurrent,
+                                 progress=(lambda _name, done, total: progress(done, total)) if progress else None)
+    if isinstance(outcome, LabError):
+        raise outcome
+    return outcome
+
+
+def tune_strategies(jobs: list[TuneJob], *, trials: int, time_budget_s: float, seed: int, folds: int,
+                    storage_dir: Path | str, max_concurrent: int | None = None,
+                    progress: StrategyProgress | None = None) -> list[TuningResult | LabError]:
+    """Tune every job's strategy (``trials`` each) in one Ray Tune run and refit each best trial.
+
+    One outcome per job, in order: its result, or the error that stopped that strategy alone
+    (bad input is found before any trial starts; a strategy with no trial through all folds
+    fails after the run). ``time_budget_s`` is per strategy (the run gets the sum).
     """
     if trials < 1:
         raise ConfigError([f"trials must be >= 1, got {trials}"])
-    strategy = get_strategy(strategy_name)
-    space = dict(search_space if search_space is not None else strategy.search_space)
-    problem = prepare_problem(strategy, data, folds=folds, seed=seed, cost=cost, asset_class=asset_class,
-                              features=features, feature_fingerprint=feature_fingerprint, search_space=space)
+    names = [job.strategy for job in jobs]
+    if len(set(names)) != len(names):
+        raise ConfigError([f"each strategy once per run, got {', '.join(names)}"])
+    outcomes: list[TuningResult | LabError | None] = [None] * len(jobs)
+    problems: dict[str, Problem] = {}
+    spaces: dict[str, dict[str, Param]] = {}
+    for index, job in enumerate(jobs):
+        try:
+            strategy = get_strategy(job.strategy)
+            space = dict(job.search_space if job.search_space is not None else strategy.search_space)
+            problems[job.strategy] = prepare_problem(
+                strategy, job.data, folds=folds, seed=seed, cost=job.cost, asset_class=job.asset_class,
+                features=job.features, feature_fingerprint=job.feature_fingerprint, search_space=space)
+            spaces[job.strategy] = space
+        except LabError as exc:
+            outcomes[index] = exc
+    if problems:
+        results = _run(problems, spaces, trials=trials, time_budget_s=time_budget_s * len(problems), seed=seed,
+                       storage_dir=storage_dir, max_concurrent=max_concurrent, progress=progress)
+        for index, job in enumerate(jobs):
+            if outcomes[index] is None:
+                outcomes[index] = results[job.strategy]
+    return outcomes  # type: ignore[return-value]  # every slot is filled
+
+
+def _run(problems: dict[str, Problem], spaces: dict[str, dict[str, Param]], *, trials: int, time_budget_s: float,
+         seed: int, storage_dir: Path | str, max_concurrent: int | None,
+         progress: StrategyProgress | None) -> dict[str, TuningResult | LabError]:
     import ray
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
-    from ray.tune.search.optuna import OptunaSearch
 
     from lab.runtime import ensure_ray
 
@@ -198,41 +356,57 @@ def tune_strategy(strategy_name: str, data: pd.DataFrame, *, trials: int, time_b
     started = datetime.now(UTC)
     storage = Path(storage_dir).resolve()
     cpus = max(int(ray.cluster_resources().get("CPU", 1)), 1)
-    n_folds = len(problem.folds)
+    total = trials * len(problems)
     tuner = tune.Tuner(
-        tune.with_resources(tune.with_parameters(_trial, problem=problem), {"cpu": 1}),
-        param_space=tune_domains(space),
+        tune.with_resources(tune.with_parameters(_trial, problems=problems), {"cpu": 1}),
         tune_config=tune.TuneConfig(
-            metric="score", mode="max", num_samples=trials, time_budget_s=time_budget_s,
-            max_concurrent_trials=max_concurrent or min(cpus, trials), reuse_actors=True,
-            search_alg=OptunaSearch(seed=seed),
-            scheduler=ASHAScheduler(time_attr="folds_done", max_t=n_folds, grace_period=min(2, n_folds),
-                                    reduction_factor=2)),
+            num_samples=total, time_budget_s=time_budget_s,
+            max_concurrent_trials=max_concurrent or min(cpus, total), reuse_actors=True,
+            search_alg=_per_strategy_search(spaces, trials, seed),
+            scheduler=_per_strategy_scheduler({name: len(p.folds) for name, p in problems.items()})),
         run_config=tune.RunConfig(
-            name=f"{strategy_name}-{started:%Y%m%dT%H%M%S%f}", storage_path=str(storage), verbose=0,
+            name=f"{'+'.join(problems)}-{started:%Y%m%dT%H%M%S%f}", storage_path=str(storage), verbose=0,
             callbacks=[_progress_callback(progress, trials)] if progress else None),
     )
     with _quiet_tune():
         grid = tuner.fit()
-    results = [grid[i] for i in range(len(grid))]  # trial order
+    run_dir = Path(grid.experiment_path)
+    by_strategy: dict[str, list] = {name: [] for name in problems}
+    for i in range(len(grid)):  # trial order
+        result = grid[i]
+        if result.config and _STRATEGY_KEY in result.config:
+            by_strategy[result.config[_STRATEGY_KEY]].append(result)
+    outcomes: dict[str, TuningResult | LabError] = {}
+    for name, problem in problems.items():
+        try:
+            outcomes[name] = _best(name, problem, spaces[name], by_strategy[name], run_dir, started)
+        except LabError as exc:
+            outcomes[name] = exc
+    return outcomes
+
+
+def _best(name: str, problem: Problem, space: dict[str, Param], results: list, run_dir: Path,
+          started: datetime) -> TuningResult:
+    """The strategy's best trial, refit on all rows, with its out-of-sample statistics."""
+    n_folds = len(problem.folds)
     finished = [r for r in results if r.error is None and r.metrics and r.metrics.get("folds_done") == n_folds]
     if not finished:
         errors = "; ".join(str(r.error).splitlines()[0] for r in results if r.error is not None)[:500]
-        raise ConfigError([f"no trial of {strategy_name!r} finished all {n_folds} folds"
+        raise ConfigError([f"no trial of {name!r} finished all {n_folds} folds"
                            + (f": {errors}" if errors else " within the time budget")])
-    best = max(finished, key=lambda r: r.metrics["score"])  # grid order is trial order: ties stay stable
-    params = {k: (int(v) if space[k].is_int else float(v)) for k, v in best.config.items()}
+    best = max(finished, key=lambda r: r.metrics[_METRIC])  # trial order: ties stay stable
+    params = {k: (int(v) if space[k].is_int else float(v)) for k, v in best.config.items() if k != _STRATEGY_KEY}
     returns = np.asarray(best.metrics["oos_returns"], dtype=float)
     trial_sharpes = [sharpe_ratio(np.asarray(r.metrics["oos_returns"])) for r in finished]
     n_tried = sum(1 for r in results if r.metrics)
     # the trials are over, so the refit may use every core here (the file does not depend on it)
     model = problem.fit(params, threads=os.cpu_count() or 1)
-    model_path = model.save(storage / grid.experiment_path.split("/")[-1] / "best.ubj")
+    model_path = model.save(run_dir / f"{name}-best.ubj")
     return TuningResult(
-        strategy=strategy_name, asset_class=asset_class, task=problem.task, metric=problem.metric,
-        best_params=params, best_score=float(best.metrics["score"]), fold_metrics=best.metrics["fold_metrics"],
+        strategy=name, asset_class=problem.asset_class, task=problem.task, metric=problem.metric,
+        best_params=params, best_score=float(best.metrics[_METRIC]), fold_metrics=best.metrics["fold_metrics"],
         sharpe=sharpe_ratio(returns), deflated_sharpe=deflated_sharpe_ratio(returns, trial_sharpes, n_tried),
-        n_trials=n_tried, trial_sharpes=trial_sharpes, model_path=model_path, storage_path=Path(grid.experiment_path),
+        n_trials=n_tried, trial_sharpes=trial_sharpes, model_path=model_path, storage_path=run_dir,
         code_version=code_version(), started_at=started, finished_at=datetime.now(UTC),
         nodes=tuple(sorted({r.metrics["node_id"] for r in finished})),
         fit_seconds=sum(r.metrics.get("fit_s", 0.0) for r in results if r.metrics), problem=problem)
