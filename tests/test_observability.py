@@ -163,7 +163,9 @@ def prometheus_scraping(prometheus_binary: str, pg_url: str, tmp_path: Path) -> 
 
 
 def _query(base: str, expr: str) -> list:
-    body = httpx.get(f"{base}/api/v1/query", params={"query": expr}, timeout=10).json()
+    response = httpx.get(f"{base}/api/v1/query", params={"query": expr}, timeout=10)
+    response.raise_for_status()  # a starting Prometheus answers 503 in plain text: waited on as an HTTPError
+    body = response.json()
     assert body["status"] == "success", body
     return body["data"]["result"]
 
