@@ -43,6 +43,9 @@ Progress = Callable[[int, int], None]
 #: progress(strategy, trials_done, trials_total)
 StrategyProgress = Callable[[str, int, int], None]
 
+_STRATEGY_KEY = "strategy"  # the trial config entry naming whose problem a trial works on
+_METRIC = "score"  # a trial's running mean of its strategy's out-of-sample metric over the folds so far
+
 
 @dataclass(frozen=True, kw_only=True)
 class TuningResult:
@@ -137,10 +140,6 @@ def _trial(config: dict[str, Any], problems: dict[str, Problem]) -> None:
             report |= {"fold_metrics": folds, "oos_returns": np.concatenate(returns).tolist(),
                        "node_id": ray.get_runtime_context().get_node_id()}
         tune.report(report)
-
-
-_STRATEGY_KEY = "strategy"  # the trial config entry naming whose problem a trial works on
-_METRIC = "score"  # a trial's running mean of its strategy's out-of-sample metric over the folds so far
 
 
 def _per_strategy_search(spaces: Mapping[str, Mapping[str, Param]], trials: int, seed: int):
