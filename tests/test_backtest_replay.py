@@ -11,6 +11,7 @@ import pytest
 
 from benchmarks.backtest import load, signals
 from lab.backtest import BacktestSpec, CrossoverDecisions, backtest_config, run_with_decisions
+from lab.backtest.replay import Market
 from lab.config import load_config
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "trading.json"
@@ -62,3 +63,27 @@ def test_skipping_idle_accounts_changes_nothing(shared_data, accounts, halt, vol
     unhalted = _run(bars, CrossoverDecisions, accounts=accounts, halt=1.0, volume_share=volume_share)
     if halt < 0.1:  # the halt did stop entries, so the skipped bars' equity peaks were needed
         assert len(skipping.orders) < len(unhalted.orders)
+
+
+def test_market_places_each_symbols_bars_on_the_merged_clock():
+    days = pd.date_range("2024-01-01", periods=4, freq="D", tz="UTC")
+
+    def frame(stamps, base: float) -> pd.DataFrame:
+        n = len(stamps)
+        return pd.DataFrame({c: [base + i for i in range(n)] for c in ("open", "high", "low", "close", "volume")},
+                            index=pd.DatetimeIndex(stamps))
+
+    # AAA and CCC share their stamps; BBB has others
+    bars = {"AAA": frame(days[[0, 2]], 10.0), "BBB": frame(days[[1, 2, 3]], 20.0), "CCC": frame(days[[0, 2]], 30.0)}
+    market = Market.from_bars(bars, ["AAA", "BBB", "CCC"], days[0], days[-1], dict.fromkeys(bars, "stocks"))
+    assert list(market.index) == list(days)
+    assert market.has_bar.tolist() == [[True, False, True], [False, True, False], [True, True, True],
+                                       [False, True, False]]
+    assert market.arrays["close"][2].tolist() == [11.0, 21.0, 31.0]
+    bar = market.bar(3, 1)
+    assert (bar.ts, bar.open, bar.volume) == (days[3], 22.0, 22.0)
+    assert type(bar.open) is float
+
+    bars["CCC"] = frame(days[[0, 2, 2]], 30.0)  # a repeated stamp
+    with pytest.raises(ValueError, match="CCC: more than one bar"):
+        Market.from_bars(bars, ["AAA", "BBB", "CCC"], days[0], days[-1], dict.fromkeys(bars, "stocks"))

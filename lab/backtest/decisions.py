@@ -193,15 +193,25 @@ class CrossoverDecisions:
         self._exits = exits.reindex(index=entries.index, columns=entries.columns).fillna(False).to_numpy(dtype=bool)
         self._any_entry, self._any_exit = self._entries.any(axis=1), self._exits.any(axis=1)
         self._last_flagged: tuple[int, frozenset[str]] = (-1, frozenset())
+        self._last_row: tuple[datetime | None, int | None] = (None, None)
 
     def exits(self, as_of: datetime, manager: PortfolioManager, pending: Sequence[Order]) -> list[ExitDecision]:
-        row = self._row.get(as_of)
+        row = self._row_of(as_of)
         if row is None or not self._any_exit[row]:
             return []
         flagged = self._flagged(row)
+        due = [p for p in manager.open_positions() if p.strategy == self.strategy and p.symbol in flagged]
+        if not due:
+            return []  # most accounts at a bar with exits elsewhere
         exiting = {(o.strategy, o.symbol) for o in pending if o.intent is not Intent.ENTRY}
-        return [ExitDecision(p, Intent.EXIT, "exit rule") for p in manager.open_positions()
-                if p.strategy == self.strategy and p.symbol in flagged and (p.strategy, p.symbol) not in exiting]
+        return [ExitDecision(p, Intent.EXIT, "exit rule") for p in due if (p.strategy, p.symbol) not in exiting]
+
+    def _row_of(self, as_of: datetime) -> int | None:
+        """The flags' row of ``as_of``, kept for the next account asking about the same bar (a
+        timestamp's hash is slow)."""
+        if as_of is not self._last_row[0]:
+            self._last_row = (as_of, self._row.get(as_of))
+        return self._last_row[1]
 
     def _flagged(self, row: int) -> frozenset[str]:
         """The symbols flagged at ``row``, kept for the next account asking about the same bar."""
@@ -214,7 +224,7 @@ class CrossoverDecisions:
         return flags.reindex(index=index, columns=list(symbols), fill_value=False).to_numpy(dtype=bool)
 
     def entries(self, as_of: datetime, prices: Mapping[str, float]) -> list[dict]:
-        row = self._row.get(as_of)
+        row = self._row_of(as_of)
         if row is None or not self._any_entry[row]:
             return []
         return [{"symbol": s, "strategy": self.strategy, "side": "buy", "confidence": 1.0, "entry": prices[s],

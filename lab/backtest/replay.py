@@ -46,12 +46,23 @@ _TEXT: dict[StrEnum, str] = {m: m.value for e in (Side, OrderType, Intent, Order
 
 @dataclass(frozen=True)
 class Market:
-    """Dense bar arrays (time x symbol, NaN where a symbol has no bar) over the clock."""
+    """Dense bars over the clock: ``values[t, j]`` holds symbol j's open, high, low, close and
+    volume at bar t (NaN where it has no bar)."""
 
     index: pd.DatetimeIndex
     symbols: list[str]
-    arrays: dict[str, np.ndarray]
+    values: np.ndarray  # time x symbol x field
     asset_types: dict[str, str]
+
+    @cached_property
+    def has_bar(self) -> np.ndarray:
+        """Time x symbol: True where the symbol has a bar."""
+        return ~np.isnan(self.arrays["open"])
+
+    @cached_property
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Each field's time x symbol view."""
+        return {name: self.values[:, :, i] for i, name in enumerate(_FIELDS)}
 
     @cached_property
     def stamps(self) -> list[pd.Timestamp]:
@@ -63,23 +74,25 @@ class Market:
                   end: pd.Timestamp, asset_types: Mapping[str, str]) -> Market:
         spans = {s: span(bars[s].index, start, end) for s in symbols}
         own = {s: nanoseconds(bars[s].index)[spans[s]] for s in symbols}
-        stamps = np.unique(np.concatenate(list(own.values())))
+        # symbols mostly share their stamps: each distinct set is merged, checked and placed once
+        distinct = {times.tobytes(): times for times in own.values()}
+        stamps = np.unique(np.concatenate(list(distinct.values())))
         index = pd.DatetimeIndex(pd.to_datetime(stamps, utc=True))
-        arrays = {name: np.full((len(index), len(symbols)), np.nan) for name in _FIELDS}
+        values = np.full((len(index), len(symbols), len(_FIELDS)), np.nan)
+        rows: dict[bytes, np.ndarray] = {}
         for j, s in enumerate(symbols):
-            if (np.diff(np.sort(own[s])) == 0).any():
-                raise ValueError(f"{s}: more than one bar at the same time")
+            if (key := own[s].tobytes()) not in rows:
+                if (np.diff(np.sort(own[s])) == 0).any():
+                    raise ValueError(f"{s}: more than one bar at the same time")
+                rows[key] = np.searchsorted(stamps, own[s])
             frame = bars[s] if tuple(bars[s].columns) == _FIELDS else bars[s][list(_FIELDS)]
-            values = frame.to_numpy(dtype=float)[spans[s]]
-            rows = np.searchsorted(stamps, own[s])
-            for i, name in enumerate(_FIELDS):
-                arrays[name][rows, j] = values[:, i]
-        return cls(index, list(symbols), arrays, dict(asset_types))
+            values[rows[key], j] = frame.to_numpy(dtype=float)[spans[s]]
+        return cls(index, list(symbols), values, dict(asset_types))
 
     def bar(self, t: int, column: int) -> Bar:
-        a = self.arrays
-        return Bar(self.stamps[t], a["open"][t, column], a["high"][t, column], a["low"][t, column],
-                   a["close"][t, column], a["volume"][t, column])
+        """Symbol ``column``'s bar ``t`` in Python floats (the executor's arithmetic on it is
+        several times slower in NumPy scalars, and it carries on into the books)."""
+        return Bar(self.stamps[t], *self.values[t, column].tolist())
 
 
 class _Journal:
@@ -189,10 +202,10 @@ def replay(
         accounts.append(_Account(manager, PaperTradingExecutor.from_config(config, cash=cash),
                                  _Journal(booker(manager))))
 
-    with _heap_frozen():  # the collector scans only what the replay allocates
+    with _heap_frozen():  # the collector scans only what the replay and its result allocate
         for t in range(n_bars):
             as_of = market.stamps[t]  # a pd.Timestamp: a tz-aware datetime
-            present = ~np.isnan(market.arrays["open"][t])
+            present = market.has_bar[t]
             prices = _Prices(closes[t], column, present)
             wanted: dict[int, list[Candidate]] = {}
             for record in decisions.entries(as_of, prices):
@@ -230,21 +243,30 @@ def replay(
             if progress is not None:
                 progress(t + 1, n_bars)
 
-    latest = np.maximum.accumulate(np.where(booked, np.arange(n_bars), 0))  # each bar's row of the books
-    return _result(market, accounts, portfolio, name, strategies, symbols, benchmark_close, fills,
-                   *(h[latest] for h in (cash_hist, qty_hist, avg_hist, realized_hist)), closes, slot_symbol,
-                   allocation=allocation, initial_cash=cash * len(accounts))
+        latest = np.maximum.accumulate(np.where(booked, np.arange(n_bars), 0))  # each bar's row of the books
+        return _result(market, accounts, portfolio, name, strategies, symbols, benchmark_close, fills,
+                       *(h[latest] for h in (cash_hist, qty_hist, avg_hist, realized_hist)), closes, slot_symbol,
+                       allocation=allocation, initial_cash=cash * len(accounts))
+
+
+_YOUNG = 50_000  # allocations between the collector's passes over young objects while replaying
 
 
 @contextmanager
 def _heap_frozen() -> Iterator[None]:
     """Leave the objects that exist before the replay (modules, frames, bars) out of the
     garbage collector's passes while it runs: the full passes that the replay's many small
-    orders and fills trigger otherwise rescan them all (about a tenth of a run's time here)."""
+    orders and fills trigger otherwise rescan them all (about a tenth of a run's time here).
+    The youngest generation is collected every ``_YOUNG`` allocations, not the default 700: the
+    replay's objects are mostly freed by reference counting or kept to the end, and the
+    passes over them halve again."""
+    threshold = gc.get_threshold()
     gc.freeze()
+    gc.set_threshold(_YOUNG, *threshold[1:])
     try:
         yield
     finally:
+        gc.set_threshold(*threshold)
         gc.unfreeze()
 
 
@@ -270,13 +292,15 @@ class _Idle:
         self._slot_closes = np.ascontiguousarray(closes[:, slot_symbol])
         self._slot_exits = None if exit_mask is None else np.ascontiguousarray(exit_mask[:, slot_symbol])
         self._slot_account, self._n = slot_account, n_accounts
+        # each account its own one slot (per-symbol accounts, one strategy): no sum per account
+        self._own_slot = bool(np.array_equal(slot_account, np.arange(n_accounts)))
         # drawdown >= limit is equity <= peak * (1 - limit); the margin covers the rounding
         self._halt_share = 1 - limit + self._MARGIN
         self._equity = np.zeros((len(closes), n_accounts))  # each bar's, before its steps
         self._peak = np.full(n_accounts, cash)
         self._last = np.full(n_accounts, -1)  # the bar each account was last stepped
-        bars = ~np.isnan(market.arrays["open"])
-        self._odd_close = set(np.flatnonzero((bars & ~np.isfinite(market.arrays["close"])).any(axis=0)).tolist())
+        odd = market.has_bar & ~np.isfinite(market.arrays["close"])
+        self._odd_close = set(np.flatnonzero(odd.any(axis=0)).tolist())
         self._loud: set[int] = set()
 
     def due(self, t: int, qty: np.ndarray, cash: np.ndarray, holding: set[int]) -> set[int]:
@@ -285,7 +309,8 @@ class _Idle:
             return set()  # flat accounts: equity is cash, below the peak their last step saw
         held = qty != 0
         value = np.where(held, qty * self._slot_closes[t], 0.0)
-        equity = self._equity[t] = cash + np.bincount(self._slot_account, value, minlength=self._n)
+        equity = self._equity[t] = cash + (value if self._own_slot
+                                           else np.bincount(self._slot_account, value, minlength=self._n))
         peak = self._peak = np.maximum(self._peak, equity)
         if self._slot_exits is None:
             return set(holding)
@@ -364,8 +389,8 @@ def _result(market: Market, accounts: list[_Account], portfolio: str, name: str,
     t_idx, rank = np.nonzero(qty_hist[:, by_name])
     k_idx = np.asarray(by_name, dtype=int)[rank]
     positions = pd.DataFrame({
-        "ts": index[t_idx], "strategy": np.asarray(strategies, dtype=object)[slot_strategy[k_idx]],
-        "symbol": np.asarray(symbols, dtype=object)[slot_symbol[k_idx]], "qty": qty_hist[t_idx, k_idx],
+        "ts": index[t_idx], "strategy": _names(strategies, slot_strategy[k_idx]),
+        "symbol": _names(symbols, slot_symbol[k_idx]), "qty": qty_hist[t_idx, k_idx],
         "avg_price": avg_hist[t_idx, k_idx], "last_price": closes[t_idx, slot_symbol[k_idx]],
         "market_value": values[t_idx, k_idx]}, columns=POSITION_COLUMNS)
     orders = []
@@ -386,3 +411,12 @@ def _result(market: Market, accounts: list[_Account], portfolio: str, name: str,
         symbols=list(symbols), benchmark="", initial_cash=initial_cash, periods_per_year=periods,
         equity=equity, strategy_equity=strategy_equity, orders=orders_frame, fills=fills_frame,
         positions=positions)
+
+
+def _names(names: Sequence[str], codes: np.ndarray) -> pd.api.extensions.ExtensionArray | np.ndarray:
+    """``names[codes]`` as the frame's string column: the array's take over the few names,
+    not a conversion of one Python string per row (a position row per symbol and bar). An
+    empty column stays the object array pandas gives it."""
+    if not len(codes):
+        return np.asarray(names, dtype=object)[codes]
+    return pd.Index(names).array.take(codes)

@@ -25,21 +25,29 @@ def _nyse() -> xcals.ExchangeCalendar:
 
 
 def is_market_open(asset_type: str, ts: datetime) -> bool:
-    return market_clock(asset_type, ts).is_open
+    """``market_clock(asset_type, ts).is_open`` without the next open and close (the paper
+    executor asks this of every order)."""
+    stamp = _utc(ts)
+    return asset_type == "crypto" or _nyse_open(stamp)
+
+
+def _utc(ts: datetime) -> pd.Timestamp:
+    if ts.tzinfo is None:
+        raise ValueError(f"market clock needs a tz-aware time, got {ts!r}")
+    return pd.Timestamp(ts).tz_convert("UTC")
+
+
+def _nyse_open(stamp: pd.Timestamp) -> bool:
+    calendar = _nyse()
+    if stamp.time() == time(0):
+        return bool(calendar.is_session(stamp.tz_localize(None).normalize()))
+    return bool(calendar.is_open_on_minute(stamp))
 
 
 def market_clock(asset_type: str, ts: datetime) -> MarketClock:
-    if ts.tzinfo is None:
-        raise ValueError(f"market clock needs a tz-aware time, got {ts!r}")
+    stamp = _utc(ts)
     if asset_type == "crypto":
         return MarketClock(now=ts, is_open=True)
     calendar = _nyse()
-    stamp = pd.Timestamp(ts).tz_convert("UTC")
-    if stamp.time() == time(0):
-        session = stamp.tz_localize(None).normalize()
-        is_open = bool(calendar.is_session(session))
-    else:
-        is_open = bool(calendar.is_open_on_minute(stamp))
-    next_open = calendar.next_open(stamp).to_pydatetime()
-    next_close = calendar.next_close(stamp).to_pydatetime()
-    return MarketClock(now=ts, is_open=is_open, next_open=next_open, next_close=next_close)
+    return MarketClock(now=ts, is_open=_nyse_open(stamp), next_open=calendar.next_open(stamp).to_pydatetime(),
+                       next_close=calendar.next_close(stamp).to_pydatetime())

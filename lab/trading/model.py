@@ -61,7 +61,11 @@ class OrderStatus(StrEnum):
 
     @property
     def is_open(self) -> bool:
-        return self in (OrderStatus.PENDING, OrderStatus.PARTIALLY_FILLED)
+        return self in _OPEN
+
+
+#: the statuses of a live order; a set built once, as reading an enum member costs more than the test
+_OPEN = frozenset({OrderStatus.PENDING, OrderStatus.PARTIALLY_FILLED})
 
 
 class Intent(StrEnum):
@@ -160,9 +164,8 @@ class Order:
     def evolve(self, **changes) -> Order:
         """A copy with ``changes``: ``dataclasses.replace`` without re-running ``__init__``
         (nothing to validate), as an order is copied at every status change and fill."""
-        unknown = changes.keys() - self.__dict__.keys()
-        if unknown:
-            raise TypeError(f"Order has no field {', '.join(sorted(unknown))}")
+        if not changes.keys() <= self.__dict__.keys():
+            raise TypeError(f"Order has no field {', '.join(sorted(changes.keys() - self.__dict__.keys()))}")
         copy = object.__new__(Order)
         copy.__dict__.update(self.__dict__, **changes)
         return copy

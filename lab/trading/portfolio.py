@@ -190,14 +190,15 @@ class PortfolioManager:
             return EntryDecision(0.0, "short entries disabled (risk.allow_shorts is false)")
         if not (math.isfinite(entry) and entry > 0 and math.isfinite(qty) and qty > 0):
             return EntryDecision(0.0, f"nothing to buy: qty {qty!r} at {entry!r}")
-        held = {(p.strategy, p.symbol) for p in self.open_positions()}
+        positions = self.open_positions()
+        held = {(p.strategy, p.symbol) for p in positions}
         if (strategy, symbol) in held or any(o.strategy == strategy and o.symbol == symbol for o in pending):
             return EntryDecision(0.0, f"{strategy} already holds or is entering {symbol}")
         open_count = len(held) + len(pending)
         if open_count >= risk.max_positions:
             return EntryDecision(0.0, f"max positions reached ({risk.max_positions})")
         strategy_cap = self.config.strategies[strategy].max_positions if strategy in self.config.strategies else None
-        mine = {p.pair or p.symbol for p in self.open_positions() if p.strategy == strategy} \
+        mine = {p.pair or p.symbol for p in positions if p.strategy == strategy} \
             | {o.pair or o.symbol for o in pending if o.strategy == strategy}
         mine.discard(pair)
         if strategy_cap is not None and len(mine) >= strategy_cap:
@@ -211,7 +212,7 @@ class PortfolioManager:
         }
         sector = self.sectors.get(symbol)
         if sector is not None:
-            used = math.fsum(abs(p.market_value) for p in self.open_positions() if p.sector == sector)
+            used = math.fsum(abs(p.market_value) for p in positions if p.sector == sector)
             caps[f"sector {sector} cap {risk.max_sector_pct:.0%}"] = (equity * risk.max_sector_pct - used) / cost_rate
         allowed, reason = qty, None
         for rule, cap in caps.items():

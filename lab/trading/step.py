@@ -164,11 +164,18 @@ class _Placer:
                  result: StepResult):
         self.manager, self.broker, self.journal, self.as_of, self.prices = manager, broker, journal, as_of, prices
         self.asset_types, self.checks, self.result = asset_types, checks, result
+        self._ids: dict[tuple[str, str, Intent], str] = {}
+
+    def order_id(self, strategy: str, symbol: str, intent: Intent) -> str:
+        """The decision's client order id, hashed once per step (an entry asks for it twice)."""
+        key = (strategy, symbol, intent)
+        if (coid := self._ids.get(key)) is None:
+            coid = self._ids[key] = client_order_id(self.manager.portfolio, self.as_of, strategy, symbol, intent)
+        return coid
 
     def order(self, strategy: str, symbol: str, side: Side, qty: float, intent: Intent, **extra) -> Order:
-        return Order(client_order_id=client_order_id(self.manager.portfolio, self.as_of, strategy, symbol, intent),
-                     portfolio=self.manager.portfolio, strategy=strategy, symbol=symbol,
-                     asset_type=self.asset_types.get(symbol, "stocks"), side=side, qty=qty,
+        return Order(client_order_id=self.order_id(strategy, symbol, intent), portfolio=self.manager.portfolio,
+                     strategy=strategy, symbol=symbol, asset_type=self.asset_types.get(symbol, "stocks"), side=side, qty=qty,
                      order_type=OrderType.MARKET, intent=intent, created_at=self.as_of, **extra)
 
     def entry(self, c: Candidate) -> None:
@@ -176,7 +183,7 @@ class _Placer:
             self.pair_entry(c)
             return
         pending = self.journal.open_orders()
-        coid = client_order_id(self.manager.portfolio, self.as_of, c.strategy, c.symbol, Intent.ENTRY)
+        coid = self.order_id(c.strategy, c.symbol, Intent.ENTRY)
         if any(o.client_order_id == coid for o in pending):
             return  # placed before a crash; already counted
         asset_type = self.asset_types.get(c.symbol, "stocks")
@@ -263,7 +270,10 @@ class _Placer:
 
     def refusal(self, order: Order) -> str | None:
         """The first pre-trade check's reason to refuse the order, if any."""
-        return next((r for check in self.checks if (r := check(order)) is not None), None)
+        for check in self.checks:
+            if (reason := check(order)) is not None:
+                return reason
+        return None
 
     def __call__(self, order: Order, *, ref: Any = None, note: str | None = None) -> Order | None:
         """Check, record, submit; the broker's answer. None when refused or when this decision
