@@ -9,23 +9,30 @@ its last line:
 - ray_speedup: the lab serial in one process over the lab on Ray (2 CPUs).
 - cache_speedup: a cold cache run over a warm one (same inputs, nothing recomputed).
 
-Each timing is the best of ``--repeat`` runs (the machine is shared).
+Each timing is the best of ``--repeat`` runs (the machine is shared). ``--floors`` adds what
+each timing cannot go below here, measured alone (see ``floors``).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import os
 import tempfile
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
+import ray
 import talib
 
-from lab.features import compute_universe_features
+from lab.features import compute_universe_features, get_feature_set, output_columns
+from lab.features._compute import benchmark_returns, compute_block, prepare
 from lab.runtime import ensure_ray
 
 FEATURE_SET = "technical@1"
@@ -63,12 +70,56 @@ def best(fn: Callable[[], object], repeat: int) -> float:
     return min(times)
 
 
+@ray.remote(num_cpus=1)
+class _Holder:
+    """A result block already computed in a worker process: what returning it through Ray costs."""
+
+    def __init__(self, size: int):
+        self.values = np.ones(size)
+
+    def block(self) -> np.ndarray:
+        return self.values
+
+
+def floors(bars: dict[str, pd.DataFrame], benchmark: pd.DataFrame, repeat: int) -> dict[str, float]:
+    """The parts the three timings cannot avoid, each timed alone on the same data:
+
+    - compute_s: the full set's indicators of every symbol in one process, into one block whose
+      memory is already mapped (no validation, frames, or page faults): serial_s minus the rest,
+      and twice the best a 2-CPU run can do;
+    - ray_return_s: two tasks returning blocks of the results' size that already sit in their
+      workers (dispatch, the copy into the object store, a zero-copy get);
+    - input_sha256_s: SHA-256 of the input bars' bytes (what a fingerprint of them reads);
+    - parquet_read_s: pyarrow alone reading the cached files' one column, a thread per CPU
+      (what a warm run reads).
+    """
+    fs = get_feature_set(FEATURE_SET)
+    items = [(*prepare(frame, fs.kind), None) for frame in bars.values()]
+    bench_ret = benchmark_returns(benchmark)
+    room = np.zeros(len(output_columns(fs)) * sum(len(stamps) for _, stamps, _ in items))
+    out = {"compute_s": best(lambda: compute_block(items, fs, bench_ret, room=room), repeat)}
+    out["input_sha256_s"] = best(lambda: [hashlib.sha256(values).digest() for values, _, _ in items], repeat)
+    with tempfile.TemporaryDirectory() as tmp:
+        compute_universe_features(bars, FEATURE_SET, benchmark=benchmark, cache_dir=Path(tmp), use_ray=False)
+        files = sorted(Path(tmp).rglob("*.parquet"))
+        with ThreadPoolExecutor(os.cpu_count()) as pool:
+            out["parquet_read_s"] = best(lambda: list(pool.map(
+                lambda f: pq.ParquetFile(f).read(use_threads=False).column(0).to_numpy(), files)), repeat)
+    holders = [_Holder.remote(room.size // 2) for _ in range(2)]  # last: they hold both CPUs
+    ray.get([h.block.remote() for h in holders])
+    out["ray_return_s"] = best(lambda: ray.get([h.block.remote() for h in holders]), repeat)
+    for holder in holders:
+        ray.kill(holder)
+    return {key: round(value, 4) for key, value in out.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="100 symbols, fewer repeats (under a minute)")
     parser.add_argument("--symbols", type=int, default=None)
     parser.add_argument("--bars", type=int, default=2520)
     parser.add_argument("--repeat", type=int, default=None, help="runs per timing, the best kept (default 5; 2 quick)")
+    parser.add_argument("--floors", action="store_true", help="also time the parts no run can avoid (see floors)")
     args = parser.parse_args()
     n_symbols = args.symbols or (100 if args.quick else 500)
     repeat = args.repeat or (2 if args.quick else 5)
@@ -91,6 +142,7 @@ def main() -> None:
                 result = compute_universe_features(bars, FEATURE_SET, benchmark=benchmark, cache_dir=Path(tmp))
                 times.append(time.perf_counter() - start)
             assert len(result.report.cached) == n_symbols, "the warm run recomputed symbols"
+    extra = floors(bars, benchmark, repeat) if args.floors else {}
     print(f"{n_symbols} symbols x {args.bars} bars: talib loop {talib_s:.3f}s, lab on Ray {ray_s:.3f}s, "
           f"lab serial {serial_s:.3f}s, cache cold {min(cold):.3f}s / warm {min(warm):.3f}s")
     print(json.dumps({
@@ -98,7 +150,7 @@ def main() -> None:
         "ray_speedup": round(serial_s / ray_s, 3),
         "cache_speedup": round(min(cold) / min(warm), 3),
         "symbols": n_symbols, "bars": args.bars, "talib_s": round(talib_s, 4), "ray_s": round(ray_s, 4),
-        "serial_s": round(serial_s, 4), "cold_s": round(min(cold), 4), "warm_s": round(min(warm), 4),
+        "serial_s": round(serial_s, 4), "cold_s": round(min(cold), 4), "warm_s": round(min(warm), 4), **extra,
     }))
 
 

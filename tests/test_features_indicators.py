@@ -52,7 +52,8 @@ def test_bollinger_bands_are_exact_on_a_series_spanning_six_orders_of_magnitude(
     for t in range(19, len(close)):
         window = close[t - 19:t + 1]
         mean, sd = math.fsum(window) / 20, _exact_std(window, 0)
-        for column, expected in (("bb_middle", mean), ("bb_upper", mean + 2 * sd), ("bb_lower", mean - 2 * sd)):
+        for column, expected in (("bb_middle", mean), ("sma_20", mean), ("bb_upper", mean + 2 * sd),
+                                 ("bb_lower", mean - 2 * sd)):
             assert f[column].iloc[t] == pytest.approx(expected, rel=1e-8), (column, t)
 
 

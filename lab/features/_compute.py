@@ -107,8 +107,8 @@ def prepare(bars: pd.DataFrame, kind: str, stamps: np.ndarray | None = None) -> 
     index's, when the caller has them already); raises ``DataError`` for a frame that is
     not bars."""
     columns = ("close_a", "close_b") if kind == "pair" else (*PRICE_COLUMNS, "volume")
-    _check_frame(bars, columns, "pair bars (see pair_bars)" if kind == "pair" else "bars")
-    return _rows(bars, columns), _stamps(bars.index) if stamps is None else stamps
+    names = _check_frame(bars, columns, "pair bars (see pair_bars)" if kind == "pair" else "bars")
+    return _rows(bars, columns, names), _stamps(bars.index) if stamps is None else stamps
 
 
 def compute_block(items: Sequence[Prepared], feature_set: FeatureSet, bench_ret: pd.Series | None,
@@ -170,10 +170,10 @@ def features_into(values: np.ndarray, all_stamps: np.ndarray, feature_set: Featu
     return problems
 
 
-def _rows(bars: pd.DataFrame, columns: tuple[str, ...]) -> np.ndarray:
+def _rows(bars: pd.DataFrame, columns: tuple[str, ...], names: list[str]) -> np.ndarray:
     """The columns as one contiguous (columns, bars) float block: a view when the frame is
-    exactly those columns in one float block (the usual case)."""
-    if bars.columns.tolist() == list(columns):
+    exactly those columns (``names``: its columns) in one float block (the usual case)."""
+    if names == list(columns):
         try:
             return np.ascontiguousarray(bars.to_numpy(dtype=float).T)
         except (TypeError, ValueError):
@@ -235,7 +235,8 @@ def _pair_features(values: np.ndarray, out: np.ndarray) -> list[str]:
     return problems
 
 
-def _check_frame(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> None:
+def _check_frame(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> list[str]:
+    """The frame's column names, once it is known to be a frame of ``columns`` on sorted unique timestamps."""
     if not isinstance(frame, pd.DataFrame):
         raise DataError(f"{what}: expected a DataFrame, got {type(frame).__name__}")
     names = frame.columns.tolist()  # a list: membership on the Index costs a lookup each
@@ -250,6 +251,7 @@ def _check_frame(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> No
         raise DataError(f"{what}: timestamps are not in ascending order")
     if frame.index.has_duplicates:
         raise DataError(f"{what}: duplicated timestamps, e.g. {frame.index[frame.index.duplicated()][0]}")
+    return names
 
 
 @njit(cache=True)

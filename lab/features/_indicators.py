@@ -1,10 +1,10 @@
 """Indicator math on plain float64 arrays (one symbol's valid bars, oldest first).
 
-Recursive indicators (RSI, MACD, ATR) and long SMAs come from TA-Lib. Rolling moments
-(Bollinger, volatility, correlation, hedge ratio) are computed two-pass per window (each
-window's own sum, then its squared deviations from its mean): running-sum implementations
-(pandas ``rolling().std()``) lose all precision once a series has moved through orders of
-magnitude, a coin going from 0.0001 to 100.
+Recursive indicators (RSI, MACD, ATR) and the 50- and 200-bar SMAs come from TA-Lib.
+Rolling moments (Bollinger and the 20-bar SMA, volatility, correlation, hedge ratio) are
+computed two-pass per window (each window's own sum, then its squared deviations from its
+mean): running-sum implementations (pandas ``rolling().std()``, TA-Lib's SMA) lose precision
+once a series has moved through orders of magnitude, a coin going from 0.0001 to 100.
 Every output at index t reads inputs at indices <= t only.
 """
 
@@ -57,13 +57,15 @@ def ratio_change(x: np.ndarray, k: int) -> np.ndarray:
 # straight into the caller's output rows, instead of ~60 numpy calls and temporaries a symbol.
 # Window loops run lag-outer, time-inner: every window is still summed in its own fixed order
 # (so a value never depends on the bars after it, nor on what else is in the batch), and the
-# inner loop vectorizes.
+# inner loop vectorizes. A loop that reads an earlier bar (x[t - k]) runs over shifted slices
+# instead: a possibly negative index makes numba check it for wraparound, which keeps the loop
+# scalar (ten times slower).
 
 
 @njit(cache=True, error_model="numpy")
 def _nz_div(num: float, den: float) -> float:
     q = num / den  # computed unconditionally, then selected: the loops stay branch-free (vectorized)
-    return q if den != 0.0 and abs(den) < np.inf else np.nan
+    return q if (den != 0.0) & (abs(den) < np.inf) else np.nan
 
 
 @njit(cache=True, error_model="numpy")
@@ -150,8 +152,9 @@ def _rolling_pctile_into(x: np.ndarray, n: int, out: np.ndarray) -> None:
 def _ratio_change_into(x: np.ndarray, k: int, out: np.ndarray) -> None:
     size = len(x)
     out[:min(k, size)] = np.nan
-    for t in range(k, size):
-        out[t] = _nz_div(x[t], x[t - k]) - 1.0
+    now, then, dest = x[k:], x[:max(size - k, 0)], out[k:]
+    for t in range(len(dest)):
+        dest[t] = _nz_div(now[t], then[t]) - 1.0
 
 
 @njit(cache=True, error_model="numpy")
@@ -166,12 +169,14 @@ def _derived_into(close: np.ndarray, log_close: np.ndarray, volume: np.ndarray, 
     c_sma_50, c_sma_200, macd_pct, signal_pct, hist_pct = out[25], out[26], out[27], out[28], out[29]
     cross_up, volume_ratio, atr_pct, width_pctile, squeeze = out[30], out[31], out[32], out[33], out[34]
     n = len(close)
-    moved = False
-    for t in range(n):  # no gain and no loss yet: RSI is 0/0, undefined
-        moved = moved or (t > 0 and close[t] != close[t - 1])
-        if not moved:
-            rsi[t] = np.nan
+    first_move = n
+    for t in range(1, n):
+        if close[t] != close[t - 1]:
+            first_move = t
+            break
+    rsi[:first_move] = np.nan  # no gain and no loss yet: RSI is 0/0, undefined
     _rolling_mean_into(close, 20, middle)
+    sma_20[:] = middle  # the same mean: computed once, exactly (TA-Lib's is a running sum)
     _rolling_std_into(close, middle, 20, 0, upper)  # the deviation, turned into the bands below
     for t in range(n):
         sd = upper[t]
@@ -188,10 +193,10 @@ def _derived_into(close: np.ndarray, log_close: np.ndarray, volume: np.ndarray, 
     _ratio_change_into(volume, 1, vol_chg_1)
     _ratio_change_into(volume, 5, vol_chg_5)
     _ratio_change_into(volume, 20, vol_chg_20)
-    if n:
-        log_ret[0] = np.nan
-    for t in range(1, n):
-        log_ret[t] = log_close[t] - log_close[t - 1]
+    log_ret[:1] = np.nan
+    now, before, dest = log_close[1:], log_close[:max(n - 1, 0)], log_ret[1:]
+    for t in range(len(dest)):
+        dest[t] = now[t] - before[t]
     _rolling_mean_into(log_ret, 20, volatility)
     _rolling_std_into(log_ret, volatility, 20, 1, volatility)
     for t in range(n):
@@ -212,12 +217,12 @@ def _derived_into(close: np.ndarray, log_close: np.ndarray, volume: np.ndarray, 
         volume_ratio[t] = _nz_div(volume[t], volume_sma[t])
     for t in range(n):
         atr_pct[t] = atr[t] / close[t]
-    if n:
-        cross_up[0] = np.nan
-    for t in range(1, n):
-        defined = not (np.isnan(macd[t]) or np.isnan(signal[t]) or np.isnan(macd[t - 1]) or np.isnan(signal[t - 1]))
-        up = macd[t] > signal[t] and not macd[t - 1] > signal[t - 1]
-        cross_up[t] = (1.0 if up else 0.0) if defined else np.nan
+    cross_up[:1] = np.nan
+    m1, s1, m0, s0, dest = macd[1:], signal[1:], macd[:max(n - 1, 0)], signal[:max(n - 1, 0)], cross_up[1:]
+    for t in range(len(dest)):
+        defined = not (np.isnan(m1[t]) | np.isnan(s1[t]) | np.isnan(m0[t]) | np.isnan(s0[t]))
+        up = (m1[t] > s1[t]) & (m0[t] <= s0[t])
+        dest[t] = (1.0 if up else 0.0) if defined else np.nan
     _rolling_pctile_into(bb_width, pctile_window, width_pctile)
     for t in range(n):
         p = width_pctile[t]
@@ -231,8 +236,7 @@ def base_indicators(high: np.ndarray, low: np.ndarray, close: np.ndarray, volume
     out = np.empty((len(BASE_COLUMNS), len(close))) if out is None else out
     if len(close) == 0:
         return out
-    for i, k in enumerate((20, 50, 200)):
-        out[i] = talib.SMA(close, k)
+    out[1], out[2] = talib.SMA(close, 50), talib.SMA(close, 200)
     out[3] = talib.RSI(close, 14)
     out[4], out[5], out[6] = talib.MACD(close, 12, 26, 9)
     out[12] = talib.ATR(high, low, close, 14)

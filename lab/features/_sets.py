@@ -17,7 +17,7 @@ from lab.errors import ConfigError
 __all__ = ["FeatureSet", "FEATURE_SETS", "get_feature_set"]
 
 #: bump when the indicator code changes results, so every cached frame is recomputed
-ENGINE_VERSION = 1
+ENGINE_VERSION = 2
 
 
 @dataclass(frozen=True, kw_only=True)
