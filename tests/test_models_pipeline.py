@@ -52,6 +52,17 @@ def test_a_random_walk_universe_is_tuned_registered_and_kept_as_candidate(ray_se
     assert row["strategy"] == "swing" and row["version"] == 1 and not row["promoted"]
 
 
+def test_strategies_named_are_tuned_once_each_in_one_run_and_registered_separately(ray_session, engine):
+    _store_random_walks(engine, ["AAPL", "MSFT", "IBM", "GOOG"], days=400)
+    ctx = LabContext(settings=get_settings(), engine=engine)
+    swing, momentum = train_and_promote_all(ctx, ["swing", "momentum", "swing"], trials=1)
+    assert (swing.strategy, momentum.strategy) == ("swing", "momentum")
+    assert swing.error is None and momentum.error is None, (swing.error, momentum.error)
+    assert swing.result.storage_path == momentum.result.storage_path  # one Tune run
+    assert [v.strategy for v in (ctx.registry.get(swing.decision.version_id),
+                                 ctx.registry.get(momentum.decision.version_id))] == ["swing", "momentum"]
+
+
 def test_a_strategy_without_stored_bars_reports_the_problem_and_the_rest_still_run(ray_session, engine):
     ctx = LabContext(settings=get_settings(), engine=engine)
     (outcome,) = train_and_promote_all(ctx, ["swing"], trials=1)

@@ -112,7 +112,7 @@ def train_and_promote_all(ctx: LabContext, strategies: list[str] | None = None, 
 
     config = ctx.config
     enabled = config.enabled_strategies()
-    names = strategies if strategies is not None else list(enabled)
+    names = list(dict.fromkeys(strategies if strategies is not None else enabled))  # each once
     gate = Gate.from_config(config.tuning)
     budget = trials or config.tuning.trials
     outcomes: dict[str, TrainingOutcome] = {}

@@ -314,7 +314,8 @@ def tune_strategies(jobs: list[TuneJob], *, trials: int, time_budget_s: float, s
 
     One outcome per job, in order: its result, or the error that stopped that strategy alone
     (bad input is found before any trial starts; a strategy with no trial through all folds
-    fails after the run). ``time_budget_s`` is per strategy (the run gets the sum).
+    fails after the run). ``time_budget_s`` is per strategy (the run gets the sum). Every
+    strategy's arrays sit in the object store for the whole run.
     """
     if trials < 1:
         raise ConfigError([f"trials must be >= 1, got {trials}"])
