@@ -22,9 +22,10 @@ Design (why it looks like this):
   then. ``batch_wait_timeout_s`` is 0 by default: the batch is what piled up while the replica
   was busy, and no request waits for company (with 32 concurrent 1-row callers a 2 ms wait
   gave 0.75x the throughput of no batching on the dev box, since the callers' own round
-  trips, not predict, bound it; without the wait, 1.0x). A lone request predicts at once,
-  and so does every request with ``max_batch_size`` 1 (batching off). Batching saves the
-  fixed cost of a ``predict`` call per request (~0.1 ms); the HTTP round trip costs more.
+  trips, not predict, bound it; without the wait, 0.8-1.2x over runs). A lone request
+  predicts at once, and so does every request with ``max_batch_size`` 1 (batching off).
+  Batching saves the fixed cost of a ``predict`` call per request (~0.1 ms); the HTTP round
+  trip costs more.
 * **Hot path**: HAProxy hands the request straight to the replica's own HTTP server (Ray
   2.60's direct ingress; no Python proxy, no actor call: ``serving.launch.SERVE_ENV``). The
   body is read once and parsed by pydantic's JSON parser straight into ``PredictRequest``;
