@@ -49,13 +49,14 @@ def start_serve(host: str = "127.0.0.1", port: int = 8000) -> None:
 
     No per-request access log: ``lab_serve_requests_total{strategy,status}`` and the latency
     histogram count every request, and writing the log line costs the replica CPU on every
-    request. HAProxy's own stats page and exporter get free ports (Ray's fixed 8404/9101 would
-    clash with a second Serve on the machine, e.g. a test session beside ``lab serve``).
+    request. HAProxy's own stats page and exporter, and the Python proxy HAProxy falls back on
+    while no replica is up, get free ports (Ray's fixed 8404, 9101 and 8500 would clash with a
+    second Serve on the machine, e.g. a test session beside ``lab serve``).
     """
     from ray import serve
 
-    env = SERVE_ENV | {"RAY_SERVE_HAPROXY_STATS_PORT": str(_free_port()),
-                       "RAY_SERVE_HAPROXY_METRICS_PORT": str(_free_port())}
+    env = SERVE_ENV | {name: str(_free_port()) for name in (
+        "RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT")}
     serve.start(http_options={"host": host, "port": port}, logging_config={"enable_access_log": False},
                 controller_options={"runtime_env": {"env_vars": env}})
 

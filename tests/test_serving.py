@@ -519,28 +519,50 @@ def test_serve_settings_reach_the_proxy_manager_and_the_replicas(service: Servic
             assert SERVE_ENV.items() <= environment.items(), title
 
 
-def _listener_commands(port: int) -> set[str]:
-    """Names of the processes holding a listening TCP socket on ``port`` (Linux /proc)."""
-    inodes = set()
+def _listeners() -> list[tuple[str, int, str]]:
+    """(address, port, process name) of every listening TCP socket on this machine (Linux /proc)."""
+    sockets = {}
     for table in ("/proc/net/tcp", "/proc/net/tcp6"):
         for line in Path(table).read_text().splitlines()[1:]:
             fields = line.split()
-            if int(fields[1].rpartition(":")[2], 16) == port and fields[3] == "0A":  # 0A: LISTEN
-                inodes.add(f"socket:[{fields[9]}]")
-    commands = set()
+            if fields[3] == "0A":  # LISTEN
+                address, _, port = fields[1].rpartition(":")
+                sockets[f"socket:[{fields[9]}]"] = (_ip(address), int(port, 16))
+    found = []
     for fd in Path("/proc").glob("[0-9]*/fd/*"):
         try:
-            if os.readlink(fd) in inodes:
-                commands.add(fd.parents[1].joinpath("comm").read_text().strip())
+            if (target := os.readlink(fd)) in sockets:
+                found.append((*sockets[target], fd.parents[1].joinpath("comm").read_text().strip()))
         except OSError:
             continue
-    return commands
+    return found
+
+
+def _ip(hex_address: str) -> str:
+    """/proc/net/tcp's address: 32-bit words in host (little-endian) order."""
+    raw = bytes.fromhex(hex_address)
+    words = b"".join(raw[i:i + 4][::-1] for i in range(0, len(raw), 4))
+    return socket.inet_ntop(socket.AF_INET if len(raw) == 4 else socket.AF_INET6, words)
 
 
 def test_requests_reach_the_replicas_through_haproxy(service: Service, client: httpx.Client) -> None:
     """The service port is HAProxy's (direct ingress), not Serve's Python proxy actor."""
     assert client.get("/healthz").status_code == 200
-    assert _listener_commands(int(service.url.rpartition(":")[2])) == {"haproxy"}
+    port = int(service.url.rpartition(":")[2])
+    assert {name for _, bound, name in _listeners() if bound == port} == {"haproxy"}
+
+
+def test_replicas_serve_http_on_loopback_only(service: Service) -> None:
+    """Direct ingress gives each replica its own HTTP port (in Ray's direct-ingress range): like
+    HAProxy's, it stays on 127.0.0.1. (Every Ray process also listens for Ray's own RPC.)"""
+    from ray.serve._private.constants import (
+        RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT,
+        RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT,
+    )
+
+    http = range(RAY_SERVE_DIRECT_INGRESS_MIN_HTTP_PORT, RAY_SERVE_DIRECT_INGRESS_MAX_HTTP_PORT + 1)
+    replicas = [(address, port) for address, port, name in _listeners() if name.startswith("ray::ServeRep")]
+    assert {address for address, port in replicas if port in http} == {"127.0.0.1"}
 
 
 # --- metrics ---------------------------------------------------------------------------------
