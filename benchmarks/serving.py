@@ -16,7 +16,7 @@ run) minus the raw predict's p50; ``batch_throughput_gain`` is rows/s of 32 conc
 callers against the deployment as configured over the same deployment with
 ``max_batch_size`` 1 (batching off: each request predicts on its own). For context (not
 goals): the same figures for one sequential caller (``*_sequential``), a no-op Serve
-deployment behind the same proxy (``serve_noop``: Serve's own floor on this machine), and
+deployment behind the same HAProxy (``serve_noop``: Serve's own floor on this machine), and
 the load average before and after. Every HTTP run also reports ``cpu_ms_per_request`` by
 process (client: this process, httpx and the Ray driver; HAProxy; Serve's proxy actor, which
 here only manages HAProxy; each replica; the FastAPI worker; the rest of Ray): where the time
@@ -192,7 +192,7 @@ def _wait_http(url: str, timeout_s: float = 60) -> None:
 
 
 def _serve_noop():
-    """A bare Serve deployment: the proxy-to-replica round trip with no work."""
+    """A bare Serve deployment: HAProxy to the replica and back, with no work."""
     from ray import serve
 
     @serve.deployment(ray_actor_options={"num_cpus": 0.1}, max_ongoing_requests=128)  # as the service
