@@ -18,9 +18,10 @@ callers against the deployment as configured over the same deployment with
 goals): the same figures for one sequential caller (``*_sequential``), a no-op Serve
 deployment behind the same HAProxy (``serve_noop``: Serve's own floor on this machine), and
 the load average before and after. Every HTTP run also reports ``cpu_ms_per_request`` by
-process (client: this process, httpx and the Ray driver; HAProxy; Serve's proxy actor, which
-here only manages HAProxy; each replica; the FastAPI worker; the rest of Ray): where the time
-goes, and what bounds throughput on few cores.
+process (client: this process, httpx and the Ray driver; HAProxy; Serve's Python proxy, here
+only HAProxy's fallback while no replica is up; each replica; the FastAPI worker; the rest of
+Ray, HAProxy's manager included): where the time goes, and what bounds throughput on few
+cores.
 
 Prints one JSON object as the last line. ``--quick`` runs 300 requests per measurement.
 """

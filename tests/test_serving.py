@@ -509,10 +509,10 @@ def _worker_environments(title: str) -> list[dict[str, str]]:
     return environments
 
 
-def test_serve_settings_reach_the_proxy_manager_and_the_replicas(service: Service) -> None:
+def test_serve_settings_reach_haproxys_manager_the_fallback_proxy_and_the_replicas(service: Service) -> None:
     from serving.launch import SERVE_ENV
 
-    for title in ("ray::ProxyActor", "ray::ServeReplica:serving-test:"):
+    for title in ("ray::HAProxyManager", "ray::ProxyActor", "ray::ServeReplica:serving-test:"):
         environments = _worker_environments(title)
         assert environments, f"no {title} process under this test session"
         for environment in environments:
