@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -127,11 +126,11 @@ def test_keys_never_reach_logs_errors_or_the_database(engine, keys, caplog) -> N
             base = Order(client_order_id=client_order_id(broker.name, NOW, "momentum", symbol, Intent.ENTRY),
                          portfolio=broker.name, strategy="momentum", symbol=symbol, asset_type=asset,
                          side=Side.BUY, qty=qty, created_at=NOW)
-            for order in (base, replace(base, client_order_id=base.client_order_id[:-1] + "x", qty=1e6)):
+            for order in (base, base.evolve(client_order_id=base.client_order_id[:-1] + "x", qty=1e6)):
                 result = broker.submit(order)
                 store_order(engine, result, broker=broker.name)
                 texts.append(repr(result))
-            record_rejection(engine, replace(base, client_order_id="lab-pretrade", symbol="TSLA"),
+            record_rejection(engine, base.evolve(client_order_id="lab-pretrade", symbol="TSLA"),
                              "symbol TSLA is not in the universe allow-list", broker=broker.name)
             texts.append(repr(reconcile(engine, broker, broker.name)))  # no books: halts with a reason
             killswitch.engage(engine, broker.name, "secret scan", broker=broker)

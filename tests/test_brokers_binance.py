@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -122,7 +121,7 @@ def test_a_price_outside_the_price_filter_is_rejected_unsent(broker, fake) -> No
 def test_a_filter_failure_reported_by_binance_is_a_rejection(broker, fake) -> None:
     broker.submit(order(qty=0.1, order_type=OrderType.LIMIT, limit_price=40_000.0))  # caches the filters
     fake.filters["BTCUSDT"]["LOT_SIZE"]["stepSize"] = "0.01000000"  # the exchange changed them since
-    result = broker.submit(replace(order(qty=0.105), client_order_id="lab-second"))
+    result = broker.submit(order(qty=0.105).evolve(client_order_id="lab-second"))
     assert result.status is OrderStatus.REJECTED and "Filter failure: LOT_SIZE" in result.reason
 
 
@@ -133,7 +132,7 @@ def test_insufficient_balance_is_a_rejection_with_binances_reason(broker) -> Non
 
 
 def test_stock_and_stop_orders_are_rejected_as_unsupported(broker) -> None:
-    stock = replace(order(), symbol="AAPL", asset_type="stocks")
+    stock = order().evolve(symbol="AAPL", asset_type="stocks")
     assert "crypto only" in broker.submit(stock).reason
     assert "not supported" in broker.submit(order(order_type=OrderType.STOP, stop_price=40_000.0)).reason
 

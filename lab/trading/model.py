@@ -3,16 +3,21 @@
 Orders are immutable values: a broker answers with an updated copy (status, fills, reason).
 Positions change only through ``Position.apply(fill)``, so replaying a ledger of fills in
 order reproduces every position, and ``cash_delta(fill)`` reproduces the cash, exactly.
+
+The values are ``msgspec`` structs: an engine step builds, copies and reads several per
+order, which as frozen dataclasses cost over ten times as much (a backtest builds hundreds
+of thousands). They hold no references back, so the garbage collector need not track them.
 """
 
 from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import dataclass
 from datetime import datetime, tzinfo
 from enum import StrEnum
 from functools import lru_cache
+
+import msgspec
 
 __all__ = [
     "Side",
@@ -92,8 +97,7 @@ def _isoformat(as_of: datetime, tz: tzinfo | None) -> str:
     return as_of.isoformat()
 
 
-@dataclass(frozen=True, kw_only=True)
-class Fill:
+class Fill(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """One execution. ``qty`` > 0; ``fee`` is in the account currency and always paid."""
 
     fill_id: str
@@ -113,8 +117,10 @@ def cash_delta(fill: Fill) -> float:
     return -_SIGN[fill.side] * fill.qty * fill.price - fill.fee
 
 
-@dataclass(frozen=True, kw_only=True)
-class Order:
+_replace = msgspec.structs.replace
+
+
+class Order(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     """An order as the lab asks for it and as a broker reports it back."""
 
     client_order_id: str
@@ -162,13 +168,8 @@ class Order:
         return math.fsum(f.qty * f.price for f in self.fills) / filled
 
     def evolve(self, **changes) -> Order:
-        """A copy with ``changes``: ``dataclasses.replace`` without re-running ``__init__``
-        (nothing to validate), as an order is copied at every status change and fill."""
-        if not changes.keys() <= self.__dict__.keys():
-            raise TypeError(f"Order has no field {', '.join(sorted(changes.keys() - self.__dict__.keys()))}")
-        copy = object.__new__(Order)
-        copy.__dict__.update(self.__dict__, **changes)
-        return copy
+        """A copy with ``changes`` (an unknown field is a TypeError)."""
+        return _replace(self, **changes)
 
     def rejected(self, reason: str) -> Order:
         return self.evolve(status=OrderStatus.REJECTED, reason=reason)
@@ -182,8 +183,7 @@ class Order:
         return self.evolve(fills=fills, status=OrderStatus.FILLED if done else OrderStatus.PARTIALLY_FILLED)
 
 
-@dataclass(kw_only=True)
-class Position:
+class Position(msgspec.Struct, kw_only=True, gc=False):
     """Holdings of one symbol for one strategy (``"*"``: a broker's per-symbol total).
     ``qty`` is signed (negative = short).
 
@@ -251,16 +251,14 @@ class Position:
         return realized
 
 
-@dataclass(frozen=True, kw_only=True)
-class Account:
+class Account(msgspec.Struct, frozen=True, kw_only=True):
     cash: float
     equity: float
     buying_power: float | None = None
     currency: str = "USD"
 
 
-@dataclass(frozen=True, kw_only=True)
-class MarketClock:
+class MarketClock(msgspec.Struct, frozen=True, kw_only=True):
     now: datetime
     is_open: bool
     next_open: datetime | None = None

@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime
 from functools import lru_cache
+
+import msgspec
 
 from lab.config import TradingConfig
 from lab.trading.broker import OrderNotFound
@@ -34,8 +35,7 @@ from lab.trading.model import (
 __all__ = ["Bar", "SlippageModel", "PaperTradingExecutor"]
 
 
-@dataclass(frozen=True, slots=True)
-class Bar:
+class Bar(msgspec.Struct, frozen=True, gc=False):
     ts: datetime
     open: float
     high: float

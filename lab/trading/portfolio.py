@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
+
+import msgspec
 
 from lab.config import TradingConfig
 from lab.strategy import get_strategy
@@ -22,14 +23,12 @@ from lab.trading.model import Fill, Intent, Order, Position, Side, cash_delta
 __all__ = ["PortfolioManager", "EntryDecision", "ExitDecision", "strategy_levels"]
 
 
-@dataclass(frozen=True)
-class EntryDecision:
+class EntryDecision(msgspec.Struct, frozen=True, gc=False):
     qty: float
     reason: str | None = None  # why the entry is refused or smaller than asked
 
 
-@dataclass(frozen=True)
-class ExitDecision:
+class ExitDecision(msgspec.Struct, frozen=True, gc=False):
     position: Position
     intent: Intent
     reason: str

@@ -13,9 +13,10 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
+
+import msgspec
 
 from lab.trading.broker import BrokerInterface, OrderNotFound
 from lab.trading.model import Fill, Intent, Order, OrderStatus, OrderType, Side, client_order_id
@@ -27,8 +28,7 @@ __all__ = ["Candidate", "Journal", "PreTradeCheck", "StepResult", "sync", "trade
 PreTradeCheck = Callable[[Order], str | None]
 
 
-@dataclass(frozen=True, kw_only=True)
-class Candidate:
+class Candidate(msgspec.Struct, frozen=True, kw_only=True):
     """An entry the signals ask for, before sizing; ``ref`` is the journal's handle of its signal."""
 
     strategy: str
@@ -88,13 +88,12 @@ class Journal(Protocol):
         ...
 
 
-@dataclass
-class StepResult:
+class StepResult(msgspec.Struct):
     fills: int = 0
     placed: int = 0
     rejected: int = 0
     exits: int = 0
-    notes: list[str] = field(default_factory=list)
+    notes: list[str] = msgspec.field(default_factory=list)
 
 
 def sync(broker: BrokerInterface, journal: Journal, orders: Iterable[Order], result: StepResult) -> None:

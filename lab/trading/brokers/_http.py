@@ -13,10 +13,11 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
+import msgspec
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from lab.errors import ConfigError, TradingError
@@ -137,6 +138,6 @@ def unsendable(order: Order) -> str | None:
 def merge_remote(order: Order, remote: Order) -> Order:
     """The lab's order with the broker's state: status, reason, id, and the fills tagged with
     the lab's portfolio and strategy (the broker knows neither)."""
-    fills = tuple(replace(f, portfolio=order.portfolio, strategy=order.strategy) for f in remote.fills)
-    return replace(order, status=remote.status, reason=remote.reason or order.reason,
+    fills = tuple(msgspec.structs.replace(f, portfolio=order.portfolio, strategy=order.strategy) for f in remote.fills)
+    return order.evolve(status=remote.status, reason=remote.reason or order.reason,
                    broker_order_id=remote.broker_order_id, fills=fills)

@@ -15,7 +15,6 @@ import hashlib
 import hmac
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
@@ -157,7 +156,7 @@ class BinanceBroker:
         if isinstance(fitted, str):
             return order.rejected(f"binance filter: {fitted}")
         qty, price = fitted
-        order = replace(order, qty=float(qty), limit_price=None if market else float(price))
+        order = order.evolve(qty=float(qty), limit_price=None if market else float(price))
         params = {"symbol": pair, "side": order.side.value.upper(), "type": "MARKET" if market else "LIMIT",
                   "quantity": _text(qty), "newClientOrderId": order.client_order_id, "newOrderRespType": "FULL"}
         if not market:
