@@ -21,13 +21,14 @@ import gc
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from enum import StrEnum
 from datetime import datetime
+from enum import StrEnum
 from functools import cached_property
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from numba import njit
 
 from lab.backtest.data import nanoseconds, span
 from lab.backtest.decisions import Decisions
@@ -307,21 +308,19 @@ class _Idle:
         odd = market.has_bar & ~np.isfinite(market.arrays["close"])
         self._odd_close = set(np.flatnonzero(odd.any(axis=0)).tolist())
         self._loud: set[int] = set()
+        self._no_exits = np.zeros(len(slot_account), dtype=bool)
+        self._due = np.zeros(n_accounts, dtype=np.int64)  # the accounts due, filled by ``_due_accounts``
 
     def due(self, t: int, qty: np.ndarray, cash: np.ndarray, holding: set[int]) -> set[int]:
         """The holding accounts to step at bar ``t`` (before its steps)."""
         if not holding:
             return set()  # flat accounts: equity is cash, below the peak their last step saw
-        held = qty != 0
-        value = np.where(held, qty * self._slot_closes[t], 0.0)
-        equity = self._equity[t] = cash + (value if self._own_slot
-                                           else np.bincount(self._slot_account, value, minlength=self._n))
-        peak = self._peak = np.maximum(self._peak, equity)
+        exits = self._no_exits if self._slot_exits is None else self._slot_exits[t]
+        count = _due_accounts(qty, self._slot_closes[t], exits, self._slot_account, cash, self._peak,
+                              self._halt_share, self._equity[t], self._due)
         if self._slot_exits is None:
             return set(holding)
-        due = equity <= peak * self._halt_share
-        due[self._slot_account[held & self._slot_exits[t]]] = True
-        return (self._loud | set(np.flatnonzero(due).tolist())) & holding
+        return (self._loud | set(self._due[:count].tolist())) & holding
 
     def catch_up(self, a: int, t: int, manager: PortfolioManager, column: Mapping[str, int]) -> None:
         """What the steps skipped since the account's last one would have done to its books."""
@@ -348,6 +347,35 @@ class _Idle:
 
     def _prices(self, t: int, column: Mapping[str, int]) -> _Prices:
         return _Prices(self._closes[t], column, self._finite[t])
+
+
+@njit(cache=True)
+def _due_accounts(qty: np.ndarray, closes: np.ndarray, exits: np.ndarray, slot_account: np.ndarray,
+                  cash: np.ndarray, peak: np.ndarray, halt_share: float, equity: np.ndarray, due: np.ndarray) -> int:
+    """One bar of ``_Idle.due`` in one compiled pass (a few microseconds of NumPy calls per
+    bar otherwise, which a run over few symbols feels): each account's equity (cash plus the
+    sum of its held slots' values, summed in slot order), its peak (NaN once either is NaN, as
+    ``np.maximum``), and into ``due`` the accounts at the halt margin or holding a flagged
+    exit; returns how many."""
+    n = len(cash)
+    value = np.zeros(n)
+    flagged = np.zeros(n, dtype=np.bool_)
+    for k in range(len(qty)):
+        if qty[k] != 0.0:
+            a = slot_account[k]
+            value[a] += qty[k] * closes[k]
+            flagged[a] |= exits[k]
+    count = 0
+    for a in range(n):
+        e = equity[a] = cash[a] + value[a]
+        if np.isnan(e) or np.isnan(peak[a]):
+            peak[a] = np.nan
+        elif e > peak[a]:
+            peak[a] = e
+        if flagged[a] or e <= peak[a] * halt_share:
+            due[count] = a
+            count += 1
+    return count
 
 
 class _Prices(Mapping[str, float]):
@@ -417,7 +445,7 @@ def _result(market: Market, accounts: list[_Account], portfolio: str, name: str,
 
 def _frame(rows: list[tuple], columns: list[str]) -> pd.DataFrame:
     """Rows to a frame, column by column (``_column``); ``ts`` becomes UTC times."""
-    frame = pd.DataFrame({name: _column(values) for name, values in zip(columns, zip(*rows), strict=True)}
+    frame = pd.DataFrame({name: _column(values) for name, values in zip(columns, zip(*rows, strict=True), strict=True)}
                          if rows else None, columns=columns)
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
     return frame

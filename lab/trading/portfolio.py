@@ -98,7 +98,7 @@ class PortfolioManager:
 
     @property
     def positions_value(self) -> float:
-        return math.fsum(p.market_value for p in self.positions.values())
+        return math.fsum([p.market_value for p in self.positions.values()])
 
     @property
     def equity(self) -> float:
@@ -204,20 +204,19 @@ class PortfolioManager:
             return EntryDecision(0.0, f"max positions for {strategy} reached ({strategy_cap})")
         cost_rate = self.costs.unit_cost(entry, asset_type)
         pending_cost = math.fsum(o.remaining_qty * (o.limit_price or entry) for o in pending)
-        caps = {
-            f"max {risk.max_position_pct:.0%} of equity per position": equity * risk.max_position_pct / cost_rate,
-            f"{risk.cash_reserve_pct:.0%} cash reserve":
-                (self.cash - pending_cost - risk.cash_reserve_pct * equity) / cost_rate,
-        }
+        # (cap in money, the rule's name): a name is written out only for the rule that binds
+        caps = [(equity * risk.max_position_pct, "max {risk.max_position_pct:.0%} of equity per position"),
+                (self.cash - pending_cost - risk.cash_reserve_pct * equity, "{risk.cash_reserve_pct:.0%} cash reserve")]
         sector = self.sectors.get(symbol)
         if sector is not None:
             used = math.fsum(abs(p.market_value) for p in positions if p.sector == sector)
-            caps[f"sector {sector} cap {risk.max_sector_pct:.0%}"] = (equity * risk.max_sector_pct - used) / cost_rate
-        allowed, reason = qty, None
-        for rule, cap in caps.items():
-            cap = self.round_qty(max(cap, 0.0), asset_type)
+            caps.append((equity * risk.max_sector_pct - used, "sector {sector} cap {risk.max_sector_pct:.0%}"))
+        allowed, rule = qty, None
+        for money, name in caps:
+            cap = self.round_qty(max(money / cost_rate, 0.0), asset_type)
             if cap < allowed:
-                allowed, reason = cap, rule
+                allowed, rule = cap, name
+        reason = None if rule is None else rule.format(risk=risk, sector=sector)
         if allowed <= 0:
             return EntryDecision(0.0, f"no room: {reason}")
         return EntryDecision(allowed, reason)
