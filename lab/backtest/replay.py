@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
 from functools import cached_property
+from operator import attrgetter
 from typing import Any
 
 import numpy as np
@@ -43,7 +44,8 @@ __all__ = ["Market", "replay"]
 
 _FIELDS = ("open", "high", "low", "close", "volume")
 #: each enum member's value, looked up (``.value`` is a slow descriptor on Python 3.11)
-_TEXT: dict[StrEnum, str] = {m: m.value for e in (Side, OrderType, Intent, OrderStatus) for m in e}
+_TEXT_TYPES = (Side, OrderType, Intent, OrderStatus)
+_TEXT: dict[StrEnum, str] = {m: m.value for e in _TEXT_TYPES for m in e}
 
 
 @dataclass(frozen=True)
@@ -185,7 +187,8 @@ def replay(
     booked[0] = True
     closes = pd.DataFrame(market.arrays["close"]).ffill().to_numpy()
     allocation = cash * len(groups) / len(strategies)
-    fills: list[tuple] = []
+    fills: list[Fill] = []
+    fill_realized: list[float] = []  # the P&L each fill realized
     ordering: set[int] = set()  # accounts with open orders
     holding: set[int] = set()  # accounts with open positions
     account_cash = np.full(len(groups), cash)
@@ -197,8 +200,8 @@ def replay(
         def on_fill(order: Order, fill: Fill) -> None:
             position = manager.apply_fill(fill, asset_type=order.asset_type, order=order)
             k = slot[(fill.strategy, fill.symbol)]
-            fills.append((fill.fill_id, fill.client_order_id, fill.ts, fill.strategy, fill.symbol,
-                          _TEXT[fill.side], fill.qty, fill.price, fill.fee, position.realized_pnl - realized[k]))
+            fills.append(fill)
+            fill_realized.append(position.realized_pnl - realized[k])
             qty[k], avg[k], realized[k] = position.qty, position.avg_price, position.realized_pnl
 
         return on_fill
@@ -250,7 +253,7 @@ def replay(
                 progress(t + 1, n_bars)
 
         latest = np.maximum.accumulate(np.where(booked, np.arange(n_bars), 0))  # each bar's row of the books
-        return _result(market, accounts, portfolio, name, strategies, symbols, benchmark_close, fills,
+        return _result(market, accounts, portfolio, name, strategies, symbols, benchmark_close, fills, fill_realized,
                        *(h[latest] for h in (cash_hist, qty_hist, avg_hist, realized_hist)), closes, slot_symbol,
                        allocation=allocation, initial_cash=cash * len(accounts))
 
@@ -402,7 +405,8 @@ class _Prices(Mapping[str, float]):
 
 
 def _result(market: Market, accounts: list[_Account], portfolio: str, name: str, strategies: Sequence[str],
-            symbols: list[str], benchmark_close: np.ndarray, fills: list[tuple], cash_hist: np.ndarray,
+            symbols: list[str], benchmark_close: np.ndarray, fills: list[Fill], fill_realized: list[float],
+            cash_hist: np.ndarray,
             qty_hist: np.ndarray, avg_hist: np.ndarray, realized_hist: np.ndarray, closes: np.ndarray,
             slot_symbol: np.ndarray, *, allocation: float, initial_cash: float) -> BacktestResult:
     index = market.index
@@ -426,13 +430,9 @@ def _result(market: Market, accounts: list[_Account], portfolio: str, name: str,
         "symbol": _names(symbols, slot_symbol[k_idx]), "qty": qty_hist[t_idx, k_idx],
         "avg_price": avg_hist[t_idx, k_idx], "last_price": closes[t_idx, slot_symbol[k_idx]],
         "market_value": values[t_idx, k_idx]}, columns=POSITION_COLUMNS)
-    orders = []
-    for account in accounts:
-        for coid in account.journal.submitted:
-            o = account.broker.get_order(coid)
-            orders.append((coid, o.created_at, o.strategy, o.symbol, o.asset_type, _TEXT[o.side], _TEXT[o.order_type],
-                           _TEXT[o.intent], o.qty, _TEXT[o.status], o.filled_qty, o.avg_fill_price, o.reason))
-    orders_frame, fills_frame = _frame(orders, ORDER_COLUMNS), _frame(fills, FILL_COLUMNS)
+    orders = [account.broker.get_order(coid) for account in accounts for coid in account.journal.submitted]
+    orders_frame = _frame(orders, dict(zip(ORDER_COLUMNS, _ORDER_FIELDS, strict=True)))
+    fills_frame = _frame(fills, dict(zip(FILL_COLUMNS, _FILL_FIELDS, strict=True)), realized_pnl=fill_realized)
     strategy_equity = pd.DataFrame(strategy_hist, index=index, columns=list(strategies))
     strategy_equity.index.name = "ts"
     periods = 365 if any(market.asset_types.get(s) == "crypto" for s in symbols) else 252
@@ -443,20 +443,32 @@ def _result(market: Market, accounts: list[_Account], portfolio: str, name: str,
         positions=positions)
 
 
-def _frame(rows: list[tuple], columns: list[str]) -> pd.DataFrame:
-    """Rows to a frame, column by column (``_column``); ``ts`` becomes UTC times."""
-    frame = pd.DataFrame({name: _column(values) for name, values in zip(columns, zip(*rows, strict=True), strict=True)}
-                         if rows else None, columns=columns)
+#: each result column's attribute of an Order / a Fill (None: given apart)
+_ORDER_FIELDS = ("client_order_id", "created_at", "strategy", "symbol", "asset_type", "side", "order_type", "intent",
+                 "qty", "status", "filled_qty", "avg_fill_price", "reason")
+_FILL_FIELDS = ("fill_id", "client_order_id", "ts", "strategy", "symbol", "side", "qty", "price", "fee", None)
+
+
+def _frame(items: list, fields: Mapping[str, str | None], **given: list) -> pd.DataFrame:
+    """A frame of one column per field, read off the items with ``attrgetter`` (enum members
+    as their text) and built as its dtype's array (``_column``); ``ts`` becomes UTC times."""
+    columns = {name: given[name] if attr is None else list(map(attrgetter(attr), items))
+               for name, attr in fields.items()}
+    frame = pd.DataFrame({name: _column(values) for name, values in columns.items()} if items else None,
+                         columns=list(fields))
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
     return frame
 
 
-def _column(values: tuple) -> Sequence:
+def _column(values: list) -> Sequence:
     """A column's values in the array its dtype takes (pandas' inference per row is many
     times slower on text); anything else as it is."""
     kind = type(values[0])
     if kind is float:
         return np.array(values, dtype=float)  # None: NaN
+    if kind in _TEXT_TYPES:
+        values = list(map(_TEXT.__getitem__, values))
+        kind = str
     return pd.array(values, dtype="str") if kind is str else values
 
 

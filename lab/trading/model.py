@@ -150,6 +150,8 @@ class Order(msgspec.Struct, frozen=True, kw_only=True, gc=False):
 
     @property
     def filled_qty(self) -> float:
+        if not self.fills:
+            return 0.0
         if len(self.fills) == 1:  # the usual case; the fsum of one (positive) value is that value
             return self.fills[0].qty
         return math.fsum(f.qty for f in self.fills)
