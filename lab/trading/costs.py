@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from lab.config import ExecutionConfig
 
@@ -28,9 +29,9 @@ class SlippageModel:
         share = qty / volume if volume > 0 else 0.0
         return min(self.base_bps + self.impact_bps * share, self.max_bps) / 10_000
 
-    @property
+    @cached_property
     def worst(self) -> float:
-        """The largest fraction any fill can pay."""
+        """The largest fraction any fill can pay (asked for every order sized or checked)."""
         return (self.max_bps if self.impact_bps > 0 else min(self.base_bps, self.max_bps)) / 10_000
 
 

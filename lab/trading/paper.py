@@ -156,9 +156,10 @@ class PaperTradingExecutor:
         for order in list(waiting.values()):
             if bar.ts <= order.created_at:
                 continue
-            seen = self._bars_seen[order.client_order_id] = self._bars_seen.get(order.client_order_id, 0) + 1
-            if seen <= self._fill_delay_bars:
-                continue
+            if self._fill_delay_bars:
+                seen = self._bars_seen[order.client_order_id] = self._bars_seen.get(order.client_order_id, 0) + 1
+                if seen <= self._fill_delay_bars:
+                    continue
             fill = self._match(order, bar)
             if fill is not None:
                 fills.append(fill)
