@@ -20,6 +20,7 @@ from typing import Protocol
 import numpy as np
 import pandas as pd
 
+from lab.backtest.data import datetimes
 from lab.config import TradingConfig
 from lab.errors import DataError
 from lab.features import create_training_data, get_feature_set
@@ -188,7 +189,9 @@ class CrossoverDecisions:
     def __init__(self, strategy: str, entries: pd.DataFrame, exits: pd.DataFrame):
         self.strategy = strategy
         self._symbols = np.asarray(entries.columns, dtype=object)
-        self._row = {ts: i for i, ts in enumerate(entries.index)}
+        self._index = pd.DatetimeIndex(entries.index)
+        # keyed by datetimes, as the clock asks (a Timestamp key compares slowly with one)
+        self._row = {ts: i for i, ts in enumerate(datetimes(self._index))}
         self._entries = entries.fillna(False).to_numpy(dtype=bool)
         self._exits = exits.reindex(index=entries.index, columns=entries.columns).fillna(False).to_numpy(dtype=bool)
         self._any_entry, self._any_exit = self._entries.any(axis=1), self._exits.any(axis=1)
@@ -207,8 +210,7 @@ class CrossoverDecisions:
         return [ExitDecision(p, Intent.EXIT, "exit rule") for p in due if (p.strategy, p.symbol) not in exiting]
 
     def _row_of(self, as_of: datetime) -> int | None:
-        """The flags' row of ``as_of``, kept for the next account asking about the same bar (a
-        timestamp's hash is slow)."""
+        """The flags' row of ``as_of``, kept for the next account asking about the same bar."""
         if as_of is not self._last_row[0]:
             self._last_row = (as_of, self._row.get(as_of))
         return self._last_row[1]
@@ -220,7 +222,7 @@ class CrossoverDecisions:
         return self._last_flagged[1]
 
     def exit_mask(self, index: pd.DatetimeIndex, symbols: Sequence[str]) -> np.ndarray:
-        flags = pd.DataFrame(self._exits, index=list(self._row), columns=self._symbols)
+        flags = pd.DataFrame(self._exits, index=self._index, columns=self._symbols)
         return flags.reindex(index=index, columns=list(symbols), fill_value=False).to_numpy(dtype=bool)
 
     def entries(self, as_of: datetime, prices: Mapping[str, float]) -> list[dict]:

@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 from numba import njit
 
-from lab.backtest.data import nanoseconds, span
+from lab.backtest.data import datetimes, nanoseconds, span
 from lab.backtest.decisions import Decisions
 from lab.backtest.result import FILL_COLUMNS, ORDER_COLUMNS, POSITION_COLUMNS, BacktestResult
 from lab.config import TradingConfig
@@ -70,12 +70,8 @@ class Market:
 
     @cached_property
     def stamps(self) -> list[datetime]:
-        """The clock's bars as Python datetimes: every order and fill carries one, and
-        hashing, comparing and subtracting them costs a fraction of what ``pd.Timestamp``'s
-        do. Timestamps where a bar's time has nanoseconds (a datetime has none)."""
-        if (self.index.asi8 % 1000).any():
-            return list(self.index)
-        return list(self.index.to_pydatetime())
+        """The clock's bars as datetimes (``datetimes``): every order and fill carries one."""
+        return datetimes(self.index)
 
     @classmethod
     def from_bars(cls, bars: Mapping[str, pd.DataFrame], symbols: Sequence[str], start: pd.Timestamp,
