@@ -296,9 +296,7 @@ class _Idle:
         self._closes, self._finite = closes, np.isfinite(closes)
         self._slot_closes = np.ascontiguousarray(closes[:, slot_symbol])
         self._slot_exits = None if exit_mask is None else np.ascontiguousarray(exit_mask[:, slot_symbol])
-        self._slot_account, self._n = slot_account, n_accounts
-        # each account its own one slot (per-symbol accounts, one strategy): no sum per account
-        self._own_slot = bool(np.array_equal(slot_account, np.arange(n_accounts)))
+        self._slot_account = slot_account
         # drawdown >= limit is equity <= peak * (1 - limit); the margin covers the rounding
         self._halt_share = 1 - limit + self._MARGIN
         self._equity = np.zeros((len(closes), n_accounts))  # each bar's, before its steps
@@ -402,8 +400,8 @@ class _Prices(Mapping[str, float]):
 
 def _result(market: Market, accounts: list[_Account], portfolio: str, name: str, strategies: Sequence[str],
             symbols: list[str], benchmark_close: np.ndarray, fills: list[Fill], fill_realized: list[float],
-            cash_hist: np.ndarray,
-            qty_hist: np.ndarray, avg_hist: np.ndarray, realized_hist: np.ndarray, closes: np.ndarray,
+            cash_hist: np.ndarray, qty_hist: np.ndarray, avg_hist: np.ndarray, realized_hist: np.ndarray,
+            closes: np.ndarray,
             slot_symbol: np.ndarray, *, allocation: float, initial_cash: float) -> BacktestResult:
     index = market.index
     slot_strategy = np.repeat(np.arange(len(strategies)), len(symbols))
@@ -460,7 +458,7 @@ def _column(values: list) -> Sequence:
     """A column's values in the array its dtype takes (pandas' inference per row is many
     times slower on text); anything else as it is."""
     kind = type(values[0])
-    if kind is float:
+    if issubclass(kind, float):  # NumPy's float64 too
         return np.array(values, dtype=float)  # None: NaN
     if kind in _TEXT_TYPES:
         values = list(map(_TEXT.__getitem__, values))
