@@ -4,6 +4,7 @@ partial fills and shared books included."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 
 import pandas as pd
@@ -87,3 +88,34 @@ def test_market_places_each_symbols_bars_on_the_merged_clock():
     bars["CCC"] = frame(days[[0, 2, 2]], 30.0)  # a repeated stamp
     with pytest.raises(ValueError, match="CCC: more than one bar"):
         Market.from_bars(bars, ["AAA", "BBB", "CCC"], days[0], days[-1], dict.fromkeys(bars, "stocks"))
+
+
+def test_the_clock_hands_out_datetimes_unless_a_bar_has_nanoseconds():
+    days = pd.date_range("2024-01-01", periods=3, freq="D", tz="UTC")
+    frame = pd.DataFrame(dict.fromkeys(("open", "high", "low", "close", "volume"), 1.0), index=days)
+    market = Market.from_bars({"AAA": frame}, ["AAA"], days[0], days[-1], {"AAA": "stocks"})
+    assert [type(s) for s in market.stamps] == [datetime] * 3
+    assert market.stamps == list(days)
+
+    odd = frame.set_axis(days + pd.Timedelta(nanoseconds=1))
+    market = Market.from_bars({"AAA": odd}, ["AAA"], odd.index[0], odd.index[-1], {"AAA": "stocks"})
+    assert market.stamps == list(odd.index) and market.stamps[0].nanosecond == 1
+
+
+def test_result_frames_keep_their_columns_types(shared_data):
+    bars = {s: load(s, shared_data / "stocks").loc["2018-01-01":"2019-12-31"] for s in SYMBOLS[:2]}
+    result = _run(bars, CrossoverDecisions, accounts="per_symbol", halt=1.0, volume_share=1.0)
+    assert len(result.orders) > 4 and len(result.fills) > 4
+    for frame, texts, numbers in (
+        (result.orders, ["client_order_id", "strategy", "symbol", "asset_type", "side", "order_type", "intent",
+                         "status"], ["qty", "filled_qty", "avg_fill_price"]),
+        (result.fills, ["fill_id", "client_order_id", "strategy", "symbol", "side"],
+         ["qty", "price", "fee", "realized_pnl"]),
+    ):
+        assert str(frame["ts"].dtype) == "datetime64[ns, UTC]"
+        assert all(frame[c].dtype == "str" for c in texts), frame.dtypes
+        assert all(frame[c].dtype == "float64" for c in numbers), frame.dtypes
+    assert set(result.orders["side"]) == {"buy", "sell"} and set(result.orders["intent"]) <= {"entry", "exit"}
+    buys = result.fills[result.fills["side"] == "buy"]
+    # an entry realizes only its fee (as the difference of running totals, so to rounding)
+    assert buys["realized_pnl"].to_numpy() == pytest.approx(-buys["fee"].to_numpy(), abs=1e-6)

@@ -445,12 +445,12 @@ _FILL_FIELDS = ("fill_id", "client_order_id", "ts", "strategy", "symbol", "side"
 
 def _frame(items: list, fields: Mapping[str, str | None], **given: list) -> pd.DataFrame:
     """A frame of one column per field, read off the items with ``attrgetter`` (enum members
-    as their text) and built as its dtype's array (``_column``); ``ts`` becomes UTC times."""
+    as their text) and built as its dtype's array (``_column``); ``ts`` becomes UTC nanoseconds."""
     columns = {name: given[name] if attr is None else list(map(attrgetter(attr), items))
                for name, attr in fields.items()}
     frame = pd.DataFrame({name: _column(values) for name, values in columns.items()} if items else None,
                          columns=list(fields))
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True).dt.as_unit("ns")  # as the clock's (datetimes infer us)
     return frame
 
 
