@@ -23,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from enum import StrEnum
-from functools import cached_property
+from functools import cached_property, partial
 from operator import attrgetter
 from typing import Any
 
@@ -230,8 +230,7 @@ def replay(
                             account.broker.on_bar(symbol, market.bar(t, column[symbol]))
                 step = trade_step(account.manager, account.broker, account.journal, as_of=as_of, prices=prices,
                                   asset_types=market.asset_types, checks=(),
-                                  exits=lambda pending, m=account.manager, ts=as_of: decisions.exits(ts, m, pending),
-                                  entries=lambda c=candidates: c)
+                                  exits=partial(decisions.exits, as_of, account.manager), entries=candidates.copy)
                 if step.fills:
                     booked[t] = True
                     account_cash[a] = account.manager.cash
@@ -301,7 +300,7 @@ class _Idle:
         self._halt_share = 1 - limit + self._MARGIN
         self._equity = np.zeros((len(closes), n_accounts))  # each bar's, before its steps
         self._peak = np.full(n_accounts, cash)
-        self._last = np.full(n_accounts, -1)  # the bar each account was last stepped
+        self._last = [-1] * n_accounts  # the bar each account was last stepped
         odd = market.has_bar & ~np.isfinite(market.arrays["close"])
         self._odd_close = set(np.flatnonzero(odd.any(axis=0)).tolist())
         self._loud: set[int] = set()
@@ -321,7 +320,7 @@ class _Idle:
 
     def catch_up(self, a: int, t: int, manager: PortfolioManager, column: Mapping[str, int]) -> None:
         """What the steps skipped since the account's last one would have done to its books."""
-        last = int(self._last[a])
+        last = self._last[a]
         if last >= t - 1:
             return
         skipped = self._equity[last + 1:t, a]
