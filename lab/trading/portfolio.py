@@ -197,11 +197,12 @@ class PortfolioManager:
         if open_count >= risk.max_positions:
             return EntryDecision(0.0, f"max positions reached ({risk.max_positions})")
         strategy_cap = self.config.strategies[strategy].max_positions if strategy in self.config.strategies else None
-        mine = {p.pair or p.symbol for p in positions if p.strategy == strategy} \
-            | {o.pair or o.symbol for o in pending if o.strategy == strategy}
-        mine.discard(pair)
-        if strategy_cap is not None and len(mine) >= strategy_cap:
-            return EntryDecision(0.0, f"max positions for {strategy} reached ({strategy_cap})")
+        if strategy_cap is not None:
+            mine = {p.pair or p.symbol for p in positions if p.strategy == strategy} \
+                | {o.pair or o.symbol for o in pending if o.strategy == strategy}
+            mine.discard(pair)
+            if len(mine) >= strategy_cap:
+                return EntryDecision(0.0, f"max positions for {strategy} reached ({strategy_cap})")
         cost_rate = self.costs.unit_cost(entry, asset_type)
         pending_cost = math.fsum(o.remaining_qty * (o.limit_price or entry) for o in pending)
         # (cap in money, the rule's name): a name is written out only for the rule that binds
