@@ -6,7 +6,8 @@ order reproduces every position, and ``cash_delta(fill)`` reproduces the cash, e
 
 The values are ``msgspec`` structs: an engine step builds, copies and reads several per
 order, which as frozen dataclasses cost over ten times as much (a backtest builds hundreds
-of thousands). They hold no references back, so the garbage collector need not track them.
+of thousands). Orders, fills and positions hold no references back to anything, so the
+garbage collector need not track them.
 """
 
 from __future__ import annotations

@@ -140,4 +140,4 @@ def merge_remote(order: Order, remote: Order) -> Order:
     the lab's portfolio and strategy (the broker knows neither)."""
     fills = tuple(msgspec.structs.replace(f, portfolio=order.portfolio, strategy=order.strategy) for f in remote.fills)
     return order.evolve(status=remote.status, reason=remote.reason or order.reason,
-                   broker_order_id=remote.broker_order_id, fills=fills)
+                        broker_order_id=remote.broker_order_id, fills=fills)
