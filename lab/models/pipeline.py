@@ -145,9 +145,10 @@ def train_and_promote_all(ctx: LabContext, strategies: list[str] | None = None, 
                                   folds=config.tuning.folds, storage_dir=ctx.settings.home / "tuning",
                                   progress=progress)
         for (job, key, last_bar), result in zip(jobs, results, strict=True):
+            if isinstance(result, LabError):
+                outcomes[job.strategy] = TrainingOutcome(job.strategy, error=str(result))
+                continue
             try:
-                if isinstance(result, LabError):
-                    raise result
                 decision = promote(ctx.registry, ctx.engine, result, gate=gate,
                                    extra_metrics={"run_key": key, "train_end": last_bar.isoformat()})
                 outcomes[job.strategy] = TrainingOutcome(job.strategy, result, decision)
