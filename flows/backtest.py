@@ -1,4 +1,6 @@
-"""Prefect flow ``run_backtest``: a stored backtest with its report attached as a link artifact."""
+"""Prefect flows ``run_backtest`` (a stored backtest with its report attached as a link
+artifact) and ``run_backtest_sweep`` (one stored backtest per grid point, compared in a
+table artifact)."""
 
 from __future__ import annotations
 
@@ -8,11 +10,12 @@ from prefect import flow
 from prefect.artifacts import create_link_artifact, create_table_artifact
 
 from lab.backtest import BacktestSpec, WalkForward, run_backtest, save_result
+from lab.backtest.sweep import run_stored_sweep
 from lab.bars import bars_by_symbol, load_bars
 from lab.report import write_report
 from lab.runtime import open_lab
 
-__all__ = ["backtest_flow"]
+__all__ = ["backtest_flow", "sweep_flow"]
 
 
 @flow(name="run_backtest", log_prints=True)
@@ -34,3 +37,23 @@ def backtest_flow(strategies: list[str], start: str, end: str, walk_forward: str
     create_table_artifact(key="backtest-gate", table=gate, description=f"success gate of {spec.label}")
     print(f"backtest {backtest_id} ({result.portfolio}): report {report}")
     return {"id": backtest_id, "portfolio": result.portfolio, "report": str(report), "metrics": metrics, "gate": gate}
+
+
+@flow(name="run_backtest_sweep", log_prints=True)
+def sweep_flow(strategies: list[str], start: str, end: str, grid: dict[str, list], walk_forward: str = "retrain",
+               name: str | None = None) -> dict:
+    """One backtest per combination of ``grid`` (dotted config path -> values), run on Ray and
+    stored; returns each run's figures and the best's deflated Sharpe."""
+    lab = open_lab()
+    spec = BacktestSpec(strategies=strategies, start=date.fromisoformat(start), end=date.fromisoformat(end),
+                        walk_forward=WalkForward(mode=walk_forward), name=name)
+    comparison, _ = run_stored_sweep(lab, spec, grid)
+    runs = [{**row.settings, "id": row.backtest_id, "portfolio": row.portfolio, **row.metrics.as_dict(),
+             "gate_passed": row.gate_passed} for row in comparison.rows]
+    best = runs[comparison.best]
+    create_table_artifact(key="backtest-sweep", table=runs,
+                          description=f"sweep of {spec.label}: {len(runs)} runs; the best Sharpe (id {best['id']}) "
+                                      f"has a deflated Sharpe of {comparison.deflated_sharpe:.2f}")
+    print(f"sweep of {spec.label}: {len(runs)} runs stored; best id {best['id']}, "
+          f"deflated Sharpe {comparison.deflated_sharpe:.2f}")
+    return {"runs": runs, "best": best["id"], "deflated_sharpe": comparison.deflated_sharpe}

@@ -13,6 +13,7 @@ from typing import Any
 
 from prefect.schedules import Cron
 
+from flows.backtest import backtest_flow, sweep_flow
 from flows.collection import run_crypto_collection, run_stock_collection
 from flows.ingest import ingest_universe
 from flows.trading import run_trading_cycle
@@ -44,7 +45,7 @@ DEPLOYMENTS = (
 #: every flow `lab flows run NAME` can start, by flow name
 FLOWS: dict[str, Callable[..., Any]] = {
     f.name: f for f in (run_stock_collection, run_crypto_collection, run_trading_training, run_trading_cycle,
-                        ingest_universe, tune_strategies)
+                        ingest_universe, tune_strategies, backtest_flow, sweep_flow)
 }
 
 

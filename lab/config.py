@@ -24,6 +24,7 @@ __all__ = [
     "ExecutionConfig",
     "load_config",
     "check_config",
+    "check_strategies",
 ]
 
 AssetClass = Literal["stocks", "crypto"]
@@ -247,12 +248,13 @@ def check_config(path: Path) -> list[str]:
         problems = [f"{_key_path(e['loc'])}: {_describe(e, TradingConfig)}" for e in exc.errors()]
     strategies = raw.get("strategies")
     if isinstance(strategies, dict):
-        problems += _check_strategy_params(strategies)
+        problems += check_strategies(strategies)
     return [f"{path}: {problem}" for problem in problems]
 
 
-def _check_strategy_params(strategies: dict[str, Any]) -> list[str]:
-    """Strategy names and parameters must match what the strategy modules declare."""
+def check_strategies(strategies: dict[str, Any]) -> list[str]:
+    """Strategy names and parameters must match what the strategy modules declare (the
+    model checks only their types): one line per problem, as ``strategies.<key path>: ...``."""
     from lab.strategy import available_strategies
 
     known = available_strategies()

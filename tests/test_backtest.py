@@ -1,5 +1,5 @@
 """Backtests through the trading engine on real bars: walk-forward models, storage on both
-databases, export, gaps, bad input, and a parameter sweep on Ray."""
+databases, export, gaps and bad input (sweeps: ``test_backtest_sweep``)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from sqlalchemy import delete, func, insert, select
 from benchmarks.backtest import load
 from lab.backtest import BacktestSpec, WalkForward, list_backtests, load_result, run_backtest, save_result
 from lab.backtest.decisions import WalkForwardPredictions
-from lab.backtest.sweep import expand_grid, run_sweep
 from lab.config import load_config
 from lab.db import connect
 from lab.db import models as db
@@ -185,17 +184,19 @@ def test_an_unknown_strategy_gets_a_hint(sqlite_bars, tmp_path):
         _run(sqlite_bars, _spec(strategies=["momentun"]), tmp_path)
 
 
-def test_sweep_fans_out_on_ray_one_portfolio_per_grid_point(ray_session, sqlite_url, sqlite_bars, tmp_path):
-    base = _spec(end=date(2019, 3, 29), walk_forward=WalkForward(window_days=182, train_days=1095))
-    specs = expand_grid(base, {"strategies.momentum.params.top_quantile": [0.5, 0.9]})
-    assert len({s.portfolio for s in specs}) == 2
-    results = run_sweep(sqlite_url, tmp_path / "models", load_config(CONFIG), specs)
-    assert [r.portfolio for r in results] == [s.portfolio for s in specs]
-    assert [r.config["config_overrides"]["strategies"]["momentum"]["params"]["top_quantile"]
-            for r in results] == [0.5, 0.9]
-    for result in results:
-        save_result(sqlite_bars, result)
-    assert len(list_backtests(sqlite_bars)) == 2
+@pytest.mark.parametrize(("params", "message"), [
+    ({"top_quantil": 0.5}, "strategies.momentum.params.top_quantil: unknown parameter (did you mean 'top_quantile'?)"),
+    ({"top_quantile": 5}, "strategies.momentum.params.top_quantile: 5 is outside [0.5, 0.95]"),
+])
+def test_strategy_parameters_in_the_overrides_are_checked_before_any_work(params, message, sqlite_bars, tmp_path,
+                                                                          monkeypatch):
+    fitted = []
+    monkeypatch.setattr(WalkForwardPredictions, "fit", lambda *a, **k: fitted.append(a))
+    overrides = {"strategies": {"momentum": {"params": params}}}
+    with pytest.raises(ConfigError) as refused:
+        _run(sqlite_bars, _spec(config_overrides=overrides), tmp_path)
+    assert refused.value.problems == [f"config_overrides: {message}"]
+    assert fitted == []  # refused before any walk-forward model was fitted
 
 
 def test_several_strategies_share_one_book_and_are_judged_apart(sqlite_bars, tmp_path):

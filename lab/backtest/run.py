@@ -24,13 +24,13 @@ from lab.backtest.replay import Market, replay
 from lab.backtest.result import BacktestResult
 from lab.backtest.spec import BacktestSpec
 from lab.bars import bars_by_symbol, load_bars
-from lab.config import TradingConfig
+from lab.config import TradingConfig, check_strategies
 from lab.errors import ConfigError, DataError
 from lab.registry import ModelRegistry
 from lab.strategy import get_strategy
 from lab.trading.market import HISTORY_DAYS, FeatureFrames
 
-__all__ = ["backtest_config", "run_backtest", "run_with_decisions"]
+__all__ = ["backtest_config", "checked_config", "run_backtest", "run_with_decisions"]
 
 Progress = Callable[[int, int], None]
 
@@ -38,11 +38,7 @@ Progress = Callable[[int, int], None]
 def backtest_config(base: TradingConfig, spec: BacktestSpec, asset_types: Mapping[str, str]) -> TradingConfig:
     """The run's config: overrides applied, only the run's strategies enabled, and the
     universe narrowed to the run's symbols (the benchmark stays in)."""
-    try:
-        config = spec.trading_config(base)
-    except ValidationError as exc:
-        raise ConfigError([f"config_overrides: {'.'.join(map(str, e['loc']))}: {e['msg']}"
-                           for e in exc.errors()]) from None
+    config = checked_config(base, spec)
     raw = config.model_dump(mode="json")
     symbols = spec.symbols or _config_symbols(config, spec.strategies)
     universe = {}
@@ -59,6 +55,20 @@ def backtest_config(base: TradingConfig, spec: BacktestSpec, asset_types: Mappin
     for name in list(strategies):
         strategies[name]["enabled"] = name in spec.strategies
     return TradingConfig.model_validate(raw)
+
+
+def checked_config(base: TradingConfig, spec: BacktestSpec) -> TradingConfig:
+    """The base config with the spec's overrides, validated like the file itself, strategy
+    parameters included: before any work, not when the signal engine first builds the
+    strategy mid-run."""
+    try:
+        config = spec.trading_config(base)
+    except ValidationError as exc:
+        raise ConfigError([f"config_overrides: {'.'.join(map(str, e['loc']))}: {e['msg']}"
+                           for e in exc.errors()]) from None
+    if problems := check_strategies(spec.config_overrides.get("strategies") or {}):  # a dict: it validated
+        raise ConfigError([f"config_overrides: {problem}" for problem in problems])
+    return config
 
 
 def asset_class_guess(config: TradingConfig, symbol: str) -> str:

@@ -74,6 +74,11 @@ class BacktestSpec(_Frozen):
         """End of the last day: bars stamped any time on ``end`` are inside."""
         return pd.Timestamp(self.end, tz="UTC") + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
 
+    def with_overrides(self, overrides: dict[str, Any], *, name: str) -> BacktestSpec:
+        """This spec with ``overrides`` deep-merged into its own (a new key, a new run)."""
+        return self.model_copy(update={"config_overrides": _deep_merge(self.config_overrides, overrides),
+                                       "name": name})
+
     def trading_config(self, base: TradingConfig) -> TradingConfig:
         """The base config with this run's overrides, validated like the file itself."""
         merged = _deep_merge(base.model_dump(mode="json"), self.config_overrides)

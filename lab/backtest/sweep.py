@@ -1,32 +1,68 @@
-"""A parameter sweep: one base spec expands into one spec per grid point (each its own
-content hash and portfolio), and the runs fan out as Ray tasks. Workers only read the
-database; the caller stores the results."""
+"""A parameter sweep: a base spec and a grid of config settings expand into one spec per
+grid point (each its own content hash and portfolio), every point checked before any runs;
+the runs fan out as Ray tasks (workers only read the database; the caller stores the
+results); and the comparison judges the best point against how many were tried, because
+picking it by its result over the same period is a choice made in sample."""
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from lab.backtest.result import BacktestResult
+from lab.backtest.run import checked_config
 from lab.backtest.spec import BacktestSpec
+from lab.backtest.store import save_result
 from lab.config import TradingConfig
+from lab.errors import ConfigError
+from lab.models.scoring import deflated_sharpe_ratio, sharpe_ratio
+from lab.performance import Metrics, returns_of
+from lab.runtime import LabContext, ensure_ray
 
-__all__ = ["expand_grid", "run_sweep"]
+__all__ = ["SweepComparison", "SweepPoint", "SweepRow", "compare", "expand_grid", "run_stored_sweep", "run_sweep"]
 
 
-def expand_grid(base: BacktestSpec, grid: Mapping[str, Sequence[Any]]) -> list[BacktestSpec]:
-    """``grid`` maps dotted config paths ("strategies.momentum.params.top_quantile") to values."""
-    specs = []
-    keys = list(grid)
-    for values in itertools.product(*(grid[k] for k in keys)):
-        overrides = _nested(dict(zip(keys, values, strict=True)))
-        merged = _merge(base.config_overrides, overrides)
-        label = ", ".join(f"{k.rsplit('.', 1)[-1]}={v}" for k, v in zip(keys, values, strict=True))
-        specs.append(base.model_copy(update={"config_overrides": merged,
-                                             "name": f"{base.label} [{label}]"}))
-    return specs
+@dataclass(frozen=True)
+class SweepPoint:
+    settings: dict[str, Any]  # dotted config path -> the value of this point
+    spec: BacktestSpec
+
+
+def expand_grid(base: BacktestSpec, grid: Mapping[str, Sequence[Any]], config: TradingConfig) -> list[SweepPoint]:
+    """One point per combination of ``grid``, which maps dotted config paths
+    ("strategies.momentum.params.top_quantile") to the values to try. Every point must make
+    a valid config for ``config`` and be a distinct run, or none is returned."""
+    problems = [] if grid else ["sweep: no setting to vary"]
+    for key, values in grid.items():
+        if not key or not all(key.split(".")):
+            problems.append(f"sweep {key!r}: not a dotted config path")
+        if isinstance(values, str | bytes) or not isinstance(values, Sequence) or not values:
+            problems.append(f"sweep {key}: needs a non-empty list of values, got {values!r}")
+    if problems:
+        raise ConfigError(problems)
+    _nested(dict.fromkeys(grid))  # no key inside another
+    points, seen = [], {}
+    for values in itertools.product(*grid.values()):
+        settings = dict(zip(grid, values, strict=True))
+        label = ", ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in settings.items())
+        try:
+            spec = base.with_overrides(_nested(settings), name=f"{base.label} [{label}]")
+            run_config = checked_config(config, spec).model_dump_json()
+        except ConfigError as exc:
+            problems.extend(f"sweep point {label}: {problem}" for problem in exc.problems)
+            continue
+        if run_config in seen:
+            problems.append(f"sweep point {label}: the same config as {seen[run_config]}")
+        seen[run_config] = label
+        points.append(SweepPoint(settings, spec))
+    if problems:
+        raise ConfigError(problems)
+    return points
 
 
 def _nested(flat: Mapping[str, Any]) -> dict[str, Any]:
@@ -36,14 +72,11 @@ def _nested(flat: Mapping[str, Any]) -> dict[str, Any]:
         *parents, leaf = path.split(".")
         for part in parents:
             node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError([f"sweep {path}: overlaps another swept setting"])
+        if leaf in node:
+            raise ConfigError([f"sweep {path}: overlaps another swept setting"])
         node[leaf] = value
-    return out
-
-
-def _merge(a: Mapping[str, Any], b: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(a)
-    for k, v in b.items():
-        out[k] = _merge(out[k], v) if isinstance(v, Mapping) and isinstance(out.get(k), Mapping) else v
     return out
 
 
@@ -64,3 +97,42 @@ def run_sweep(database_url: str, models_dir: Path, base: TradingConfig,
     task = ray.remote(num_cpus=1)(_run_one)
     base_ref = ray.put(base)
     return ray.get([task.remote(database_url, str(models_dir), base_ref, spec) for spec in specs])
+
+
+@dataclass(frozen=True)
+class SweepRow:
+    settings: dict[str, Any]
+    backtest_id: int
+    portfolio: str
+    metrics: Metrics  # the portfolio's
+    gate_passed: bool
+
+
+@dataclass(frozen=True)
+class SweepComparison:
+    rows: list[SweepRow]  # in grid order
+    best: int  # the row with the highest Sharpe
+    #: the probability that the best row's true Sharpe beats the best that ``len(rows)`` runs
+    #: without skill would show by luck (Bailey and Lopez de Prado's deflated Sharpe ratio)
+    deflated_sharpe: float
+
+
+def run_stored_sweep(lab: LabContext, base: BacktestSpec,
+                     grid: Mapping[str, Sequence[Any]]) -> tuple[SweepComparison, list[BacktestResult]]:
+    """Every point checked, run on Ray (joined or started), stored; their comparison."""
+    points = expand_grid(base, grid, lab.config)
+    ensure_ray(lab.settings)
+    results = run_sweep(lab.settings.database_url, lab.settings.models_dir, lab.config, [p.spec for p in points])
+    ids = [save_result(lab.engine, result) for result in results]
+    return compare(points, results, ids), results
+
+
+def compare(points: Sequence[SweepPoint], results: Sequence[BacktestResult], ids: Sequence[int]) -> SweepComparison:
+    """Each point's portfolio figures and success gate; the best by Sharpe, deflated for the
+    number of points tried."""
+    returns = [returns_of(r.equity_curve).to_numpy() for r in results]
+    sharpes = np.array([sharpe_ratio(x) for x in returns])
+    rows = [SweepRow(p.settings, backtest_id, r.portfolio, r.metrics()["portfolio"], all(c.passed for c in r.gate()))
+            for p, r, backtest_id in zip(points, results, ids, strict=True)]
+    best = int(np.argmax(sharpes))
+    return SweepComparison(rows, best, deflated_sharpe_ratio(returns[best], sharpes, len(rows)))

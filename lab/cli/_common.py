@@ -1,12 +1,15 @@
-"""Helpers shared by the CLI modules: the console and table rendering."""
+"""Helpers shared by the CLI modules: the console, table rendering, ``KEY=VALUE`` options."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+
+from lab.errors import ConfigError
 
 console = Console()
 err_console = Console(stderr=True)
@@ -19,3 +22,14 @@ def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]
     for row in rows:
         table.add_row(*("" if v is None else str(v) for v in row))
     console.print(table)
+
+
+def parse_assignment(option: str, item: str) -> tuple[str, Any]:
+    """``KEY=VALUE`` with VALUE parsed as JSON when it can be (else kept as text)."""
+    key, sep, value = item.partition("=")
+    if not sep or not key:
+        raise ConfigError([f"{option} {item!r}: expected KEY=VALUE"])
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value

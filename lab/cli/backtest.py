@@ -9,7 +9,8 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from lab.cli._common import console, print_table
+from lab.cli._common import console, parse_assignment, print_table
+from lab.errors import ConfigError
 
 __all__ = ["backtest", "report"]
 
@@ -28,6 +29,9 @@ def backtest(
     window_days: int = typer.Option(182, help="retrain every N days"),
     export: Path | None = typer.Option(None, help="also write equity/orders/trades/positions here"),
     fmt: str = typer.Option("parquet", "--format", help="parquet or csv"),
+    sweep: list[str] = typer.Option(
+        [], help="KEY=V1,V2,... (or a JSON list): one backtest per combination, run on Ray; KEY is a dotted "
+                 "config path, e.g. strategies.momentum.params.top_quantile=0.6,0.8; repeat to add settings"),
 ) -> None:
     """Backtest strategies through the trading engine with a historical clock."""
     from lab.backtest import BacktestSpec, WalkForward, run_backtest, save_result
@@ -37,6 +41,9 @@ def backtest(
     lab = open_lab()
     spec = BacktestSpec(strategies=strategy, start=start.date(), end=end.date(), symbols=symbol or None,
                         benchmark=benchmark, walk_forward=WalkForward(mode=walk_forward, window_days=window_days))
+    if sweep:
+        _sweep(lab, spec, _grid(sweep), export, fmt)
+        return
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} bars"),
                TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as bar:
@@ -75,14 +82,54 @@ def report(
     console.print(str(path))
 
 
+def _grid(items: list[str]) -> dict[str, list]:
+    """``--sweep`` options as a grid: each value list as JSON, else split on commas (each
+    piece JSON when it parses)."""
+    grid: dict[str, list] = {}
+    for item in items:
+        key, values = parse_assignment("--sweep", item)
+        if key in grid:
+            raise ConfigError([f"--sweep {key}: given twice; list its values once (KEY=V1,V2)"])
+        if not isinstance(values, list):
+            values = [parse_assignment("--sweep", f"{key}={piece.strip()}")[1] for piece in str(values).split(",")]
+        grid[key] = values
+    return grid
+
+
+def _sweep(lab, spec, grid: dict[str, list], export: Path | None, fmt: str) -> None:
+    """One row per stored run, and the best judged against the number tried."""
+    from lab.backtest.sweep import run_stored_sweep
+
+    comparison, results = run_stored_sweep(lab, spec, grid)
+    if export is not None:
+        for result in results:
+            result.export(export / result.portfolio.replace(":", "-"), fmt)  # type: ignore[arg-type]
+        console.print(f"wrote each run's frames under {export}")
+    print_table(f"Sweep of {spec.label} (each run out of sample, after fees and slippage)",
+                [*(key.rsplit(".", 1)[-1] for key in grid), "id", *_FIGURES, "gate", ""],
+                [(*row.settings.values(), row.backtest_id, *_figures(row.metrics),
+                  "PASS" if row.gate_passed else "FAIL", "best" if i == comparison.best else "")
+                 for i, row in enumerate(comparison.rows)])
+    n = len(comparison.rows)
+    console.print(f"The best Sharpe was picked from {n} runs over the same period, so the pick itself is in "
+                  f"sample: its deflated Sharpe is {comparison.deflated_sharpe:.2f} (the probability that it beats "
+                  f"what the best of {n} runs without skill would show; trust it above 0.95). `lab report ID` "
+                  f"writes any run's report.")
+
+
+_FIGURES = ("return", "sharpe", "max dd", "trades", "win rate", "profit factor")
+
+
+def _figures(metrics) -> tuple:
+    """A result's ``_FIGURES`` as table cells."""
+    d = metrics.as_dict()
+    return (_pct(d["total_return"]), _num(d["sharpe"]), _pct(d["max_drawdown"]), d["trades"], _pct(d["win_rate"]),
+            _num(d["profit_factor"]))
+
+
 def _summary(result) -> None:
-    rows = []
-    for name, m in result.metrics().items():
-        d = m.as_dict()
-        rows.append((name, _pct(d["total_return"]), _num(d["sharpe"]), _pct(d["max_drawdown"]), d["trades"],
-                     _pct(d["win_rate"]), _num(d["profit_factor"])))
-    print_table(f"Backtest {result.name} (out of sample, after fees and slippage)",
-                ["", "return", "sharpe", "max dd", "trades", "win rate", "profit factor"], rows)
+    print_table(f"Backtest {result.name} (out of sample, after fees and slippage)", ["", *_FIGURES],
+                [(name, *_figures(m)) for name, m in result.metrics().items()])
     print_table("Success gate", ["criterion", "measured", "required", "result"],
                 [(c.name, _num(c.value), f"{c.op} {c.threshold:g}", "PASS" if c.passed else "FAIL")
                  for c in result.gate()])

@@ -6,8 +6,7 @@ import json
 
 import typer
 
-from lab.cli._common import console, print_table
-from lab.errors import ConfigError
+from lab.cli._common import console, parse_assignment, print_table
 
 app = typer.Typer(help="Prefect flows and their schedules.", no_args_is_help=True)
 
@@ -50,15 +49,5 @@ def run_cmd(
     from flows.deployments import get_flow
 
     flow = get_flow(name)
-    result = flow(**dict(_parse(p) for p in param))
+    result = flow(**dict(parse_assignment("--param", p) for p in param))
     console.print_json(data=result, default=str)
-
-
-def _parse(item: str) -> tuple[str, object]:
-    key, sep, value = item.partition("=")
-    if not sep or not key:
-        raise ConfigError([f"--param {item!r}: expected KEY=VALUE"])
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value

@@ -1,0 +1,119 @@
+"""Parameter sweeps: `lab backtest --sweep` checks every grid point before anything runs,
+fans the runs out on Ray, stores each, and judges the best against the number tried."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from lab.backtest import BacktestSpec, list_backtests, load_result
+from lab.backtest.sweep import expand_grid
+from lab.cli.main import app
+from lab.config import load_config
+from lab.db import connect
+from lab.errors import ConfigError
+from lab.models.scoring import deflated_sharpe_ratio, sharpe_ratio
+from lab.performance import returns_of
+from tests.test_backtest import CONFIG, SYMBOLS, _store_bars
+from tests.test_flows import _artifacts, _read
+
+QUANTILE = "strategies.momentum.params.top_quantile"
+PERIOD = ["-s", "momentum", "--start", "2019-01-01", "--end", "2019-03-29", "--window-days", "91",
+          *(a for s in SYMBOLS for a in ("--symbol", s)), "--benchmark", "AAPL"]
+
+
+def _lab_env(monkeypatch: pytest.MonkeyPatch, home: Path) -> str:
+    """A lab home with the test bars and a config that lets momentum trade on them."""
+    raw = json.loads(CONFIG.read_text())
+    raw["strategies"]["momentum"].update(min_confidence=0.5, max_positions=3)
+    raw["sizing"].update(method="percent", percent_of_equity=0.2)
+    raw["universe"]["stocks"] = {"symbols": SYMBOLS, "benchmark": "AAPL"}
+    config = home / "trading.json"
+    config.write_text(json.dumps(raw))
+    url = f"sqlite:///{home / 'lab.db'}"
+    monkeypatch.setenv("LAB_HOME", str(home))
+    monkeypatch.setenv("LAB_DATABASE_URL", url)
+    monkeypatch.setenv("LAB_CONFIG", str(config))
+    return url
+
+
+@pytest.fixture(scope="module")
+def swept(ray_session, shared_data, tmp_path_factory):
+    """One two-point sweep through the CLI: its output and database."""
+    home = tmp_path_factory.mktemp("sweep")
+    with pytest.MonkeyPatch.context() as mp:
+        url = _lab_env(mp, home)
+        engine = connect(url)
+        _store_bars(engine, shared_data)
+        outcome = CliRunner().invoke(app, ["backtest", *PERIOD, "--sweep", f"{QUANTILE}=0.5,0.9"],
+                                     terminal_width=200)
+    assert outcome.exit_code == 0, outcome.output
+    return outcome.output, engine
+
+
+def test_every_grid_point_is_stored_as_its_own_run(swept):
+    _, engine = swept
+    stored = list_backtests(engine)
+    assert len({b["portfolio"] for b in stored}) == 2
+    quantiles = [load_result(engine, b["id"]).config["config_overrides"]["strategies"]["momentum"]["params"]
+                 ["top_quantile"] for b in stored]
+    assert quantiles == [0.5, 0.9]
+
+
+def test_the_table_shows_each_point_and_the_best_is_deflated_for_the_number_tried(swept):
+    output, engine = swept
+    results = [load_result(engine, b["id"]) for b in list_backtests(engine)]
+    returns = [returns_of(r.equity_curve).to_numpy() for r in results]
+    sharpes = [sharpe_ratio(x) for x in returns]
+    best = int(np.argmax(sharpes))
+    assert any(len(r.fills) for r in results), "the sweep should trade on these bars"
+    rows = [line for line in output.splitlines() if "%" in line]
+    assert len(rows) == 2 and ["0.5" in rows[0], "0.9" in rows[1]] == [True, True]
+    assert "best" in rows[best] and "best" not in rows[1 - best]
+    deflated = deflated_sharpe_ratio(returns[best], np.array(sharpes), 2)
+    assert deflated < deflated_sharpe_ratio(returns[best], np.array(sharpes[best:best + 1]), 1)  # luck of 2 tries
+    assert f"deflated Sharpe is {deflated:.2f}" in " ".join(output.split())
+
+
+def test_the_sweep_flow_stores_every_run_and_compares_them_in_an_artifact(prefect_server, ray_session, shared_data,
+                                                                           monkeypatch, tmp_path):
+    from flows.backtest import sweep_flow
+
+    engine = connect(_lab_env(monkeypatch, tmp_path))
+    _store_bars(engine, shared_data)
+    state = sweep_flow(strategies=["momentum"], start="2019-01-01", end="2019-03-29", grid={QUANTILE: [0.5, 0.9]},
+                       return_state=True)
+    outcome = state.result()
+    assert [run[QUANTILE] for run in outcome["runs"]] == [0.5, 0.9]
+    assert [run["id"] for run in outcome["runs"]] == [b["id"] for b in list_backtests(engine)]
+    [artifact] = [a for a in _read(_artifacts(state.state_details.flow_run_id)) if a.key == "backtest-sweep"]
+    assert [row[QUANTILE] for row in json.loads(artifact.data)] == [0.5, 0.9]
+    assert f"deflated Sharpe of {outcome['deflated_sharpe']:.2f}" in artifact.description
+
+
+@pytest.mark.parametrize(("sweep", "message"), [
+    (["top_quantile"], "--sweep 'top_quantile': expected KEY=VALUE"),
+    ([f"{QUANTILE}=0.5", f"{QUANTILE}=0.9"], f"--sweep {QUANTILE}: given twice"),
+    ([f"{QUANTILE}=0.5,5"], f"sweep point top_quantile=5: config_overrides: {QUANTILE}: 5 is outside [0.5, 0.95]"),
+    ([f"{QUANTILE}=[0.5, 7]"], "sweep point top_quantile=7: config_overrides"),
+    (["strategies.momentum.params.top_quantil=0.5"], "unknown parameter (did you mean 'top_quantile'?)"),
+    ([f"{QUANTILE}=0.5,0.5"], "sweep point top_quantile=0.5: the same config as top_quantile=0.5"),
+    (["risk.max_positions=3", "risk=1"], "sweep risk: overlaps another swept setting"),
+])
+def test_a_bad_sweep_is_refused_before_anything_runs(sweep, message, monkeypatch, tmp_path):
+    url = _lab_env(monkeypatch, tmp_path)
+    outcome = CliRunner().invoke(app, ["backtest", *PERIOD, *(a for s in sweep for a in ("--sweep", s))])
+    assert isinstance(outcome.exception, ConfigError) and message in str(outcome.exception)
+    assert list_backtests(connect(url)) == []
+
+
+def test_every_combination_of_the_settings_is_a_point():
+    base = BacktestSpec(strategies=["momentum"], start=date(2019, 1, 1), end=date(2019, 3, 29), symbols=SYMBOLS)
+    points = expand_grid(base, {QUANTILE: [0.5, 0.9], "risk.max_positions": [2]}, load_config(CONFIG))
+    assert [p.settings for p in points] == [{QUANTILE: 0.5, "risk.max_positions": 2},
+                                           {QUANTILE: 0.9, "risk.max_positions": 2}]
