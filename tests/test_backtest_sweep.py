@@ -53,11 +53,11 @@ def swept(ray_session, shared_data, tmp_path_factory):
         outcome = CliRunner().invoke(app, ["backtest", *PERIOD, "--sweep", f"{QUANTILE}=0.5,0.9"],
                                      terminal_width=200)
     assert outcome.exit_code == 0, outcome.output
-    return outcome.output, engine
+    return outcome.output, engine, url
 
 
 def test_every_grid_point_is_stored_as_its_own_run(swept):
-    _, engine = swept
+    _, engine, _ = swept
     stored = list_backtests(engine)
     assert len({b["portfolio"] for b in stored}) == 2
     quantiles = [load_result(engine, b["id"]).config["config_overrides"]["strategies"]["momentum"]["params"]
@@ -66,7 +66,7 @@ def test_every_grid_point_is_stored_as_its_own_run(swept):
 
 
 def test_the_table_shows_each_point_and_the_best_is_deflated_for_the_number_tried(swept):
-    output, engine = swept
+    output, engine, _ = swept
     results = [load_result(engine, b["id"]) for b in list_backtests(engine)]
     returns = [returns_of(r.equity_curve).to_numpy() for r in results]
     sharpes = [sharpe_ratio(x) for x in returns]
@@ -78,6 +78,16 @@ def test_the_table_shows_each_point_and_the_best_is_deflated_for_the_number_trie
     deflated = deflated_sharpe_ratio(returns[best], np.array(sharpes), 2)
     assert deflated < deflated_sharpe_ratio(returns[best], np.array(sharpes[best:best + 1]), 1)  # luck of 2 tries
     assert f"deflated Sharpe is {deflated:.2f}" in " ".join(output.split())
+
+
+def test_lab_backtests_lists_the_stored_runs_with_their_figures(swept, monkeypatch):
+    _, engine, url = swept
+    monkeypatch.setenv("LAB_DATABASE_URL", url)
+    listed = CliRunner().invoke(app, ["backtests"])
+    assert listed.exit_code == 0, listed.output
+    for stored in list_backtests(engine):
+        row = next(line for line in listed.output.splitlines() if line.split()[1:2] == [str(stored["id"])])
+        assert f"{stored['sharpe']:.2f}" in row and ("PASS" if stored["gate_passed"] else "FAIL") in row
 
 
 def test_the_sweep_flow_stores_every_run_and_compares_them_in_an_artifact(prefect_server, ray_session, shared_data,

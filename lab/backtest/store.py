@@ -91,11 +91,19 @@ def _asset_type(result: BacktestResult, symbol: str) -> str:
 
 
 def list_backtests(engine: Engine) -> list[dict[str, Any]]:
+    """The stored runs, oldest first: what names them, the portfolio's headline figures and
+    whether it passed the success gate."""
     with session_scope(engine) as session:
         rows = session.scalars(select(db.Backtest).order_by(db.Backtest.id)).all()
-        return [{"id": r.id, "name": r.name, "portfolio": r.portfolio, "strategies": r.strategies,
-                 "start": r.start, "end": r.end,
-                 "sharpe": (r.metrics or {}).get("metrics", {}).get("portfolio", {}).get("sharpe")} for r in rows]
+        out = []
+        for r in rows:
+            stored = r.metrics or {}
+            portfolio, gate = stored.get("metrics", {}).get("portfolio", {}), stored.get("gate") or []
+            out.append({"id": r.id, "name": r.name, "portfolio": r.portfolio, "strategies": r.strategies,
+                        "start": r.start, "end": r.end, "created_at": r.created_at,
+                        **{k: portfolio.get(k) for k in ("total_return", "sharpe", "max_drawdown", "trades")},
+                        "gate_passed": bool(gate) and all(check["passed"] for check in gate)})
+        return out
 
 
 def positions_over_time(fills: pd.DataFrame, closes: pd.DataFrame) -> pd.DataFrame:

@@ -12,7 +12,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from lab.cli._common import console, parse_assignment, print_table
 from lab.errors import ConfigError
 
-__all__ = ["backtest", "report"]
+__all__ = ["backtest", "backtests", "report"]
 
 
 def _reports_dir(home: Path, portfolio: str) -> Path:
@@ -60,6 +60,22 @@ def backtest(
     bars = bars_by_symbol(load_bars(lab.engine, result.symbols, end=result.end.to_pydatetime()))
     path = write_report(result, bars, _reports_dir(lab.settings.home, result.portfolio))
     console.print(f"backtest {backtest_id} stored as portfolio {result.portfolio}; report: {path}")
+
+
+def backtests() -> None:
+    """The stored backtests (sweep points included) with their headline figures."""
+    from lab.backtest import list_backtests
+    from lab.runtime import open_lab
+
+    stored = list_backtests(open_lab().engine)
+    if not stored:
+        console.print("no stored backtests yet; run `lab backtest --strategy ... --start ... --end ...`")
+        return
+    print_table("Stored backtests (out of sample, after fees and slippage)",
+                ["id", "name", "period", "return", "sharpe", "max dd", "trades", "gate", "stored"],
+                [(b["id"], b["name"], f"{b['start']}..{b['end']}", _pct(b["total_return"]), _num(b["sharpe"]),
+                  _pct(b["max_drawdown"]), b["trades"], "PASS" if b["gate_passed"] else "FAIL",
+                  f"{b['created_at']:%Y-%m-%d %H:%M}") for b in stored])
 
 
 def report(

@@ -41,6 +41,7 @@ app.command("features")(features_cli.features_cmd)
 app.add_typer(trade_cli.app, name="trade")
 app.command("portfolio")(trade_cli.portfolio)
 app.command("backtest")(backtest_cli.backtest)
+app.command("backtests")(backtest_cli.backtests)
 app.command("report")(backtest_cli.report)
 
 
