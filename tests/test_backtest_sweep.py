@@ -16,7 +16,7 @@ from lab.backtest.sweep import expand_grid
 from lab.cli.main import app
 from lab.config import load_config
 from lab.db import connect
-from lab.errors import ConfigError
+from lab.errors import ConfigError, LabError
 from lab.models.scoring import deflated_sharpe_ratio, sharpe_ratio
 from lab.performance import returns_of
 from tests.test_backtest import CONFIG, SYMBOLS, _store_bars
@@ -83,10 +83,12 @@ def test_the_table_shows_each_point_and_the_best_is_deflated_for_the_number_trie
 def test_lab_backtests_lists_the_stored_runs_with_their_figures(swept, monkeypatch):
     _, engine, url = swept
     monkeypatch.setenv("LAB_DATABASE_URL", url)
+    monkeypatch.setenv("COLUMNS", "250")  # one line per run
     listed = CliRunner().invoke(app, ["backtests"])
     assert listed.exit_code == 0, listed.output
     for stored in list_backtests(engine):
         row = next(line for line in listed.output.splitlines() if line.split()[1:2] == [str(stored["id"])])
+        assert stored["name"] in row  # "... [top_quantile=0.5]" as written, not taken for markup
         assert f"{stored['sharpe']:.2f}" in row and ("PASS" if stored["gate_passed"] else "FAIL") in row
 
 
@@ -119,6 +121,16 @@ def test_a_bad_sweep_is_refused_before_anything_runs(sweep, message, monkeypatch
     url = _lab_env(monkeypatch, tmp_path)
     outcome = CliRunner().invoke(app, ["backtest", *PERIOD, *(a for s in sweep for a in ("--sweep", s))])
     assert isinstance(outcome.exception, ConfigError) and message in str(outcome.exception)
+    assert list_backtests(connect(url)) == []
+
+
+def test_runs_that_fail_are_named_once_with_their_reason_and_nothing_is_stored(ray_session, monkeypatch, tmp_path):
+    url = _lab_env(monkeypatch, tmp_path)  # no bars stored
+    outcome = CliRunner().invoke(app, ["backtest", *PERIOD, "--sweep", f"{QUANTILE}=0.5,0.9"])
+    assert isinstance(outcome.exception, LabError)
+    assert str(outcome.exception) == (
+        f"sweep: no bars at all between 2019-01-01 and 2019-03-29 for {', '.join(SYMBOLS)} (in 2 of 2 runs: "
+        "momentum 2019-01-01..2019-03-29 [top_quantile=0.5]; momentum 2019-01-01..2019-03-29 [top_quantile=0.9])")
     assert list_backtests(connect(url)) == []
 
 

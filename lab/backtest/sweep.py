@@ -19,7 +19,7 @@ from lab.backtest.run import checked_config
 from lab.backtest.spec import BacktestSpec
 from lab.backtest.store import save_result
 from lab.config import TradingConfig
-from lab.errors import ConfigError
+from lab.errors import ConfigError, LabError
 from lab.models.scoring import deflated_sharpe_ratio, sharpe_ratio
 from lab.performance import Metrics, returns_of
 from lab.runtime import LabContext, ensure_ray
@@ -91,12 +91,27 @@ def _run_one(database_url: str, models_dir: str, base: TradingConfig, spec: Back
 
 def run_sweep(database_url: str, models_dir: Path, base: TradingConfig,
               specs: Sequence[BacktestSpec]) -> list[BacktestResult]:
-    """Run every spec as a Ray task (Ray must be initialised); results in spec order."""
+    """Run every spec as a Ray task (Ray must be initialised); results in spec order. When
+    runs fail for a reason the lab reports (no bars, no model, ...), each waits for the rest
+    and one error names every failed run's reason."""
     import ray
+    from ray.exceptions import RayTaskError
 
     task = ray.remote(num_cpus=1)(_run_one)
     base_ref = ray.put(base)
-    return ray.get([task.remote(database_url, str(models_dir), base_ref, spec) for spec in specs])
+    refs = [task.remote(database_url, str(models_dir), base_ref, spec) for spec in specs]
+    results, failed = [], {}
+    for spec, ref in zip(specs, refs, strict=True):
+        try:
+            results.append(ray.get(ref))
+        except RayTaskError as exc:
+            if not isinstance(exc.cause, LabError):
+                raise
+            failed.setdefault(str(exc.cause), []).append(spec.label)
+    if failed:
+        raise LabError("\n".join(f"sweep: {reason} (in {len(runs)} of {len(specs)} runs: {'; '.join(runs)})"
+                                 for reason, runs in failed.items()))
+    return results
 
 
 @dataclass(frozen=True)
