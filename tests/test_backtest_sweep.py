@@ -124,6 +124,13 @@ def test_a_bad_sweep_is_refused_before_anything_runs(sweep, message, monkeypatch
     assert list_backtests(connect(url)) == []
 
 
+def test_sweep_values_are_json_or_text_split_on_commas():
+    from lab.cli.backtest import _grid
+
+    assert _grid(["a.b=0.5,0.9", "c.d=[1, 2]", "e.f=true", 'g.h="x,y"', "i.j=abc,null"]) == {
+        "a.b": [0.5, 0.9], "c.d": [1, 2], "e.f": [True], "g.h": ["x,y"], "i.j": ["abc", None]}
+
+
 def test_runs_that_fail_are_named_once_with_their_reason_and_nothing_is_stored(ray_session, monkeypatch, tmp_path):
     url = _lab_env(monkeypatch, tmp_path)  # no bars stored
     outcome = CliRunner().invoke(app, ["backtest", *PERIOD, "--sweep", f"{QUANTILE}=0.5,0.9"])

@@ -99,16 +99,20 @@ def report(
 
 
 def _grid(items: list[str]) -> dict[str, list]:
-    """``--sweep`` options as a grid: each value list as JSON, else split on commas (each
-    piece JSON when it parses)."""
+    """``--sweep`` options as a grid: a value that is JSON is one value (a list: the values),
+    other text is split on commas, each piece JSON when it parses."""
     grid: dict[str, list] = {}
     for item in items:
-        key, values = parse_assignment("--sweep", item)
+        key, value = parse_assignment("--sweep", item)
         if key in grid:
             raise ConfigError([f"--sweep {key}: given twice; list its values once (KEY=V1,V2)"])
-        if not isinstance(values, list):
-            values = [parse_assignment("--sweep", f"{key}={piece.strip()}")[1] for piece in str(values).split(",")]
-        grid[key] = values
+        text = item.partition("=")[2]
+        if isinstance(value, list):
+            grid[key] = value
+        elif value == text:  # not JSON
+            grid[key] = [parse_assignment("--sweep", f"{key}={piece.strip()}")[1] for piece in text.split(",")]
+        else:
+            grid[key] = [value]
     return grid
 
 
