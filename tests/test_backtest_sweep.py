@@ -48,10 +48,10 @@ def swept(ray_session, shared_data, tmp_path_factory):
     home = tmp_path_factory.mktemp("sweep")
     with pytest.MonkeyPatch.context() as mp:
         url = _lab_env(mp, home)
+        mp.setenv("COLUMNS", "200")  # one line per table row
         engine = connect(url)
         _store_bars(engine, shared_data)
-        outcome = CliRunner().invoke(app, ["backtest", *PERIOD, "--sweep", f"{QUANTILE}=0.5,0.9"],
-                                     terminal_width=200)
+        outcome = CliRunner().invoke(app, ["backtest", *PERIOD, "--sweep", f"{QUANTILE}=0.5,0.9"])
     assert outcome.exit_code == 0, outcome.output
     return outcome.output, engine, url
 
@@ -72,9 +72,9 @@ def test_the_table_shows_each_point_and_the_best_is_deflated_for_the_number_trie
     sharpes = [sharpe_ratio(x) for x in returns]
     best = int(np.argmax(sharpes))
     assert any(len(r.fills) for r in results), "the sweep should trade on these bars"
-    rows = [line for line in output.splitlines() if "%" in line]
-    assert len(rows) == 2 and ["0.5" in rows[0], "0.9" in rows[1]] == [True, True]
-    assert "best" in rows[best] and "best" not in rows[1 - best]
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in output.splitlines() if "%" in line]
+    assert [row[0] for row in rows] == ["0.5", "0.9"]
+    assert [row[-1] for row in rows] == ["best" if i == best else "" for i in range(2)]
     deflated = deflated_sharpe_ratio(returns[best], np.array(sharpes), 2)
     assert deflated < deflated_sharpe_ratio(returns[best], np.array(sharpes[best:best + 1]), 1)  # luck of 2 tries
     assert f"deflated Sharpe is {deflated:.2f}" in " ".join(output.split())
