@@ -1,5 +1,6 @@
-"""Parameter sweeps: `lab backtest --sweep` checks every grid point before anything runs,
-fans the runs out on Ray, stores each, and judges the best against the number tried."""
+"""Settings from the command line: `lab backtest --set` for one run, `--sweep` for a grid
+that is checked point by point before anything runs, fanned out on Ray, stored run by run,
+and whose best is judged against the number tried."""
 
 from __future__ import annotations
 
@@ -51,18 +52,21 @@ def swept(ray_session, shared_data, tmp_path_factory):
         mp.setenv("COLUMNS", "200")  # one line per table row
         engine = connect(url)
         _store_bars(engine, shared_data)
-        outcome = CliRunner().invoke(app, ["backtest", *PERIOD, "--sweep", f"{QUANTILE}=0.5,0.9"])
+        outcome = CliRunner().invoke(app, ["backtest", *PERIOD, "--set", "execution.slippage_bps=2",
+                                           "--sweep", f"{QUANTILE}=0.5,0.9"])
     assert outcome.exit_code == 0, outcome.output
     return outcome.output, engine, url
 
 
-def test_every_grid_point_is_stored_as_its_own_run(swept):
+def test_every_grid_point_is_stored_as_its_own_run_with_the_fixed_settings(swept):
     _, engine, _ = swept
     stored = list_backtests(engine)
     assert len({b["portfolio"] for b in stored}) == 2
-    quantiles = [load_result(engine, b["id"]).config["config_overrides"]["strategies"]["momentum"]["params"]
-                 ["top_quantile"] for b in stored]
-    assert quantiles == [0.5, 0.9]
+    overrides = [load_result(engine, b["id"]).config["config_overrides"] for b in stored]
+    assert [o["strategies"]["momentum"]["params"]["top_quantile"] for o in overrides] == [0.5, 0.9]
+    assert [o["execution"]["slippage_bps"] for o in overrides] == [2, 2]
+    assert [b["name"] for b in stored] == [f"momentum 2019-01-01..2019-03-29 [slippage_bps=2] [top_quantile={q}]"
+                                           for q in (0.5, 0.9)]
 
 
 def test_the_table_shows_each_point_and_the_best_is_deflated_for_the_number_tried(swept):
@@ -115,13 +119,41 @@ def test_the_sweep_flow_stores_every_run_and_compares_them_in_an_artifact(prefec
     ([f"{QUANTILE}=[0.5, 7]"], "sweep point top_quantile=7: config_overrides"),
     (["strategies.momentum.params.top_quantil=0.5"], "unknown parameter (did you mean 'top_quantile'?)"),
     ([f"{QUANTILE}=0.5,0.5"], "sweep point top_quantile=0.5: the same config as top_quantile=0.5"),
-    (["risk.max_positions=3", "risk=1"], "sweep risk: overlaps another swept setting"),
+    (["risk.max_positions=3", "risk=1"], "risk: another setting given lies inside it"),
 ])
 def test_a_bad_sweep_is_refused_before_anything_runs(sweep, message, monkeypatch, tmp_path):
     url = _lab_env(monkeypatch, tmp_path)
     outcome = CliRunner().invoke(app, ["backtest", *PERIOD, *(a for s in sweep for a in ("--sweep", s))])
     assert isinstance(outcome.exception, ConfigError) and message in str(outcome.exception)
     assert list_backtests(connect(url)) == []
+
+
+def test_a_set_setting_changes_the_one_run_and_its_name(shared_data, monkeypatch, tmp_path):
+    engine = connect(_lab_env(monkeypatch, tmp_path))
+    _store_bars(engine, shared_data)
+    outcome = CliRunner().invoke(app, ["backtest", *PERIOD, "--set", "execution.slippage_bps=0",
+                                       "--set", f"{QUANTILE}=0.6"])
+    assert outcome.exit_code == 0, outcome.output
+    [stored] = list_backtests(engine)
+    assert stored["name"] == "momentum 2019-01-01..2019-03-29 [slippage_bps=0, top_quantile=0.6]"
+    assert load_result(engine, stored["id"]).config["config_overrides"] == {
+        "execution": {"slippage_bps": 0}, "strategies": {"momentum": {"params": {"top_quantile": 0.6}}}}
+
+
+@pytest.mark.parametrize(("options", "message"), [
+    (["--set", "risk.nope=1"], "config_overrides: risk.nope: Extra inputs are not permitted"),
+    (["--set", f"{QUANTILE}=2"], f"config_overrides: {QUANTILE}: 2 is outside [0.5, 0.95]"),
+    (["--set", "risk.max_positions=3", "--set", "risk.max_positions=4"], "--set risk.max_positions: given twice"),
+    (["--set", f"{QUANTILE}=0.6", "--sweep", f"{QUANTILE}=0.5,0.9"], f"{QUANTILE}: given to both --set and --sweep"),
+    (["--set", "risk=1", "--sweep", "risk.max_positions=2,3"], "risk.max_positions: lies inside another setting"),
+])
+def test_a_bad_setting_is_refused_before_anything_runs(options, message, monkeypatch, tmp_path, shared_data):
+    engine = connect(_lab_env(monkeypatch, tmp_path))
+    _store_bars(engine, shared_data)
+    for symbols in (PERIOD, PERIOD[:PERIOD.index("--symbol")]):  # the symbols given, or the config's
+        outcome = CliRunner().invoke(app, ["backtest", *symbols, *options])
+        assert isinstance(outcome.exception, ConfigError) and message in str(outcome.exception), outcome.output
+    assert list_backtests(engine) == []
 
 
 def test_sweep_values_are_json_or_text_split_on_commas():

@@ -119,7 +119,8 @@ def run_backtest(engine, base: TradingConfig, registry: ModelRegistry, spec: Bac
     check_period(start, end)
     for name in spec.strategies:
         get_strategy(name)  # an unknown name fails with a did-you-mean hint
-    wanted = spec.symbols or _config_symbols(spec.trading_config(base), spec.strategies)
+    overridden = checked_config(base, spec)  # bad overrides fail before any bar is read
+    wanted = spec.symbols or _config_symbols(overridden, spec.strategies)
     benchmark = spec.benchmark or next(iter(base.universe.asset_classes().values())).benchmark
     history_start = start - pd.Timedelta(days=max(HISTORY_DAYS, spec.walk_forward.train_days + HISTORY_DAYS))
     frame = load_bars(engine, sorted({*wanted, benchmark}), start=history_start.to_pydatetime(),

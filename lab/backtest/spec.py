@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Mapping
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -12,8 +13,9 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from lab.config import TradingConfig
+from lab.errors import ConfigError
 
-__all__ = ["BacktestSpec", "WalkForward"]
+__all__ = ["BacktestSpec", "WalkForward", "nested_settings", "settings_label"]
 
 
 class _Frozen(BaseModel):
@@ -74,15 +76,41 @@ class BacktestSpec(_Frozen):
         """End of the last day: bars stamped any time on ``end`` are inside."""
         return pd.Timestamp(self.end, tz="UTC") + pd.Timedelta(days=1) - pd.Timedelta(microseconds=1)
 
-    def with_overrides(self, overrides: dict[str, Any], *, name: str) -> BacktestSpec:
-        """This spec with ``overrides`` deep-merged into its own (a new key, a new run)."""
-        return self.model_copy(update={"config_overrides": _deep_merge(self.config_overrides, overrides),
-                                       "name": name})
+    def with_settings(self, settings: Mapping[str, Any]) -> BacktestSpec:
+        """This spec with ``settings`` (dotted config paths -> values) merged into its
+        overrides and named after them: another key, another run."""
+        overrides = _deep_merge(self.config_overrides, nested_settings(settings))
+        return self.model_copy(update={"config_overrides": overrides,
+                                       "name": f"{self.label} [{settings_label(settings)}]"})
 
     def trading_config(self, base: TradingConfig) -> TradingConfig:
         """The base config with this run's overrides, validated like the file itself."""
         merged = _deep_merge(base.model_dump(mode="json"), self.config_overrides)
         return TradingConfig.model_validate(merged)
+
+
+def nested_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """Dotted config paths ("risk.max_positions") and their values as the nested overrides
+    they stand for; a path that is not dotted names or lies inside another is refused."""
+    out: dict[str, Any] = {}
+    for path, value in settings.items():
+        *parents, leaf = path.split(".")
+        if not all(path.split(".")):
+            raise ConfigError([f"{path!r}: not a dotted config path"])
+        node = out
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError([f"{path}: lies inside another setting given"])
+        if leaf in node:
+            raise ConfigError([f"{path}: another setting given lies inside it"])
+        node[leaf] = value
+    return out
+
+
+def settings_label(settings: Mapping[str, Any]) -> str:
+    """``leaf=value, ...``: how a run made of ``settings`` is told apart."""
+    return ", ".join(f"{path.rsplit('.', 1)[-1]}={value}" for path, value in settings.items())
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

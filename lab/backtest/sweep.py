@@ -16,7 +16,7 @@ import numpy as np
 
 from lab.backtest.result import BacktestResult
 from lab.backtest.run import checked_config
-from lab.backtest.spec import BacktestSpec
+from lab.backtest.spec import BacktestSpec, nested_settings, settings_label
 from lab.backtest.store import save_result
 from lab.config import TradingConfig
 from lab.errors import ConfigError, LabError
@@ -38,20 +38,20 @@ def expand_grid(base: BacktestSpec, grid: Mapping[str, Sequence[Any]], config: T
     ("strategies.momentum.params.top_quantile") to the values to try. Every point must make
     a valid config for ``config`` and be a distinct run, or none is returned."""
     problems = [] if grid else ["sweep: no setting to vary"]
-    for key, values in grid.items():
-        if not key or not all(key.split(".")):
-            problems.append(f"sweep {key!r}: not a dotted config path")
-        if isinstance(values, str | bytes) or not isinstance(values, Sequence) or not values:
-            problems.append(f"sweep {key}: needs a non-empty list of values, got {values!r}")
+    problems += [f"sweep {key}: needs a non-empty list of values, got {values!r}" for key, values in grid.items()
+                 if isinstance(values, str | bytes) or not isinstance(values, Sequence) or not values]
+    try:
+        nested_settings(dict.fromkeys(grid))
+    except ConfigError as exc:
+        problems += [f"sweep {problem}" for problem in exc.problems]
     if problems:
         raise ConfigError(problems)
-    _nested(dict.fromkeys(grid))  # no key inside another
     points, seen = [], {}
     for values in itertools.product(*grid.values()):
         settings = dict(zip(grid, values, strict=True))
-        label = ", ".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in settings.items())
+        label = settings_label(settings)
         try:
-            spec = base.with_overrides(_nested(settings), name=f"{base.label} [{label}]")
+            spec = base.with_settings(settings)
             run_config = checked_config(config, spec).model_dump_json()
         except ConfigError as exc:
             problems.extend(f"sweep point {label}: {problem}" for problem in exc.problems)
@@ -63,21 +63,6 @@ def expand_grid(base: BacktestSpec, grid: Mapping[str, Sequence[Any]], config: T
     if problems:
         raise ConfigError(problems)
     return points
-
-
-def _nested(flat: Mapping[str, Any]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for path, value in flat.items():
-        node = out
-        *parents, leaf = path.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError([f"sweep {path}: overlaps another swept setting"])
-        if leaf in node:
-            raise ConfigError([f"sweep {path}: overlaps another swept setting"])
-        node[leaf] = value
-    return out
 
 
 def _run_one(database_url: str, models_dir: str, base: TradingConfig, spec: BacktestSpec) -> BacktestResult:

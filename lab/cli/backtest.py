@@ -1,10 +1,12 @@
-"""``lab backtest`` and ``lab report``: run the engine over history, store, export, report."""
+"""``lab backtest``, ``lab backtests`` and ``lab report``: run the engine over history (one run,
+or a sweep), store, list, export, report."""
 
 from __future__ import annotations
 
 import math
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -29,20 +31,30 @@ def backtest(
     window_days: int = typer.Option(182, help="retrain every N days"),
     export: Path | None = typer.Option(None, help="also write equity/orders/trades/positions here"),
     fmt: str = typer.Option("parquet", "--format", help="parquet or csv"),
+    setting: list[str] = typer.Option(
+        [], "--set", help="KEY=VALUE: a config setting for this run; KEY is a dotted config path, e.g. "
+                          "execution.slippage_bps=5 (VALUE as JSON when it parses); repeat for more"),
     sweep: list[str] = typer.Option(
         [], help="KEY=V1,V2,... (or a JSON list): one backtest per combination, run on Ray; KEY is a dotted "
                  "config path, e.g. strategies.momentum.params.top_quantile=0.6,0.8; repeat to add settings"),
 ) -> None:
     """Backtest strategies through the trading engine with a historical clock."""
     from lab.backtest import BacktestSpec, WalkForward, run_backtest, save_result
+    from lab.backtest.spec import nested_settings
     from lab.report import write_report
     from lab.runtime import open_lab
 
+    fixed, grid = _settings(setting), _grid(sweep)
+    if both := sorted(set(fixed) & set(grid)):
+        raise ConfigError([f"{key}: given to both --set and --sweep" for key in both])
+    nested_settings({**fixed, **dict.fromkeys(grid)})  # none inside another
     lab = open_lab()
     spec = BacktestSpec(strategies=strategy, start=start.date(), end=end.date(), symbols=symbol or None,
                         benchmark=benchmark, walk_forward=WalkForward(mode=walk_forward, window_days=window_days))
-    if sweep:
-        _sweep(lab, spec, _grid(sweep), export, fmt)
+    if fixed:
+        spec = spec.with_settings(fixed)
+    if grid:
+        _sweep(lab, spec, grid, export, fmt)
         return
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} bars"),
                TimeRemainingColumn())
@@ -98,15 +110,28 @@ def report(
     console.print(str(path))
 
 
+def _by_key(option: str, items: list[str]) -> dict[str, tuple[Any, str]]:
+    """An option's ``KEY=VALUE`` items, each key once: the value parsed (``parse_assignment``)
+    and as written."""
+    out: dict[str, tuple[Any, str]] = {}
+    for item in items:
+        key, value = parse_assignment(option, item)
+        if key in out:
+            raise ConfigError([f"{option} {key}: given twice"])
+        out[key] = (value, item.partition("=")[2])
+    return out
+
+
+def _settings(items: list[str]) -> dict[str, Any]:
+    """``--set`` options: one value each."""
+    return {key: value for key, (value, _) in _by_key("--set", items).items()}
+
+
 def _grid(items: list[str]) -> dict[str, list]:
     """``--sweep`` options as a grid: a value that is JSON is one value (a list: the values),
     other text is split on commas, each piece JSON when it parses."""
-    grid: dict[str, list] = {}
-    for item in items:
-        key, value = parse_assignment("--sweep", item)
-        if key in grid:
-            raise ConfigError([f"--sweep {key}: given twice; list its values once (KEY=V1,V2)"])
-        text = item.partition("=")[2]
+    grid = {}
+    for key, (value, text) in _by_key("--sweep", items).items():
         if isinstance(value, list):
             grid[key] = value
         elif value == text:  # not JSON
