@@ -5,6 +5,7 @@ table artifact)."""
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 from prefect import flow
 from prefect.artifacts import create_link_artifact, create_table_artifact
@@ -18,13 +19,21 @@ from lab.runtime import open_lab
 __all__ = ["backtest_flow", "sweep_flow"]
 
 
+def _spec(strategies: list[str], start: str, end: str, walk_forward: str, name: str | None,
+          symbols: list[str] | None, settings: dict[str, Any] | None) -> BacktestSpec:
+    spec = BacktestSpec(strategies=strategies, start=date.fromisoformat(start), end=date.fromisoformat(end),
+                        symbols=symbols, walk_forward=WalkForward(mode=walk_forward), name=name)
+    return spec.with_settings(settings) if settings else spec
+
+
 @flow(name="run_backtest", log_prints=True)
 def backtest_flow(strategies: list[str], start: str, end: str, walk_forward: str = "retrain",
-                  name: str | None = None) -> dict:
-    """Backtest ``strategies`` over [start, end]; returns the stored id, report path and metrics."""
+                  name: str | None = None, symbols: list[str] | None = None,
+                  settings: dict[str, Any] | None = None) -> dict:
+    """Backtest ``strategies`` over [start, end] (``settings``: dotted config paths -> values,
+    as ``lab backtest --set``); returns the stored id, report path and metrics."""
     lab = open_lab()
-    spec = BacktestSpec(strategies=strategies, start=date.fromisoformat(start), end=date.fromisoformat(end),
-                        walk_forward=WalkForward(mode=walk_forward), name=name)
+    spec = _spec(strategies, start, end, walk_forward, name, symbols, settings)
     result = run_backtest(lab.engine, lab.config, lab.registry, spec)
     backtest_id = save_result(lab.engine, result)
     bars = bars_by_symbol(load_bars(lab.engine, result.symbols, end=result.end.to_pydatetime()))
@@ -41,12 +50,13 @@ def backtest_flow(strategies: list[str], start: str, end: str, walk_forward: str
 
 @flow(name="run_backtest_sweep", log_prints=True)
 def sweep_flow(strategies: list[str], start: str, end: str, grid: dict[str, list], walk_forward: str = "retrain",
-               name: str | None = None) -> dict:
-    """One backtest per combination of ``grid`` (dotted config path -> values), run on Ray and
-    stored; returns each run's figures and the best's deflated Sharpe."""
+               name: str | None = None, symbols: list[str] | None = None,
+               settings: dict[str, Any] | None = None) -> dict:
+    """One backtest per combination of ``grid`` (dotted config path -> values; ``settings``
+    fixed for all), run on Ray and stored; returns each run's figures and the best's deflated
+    Sharpe."""
     lab = open_lab()
-    spec = BacktestSpec(strategies=strategies, start=date.fromisoformat(start), end=date.fromisoformat(end),
-                        walk_forward=WalkForward(mode=walk_forward), name=name)
+    spec = _spec(strategies, start, end, walk_forward, name, symbols, settings)
     comparison, _ = run_stored_sweep(lab, spec, grid)
     runs = [{**row.settings, "id": row.backtest_id, "portfolio": row.portfolio, **row.metrics.as_dict(),
              "gate_passed": row.gate_passed} for row in comparison.rows]

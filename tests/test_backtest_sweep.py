@@ -103,10 +103,13 @@ def test_the_sweep_flow_stores_every_run_and_compares_them_in_an_artifact(prefec
     engine = connect(_lab_env(monkeypatch, tmp_path))
     _store_bars(engine, shared_data)
     state = sweep_flow(strategies=["momentum"], start="2019-01-01", end="2019-03-29", grid={QUANTILE: [0.5, 0.9]},
-                       return_state=True)
+                       symbols=SYMBOLS[:3], settings={"execution.slippage_bps": 2}, return_state=True)
     outcome = state.result()
     assert [run[QUANTILE] for run in outcome["runs"]] == [0.5, 0.9]
     assert [run["id"] for run in outcome["runs"]] == [b["id"] for b in list_backtests(engine)]
+    for run in outcome["runs"]:
+        stored = load_result(engine, run["id"])
+        assert stored.symbols == SYMBOLS[:3] and stored.config["config_overrides"]["execution"]["slippage_bps"] == 2
     [artifact] = [a for a in _read(_artifacts(state.state_details.flow_run_id)) if a.key == "backtest-sweep"]
     assert [row[QUANTILE] for row in json.loads(artifact.data)] == [0.5, 0.9]
     assert f"deflated Sharpe of {outcome['deflated_sharpe']:.2f}" in artifact.description
@@ -144,8 +147,12 @@ def test_a_set_setting_changes_the_one_run_and_its_name(shared_data, monkeypatch
     (["--set", "risk.nope=1"], "config_overrides: risk.nope: Extra inputs are not permitted"),
     (["--set", f"{QUANTILE}=2"], f"config_overrides: {QUANTILE}: 2 is outside [0.5, 0.95]"),
     (["--set", "risk.max_positions=3", "--set", "risk.max_positions=4"], "--set risk.max_positions: given twice"),
-    (["--set", f"{QUANTILE}=0.6", "--sweep", f"{QUANTILE}=0.5,0.9"], f"{QUANTILE}: given to both --set and --sweep"),
-    (["--set", "risk=1", "--sweep", "risk.max_positions=2,3"], "risk.max_positions: lies inside another setting"),
+    (["--set", f"{QUANTILE}=0.6", "--sweep", f"{QUANTILE}=0.5,0.9"],
+     f"sweep {QUANTILE}: the base run's overrides set it already"),
+    (["--set", "risk.max_positions=3", "--sweep", "risk=[1]"], "sweep risk: the base run's overrides set it already"),
+    (["--set", "risk=1", "--sweep", "risk.max_positions=[3]"],
+     "sweep risk.max_positions: the base run's overrides set it already"),
+    (["--set", "risk.max_positions=3", "--set", "risk=1"], "risk: another setting given lies inside it"),
 ])
 def test_a_bad_setting_is_refused_before_anything_runs(options, message, monkeypatch, tmp_path, shared_data):
     engine = connect(_lab_env(monkeypatch, tmp_path))

@@ -44,6 +44,8 @@ def expand_grid(base: BacktestSpec, grid: Mapping[str, Sequence[Any]], config: T
         nested_settings(dict.fromkeys(grid))
     except ConfigError as exc:
         problems += [f"sweep {problem}" for problem in exc.problems]
+    problems += [f"sweep {key}: the base run's overrides set it already" for key in grid
+                 if _set_at(base.config_overrides, key)]
     if problems:
         raise ConfigError(problems)
     points, seen = [], {}
@@ -63,6 +65,18 @@ def expand_grid(base: BacktestSpec, grid: Mapping[str, Sequence[Any]], config: T
     if problems:
         raise ConfigError(problems)
     return points
+
+
+def _set_at(overrides: Mapping[str, Any], path: str) -> bool:
+    """Whether ``overrides`` set a dotted path, or a value on its way there."""
+    node: Any = overrides
+    for part in path.split("."):
+        if not isinstance(node, Mapping):
+            return True
+        if part not in node:
+            return False
+        node = node[part]
+    return True
 
 
 def _run_one(database_url: str, models_dir: str, base: TradingConfig, spec: BacktestSpec) -> BacktestResult:

@@ -40,14 +40,10 @@ def backtest(
 ) -> None:
     """Backtest strategies through the trading engine with a historical clock."""
     from lab.backtest import BacktestSpec, WalkForward, run_backtest, save_result
-    from lab.backtest.spec import nested_settings
     from lab.report import write_report
     from lab.runtime import open_lab
 
     fixed, grid = _settings(setting), _grid(sweep)
-    if both := sorted(set(fixed) & set(grid)):
-        raise ConfigError([f"{key}: given to both --set and --sweep" for key in both])
-    nested_settings({**fixed, **dict.fromkeys(grid)})  # none inside another
     lab = open_lab()
     spec = BacktestSpec(strategies=strategy, start=start.date(), end=end.date(), symbols=symbol or None,
                         benchmark=benchmark, walk_forward=WalkForward(mode=walk_forward, window_days=window_days))
