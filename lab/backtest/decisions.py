@@ -27,10 +27,11 @@ from lab.features import create_training_data, get_feature_set
 from lab.models.predictor import XGBPredictor, predictor_class
 from lab.registry import ModelRegistry
 from lab.strategy import get_strategy
-from lab.trading.model import Intent, Order
+from lab.trading.model import Intent, Order, Side
 from lab.trading.portfolio import ExitDecision, PortfolioManager
 from lab.trading.predictions import NoActiveModel, Prediction, PredictionSource, RegistryPredictions
 from lab.trading.signals import FeatureSource, TradeSignalEngine, exit_decisions
+from lab.trading.step import Candidate
 
 __all__ = [
     "CrossoverDecisions",
@@ -45,8 +46,8 @@ class Decisions(Protocol):
     def exits(self, as_of: datetime, manager: PortfolioManager, pending: Sequence[Order]) -> list[ExitDecision]:
         ...
 
-    def entries(self, as_of: datetime, prices: Mapping[str, float]) -> list[dict]:
-        """Signals as records with the ``SIGNAL_COLUMNS`` keys, best first."""
+    def entries(self, as_of: datetime, prices: Mapping[str, float]) -> list[Candidate]:
+        """The entries the signals ask for, best first."""
         ...
 
     def exit_mask(self, index: pd.DatetimeIndex, symbols: Sequence[str]) -> np.ndarray | None:
@@ -176,10 +177,10 @@ class EngineDecisions:
     def exit_mask(self, index: pd.DatetimeIndex, symbols: Sequence[str]) -> None:
         return None  # stops, targets, holding time and exit rules may fire on any bar
 
-    def entries(self, as_of: datetime, prices: Mapping[str, float]) -> list[dict]:
+    def entries(self, as_of: datetime, prices: Mapping[str, float]) -> list[Candidate]:
         engine = TradeSignalEngine(self.config, self.predictions.at(as_of), self.features, as_of=as_of,
                                    prices=prices)
-        return engine.generate(self.universe).to_dict("records")
+        return [Candidate.from_record(record) for record in engine.generate(self.universe).to_dict("records")]
 
 
 class CrossoverDecisions:
@@ -225,10 +226,9 @@ class CrossoverDecisions:
         flags = pd.DataFrame(self._exits, index=self._index, columns=self._symbols)
         return flags.reindex(index=index, columns=list(symbols), fill_value=False).to_numpy(dtype=bool)
 
-    def entries(self, as_of: datetime, prices: Mapping[str, float]) -> list[dict]:
+    def entries(self, as_of: datetime, prices: Mapping[str, float]) -> list[Candidate]:
         row = self._row_of(as_of)
         if row is None or not self._any_entry[row]:
             return []
-        return [{"symbol": s, "strategy": self.strategy, "side": "buy", "confidence": 1.0, "entry": prices[s],
-                 "stop_loss": None, "take_profit": None, "ev": None, "rr": None, "model_version": 0}
+        return [Candidate(strategy=self.strategy, symbol=s, side=Side.BUY, entry=prices[s], confidence=1.0)
                 for s in self._symbols[self._entries[row]] if s in prices]

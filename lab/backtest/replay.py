@@ -213,11 +213,11 @@ def replay(
             present = market.has_bar[t]
             prices = _Prices(closes[t], column, present)
             wanted: dict[int, list[Candidate]] = {}
-            for record in decisions.entries(as_of, prices):
+            for candidate in decisions.entries(as_of, prices):
                 # a pair's legs must share an account (so per-symbol accounts never trade pairs)
-                owners = {account_of.get(leg) for leg in record["symbol"].split("/")}
+                owners = {account_of.get(leg) for leg in candidate.symbol.split("/")}
                 if len(owners) == 1 and (a := owners.pop()) is not None:
-                    wanted.setdefault(a, []).append(Candidate.from_record(record))
+                    wanted.setdefault(a, []).append(candidate)
             for a in sorted(ordering | idle.due(t, qty, account_cash, holding) | set(wanted)):
                 account, candidates = accounts[a], wanted.get(a, [])
                 if a in holding:
