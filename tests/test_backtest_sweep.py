@@ -9,6 +9,7 @@ from datetime import date
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
@@ -53,7 +54,7 @@ def swept(ray_session, shared_data, tmp_path_factory):
         engine = connect(url)
         _store_bars(engine, shared_data)
         outcome = CliRunner().invoke(app, ["backtest", *PERIOD, "--set", "execution.slippage_bps=2",
-                                           "--sweep", f"{QUANTILE}=0.5,0.9"])
+                                           "--sweep", f"{QUANTILE}=0.5,0.9", "--export", str(home / "export")])
     assert outcome.exit_code == 0, outcome.output
     return outcome.output, engine, url
 
@@ -67,6 +68,14 @@ def test_every_grid_point_is_stored_as_its_own_run_with_the_fixed_settings(swept
     assert [o["execution"]["slippage_bps"] for o in overrides] == [2, 2]
     assert [b["name"] for b in stored] == [f"momentum 2019-01-01..2019-03-29 [slippage_bps=2] [top_quantile={q}]"
                                            for q in (0.5, 0.9)]
+
+
+def test_each_run_is_exported_in_its_own_folder(swept):
+    _, engine, url = swept
+    export = Path(url.removeprefix("sqlite:///")).parent / "export"
+    for stored in list_backtests(engine):
+        trades = pd.read_parquet(export / stored["portfolio"].replace(":", "-") / "trades.parquet")
+        assert len(trades) == len(load_result(engine, stored["id"]).fills)
 
 
 def test_the_table_shows_each_point_and_the_best_is_deflated_for_the_number_tried(swept):

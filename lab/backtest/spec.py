@@ -94,8 +94,8 @@ def nested_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     they stand for; a path that is not dotted names or lies inside another is refused."""
     out: dict[str, Any] = {}
     for path, value in settings.items():
-        *parents, leaf = path.split(".")
-        if not all(path.split(".")):
+        *parents, leaf = names = path.split(".")
+        if not all(names):
             raise ConfigError([f"{path!r}: not a dotted config path"])
         node = out
         for part in parents:
