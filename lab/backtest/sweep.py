@@ -90,9 +90,9 @@ def _run_one(database_url: str, models_dir: str, base: TradingConfig, spec: Back
 
 def run_sweep(database_url: str, models_dir: Path, base: TradingConfig,
               specs: Sequence[BacktestSpec]) -> list[BacktestResult]:
-    """Run every spec as a Ray task (Ray must be initialised); results in spec order. When
-    runs fail for a reason the lab reports (no bars, no model, ...), each waits for the rest
-    and one error names every failed run's reason."""
+    """Run every spec as a Ray task (Ray must be initialised); results in spec order. Runs
+    that fail for a reason the lab reports (no bars, no model, ...) are gathered until every
+    run has ended, then one error names each reason and its runs."""
     import ray
     from ray.exceptions import RayTaskError
 
