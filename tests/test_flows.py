@@ -57,6 +57,20 @@ def test_every_deployment_is_registered_with_its_cron_and_time_zone(prefect_serv
         assert stored.parameters == spec.parameters
 
 
+def test_flows_list_names_every_flow_that_flows_run_starts(monkeypatch):
+    from typer.testing import CliRunner
+
+    from flows.deployments import FLOWS
+    from lab.cli.main import app
+
+    monkeypatch.setenv("COLUMNS", "400")
+    listed = CliRunner().invoke(app, ["flows", "list"])
+    assert listed.exit_code == 0, listed.output
+    line = next(line for line in listed.output.splitlines() if "lab flows run NAME" in line)
+    assert sorted(line.split(": ", 1)[1].split(", ")) == sorted(FLOWS)
+    assert {"run_backtest", "run_backtest_sweep"} <= set(FLOWS)
+
+
 def test_the_stock_schedules_run_in_new_york_time():
     config = load_config(REPO_CONFIG)
     assert (config.schedules["stock_collection"].cron, config.schedules["stock_collection"].timezone) == \

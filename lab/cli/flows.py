@@ -13,8 +13,8 @@ app = typer.Typer(help="Prefect flows and their schedules.", no_args_is_help=Tru
 
 @app.command("list")
 def list_cmd() -> None:
-    """The deployments and their schedules."""
-    from flows.deployments import DEPLOYMENTS
+    """The deployments and their schedules, and every flow `lab flows run` starts."""
+    from flows.deployments import DEPLOYMENTS, FLOWS
     from lab.runtime import open_lab
 
     schedules = open_lab().config.schedules
@@ -22,6 +22,7 @@ def list_cmd() -> None:
         (d.name, d.flow.name, schedules[d.schedule].cron, schedules[d.schedule].timezone, json.dumps(d.parameters))
         for d in DEPLOYMENTS
     ])
+    console.print(f"`lab flows run NAME [-p KEY=VALUE]` starts any of: {', '.join(sorted(FLOWS))}")
 
 
 @app.command("serve")
