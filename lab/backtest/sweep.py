@@ -1,8 +1,9 @@
 """A parameter sweep: a base spec and a grid of config settings expand into one spec per
 grid point (each its own content hash and portfolio), every point checked before any runs;
-the runs fan out as Ray tasks (workers only read the database; the caller stores the
-results); and the comparison judges the best point against how many were tried, because
-picking it by its result over the same period is a choice made in sample."""
+the runs fan out as Ray tasks (workers only read the database and model files, so on a
+cluster both must be reachable from every node; the caller stores the results); and the
+comparison judges the best point against how many were tried, because picking it by its
+result over the same period is a choice made in sample."""
 
 from __future__ import annotations
 
