@@ -245,3 +245,43 @@ def test_a_model_registered_after_the_start_is_refused(sqlite_bars, shared_data,
     spec = _spec(walk_forward=WalkForward(mode="pretrained"))
     with pytest.raises(DataError, match="registered 2019-02-01, not before the backtest start 2019-01-01"):
         run_backtest(sqlite_bars, load_config(CONFIG), registry, spec)
+
+
+def _store_fundamentals(engine, facts: list[tuple[str, str, float]]) -> None:
+    """(symbol, known from, P/E) rows with a P/B of 2."""
+    with engine.begin() as conn:
+        conn.execute(insert(db.Fundamental), [
+            {"symbol": s, "known_at": pd.Timestamp(known, tz="UTC").to_pydatetime(), "pe_ratio": pe, "pb_ratio": 2.0,
+             "market_cap": 1e11, "sector": "Technology", "source": "test"} for s, known, pe in facts])
+
+
+def _value_spec(**changes) -> BacktestSpec:
+    overrides = {"strategies": {"value": {"min_confidence": 0.01, "max_positions": 4}},  # a rule hit is a signal
+                 "sizing": {"method": "percent", "percent_of_equity": 0.2},
+                 "risk": {"max_position_pct": 0.25, "cash_reserve_pct": 0.05}}
+    return _spec(strategies=["value"], config_overrides=overrides, **changes)
+
+
+def test_value_trades_on_the_fundamentals_known_at_each_bar(sqlite_bars, tmp_path):
+    _store_fundamentals(sqlite_bars, [("MSFT", "2015-01-02", 15.0),  # cheap all along
+                                      ("IBM", "2015-01-02", 45.0),  # too dear for max_pe 20
+                                      ("KO", "2015-01-02", 45.0), ("KO", "2019-03-01", 12.0)])  # cheap from March
+    entries = _run(sqlite_bars, _value_spec(), tmp_path).orders.query("intent == 'entry'")
+    assert set(entries["symbol"]) == {"MSFT", "KO"}  # AAPL has no fundamentals at all
+    assert entries.loc[entries["symbol"] == "KO", "ts"].min() >= pd.Timestamp("2019-03-01", tz="UTC")
+
+
+def test_value_without_fundamentals_known_before_the_start_is_a_clear_error(sqlite_bars, tmp_path, monkeypatch):
+    _store_fundamentals(sqlite_bars, [("MSFT", "2019-02-01", 15.0)])
+    fitted = []
+    monkeypatch.setattr(WalkForwardPredictions, "fit", lambda *a, **k: fitted.append(a))
+    with pytest.raises(DataError, match=r"value reads point-in-time fundamentals \(P/E, P/B\), but none of AAPL, "
+                                        r"MSFT, IBM, KO has any known before 2019-01-01 \(the first is known from "
+                                        r"2019-02-01\)"):
+        _run(sqlite_bars, _value_spec(), tmp_path)
+    assert fitted == []
+
+
+def test_symbols_never_ingested_are_named_with_the_command_that_ingests_them(sqlite_bars, tmp_path):
+    with pytest.raises(DataError, match=r"no stored bars at all for NVDA; ingest them first \(`lab ingest`\)"):
+        _run(sqlite_bars, _spec(symbols=["NVDA"]), tmp_path)

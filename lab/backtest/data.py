@@ -1,4 +1,5 @@
-"""The bars a backtest replays: checked up front so bad input fails before any work is done.
+"""The bars (and fundamentals) a backtest replays: checked up front so bad input fails before
+any work is done.
 
 A symbol with holes still runs (the engine simply has no bar for it that session); the
 missing sessions are reported. Sessions come from the NYSE calendar for stocks and from
@@ -16,7 +17,7 @@ import pandas as pd
 
 from lab.errors import DataError
 
-__all__ = ["check_period", "missing_sessions", "nanoseconds", "require_bars", "span"]
+__all__ = ["check_period", "missing_sessions", "nanoseconds", "require_bars", "require_fundamentals", "span"]
 
 _DAY_NS = 86_400 * 10**9
 
@@ -87,6 +88,20 @@ def require_bars(bars: dict[str, pd.DataFrame], symbols: list[str], start: pd.Ti
         raise DataError("a backtest needs at least one symbol")
     empty = [s for s in symbols if s not in bars or not len(bars[s].index[span(bars[s].index, start, end)])]
     if len(empty) == len(symbols) and not any(s in bars and len(bars[s]) for s in symbols):
-        raise DataError(f"no stored bars at all for {', '.join(empty)}; ingest them first (`lab data ingest`)")
+        raise DataError(f"no stored bars at all for {', '.join(empty)}; ingest them first (`lab ingest`)")
     if empty:
         raise DataError(f"no bars between {start.date()} and {end.date()} for: {', '.join(empty)}")
+
+
+def require_fundamentals(fundamentals: pd.DataFrame, strategy: str, symbols: list[str], before: pd.Timestamp) -> None:
+    """A strategy on fundamentals needs some known before ``before`` (its first training
+    window, or its first trade). They are point in time, stored as of the day they were
+    fetched, so a run over the years before the first ingest would trade on nothing."""
+    known = fundamentals[fundamentals["symbol"].isin(symbols) & (fundamentals["known_at"] < before)]
+    if known.empty:
+        first = fundamentals.loc[fundamentals["symbol"].isin(symbols), "known_at"].min()
+        since = f"the first is known from {first.date()}" if pd.notna(first) else "none is stored"
+        raise DataError(f"{strategy} reads point-in-time fundamentals (P/E, P/B), but none of "
+                        f"{', '.join(symbols)} has any known before {before.date()} ({since}): they are stored "
+                        f"as of the day they were fetched (`lab ingest --source live`), so a backtest of "
+                        f"{strategy} can only begin after that")

@@ -85,10 +85,12 @@ class WalkForwardPredictions:
     @classmethod
     def fit(cls, strategies: Iterable[str], bars: Mapping[str, pd.DataFrame], *, symbols: Mapping[str, list[str]],
             asset_classes: Mapping[str, str], start: pd.Timestamp, end: pd.Timestamp, window_days: int,
-            train_days: int, seed: int, benchmarks: Mapping[str, str] | None = None) -> WalkForwardPredictions:
+            train_days: int, seed: int, benchmarks: Mapping[str, str] | None = None,
+            fundamentals: pd.DataFrame | None = None) -> WalkForwardPredictions:
         """Fit every (strategy, window); ``symbols`` are each strategy's training symbols and
         ``benchmarks`` each symbol's benchmark, so training sees the same relative-strength
-        features the signal engine computes when it trades."""
+        features the signal engine computes when it trades; ``fundamentals`` the point-in-time
+        table a fundamental feature set reads (each row sees what was known at its bar)."""
         starts = list(pd.date_range(start, end, freq=f"{window_days}D", tz="UTC")) or [start]
         windows: dict[str, list[_Window]] = {}
         for name in strategies:
@@ -109,7 +111,8 @@ class WalkForwardPredictions:
                     create_training_data(members, declared.feature_set, declared.label,
                                          window_start - pd.Timedelta(days=train_days), cutoff,
                                          bars={s: past[s] for s in members},
-                                         benchmark=bars[bench].loc[:cutoff] if bench else None)
+                                         benchmark=bars[bench].loc[:cutoff] if bench else None,
+                                         fundamentals=fundamentals if fs.kind == "fundamental" else None)
                     for bench, members in groups.items()], ignore_index=True) if groups else pd.DataFrame()
                 data = data.dropna(subset=["label"]) if len(data) else data
                 if data.empty:

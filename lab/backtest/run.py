@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 import pandas as pd
 from pydantic import ValidationError
 
-from lab.backtest.data import check_period, missing_sessions, require_bars
+from lab.backtest.data import check_period, missing_sessions, require_bars, require_fundamentals
 from lab.backtest.decisions import (
     Decisions,
     EngineDecisions,
@@ -26,6 +26,7 @@ from lab.backtest.spec import BacktestSpec
 from lab.bars import bars_by_symbol, load_bars
 from lab.config import TradingConfig, check_strategies
 from lab.errors import ConfigError, DataError
+from lab.features import get_feature_set, load_fundamentals
 from lab.registry import ModelRegistry
 from lab.strategy import get_strategy
 from lab.trading.market import HISTORY_DAYS, FeatureFrames
@@ -135,16 +136,25 @@ def run_backtest(engine, base: TradingConfig, registry: ModelRegistry, spec: Bac
     config = backtest_config(base, spec, asset_types)
     universe = {name: list(u.symbols) for name, u in config.universe.asset_classes().items()}
     benchmarks = {s: u.benchmark for u in config.universe.asset_classes().values() for s in u.symbols}
-    if spec.walk_forward.mode == "pretrained":
+    per_strategy = {name: [s for ac in (config.strategies[name].asset_classes if name in config.strategies
+                                        else get_strategy(name).asset_classes)
+                           for s in universe.get(ac, [])] for name in spec.strategies}
+    pretrained = spec.walk_forward.mode == "pretrained"
+    fundamentals = None
+    if on_fundamentals := [n for n in spec.strategies
+                           if get_feature_set(get_strategy(n).feature_set).kind == "fundamental"]:
+        fundamentals = load_fundamentals(engine, sorted({s for n in on_fundamentals for s in per_strategy[n]}))
+        fundamentals = fundamentals[fundamentals["known_at"] <= end]
+        for name in on_fundamentals:
+            require_fundamentals(fundamentals, name, per_strategy[name], end if pretrained else start)
+    if pretrained:
         predictions = pretrained_predictions(registry, spec.strategies, start)
     else:
-        per_strategy = {name: [s for ac in (config.strategies[name].asset_classes if name in config.strategies
-                                            else get_strategy(name).asset_classes)
-                               for s in universe.get(ac, [])] for name in spec.strategies}
         predictions = WalkForwardPredictions.fit(
             spec.strategies, bars, symbols=per_strategy, asset_classes=asset_types, start=start, end=end,
             window_days=spec.walk_forward.window_days, train_days=spec.walk_forward.train_days, seed=spec.seed,
-            benchmarks=benchmarks)
-    decisions = EngineDecisions(config, predictions, FeatureFrames(bars, benchmarks=benchmarks), universe)
+            benchmarks=benchmarks, fundamentals=fundamentals)
+    features = FeatureFrames(bars, benchmarks=benchmarks, fundamentals=fundamentals)
+    decisions = EngineDecisions(config, predictions, features, universe)
     return run_with_decisions(config, spec, bars, decisions, strategies=list(spec.strategies),
                               asset_types=asset_types, progress=progress)
