@@ -92,6 +92,16 @@ def test_results_sit_beside_buy_and_hold_after_fees(momentum_run):
     assert bench.iloc[-1] == pytest.approx(momentum_run.initial_cash * closes[-1] / closes[0])
 
 
+def test_the_funnel_accounts_for_every_signal(momentum_run):
+    funnel = momentum_run.funnel["momentum"]
+    entries = momentum_run.orders[momentum_run.orders["intent"] == "entry"]
+    assert funnel["screened"] >= funnel["rule"] >= funnel["confident"] >= funnel["signals"] > 0
+    assert funnel["signals"] == funnel["ordered"] + funnel["refused"]
+    assert funnel["ordered"] == len(entries) and funnel["filled"] == int((entries["filled_qty"] > 0).sum())
+    assert sum(funnel["reasons"].values()) == funnel["refused"]  # (the reasons are few here)
+    assert 0.5 <= funnel["best"] <= 1.0  # min_confidence 0.5 let signals through
+
+
 def test_walk_forward_models_never_see_the_window_they_trade(shared_data):
     bars = {s: _adjusted(shared_data, s) for s in SYMBOLS}
     start, end = pd.Timestamp("2019-01-01", tz="UTC"), pd.Timestamp("2019-06-28", tz="UTC")
@@ -130,6 +140,7 @@ def test_backtest_is_stored_under_its_portfolio_and_replays(engine, shared_data,
     pd.testing.assert_frame_equal(loaded.positions.reset_index(drop=True),
                                   result.positions.reset_index(drop=True), check_dtype=False)
     assert loaded.metrics()["portfolio"] == result.metrics()["portfolio"]
+    assert loaded.funnel == result.funnel and result.funnel["momentum"]["signals"] > 0
     assert [b["portfolio"] for b in list_backtests(engine)] == [result.portfolio]
     assert load_result(engine, str(save_result(engine, result))).name == result.name
     assert first >= 1

@@ -25,7 +25,7 @@ class Always:
         return FixedPredictions(0.9)
 
 
-def run_pairs(shared_data: Path, accounts: str):
+def run_pairs(shared_data: Path, accounts: str, *, shorts: bool = True):
     bars = {s: load(s, shared_data / "stocks").loc["2014-01-01":"2018-12-31"] for s in SYMBOLS}
     spec = BacktestSpec(strategies=["pairs"], start="2015-01-02", end="2018-12-31", symbols=SYMBOLS,
                         benchmark="KO", accounts=accounts, config_overrides={
@@ -34,7 +34,7 @@ def run_pairs(shared_data: Path, accounts: str):
                                                      "params": {"min_correlation": 0.5}}},
                             "sizing": {"method": "percent", "percent_of_equity": 0.2},
                             "risk": {"max_positions": 8, "max_position_pct": 0.2, "cash_reserve_pct": 0.1,
-                                     "allow_shorts": True}})
+                                     "allow_shorts": shorts}})
     asset_types = dict.fromkeys(SYMBOLS, "stocks")
     config = backtest_config(load_config(CONFIG), spec, asset_types)
     decisions = EngineDecisions(config, Always(), FeatureFrames(bars, benchmarks=dict.fromkeys(SYMBOLS, "KO")),
@@ -59,7 +59,18 @@ def test_pairs_enter_and_exit_as_two_opposite_legs_in_one_account(shared_data):
     assert not shorts.empty
 
 
-def test_per_symbol_accounts_never_trade_a_pair(shared_data):
+def test_per_symbol_accounts_never_trade_a_pair_and_say_why(shared_data):
     result = run_pairs(shared_data, "per_symbol")
     assert result.orders.empty
     assert isinstance(result.equity, pd.DataFrame) and len(result.equity) > 0
+    funnel = result.funnel["pairs"]
+    assert funnel["signals"] == funnel["refused"] > 0
+    assert funnel["reasons"] == {"its legs are in two accounts (per-symbol accounts)": funnel["refused"]}
+
+
+def test_pairs_without_shorts_allowed_are_refused_and_the_funnel_says_so(shared_data):
+    result = run_pairs(shared_data, "shared", shorts=False)
+    assert result.orders.empty
+    funnel = result.funnel["pairs"]
+    assert funnel["signals"] == funnel["refused"] > 0 and funnel["ordered"] == 0
+    assert all("short entries disabled (risk.allow_shorts is false)" in reason for reason in funnel["reasons"])

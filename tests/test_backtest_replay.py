@@ -61,9 +61,20 @@ def test_skipping_idle_accounts_changes_nothing(shared_data, accounts, halt, vol
         pd.testing.assert_frame_equal(getattr(skipping, name), getattr(stepping, name), check_exact=True)
     pd.testing.assert_frame_equal(skipping.strategy_equity, stepping.strategy_equity, check_exact=True)
     assert len(skipping.fills) > 10
+    assert skipping.funnel == stepping.funnel
     unhalted = _run(bars, CrossoverDecisions, accounts=accounts, halt=1.0, volume_share=volume_share)
     if halt < 0.1:  # the halt did stop entries, so the skipped bars' equity peaks were needed
         assert len(skipping.orders) < len(unhalted.orders)
+        assert any(reason.startswith("entries halted: drawdown") for reason in skipping.funnel["sma_cross"]["reasons"])
+
+
+def test_the_funnel_of_given_entry_flags_counts_signals_only(shared_data):
+    bars = {s: load(s, shared_data / "stocks").loc["2016-01-01":"2019-12-31"] for s in SYMBOLS[:3]}
+    result = _run(bars, CrossoverDecisions, accounts="shared", halt=1.0, volume_share=1.0)
+    funnel = result.funnel["sma_cross"]
+    assert set(funnel) == {"signals", "ordered", "refused", "filled", "reasons"}  # no engine screening
+    entries = result.orders[result.orders["intent"] == "entry"]
+    assert funnel["signals"] == funnel["ordered"] + funnel["refused"] and funnel["ordered"] == len(entries) > 0
 
 
 def test_market_places_each_symbols_bars_on_the_merged_clock():

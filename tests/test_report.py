@@ -51,6 +51,14 @@ def test_report_shows_the_gate_with_measured_values(sma_run, tmp_path):
     assert "Monthly returns table" in page and "<th>year</th>" in page
 
 
+def test_report_shows_how_far_the_signals_got(sma_run, tmp_path):
+    result, bars = sma_run
+    page = write_report(result, bars, tmp_path).read_text()
+    signals = result.funnel["sma_cross"]["signals"]
+    assert signals > 0
+    assert f"<tr><td>signals</td><td>{signals}</td><td class=\"note\">" in page
+
+
 def _chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):
         if (path := shutil.which(name)) is not None:
@@ -95,6 +103,7 @@ def test_cli_backtest_then_report(tmp_path, shared_data):
                          capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stderr
     assert "Success gate" in run.stdout and (tmp_path / "export" / "trades.csv").exists()
+    assert "how far each strategy's got" in run.stdout and "│ screened " in run.stdout
     report = subprocess.run([*lab, "report"], capture_output=True, text=True, timeout=300, check=False)
     assert report.returncode == 0, report.stderr
     assert Path(report.stdout.strip().splitlines()[-1]).name == "report.html"

@@ -30,7 +30,7 @@ from lab.strategy import get_strategy
 from lab.trading.model import Intent, Order, Side
 from lab.trading.portfolio import ExitDecision, PortfolioManager
 from lab.trading.predictions import NoActiveModel, Prediction, PredictionSource, RegistryPredictions
-from lab.trading.signals import FeatureSource, TradeSignalEngine, exit_decisions
+from lab.trading.signals import FeatureSource, Screening, TradeSignalEngine, exit_decisions
 from lab.trading.step import Candidate
 
 __all__ = [
@@ -54,6 +54,11 @@ class Decisions(Protocol):
         """Bars x symbols: False where ``exits`` can close no position in that symbol at that
         bar (the clock then need not step an account that only holds such positions); None
         when any held position may exit on any bar."""
+        ...
+
+    def screening(self) -> Mapping[str, Screening]:
+        """Per strategy, summed over the bars asked so far: how far its symbols got before
+        becoming entries (empty where the entries are given, not screened)."""
         ...
 
 
@@ -173,6 +178,7 @@ class EngineDecisions:
                  features: FeatureSource, universe: Mapping[str, Sequence[str]]):
         self.config, self.predictions, self.features = config, predictions, features
         self.universe = {k: list(v) for k, v in universe.items()}
+        self._screening: dict[str, Screening] = {}
 
     def exits(self, as_of: datetime, manager: PortfolioManager, pending: Sequence[Order]) -> list[ExitDecision]:
         return exit_decisions(self.config, manager, self.features, as_of, pending)
@@ -183,7 +189,14 @@ class EngineDecisions:
     def entries(self, as_of: datetime, prices: Mapping[str, float]) -> list[Candidate]:
         engine = TradeSignalEngine(self.config, self.predictions.at(as_of), self.features, as_of=as_of,
                                    prices=prices)
-        return [Candidate.from_record(record) for record in engine.generate(self.universe).to_dict("records")]
+        signals = engine.generate(self.universe)
+        for name, screening in engine.screened.items():
+            total = self._screening.setdefault(name, Screening())
+            total += screening  # in place
+        return [Candidate.from_record(record) for record in signals.to_dict("records")]
+
+    def screening(self) -> Mapping[str, Screening]:
+        return self._screening
 
 
 class CrossoverDecisions:
@@ -235,3 +248,6 @@ class CrossoverDecisions:
             return []
         return [Candidate(strategy=self.strategy, symbol=s, side=Side.BUY, entry=prices[s], confidence=1.0)
                 for s in self._symbols[self._entries[row]] if s in prices]
+
+    def screening(self) -> Mapping[str, Screening]:
+        return {}  # the flags are the entries

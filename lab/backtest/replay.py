@@ -33,6 +33,7 @@ from numba import njit
 
 from lab.backtest.data import datetimes, nanoseconds, span
 from lab.backtest.decisions import Decisions
+from lab.backtest.funnel import SignalFunnel
 from lab.backtest.result import FILL_COLUMNS, ORDER_COLUMNS, POSITION_COLUMNS, BacktestResult
 from lab.config import TradingConfig
 from lab.trading.model import Fill, Intent, Order, OrderStatus, OrderType, Side
@@ -102,12 +103,13 @@ class Market:
 class _Journal:
     """A backtest account's journal: orders and fills in memory, each fill handed to ``on_fill``."""
 
-    def __init__(self, on_fill: Callable[[Order, Fill], None]):
+    def __init__(self, on_fill: Callable[[Order, Fill], None], funnel: SignalFunnel):
         self.open: dict[str, Order] = {}  # by client order id
         self.submitted: list[str] = []
         self._recorded: set[str] = set()  # the submitted ids, to look up
         self._booked: set[str] = set()
         self._on_fill = on_fill
+        self.outcome = funnel.outcome  # a backtest keeps its orders, and counts its signals
 
     def open_orders(self) -> list[Order]:
         return list(self.open.values())
@@ -133,9 +135,6 @@ class _Journal:
         self._on_fill(order, fill)
         self.update(order)
         return True
-
-    def outcome(self, candidate: Candidate, status: str, reason: str | None) -> None:
-        pass  # a backtest keeps its orders, not its signals
 
     def halted(self, reason: str) -> None:
         pass  # the manager holds the halt for the rest of the run
@@ -188,6 +187,7 @@ def replay(
     ordering: set[int] = set()  # accounts with open orders
     holding: set[int] = set()  # accounts with open positions
     account_cash = np.full(len(groups), cash)
+    funnel = SignalFunnel()
     idle = _Idle(market, closes, decisions.exit_mask(market.index, symbols), slot_symbol,
                  np.array([account_of[symbols[i]] for i in slot_symbol], dtype=int), len(groups),
                  cash=cash, limit=config.risk.max_drawdown_halt)
@@ -205,7 +205,7 @@ def replay(
     for _ in groups:
         manager = PortfolioManager(config, portfolio=portfolio, cash=cash, initial_cash=cash, sectors=sectors)
         accounts.append(_Account(manager, PaperTradingExecutor.from_config(config, cash=cash),
-                                 _Journal(booker(manager))))
+                                 _Journal(booker(manager), funnel)))
 
     with _heap_frozen():  # the collector scans only what the replay and its result allocate
         for t in range(n_bars):
@@ -214,10 +214,13 @@ def replay(
             prices = _Prices(closes[t], column, present)
             wanted: dict[int, list[Candidate]] = {}
             for candidate in decisions.entries(as_of, prices):
+                funnel.offered(candidate)
                 # a pair's legs must share an account (so per-symbol accounts never trade pairs)
                 owners = {account_of.get(leg) for leg in candidate.symbol.split("/")}
                 if len(owners) == 1 and (a := owners.pop()) is not None:
                     wanted.setdefault(a, []).append(candidate)
+                else:
+                    funnel.outcome(candidate, "skipped", "its legs are in two accounts (per-symbol accounts)")
             for a in sorted(ordering | idle.due(t, qty, account_cash, holding) | set(wanted)):
                 account, candidates = accounts[a], wanted.get(a, [])
                 if a in holding:
@@ -231,6 +234,9 @@ def replay(
                 step = trade_step(account.manager, account.broker, account.journal, as_of=as_of, prices=prices,
                                   asset_types=market.asset_types, checks=(),
                                   exits=partial(decisions.exits, as_of, account.manager), entries=candidates.copy)
+                if candidates and account.manager.halted:  # the step asked for no entries
+                    for candidate in candidates:
+                        funnel.outcome(candidate, "skipped", f"entries halted: {account.manager.halt_reason}")
                 if step.fills:
                     booked[t] = True
                     account_cash[a] = account.manager.cash
@@ -248,9 +254,11 @@ def replay(
                 progress(t + 1, n_bars)
 
         latest = np.maximum.accumulate(np.where(booked, np.arange(n_bars), 0))  # each bar's row of the books
-        return _result(market, accounts, portfolio, name, strategies, symbols, benchmark_close, fills, fill_realized,
-                       *(h[latest] for h in (cash_hist, qty_hist, avg_hist, realized_hist)), closes, slot_symbol,
-                       allocation=allocation, initial_cash=cash * len(accounts))
+        result = _result(market, accounts, portfolio, name, strategies, symbols, benchmark_close, fills,
+                         fill_realized, *(h[latest] for h in (cash_hist, qty_hist, avg_hist, realized_hist)), closes,
+                         slot_symbol, allocation=allocation, initial_cash=cash * len(accounts))
+        result.funnel = funnel.summary(strategies, decisions.screening(), result.orders)
+        return result
 
 
 _YOUNG = 50_000  # allocations between the collector's passes over young objects while replaying

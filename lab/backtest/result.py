@@ -28,7 +28,8 @@ class BacktestResult:
 
     ``strategy_equity`` holds one equity column per strategy (its share of the initial
     cash plus its realized and unrealized P&L), so strategies are judged side by side.
-    ``gaps`` lists, per symbol, the sessions inside the period that had no bar.
+    ``gaps`` lists, per symbol, the sessions inside the period that had no bar; ``funnel``
+    says per strategy why it traded as often as it did.
     """
 
     portfolio: str
@@ -46,6 +47,8 @@ class BacktestResult:
     fills: pd.DataFrame  # FILL_COLUMNS
     positions: pd.DataFrame  # POSITION_COLUMNS, open positions at each bar
     gaps: dict[str, list[str]] = field(default_factory=dict)
+    #: per strategy, how far its signals got (``lab.backtest.funnel``)
+    funnel: dict[str, dict[str, Any]] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)
 
     @property

@@ -36,7 +36,8 @@ def save_result(engine: Engine, result: BacktestResult) -> int:
     gate = [{"name": c.name, "value": _none(c.value), "op": c.op, "threshold": c.threshold, "passed": c.passed}
             for c in result.gate()]
     meta = {"spec": result.config, "symbols": result.symbols, "benchmark": result.benchmark,
-            "initial_cash": result.initial_cash, "periods_per_year": result.periods_per_year, "gaps": result.gaps}
+            "initial_cash": result.initial_cash, "periods_per_year": result.periods_per_year, "gaps": result.gaps,
+            "funnel": result.funnel}
     last = result.equity.iloc[-1]
     with session_scope(engine, write_lock=True) as session:
         for table in _TABLES:
@@ -166,4 +167,5 @@ def load_result(engine: Engine, backtest: int | str, closes: pd.DataFrame | None
         portfolio=portfolio, name=name, start=start, end=end, strategies=strategies, symbols=meta["symbols"],
         benchmark=meta["benchmark"], initial_cash=meta["initial_cash"], periods_per_year=meta["periods_per_year"],
         equity=equity, strategy_equity=strategy_equity, orders=orders, fills=fills,
-        positions=positions_over_time(fills, closes), gaps=meta.get("gaps", {}), config=meta.get("spec", {}))
+        positions=positions_over_time(fills, closes), gaps=meta.get("gaps", {}), funnel=meta.get("funnel", {}),
+        config=meta.get("spec", {}))

@@ -174,6 +174,14 @@ def _summary(result) -> None:
     print_table("Success gate", ["criterion", "measured", "required", "result"],
                 [(c.name, _num(c.value), f"{c.op} {c.threshold:g}", "PASS" if c.passed else "FAIL")
                  for c in result.gate()])
+    from lab.backtest.funnel import funnel_table, refusals
+
+    print_table("Signals: how far each strategy's got", *funnel_table(result.funnel))
+    for line in refusals(result.funnel):
+        console.print(line, markup=False, highlight=False)
+    for symbol, days in sorted(result.gaps.items()):
+        console.print(f"data gap: {symbol} has no bar on {len(days)} session(s), the first {days[0]}",
+                      markup=False, highlight=False)
 
 
 def _pct(value) -> str:

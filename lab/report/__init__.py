@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 from sqlalchemy import Engine
 
+from lab.backtest.funnel import funnel_table, refusals
 from lab.backtest.result import BacktestResult
 from lab.performance import SuccessGate, monthly_returns
 from lab.report.charts import candlestick_chart, drawdown_chart, equity_chart, monthly_heatmap
@@ -33,7 +34,7 @@ background:#fff}h1{margin-bottom:4px}.sub{color:#666;margin-top:0}table{border-c
 margin:8px 0 20px}th,td{border:1px solid #ddd;padding:4px 8px;text-align:right;font-size:13px}
 th:first-child,td:first-child{text-align:left}th{background:#f3f5f8}.pass{background:#d9f2d9;
 font-weight:600}.fail{background:#f8d7d7;font-weight:600}img{max-width:100%;display:block;margin:6px 0 18px}
-.gaps{color:#8a5a00}
+.gaps{color:#8a5a00}td.note{text-align:left;color:#666}
 """
 
 
@@ -71,6 +72,16 @@ def _gate_table(result: BacktestResult, gate: SuccessGate) -> str:
                     f'<td class="{status}">{status.upper()}</td></tr>')
     return ("<table><tr><th>criterion</th><th>measured</th><th>required</th><th>result</th></tr>"
             + "".join(rows) + "</table>")
+
+
+def _funnel_table(result: BacktestResult) -> str:
+    """The funnel, each stage with what it counts, and the refusals' reasons below it."""
+    columns, rows = funnel_table(result.funnel)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(cell)}</td>" for cell in row[:-1])
+                   + f'<td class="note">{html.escape(row[-1])}</td></tr>' for row in rows)
+    why = "".join(f"<li>{html.escape(line)}</li>" for line in refusals(result.funnel))
+    return f"<table><tr>{head}</tr>{body}</table>" + (f"<ul>{why}</ul>" if why else "")
 
 
 def _monthly_table(result: BacktestResult) -> str:
@@ -118,6 +129,7 @@ def write_report(result: BacktestResult, bars: dict[str, pd.DataFrame], out_dir:
          f"<code>{html.escape(result.portfolio)}</code></p>"),
         "<h2>Success gate (portfolio)</h2>", _gate_table(result, gate),
         "<h2>Per strategy, portfolio and buy-and-hold</h2>", _metrics_table(result),
+        "<h2>Signals: how far each strategy's got</h2>", _funnel_table(result),
         *(f"<h2>{html.escape(name)}</h2>{_img(path, name)}" for name, path in charts[:3]),
         "<h2>Monthly returns table</h2>", _monthly_table(result),
         *(f"<h2>{html.escape(name)}</h2>{_img(path, name)}" for name, path in charts[3:]),

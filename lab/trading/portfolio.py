@@ -192,7 +192,7 @@ class PortfolioManager:
         positions = self.open_positions()
         held = {(p.strategy, p.symbol) for p in positions}
         if (strategy, symbol) in held or any(o.strategy == strategy and o.symbol == symbol for o in pending):
-            return EntryDecision(0.0, f"{strategy} already holds or is entering {symbol}")
+            return EntryDecision(0.0, "already held or being entered")  # the signal names strategy and symbol
         open_count = len(held) + len(pending)
         if open_count >= risk.max_positions:
             return EntryDecision(0.0, f"max positions reached ({risk.max_positions})")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
@@ -27,6 +28,7 @@ __all__ = [
     "SIGNAL_COLUMNS",
     "MIN_RISK_REWARD",
     "FeatureSource",
+    "Screening",
     "TradeSignalEngine",
     "calculate_ev",
     "calculate_risk_reward",
@@ -45,6 +47,28 @@ class FeatureSource(Protocol):
         """The last feature row at or before ``as_of`` per symbol (index: symbol); symbols
         without enough history are left out. Pair sets take "AAA/BBB" symbols."""
         ...
+
+
+@dataclass
+class Screening:
+    """How far a strategy's symbols got at a decision: with a feature row (``screened``),
+    firing its entry rule (``rule``), then past its confidence and risk/reward bars
+    (``confident``), before its ``max_positions`` cap; ``best`` is the highest model
+    confidence a rule hit got. Summed over a backtest, it says why a strategy traded as often
+    as it did."""
+
+    screened: int = 0
+    rule: int = 0
+    confident: int = 0
+    best: float | None = None
+
+    def __iadd__(self, other: Screening) -> Screening:
+        self.screened += other.screened
+        self.rule += other.rule
+        self.confident += other.confident
+        if other.best is not None and (self.best is None or other.best > self.best):
+            self.best = other.best
+        return self
 
 
 def calculate_ev(probability: float, expected_return: float, risk: float) -> float:
@@ -102,6 +126,8 @@ class TradeSignalEngine:
         self.prices = prices
         #: strategies ``generate`` left out, with the reason (e.g. no active model)
         self.skipped: dict[str, str] = {}
+        #: per strategy asked, how far its symbols got
+        self.screened: dict[str, Screening] = {}
 
     # --- the strategies, by name ---------------------------------------------------------------
 
@@ -156,9 +182,11 @@ class TradeSignalEngine:
         strategy_config = self.config.strategies.get(name)
         strategy: Strategy = declared(**(strategy_config.params if strategy_config else {}) | params)
         latest = self.features.latest(declared.feature_set, list(symbols), self.as_of)
+        screening = self.screened[name] = Screening(screened=len(latest))
         if latest.empty:
             return pd.DataFrame(columns=SIGNAL_COLUMNS)
         candidates = latest[strategy.entry_rule(latest).fillna(False).astype(bool)]
+        screening.rule = len(candidates)
         if candidates.empty:
             return pd.DataFrame(columns=SIGNAL_COLUMNS)
         prediction = self.predictions.predict(name, candidates)
@@ -188,6 +216,9 @@ class TradeSignalEngine:
         })
         keep = (frame["confidence"] >= min_confidence) & (frame["rr"] >= MIN_RISK_REWARD - 1e-9) \
             & np.isfinite(frame["entry"]) & (frame["entry"] > 0)
+        screening.confident = int(keep.sum())
+        if np.isfinite(confidence).any():
+            screening.best = float(np.nanmax(confidence))
         frame = frame[keep].sort_values(["ev", "confidence"], ascending=False)
         cap = strategy_config.max_positions if strategy_config else None
         return frame.head(cap).reset_index(drop=True) if cap else frame.reset_index(drop=True)
