@@ -19,7 +19,7 @@ __all__ = ["FUNNEL_STAGES", "SignalFunnel", "funnel_table", "refusals"]
 #: a strategy's figures in order, with what each counts; the first four only where the
 #: signal engine screened (a run on given entry flags has none)
 FUNNEL_STAGES = {
-    "screened": "symbol-bars with features",
+    "screened": "symbol-bars (pair-bars) with features",
     "rule": "of them, the entry rule fired",
     "confident": "of those, past min confidence and risk/reward",
     "best": "the highest model confidence of a rule hit",
@@ -40,7 +40,7 @@ class SignalFunnel:
     def __init__(self) -> None:
         self._signals: Counter[str] = Counter()
         self._ordered: Counter[str] = Counter()
-        self._skipped: dict[str, Counter[str]] = {}
+        self._refused: dict[str, Counter[str]] = {}
 
     def offered(self, candidate: Candidate) -> None:
         self._signals[candidate.strategy] += 1
@@ -49,7 +49,7 @@ class SignalFunnel:
         if status == "ordered":
             self._ordered[candidate.strategy] += 1
         else:
-            self._skipped.setdefault(candidate.strategy, Counter())[reason or status] += 1
+            self._refused.setdefault(candidate.strategy, Counter())[reason or status] += 1
 
     def summary(self, strategies: Sequence[str], screening: Mapping[str, Screening],
                 orders: pd.DataFrame) -> dict[str, dict[str, Any]]:
@@ -59,7 +59,7 @@ class SignalFunnel:
         out = {}
         for name in strategies:
             screened = screening.get(name)
-            refused = self._skipped.get(name, Counter())
+            refused = self._refused.get(name, Counter())
             out[name] = {
                 **({"screened": screened.screened, "rule": screened.rule, "confident": screened.confident,
                     "best": screened.best} if screened is not None else {}),
