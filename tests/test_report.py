@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -57,6 +58,8 @@ def test_report_shows_how_far_the_signals_got(sma_run, tmp_path):
     signals = result.funnel["sma_cross"]["signals"]
     assert signals > 0
     assert f"<tr><td>signals</td><td>{signals}</td><td class=\"note\">" in page
+    older = dataclasses.replace(result, funnel={})  # stored before runs counted their signals
+    assert "how far each strategy" not in write_report(older, bars, tmp_path / "older").read_text()
 
 
 def _chromium() -> str:

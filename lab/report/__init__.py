@@ -129,7 +129,7 @@ def write_report(result: BacktestResult, bars: dict[str, pd.DataFrame], out_dir:
          f"<code>{html.escape(result.portfolio)}</code></p>"),
         "<h2>Success gate (portfolio)</h2>", _gate_table(result, gate),
         "<h2>Per strategy, portfolio and buy-and-hold</h2>", _metrics_table(result),
-        "<h2>Signals: how far each strategy's got</h2>", _funnel_table(result),
+        *(["<h2>Signals: how far each strategy's got</h2>", _funnel_table(result)] if result.funnel else []),
         *(f"<h2>{html.escape(name)}</h2>{_img(path, name)}" for name, path in charts[:3]),
         "<h2>Monthly returns table</h2>", _monthly_table(result),
         *(f"<h2>{html.escape(name)}</h2>{_img(path, name)}" for name, path in charts[3:]),
