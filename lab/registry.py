@@ -169,8 +169,9 @@ class ModelRegistry:
                 raise UnknownVersion(f"model version {version_id} does not exist")
             self._verified_file(target)
             scope = (ModelVersion.domain == target.domain, ModelVersion.strategy == target.strategy)
-            # lock every version of this (domain, strategy): concurrent activations serialize
-            session.execute(select(ModelVersion.id).where(*scope).with_for_update())
+            # lock every version of this (domain, strategy), in id order: concurrent activations
+            # serialize (locked in scan order, two could each hold a row the other waits for)
+            session.execute(select(ModelVersion.id).where(*scope).order_by(ModelVersion.id).with_for_update())
             session.execute(
                 update(ModelVersion)
                 .where(*scope, ModelVersion.is_active.is_(True), ModelVersion.id != version_id)

@@ -127,20 +127,19 @@ ACTIVATOR = textwrap.dedent("""
     from lab.registry import ModelRegistry
     url, models, ids = sys.argv[1], sys.argv[2], [int(i) for i in sys.argv[3].split(",")]
     registry = ModelRegistry(connect(url), Path(models))
-    for _ in range(15):
+    for _ in range(150):
         for version_id in ids:
             registry.activate(version_id)
 """)
 
 
 def test_concurrent_activation_from_processes_leaves_exactly_one_active(registry, engine, db_url, tmp_path):
+    """Eight processes activating in differing orders, long enough that PostgreSQL deadlocked
+    (8 of 9 runs here) while the versions were locked in scan order rather than id order."""
     versions = [registry.save_version("trading", "momentum", model_file(tmp_path, bytes([i]))).id for i in range(4)]
-    procs = [
-        subprocess.Popen([sys.executable, "-c", ACTIVATOR, db_url, str(tmp_path / "models"),
-                          ",".join(map(str, versions[i::-1] + versions[:i:-1]))],
-                         stderr=subprocess.PIPE, text=True)
-        for i in range(4)
-    ]
-    errors = [p.communicate(timeout=180)[1] for p in procs]
-    assert [p.returncode for p in procs] == [0, 0, 0, 0], errors
+    orders = [versions[i::-1] + versions[:i:-1] for i in range(4)] + [versions] * 4
+    procs = [subprocess.Popen([sys.executable, "-c", ACTIVATOR, db_url, str(tmp_path / "models"),
+                               ",".join(map(str, order))], stderr=subprocess.PIPE, text=True) for order in orders]
+    errors = [p.communicate(timeout=300)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0] * len(procs), [e[-800:] for e in errors if e]
     assert len(active_ids(engine)) == 1
