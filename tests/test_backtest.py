@@ -190,6 +190,14 @@ def test_a_strategy_without_an_active_model_is_a_clear_error(sqlite_bars, tmp_pa
         _run(sqlite_bars, spec, tmp_path)
 
 
+def test_a_strategy_given_no_symbol_of_its_asset_class_is_a_clear_error(sqlite_bars, tmp_path, monkeypatch):
+    fitted = []
+    monkeypatch.setattr(WalkForwardPredictions, "fit", lambda *a, **k: fitted.append(a))
+    with pytest.raises(DataError, match="breakout trades crypto: none of AAPL, MSFT, IBM, KO is one"):
+        _run(sqlite_bars, _spec(strategies=["momentum", "breakout"]), tmp_path)
+    assert fitted == []
+
+
 def test_an_unknown_strategy_gets_a_hint(sqlite_bars, tmp_path):
     with pytest.raises(ConfigError, match="did you mean 'momentum'"):
         _run(sqlite_bars, _spec(strategies=["momentun"]), tmp_path)

@@ -136,9 +136,12 @@ def run_backtest(engine, base: TradingConfig, registry: ModelRegistry, spec: Bac
     config = backtest_config(base, spec, asset_types)
     universe = {name: list(u.symbols) for name, u in config.universe.asset_classes().items()}
     benchmarks = {s: u.benchmark for u in config.universe.asset_classes().values() for s in u.symbols}
-    per_strategy = {name: [s for ac in (config.strategies[name].asset_classes if name in config.strategies
-                                        else get_strategy(name).asset_classes)
-                           for s in universe.get(ac, [])] for name in spec.strategies}
+    classes = {name: (config.strategies[name].asset_classes if name in config.strategies
+                      else list(get_strategy(name).asset_classes)) for name in spec.strategies}
+    per_strategy = {name: [s for ac in classes[name] for s in universe.get(ac, [])] for name in spec.strategies}
+    if idle := [name for name, symbols in per_strategy.items() if not symbols]:
+        raise DataError("; ".join(f"{name} trades {' and '.join(classes[name])}: none of {', '.join(wanted)} is one"
+                                  for name in idle))
     pretrained = spec.walk_forward.mode == "pretrained"
     fundamentals = None
     if on_fundamentals := [n for n in spec.strategies
