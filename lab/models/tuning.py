@@ -257,17 +257,27 @@ def _progress_callback(progress: StrategyProgress, per_strategy: int):
     from ray.tune import Callback
 
     class _Progress(Callback):
-        def __init__(self) -> None:
+        """Reports to ``progress`` in this process. Tune pickles its callbacks with the run's
+        state (for a restore), and a sink such as a terminal progress bar holds locks that do
+        not pickle: the pickled copy reports nothing (so nothing here may close over it)."""
+
+        def __init__(self, progress: StrategyProgress, per_strategy: int) -> None:
+            self.progress: StrategyProgress | None = progress
+            self.per_strategy = per_strategy
             self.done: dict[str, int] = {}
+
+        def __getstate__(self) -> dict:
+            return {**self.__dict__, "progress": None}
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             name = trial.config[_STRATEGY_KEY]
             self.done[name] = self.done.get(name, 0) + 1
-            progress(name, self.done[name], per_strategy)
+            if self.progress is not None:
+                self.progress(name, self.done[name], self.per_strategy)
 
         on_trial_error = on_trial_complete
 
-    return _Progress()
+    return _Progress(progress, per_strategy)
 
 
 @dataclass(frozen=True, kw_only=True)
