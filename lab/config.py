@@ -155,13 +155,15 @@ class Schedule(_Section):
 
 
 def _default_schedules() -> dict[str, Schedule]:
+    """Each trading cycle runs after the collection that brings the bar it decides on (a
+    cycle gives no entry on a symbol whose last complete bar is missing)."""
     ny = "America/New_York"
     return {
         "stock_collection": Schedule(cron="0 16 * * 1-5", timezone=ny),
         "crypto_collection": Schedule(cron="0 */6 * * *", timezone="UTC"),
         "trading_training": Schedule(cron="0 22 * * 0", timezone=ny),
         "stock_trading_cycle": Schedule(cron="30 9 * * 1-5", timezone=ny),
-        "crypto_trading_cycle": Schedule(cron="0 0 * * *", timezone="UTC"),
+        "crypto_trading_cycle": Schedule(cron="30 0 * * *", timezone="UTC"),
     }
 
 

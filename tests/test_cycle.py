@@ -12,9 +12,10 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 
 from lab.db import models as db
+from lab.errors import TradingError
 from lab.runtime import LabContext
 from lab.settings import Settings
 from lab.trading.cycle import run_trading_cycle
@@ -97,6 +98,41 @@ def test_a_pre_trade_check_rejects_with_its_reason_and_the_order_is_stored(ctx):
     with ctx.engine.connect() as conn:
         rows = conn.execute(select(db.Order.status, db.Order.reason)).all()
     assert rows and all(r == ("rejected", "kill switch is on") for r in rows)
+
+
+def test_a_cycle_reports_how_far_each_strategys_symbols_got_and_keeps_it(ctx):
+    result = run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions(0.55))
+    momentum = result.screening["momentum"]
+    assert (momentum["screened"], momentum["confident"], momentum["best"]) == (4, 0, 0.55)
+    assert momentum["rule"] > 0 and momentum["min_confidence"] == 0.6
+    assert run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions()).screening == result.screening
+
+
+def test_a_cycle_before_the_portfolios_latest_is_refused_and_changes_nothing(ctx):
+    run_trading_cycle(ctx, DAYS[1], predictions=FixedPredictions())
+    before = [count(ctx, model) for model in (db.TradingCycle, db.Signal, db.Order, db.Trade)]
+    with pytest.raises(TradingError, match=r"portfolio 'paper' already ran a cycle at 2023-03-02.*"
+                                           r"one at 2023-03-01T00:00:00\+00:00 cannot run on its books"):
+        run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions())
+    assert [count(ctx, model) for model in (db.TradingCycle, db.Signal, db.Order, db.Trade)] == before
+    assert run_trading_cycle(ctx, DAYS[1], predictions=FixedPredictions()).already_completed
+    assert run_trading_cycle(ctx, DAYS[0], portfolio="replay", predictions=FixedPredictions()).orders_placed > 0
+
+
+def test_symbols_whose_bars_stop_before_the_last_complete_session_get_no_entries(ctx):
+    run_trading_cycle(ctx, DAYS[1], portfolio="fresh", predictions=FixedPredictions())
+    with ctx.engine.connect() as conn:
+        symbols = set(conn.execute(select(db.Order.symbol).where(db.Order.portfolio == "fresh")).scalars())
+    stale = sorted(symbols - {"BTC"})[0]
+    with ctx.engine.begin() as conn:  # its bars of 2023-03-01 (the last complete session) on are missing
+        conn.execute(delete(db.PriceBar).where(db.PriceBar.symbol == stale, db.PriceBar.ts >= DAYS[0]))
+    result = run_trading_cycle(ctx, DAYS[1], portfolio="stale", predictions=FixedPredictions())
+    with ctx.engine.connect() as conn:
+        stored = set(conn.execute(select(db.Order.symbol).where(db.Order.portfolio == "stale")).scalars())
+    assert stale not in stored and stored  # the others still trade (another may take its place)
+    assert result.screening["momentum"]["screened"] == 3
+    assert f"no entries in {stale} (latest bar 2023-02-28; the last complete stocks bar at " \
+           f"2023-03-02T00:00:00+00:00 is 2023-03-01): ingest first (`lab ingest`)" in result.notes
 
 
 def test_several_days_keep_the_books_consistent(ctx):

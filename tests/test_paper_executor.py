@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from lab.trading.broker import BrokerInterface, OrderNotFound
-from lab.trading.calendar import is_market_open
+from lab.trading.calendar import is_market_open, last_closed_session
 from lab.trading.model import Order, OrderStatus, OrderType, Side
 from lab.trading.paper import Bar, PaperTradingExecutor, SlippageModel
 from tests.fakes.trading import utc
@@ -179,6 +179,19 @@ def test_a_gap_up_never_spends_more_cash_than_the_account_has():
 def test_market_hours_come_from_the_exchange_calendar(asset_type, when, expected):
     assert is_market_open(asset_type, when) is expected
     assert executor().clock(when, asset_type).is_open is expected
+
+
+@pytest.mark.parametrize(("asset_type", "when", "last_bar"), [
+    ("stocks", utc(2024, 1, 9), utc(2024, 1, 8)),                          # a session's label: the one before
+    ("stocks", datetime(2024, 1, 9, 15, 59, tzinfo=NY), utc(2024, 1, 8)),  # Tuesday before its close
+    ("stocks", datetime(2024, 1, 9, 16, 30, tzinfo=NY), utc(2024, 1, 9)),  # Tuesday after its close
+    ("stocks", datetime(2024, 1, 8, 9, 30, tzinfo=NY), utc(2024, 1, 5)),   # Monday's open: Friday
+    ("stocks", datetime(2023, 12, 26, 9, 30, tzinfo=NY), utc(2023, 12, 22)),  # over Christmas
+    ("crypto", utc(2024, 1, 7), utc(2024, 1, 6)),                          # midnight: the day that just ended
+    ("crypto", datetime(2024, 1, 7, 3, 0, tzinfo=NY), utc(2024, 1, 6)),
+])
+def test_the_last_complete_daily_bar_comes_from_the_exchange_calendar(asset_type, when, last_bar):
+    assert last_closed_session(asset_type, when) == last_bar
 
 
 # --- orders sized in cash ----------------------------------------------------------------------

@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
 import pandas as pd
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from lab.db import models as db
 from lab.db import session_scope
@@ -26,6 +26,7 @@ from lab.errors import TradingError
 from lab.runtime import LabContext
 from lab.trading.broker import BrokerInterface
 from lab.trading.brokers import open_real_broker
+from lab.trading.calendar import last_closed_session
 from lab.trading.market import MarketSnapshot, load_market
 from lab.trading.model import Fill, Order
 from lab.trading.paper import Bar, PaperTradingExecutor
@@ -57,6 +58,9 @@ class CycleResult:
     equity: float = 0.0
     halted: bool = False
     notes: list[str] = field(default_factory=list)
+    #: per strategy asked for entries: how far its symbols got (``Screening``'s counts and
+    #: best confidence) and the ``min_confidence`` they were held to
+    screening: dict[str, dict] = field(default_factory=dict)
 
     def summary(self) -> dict:
         out = asdict(self)
@@ -118,14 +122,21 @@ def run_trading_cycle(
     journal = _SqlJournal(ctx, portfolio, as_of, manager, broker.name, hook)
     prices = market.prices()
     signal_count = 0
+    screening: dict[str, dict] = {}
 
     def entries() -> list[Candidate]:
         nonlocal signal_count
         engine_ = TradeSignalEngine(config, predictions, features or market, as_of=as_of, prices=prices)
-        universe = {name: list(u.symbols) for name, u in config.universe.asset_classes().items()
-                    if asset_classes is None or name in asset_classes}
+        universe = {}
+        for name, u in config.universe.asset_classes().items():
+            if asset_classes is None or name in asset_classes:
+                behind = market.behind(u.symbols, name, as_of)
+                journal.notes.extend(_stale_notes(name, behind, as_of))
+                universe[name] = [s for s in u.symbols if s not in behind]
         signals = engine_.generate(universe)
         journal.notes.extend(engine_.skipped.values())
+        screening.update({name: {**asdict(counts), "min_confidence": config.strategies[name].min_confidence}
+                          for name, counts in engine_.screened.items() if name not in engine_.skipped})
         signal_ids = _store_signals(ctx, portfolio, as_of, signals)
         hook("signals_stored")
         signal_count = len(signals)
@@ -146,25 +157,44 @@ def run_trading_cycle(
     result = CycleResult(portfolio=portfolio, as_of=as_of, already_completed=False, fills=step.fills,
                          orders_placed=step.placed, rejected=step.rejected, exits=step.exits, signals=signal_count,
                          cash=manager.cash, equity=manager.equity, halted=manager.halted,
-                         notes=journal.notes + step.notes)
+                         notes=journal.notes + step.notes, screening=screening)
     _complete(ctx, portfolio, as_of, result)
     return result
 
 
+def _stale_notes(asset_class: str, behind: Mapping[str, pd.Timestamp | None], as_of: datetime) -> list[str]:
+    """Why symbols got no entry this cycle: their bars stop before the last complete one."""
+    if not behind:
+        return []
+    due = last_closed_session(asset_class, as_of).date()
+    by_last: dict[str, list[str]] = {}
+    for symbol, last in behind.items():
+        by_last.setdefault("no bars" if last is None else f"latest bar {last.date()}", []).append(symbol)
+    return [f"no entries in {', '.join(symbols)} ({what}; the last complete {asset_class} bar at "
+            f"{as_of.isoformat()} is {due}): ingest first (`lab ingest`)" for what, symbols in by_last.items()]
+
+
 def _claim(ctx: LabContext, portfolio: str, as_of: datetime) -> CycleResult | None:
-    """Start (or resume) the cycle row; the stored result when it already completed."""
+    """Start (or resume) the cycle row; the stored result when it already completed. A
+    portfolio's cycles run forward in time: one before its latest would decide on older
+    prices than its books and orders already hold."""
     with session_scope(ctx.engine, write_lock=True) as session:
         row = session.scalar(select(db.TradingCycle).where(db.TradingCycle.portfolio == portfolio,
                                                           db.TradingCycle.as_of == as_of))
+        if row is not None and row.status == "completed":
+            summary = dict(row.summary or {})
+            summary.pop("as_of", None)
+            summary["already_completed"] = True
+            return CycleResult(as_of=as_of, **summary)
+        later = session.scalar(select(func.max(db.TradingCycle.as_of)).where(
+            db.TradingCycle.portfolio == portfolio, db.TradingCycle.as_of > as_of))
+        if later is not None:
+            raise TradingError(f"portfolio {portfolio!r} already ran a cycle at {later.isoformat()}: cycles run "
+                               f"forward in time, so one at {as_of.isoformat()} cannot run on its books (replay the "
+                               f"past with `lab backtest`, or trade it in another portfolio)")
         if row is None:
             session.add(db.TradingCycle(portfolio=portfolio, as_of=as_of, status="started", stage="claimed"))
-            return None
-        if row.status != "completed":
-            return None
-        summary = dict(row.summary or {})
-        summary.pop("as_of", None)
-        summary["already_completed"] = True
-        return CycleResult(as_of=as_of, **summary)
+        return None
 
 
 def _complete(ctx: LabContext, portfolio: str, as_of: datetime, result: CycleResult) -> None:

@@ -12,6 +12,7 @@ from sqlalchemy import Engine
 from lab.bars import bars_by_symbol, load_bars
 from lab.config import TradingConfig
 from lab.features import compute_features, get_feature_set, load_fundamentals, pair_bars
+from lab.trading.calendar import last_closed_session
 
 __all__ = ["FeatureFrames", "MarketSnapshot", "load_market"]
 
@@ -72,6 +73,18 @@ class MarketSnapshot(FeatureFrames):
     def prices(self) -> dict[str, float]:
         """The last close per symbol."""
         return {s: float(frame["close"].iloc[-1]) for s, frame in self.bars.items() if len(frame)}
+
+    def behind(self, symbols: Iterable[str], asset_type: str, as_of: datetime) -> dict[str, pd.Timestamp | None]:
+        """The symbols whose latest bar is older than the last complete one at ``as_of``
+        (``last_closed_session``), with that bar's time (``None``: no bars at all)."""
+        due = last_closed_session(asset_type, as_of)
+        out = {}
+        for symbol in symbols:
+            frame = self.bars.get(symbol)
+            last = frame.index[-1] if frame is not None and len(frame) else None
+            if last is None or last < due:
+                out[symbol] = last
+        return out
 
     def bars_after(self, symbol: str, ts: datetime) -> pd.DataFrame:
         frame = self.bars.get(symbol)

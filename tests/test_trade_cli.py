@@ -1,0 +1,41 @@
+"""``lab trade cycle`` and ``lab portfolio`` from the command line, on the registry's active models."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from lab.cli.main import app
+from lab.db import connect
+from lab.registry import ModelRegistry
+from tests.fakes.trading import seed_bars, write_config
+from tests.test_serving import _train
+
+
+@pytest.fixture
+def lab(sqlite_url: str, tmp_path: Path, lab_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LAB_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("COLUMNS", "200")  # one line per message
+    monkeypatch.setenv("LAB_CONFIG", str(write_config(tmp_path / "trading.json")))
+    engine = connect(sqlite_url)
+    seed_bars(engine)
+    registry = ModelRegistry(engine, lab_home / "models")
+    registry.activate(registry.save_version("trading", "momentum", _train(tmp_path / "m.ubj", "momentum", 0)).id)
+
+
+def test_a_cycle_says_how_far_each_strategy_got_and_why_one_was_skipped(lab) -> None:
+    result = CliRunner().invoke(app, ["trade", "cycle", "--as-of", "2023-03-01", "--in-process"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "cycle 2023-03-01T00:00:00+00:00 completed" in result.output
+    assert "momentum: 4 screened, " in result.output and "min confidence 0.60 and risk/reward (best " in result.output
+    assert "breakout" in result.output and "no active model" in result.output
+    assert "cash 100,000.00" in CliRunner().invoke(app, ["portfolio"]).output
+
+
+def test_a_cycle_before_the_latest_is_refused_by_name(lab) -> None:
+    assert CliRunner().invoke(app, ["trade", "cycle", "--as-of", "2023-03-02", "--in-process"]).exit_code == 0
+    earlier = CliRunner().invoke(app, ["trade", "cycle", "--as-of", "2023-03-01", "--in-process"])
+    assert earlier.exit_code != 0
+    assert "already ran a cycle at 2023-03-02" in earlier.output + str(earlier.exception)
