@@ -108,6 +108,17 @@ def test_a_cycle_reports_how_far_each_strategys_symbols_got_and_keeps_it(ctx):
     assert run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions()).screening == result.screening
 
 
+def test_a_cycle_names_each_signal_the_books_refused_or_cut_and_why(ctx):
+    run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions())
+    result = run_trading_cycle(ctx, DAYS[1], predictions=FixedPredictions())
+    with ctx.engine.connect() as conn:
+        signals = conn.execute(select(db.Signal).where(db.Signal.as_of == DAYS[1]).order_by(db.Signal.id)).all()
+    expected = [f"{s.symbol} {s.strategy} signal " + ("not ordered: " if s.status == "skipped" else "ordered, limited by ")
+                + s.reason for s in signals if s.reason is not None]
+    assert any("already held or being entered" in note for note in expected)
+    assert [note for note in result.notes if " signal " in note] == expected
+
+
 def test_a_cycle_before_the_portfolios_latest_is_refused_and_changes_nothing(ctx):
     run_trading_cycle(ctx, DAYS[1], predictions=FixedPredictions())
     before = [count(ctx, model) for model in (db.TradingCycle, db.Signal, db.Order, db.Trade)]

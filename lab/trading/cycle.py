@@ -283,6 +283,9 @@ class _SqlJournal:
         with session_scope(self.ctx.engine) as session:
             row = session.get(db.Signal, candidate.ref)
             row.status, row.reason = status, reason
+        if reason is not None:  # refused, or ordered smaller than asked
+            what = "not ordered:" if status == "skipped" else "ordered, limited by"
+            self.notes.append(f"{candidate.symbol} {candidate.strategy} signal {what} {reason}")
 
     def halted(self, reason: str) -> None:
         set_halt(self.ctx.engine, self.portfolio, True, reason)
