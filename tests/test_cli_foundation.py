@@ -68,3 +68,20 @@ def test_config_check_accepts_the_shipped_file():
 @pytest.mark.parametrize("args", [("models", "list"), ("db", "current")])
 def test_commands_work_on_postgresql(pg_url, args):
     assert lab(*args, env={"LAB_DATABASE_URL": pg_url}).returncode == 0
+
+
+def test_activating_a_version_the_gate_kept_back_says_so_and_the_list_shows_why(lab_home: Path, tmp_path: Path):
+    from lab.runtime import open_lab
+
+    registry = open_lab().registry
+    model = tmp_path / "m.ubj"
+    model.write_bytes(b"a model")
+    version = registry.save_version("trading", "momentum", model, note="OOS AUC 0.497 is not above 0.520")
+    listed = lab("models", "list")
+    assert "OOS AUC 0.497 is not above 0.520" in listed.stdout
+    activated = lab("models", "activate", str(version.id))
+    assert activated.returncode == 0
+    assert "the promotion gate kept it back (OOS AUC 0.497 is not above 0.520); it trades now because you asked" \
+        in activated.stdout
+    again = lab("models", "activate", str(version.id))
+    assert again.returncode == 0 and "kept it back" not in again.stdout

@@ -19,10 +19,10 @@ def list_cmd(
     versions = open_lab().registry.list_versions(domain=domain, strategy=strategy)
     print_table(
         "Model versions",
-        ["id", "domain", "strategy", "version", "status", "active", "auc", "created"],
+        ["id", "domain", "strategy", "version", "status", "active", "auc", "created", "note"],
         [
             (v.id, v.domain, v.strategy, v.version, v.status, "yes" if v.is_active else "",
-             _fmt(v.metrics.get("oos_auc")), v.created_at.strftime("%Y-%m-%d %H:%M"))
+             _fmt(v.metrics.get("oos_auc")), v.created_at.strftime("%Y-%m-%d %H:%M"), v.note)
             for v in versions
         ],
     )
@@ -30,9 +30,13 @@ def list_cmd(
 
 @app.command("activate")
 def activate_cmd(version_id: int = typer.Argument(..., help="the version id (see `lab models list`)")) -> None:
-    """Make a version the active one for its (domain, strategy)."""
-    v = open_lab().registry.activate(version_id, reason="activated from the CLI")
+    """Make a version the active one for its (domain, strategy), even one the gate kept back."""
+    registry = open_lab().registry
+    before = registry.get(version_id)
+    v = registry.activate(version_id, reason="activated from the CLI")
     console.print(f"active: {v.domain}/{v.strategy} v{v.version} (id {v.id})")
+    if before.status == "candidate" and before.note:
+        console.print(f"note: the promotion gate kept it back ({before.note}); it trades now because you asked")
 
 
 @app.command("rollback")
