@@ -95,7 +95,8 @@ class SuccessGate:
 
     def evaluate(self, metrics: Metrics) -> list[GateCheck]:
         def above(name: str, value: float, threshold: float) -> GateCheck:
-            return GateCheck(name, value, ">", threshold, bool(np.isfinite(value) and value > threshold))
+            # a profit factor without a losing trade is +inf: above any bar; NaN (no trades) is not
+            return GateCheck(name, value, ">", threshold, bool(not np.isnan(value) and value > threshold))
 
         def at_least(name: str, value: float, threshold: float) -> GateCheck:
             return GateCheck(name, value, ">=", threshold, bool(np.isfinite(value) and value >= threshold))

@@ -3,6 +3,7 @@ databases, export, gaps and bad input (sweeps: ``test_backtest_sweep``)."""
 
 from __future__ import annotations
 
+import math
 from datetime import date
 from pathlib import Path
 
@@ -11,7 +12,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import delete, func, insert, select
 
-from benchmarks.backtest import load
+from benchmarks.backtest import lab_sma, load
 from lab.backtest import BacktestSpec, WalkForward, list_backtests, load_result, run_backtest, save_result
 from lab.backtest.decisions import WalkForwardPredictions
 from lab.config import load_config
@@ -144,6 +145,21 @@ def test_backtest_is_stored_under_its_portfolio_and_replays(engine, shared_data,
     assert [b["portfolio"] for b in list_backtests(engine)] == [result.portfolio]
     assert load_result(engine, str(save_result(engine, result))).name == result.name
     assert first >= 1
+
+
+def test_a_run_without_a_losing_trade_is_stored_and_passes_the_profit_factor(engine, shared_data):
+    bars = _adjusted(shared_data, "MSFT").loc["2016-01-01":"2016-12-30"]
+    enter, leave = pd.Series(False, index=bars.index), pd.Series(False, index=bars.index)
+    enter.iloc[10], leave.iloc[200] = True, True  # bought in January 2016, sold in October, higher
+    result = lab_sma({"MSFT": bars}, {"method": "fixed", "fixed_amount": 20_000.0}, flags={"MSFT": (enter, leave)})
+    assert result.metrics()["portfolio"].profit_factor == math.inf  # one trade, won
+    _store_bars(engine, shared_data, ["MSFT"])
+    save_result(engine, result)  # PostgreSQL's JSON has no Infinity: stored as null
+    (check,) = [c for c in load_result(engine, result.portfolio).gate() if c.name == "profit_factor"]
+    assert check.passed and check.value == math.inf
+    with engine.connect() as conn:
+        stored = conn.scalar(select(db.Backtest.metrics))
+    assert {"name": "profit_factor", "value": None, "op": ">", "threshold": 1.5, "passed": True} in stored["gate"]
 
 
 def test_export_writes_every_frame_as_parquet_and_csv(momentum_run, tmp_path):

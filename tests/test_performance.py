@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import empyrical
@@ -148,6 +149,15 @@ def test_success_gate_reports_each_criterion_with_its_value():
     failed = {c.name for c in SuccessGate().evaluate(bad) if not c.passed}
     assert failed == {"sharpe", "max_drawdown", "win_rate"}
     assert "sharpe 0.9 > 1: FAIL" == SuccessGate().evaluate(bad)[0].describe()
+
+
+def test_a_profit_factor_without_a_losing_trade_passes_and_none_without_trades_fails():
+    base = Metrics(total_return=0.3, cagr=0.2, volatility=0.1, sharpe=1.4, sortino=2.0, max_drawdown=0.08,
+                   max_drawdown_days=30, trades=40, win_rate=1.0, profit_factor=math.inf, avg_win=10,
+                   avg_loss=math.nan, exposure=0.5, turnover=3.0, positive_months=0.7, months=24)
+    no_trades = dataclasses.replace(base, trades=0, win_rate=math.nan, profit_factor=math.nan)
+    assert {c.name: c.passed for c in SuccessGate().evaluate(base)}["profit_factor"]
+    assert not {c.name: c.passed for c in SuccessGate().evaluate(no_trades)}["profit_factor"]
 
 
 @settings(max_examples=60, deadline=None)

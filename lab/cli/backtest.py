@@ -163,9 +163,9 @@ _FIGURES = ("return", "sharpe", "max dd", "trades", "win rate", "profit factor")
 
 def _figures(metrics) -> tuple:
     """A result's ``_FIGURES`` as table cells."""
-    d = metrics.as_dict()
-    return (_pct(d["total_return"]), _num(d["sharpe"]), _pct(d["max_drawdown"]), d["trades"], _pct(d["win_rate"]),
-            _num(d["profit_factor"]))
+    m = metrics
+    return (_pct(m.total_return), _num(m.sharpe), _pct(m.max_drawdown), m.trades, _pct(m.win_rate),
+            _num(m.profit_factor))
 
 
 def _summary(result) -> None:
@@ -185,8 +185,9 @@ def _summary(result) -> None:
 
 
 def _pct(value) -> str:
-    return "-" if value is None else f"{100 * value:.2f}%"
+    return "-" if value is None or math.isnan(value) else f"{100 * value:.2f}%"
 
 
 def _num(value) -> str:
+    """Two decimals; "-" where there is no figure, "inf" for a profit factor without a loss."""
     return "-" if value is None or math.isnan(value) else f"{value:.2f}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import html
 import math
+from dataclasses import asdict
 from pathlib import Path
 
 import pandas as pd
@@ -57,7 +58,7 @@ def _metrics_table(result: BacktestResult) -> str:
     head = "".join(f"<th>{c.replace('_', ' ')}</th>" for c in _COLUMNS)
     rows = []
     for name, metrics in result.metrics().items():
-        values = metrics.as_dict()
+        values = asdict(metrics)
         rows.append(f"<tr><td>{html.escape(name)}</td>"
                     + "".join(f"<td>{_fmt(c, values[c])}</td>" for c in _COLUMNS) + "</tr>")
     return f"<table><tr><th>strategy</th>{head}</tr>{''.join(rows)}</table>"
