@@ -35,6 +35,15 @@ def active_ids(engine, strategy: str = "momentum") -> list[int]:
             ModelVersion.strategy == strategy, ModelVersion.is_active.is_(True))))
 
 
+def test_undefined_and_infinite_figures_are_stored_as_null(registry, tmp_path):
+    # PostgreSQL's JSON has no NaN or Infinity tokens; every JSON column stores them as null
+    metrics = {"oos_auc": 0.61, "sharpe": float("nan"), "profit_factor": float("inf"),
+               "folds": [{"auc": float("-inf")}, 0.5]}
+    version = registry.save_version("trading", "momentum", model_file(tmp_path, b"a"), metrics=metrics)
+    assert registry.get(version.id).metrics == {"oos_auc": 0.61, "sharpe": None, "profit_factor": None,
+                                                "folds": [{"auc": None}, 0.5]}
+
+
 def test_versions_are_numbered_per_domain_and_strategy(registry, tmp_path):
     a = registry.save_version("trading", "momentum", model_file(tmp_path, b"a"), params={"max_depth": 3},
                               metrics={"oos_auc": 0.61}, data_fingerprint="d1", feature_fingerprint="f1")

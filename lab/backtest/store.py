@@ -27,9 +27,7 @@ _TABLES = (db.Trade, db.Order, db.Position, db.PortfolioSnapshot, db.Account, db
 
 
 def _none(value: Any) -> Any:
-    """JSON-safe, as ``Metrics.as_dict``: PostgreSQL's JSON has no NaN or Infinity (a profit
-    factor without a losing trade is +inf; the run's frames keep what it is computed from)."""
-    return None if value is None or (isinstance(value, float) and not math.isfinite(value)) else value
+    return None if value is None or (isinstance(value, float) and math.isnan(value)) else value
 
 
 def save_result(engine: Engine, result: BacktestResult) -> int:

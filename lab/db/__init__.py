@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
 from sqlalchemy.exc import OperationalError
@@ -41,16 +44,34 @@ def _sqlite_begin(conn) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("write_lock") else "BEGIN")
 
 
+def _json_dumps(value: Any) -> str:
+    """JSON columns hold NaN and infinities as null, on every backend: PostgreSQL's JSON has
+    no such tokens (a profit factor without a losing trade is +inf, an undefined figure NaN),
+    and SQLite's text would hold what PostgreSQL refuses."""
+    return json.dumps(_finite(value), allow_nan=False)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
 def get_engine(url: str) -> Engine:
     """A shared engine for ``url``; SQLite gets WAL and a busy timeout for concurrent writers."""
     engine = _engines.get(url)
     if engine is None:
         if url.startswith("sqlite"):
-            engine = create_engine(url, connect_args={"timeout": 30})
+            engine = create_engine(url, connect_args={"timeout": 30}, json_serializer=_json_dumps)
             event.listen(engine, "connect", _sqlite_pragmas)
             event.listen(engine, "begin", _sqlite_begin)
         else:
-            engine = create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10})
+            engine = create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10},
+                                   json_serializer=_json_dumps)
         _engines[url] = engine
     return engine
 
