@@ -14,6 +14,7 @@ def test_tune_command_tunes_registers_and_prints_the_leaderboard(ray_session, sq
                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
     # the progress bar holds locks that Tune cannot pickle with the run's state
     monkeypatch.setenv("LAB_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("COLUMNS", "200")  # the leaderboard's reasons on one line
     _store_random_walks(connect(sqlite_url), ["AAPL", "MSFT", "IBM", "GOOG"], days=400)
     result = CliRunner().invoke(app, ["tune", "--strategy", "swing", "--trials", "2"])
     assert result.exit_code == 0, result.output + repr(result.exception)

@@ -161,9 +161,8 @@ def _sweep(lab, spec, grid: dict[str, list], export: Path | None, fmt: str) -> N
 _FIGURES = ("return", "sharpe", "max dd", "trades", "win rate", "profit factor")
 
 
-def _figures(metrics) -> tuple:
-    """A result's ``_FIGURES`` as table cells."""
-    m = metrics
+def _figures(m) -> tuple:
+    """A result's ``_FIGURES`` as table cells (``m``: its ``Metrics``)."""
     return (_pct(m.total_return), _num(m.sharpe), _pct(m.max_drawdown), m.trades, _pct(m.win_rate),
             _num(m.profit_factor))
 

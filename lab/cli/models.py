@@ -19,13 +19,16 @@ def list_cmd(
     versions = open_lab().registry.list_versions(domain=domain, strategy=strategy)
     print_table(
         "Model versions",
-        ["id", "domain", "strategy", "version", "status", "active", "auc", "created", "note"],
+        ["id", "domain", "strategy", "version", "status", "active", "auc", "created"],
         [
             (v.id, v.domain, v.strategy, v.version, v.status, "yes" if v.is_active else "",
-             _fmt(v.metrics.get("oos_auc")), v.created_at.strftime("%Y-%m-%d %H:%M"), v.note)
+             _fmt(v.metrics.get("oos_auc")), v.created_at.strftime("%Y-%m-%d %H:%M"))
             for v in versions
         ],
     )
+    for v in versions:  # below the table: a gate's reason is a sentence
+        if v.note:
+            console.print(f"id {v.id} ({v.strategy} v{v.version}): {v.note}", markup=False, highlight=False)
 
 
 @app.command("activate")
