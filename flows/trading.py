@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 
 from lab.runtime import open_lab
+from lab.trading.cycle import decision_time
 from lab.trading.cycle import run_trading_cycle as cycle
 from serving.client import ServePredictionClient
 
@@ -28,8 +29,7 @@ def _cycle(as_of: datetime, portfolio: str, asset_class: str, serve_url: str | N
 def run_trading_cycle(asset_class: str = "stocks", as_of: str | None = None, portfolio: str = "paper",
                       serve_url: str | None = None) -> dict:
     """One cycle at ``as_of`` (ISO; default now). Re-running the same ``as_of`` is a no-op."""
-    when = datetime.fromisoformat(as_of) if as_of else datetime.now(UTC).replace(second=0, microsecond=0)
-    when = when if when.tzinfo else when.replace(tzinfo=UTC)
+    when = decision_time(as_of)
     summary = _cycle(when, portfolio, asset_class, serve_url)
     ctx = open_lab()
     from lab.trading.reports import cycle_tables

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+from sqlalchemy import func, select
 from typer.testing import CliRunner
 
 from lab.cli.main import app
 from lab.db import connect
+from lab.db.models import TradingCycle
 from lab.registry import ModelRegistry
 from tests.fakes.trading import seed_bars, write_config
 from tests.test_serving import _train
@@ -39,3 +42,16 @@ def test_a_cycle_before_the_latest_is_refused_by_name(lab) -> None:
     earlier = CliRunner().invoke(app, ["trade", "cycle", "--as-of", "2023-03-01", "--in-process"])
     assert earlier.exit_code != 0
     assert "already ran a cycle at 2023-03-02" in earlier.output + str(earlier.exception)
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--as-of", "garbage"], "as_of 'garbage': expected an ISO date or time such as 2024-03-01"),
+    (["--as-of", "2023-13-01"], "as_of '2023-13-01': expected an ISO date or time"),
+    (["--as-of", "2023-03-01", "--portfolio", ""], "portfolio name '': expected 1 to 64 characters"),
+    (["--as-of", "2023-03-01", "--portfolio", "x" * 65], "expected 1 to 64 characters"),
+])
+def test_a_bad_decision_time_or_portfolio_name_is_refused_by_name(lab, args, message) -> None:
+    result = CliRunner().invoke(app, ["trade", "cycle", "--in-process", *args])
+    assert result.exit_code != 0 and message in str(result.exception)
+    with connect(os.environ["LAB_DATABASE_URL"]).connect() as conn:  # nothing started
+        assert conn.scalar(select(func.count()).select_from(TradingCycle)) == 0

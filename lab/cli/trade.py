@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import typer
 from sqlalchemy import select
 
 from lab.cli._common import console, print_table
 
 app = typer.Typer(help="Paper trading: run a cycle.", no_args_is_help=True)
-
-
-def _as_of(value: str | None) -> datetime:
-    if value is None:
-        return datetime.now(UTC).replace(second=0, microsecond=0)
-    parsed = datetime.fromisoformat(value)
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 @app.command("cycle")
@@ -31,7 +22,7 @@ def cycle(
 ) -> None:
     """Run (or resume) the trading cycle at AS_OF; a completed cycle is not run twice."""
     from lab.runtime import open_lab
-    from lab.trading.cycle import run_trading_cycle
+    from lab.trading.cycle import decision_time, run_trading_cycle
     from lab.trading.predictions import RegistryPredictions
     from serving.client import ServePredictionClient
 
@@ -40,7 +31,7 @@ def cycle(
     token = settings.serve_token.get_secret_value() if settings.serve_token else None
     predictions = RegistryPredictions(ctx.registry) if in_process else ServePredictionClient(settings.serve_url, token)
     with console.status("running the trading cycle"):
-        result = run_trading_cycle(ctx, _as_of(as_of), portfolio=portfolio, predictions=predictions, live=live)
+        result = run_trading_cycle(ctx, decision_time(as_of), portfolio=portfolio, predictions=predictions, live=live)
     state = "already completed" if result.already_completed else "completed"
     console.print(f"cycle {result.as_of.isoformat()} {state}: {result.signals} signals, "
                   f"{result.orders_placed} orders, {result.rejected} rejected, {result.fills} fills; "

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 
 import pandas as pd
 from sqlalchemy import func, select
@@ -37,11 +37,15 @@ from lab.trading.signals import FeatureSource, TradeSignalEngine, exit_decisions
 from lab.trading.step import Candidate, PreTradeCheck, sync, trade_step
 from lab.trading.store import book_fill, load_books, load_open_orders, save_snapshot, set_halt, store_order
 
-__all__ = ["CycleResult", "PreTradeCheck", "run_trading_cycle", "STAGES"]
+__all__ = ["CycleResult", "PreTradeCheck", "decision_time", "run_trading_cycle", "STAGES"]
 
 #: named points of a cycle; ``hook(stage)`` is called at each (crash tests pause there)
 STAGES = ("claimed", "synced", "exits_placed", "signals_stored", "order_stored", "fill_booked",
           "entries_placed", "snapshot")
+
+
+#: the longest portfolio name the tables hold
+_NAME_LENGTH = 64
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,19 @@ class CycleResult:
         out = asdict(self)
         out["as_of"] = self.as_of.isoformat()
         return out
+
+
+def decision_time(value: str | None) -> datetime:
+    """A cycle's ``as_of`` from text: ISO (a date is that session's midnight-UTC label, a
+    time without a zone is UTC), or now to the minute when ``value`` is None."""
+    if value is None:
+        return datetime.now(UTC).replace(second=0, microsecond=0)
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError as exc:
+        raise TradingError(f"as_of {value!r}: expected an ISO date or time such as 2024-03-01 or "
+                           f"2024-03-01T14:30:00+00:00 ({exc})") from None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
 
 
 def run_trading_cycle(
@@ -94,6 +111,9 @@ def run_trading_cycle(
     """
     if as_of.tzinfo is None:
         raise TradingError(f"as_of must be timezone-aware, got {as_of.isoformat()}")
+    if not portfolio.strip() or portfolio != portfolio.strip() or len(portfolio) > _NAME_LENGTH:
+        raise TradingError(f"portfolio name {portfolio!r}: expected 1 to {_NAME_LENGTH} characters, "
+                           f"without spaces at either end")
     hook = hook or (lambda stage: None)
     engine, config = ctx.engine, ctx.config
     done = _claim(ctx, portfolio, as_of)
