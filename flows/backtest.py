@@ -19,15 +19,15 @@ from lab.runtime import open_lab
 __all__ = ["backtest_flow", "sweep_flow"]
 
 
-def _spec(strategies: list[str], start: str, end: str, walk_forward: str, name: str | None,
+def _spec(strategies: list[str], start: date, end: date, walk_forward: str, name: str | None,
           symbols: list[str] | None, settings: dict[str, Any] | None) -> BacktestSpec:
-    spec = BacktestSpec(strategies=strategies, start=date.fromisoformat(start), end=date.fromisoformat(end),
+    spec = BacktestSpec(strategies=strategies, start=start, end=end,
                         symbols=symbols, walk_forward=WalkForward(mode=walk_forward), name=name)
     return spec.with_settings(settings) if settings else spec
 
 
 @flow(name="run_backtest", log_prints=True)
-def backtest_flow(strategies: list[str], start: str, end: str, walk_forward: str = "retrain",
+def backtest_flow(strategies: list[str], start: date, end: date, walk_forward: str = "retrain",
                   name: str | None = None, symbols: list[str] | None = None,
                   settings: dict[str, Any] | None = None) -> dict:
     """Backtest ``strategies`` over [start, end] (``settings``: dotted config paths -> values,
@@ -49,7 +49,7 @@ def backtest_flow(strategies: list[str], start: str, end: str, walk_forward: str
 
 
 @flow(name="run_backtest_sweep", log_prints=True)
-def sweep_flow(strategies: list[str], start: str, end: str, grid: dict[str, list], walk_forward: str = "retrain",
+def sweep_flow(strategies: list[str], start: date, end: date, grid: dict[str, list], walk_forward: str = "retrain",
                name: str | None = None, symbols: list[str] | None = None,
                settings: dict[str, Any] | None = None) -> dict:
     """One backtest per combination of ``grid`` (dotted config path -> values; ``settings``

@@ -39,7 +39,7 @@ def ingest_symbol_task(engine, chains: Chains, symbol: str, asset_class: str, hi
 
 
 @flow(name="ingest_universe", log_prints=True)
-def ingest_universe(source: str = "offline", symbols: list[str] | None = None, since: str | None = None,
+def ingest_universe(source: str = "offline", symbols: list[str] | None = None, since: date | None = None,
                     path: str | None = None, asset_class: str | None = None) -> dict:
     """Ingest the universe from ``source``; a symbol failing on every provider is reported, not fatal."""
     lab = open_lab()
@@ -48,11 +48,10 @@ def ingest_universe(source: str = "offline", symbols: list[str] | None = None, s
     chains = build_chains(source, config, settings=lab.settings, path=path)
     summary = IngestSummary(run_id=uuid.uuid4().hex, source=source, notes=list(chains.notes))
     history_start = date.fromisoformat(config.data.history_start)
-    since_date = date.fromisoformat(since) if since else None
     try:
         futures = [
             ingest_symbol_task.with_options(tags={f"provider:{p.name}" for p in chains.for_class(klass)})
-            .submit(lab.engine, chains, symbol, klass, history_start, since_date, summary.run_id)
+            .submit(lab.engine, chains, symbol, klass, history_start, since, summary.run_id)
             for symbol, klass in jobs
         ]
         for (symbol, klass), future in zip(jobs, futures, strict=True):

@@ -19,16 +19,15 @@ __all__ = ["tune_strategies"]
 
 
 @task(name="tune-and-promote", task_run_name="tune {strategies}")
-def tune_and_promote(strategies: list[str], trials: int | None, end: str | None = None) -> list[TrainingOutcome]:
+def tune_and_promote(strategies: list[str], trials: int | None, end: datetime | None = None) -> list[TrainingOutcome]:
     from lab.runtime import open_lab
 
-    cutoff = datetime.fromisoformat(end) if end else None
-    return train_and_promote_all(open_lab(), strategies, trials, end=cutoff)
+    return train_and_promote_all(open_lab(), strategies, trials, end=end)
 
 
 @flow(name="tune_strategies", log_prints=True)
 def tune_strategies(strategies: list[str] | None = None, trials: int | None = None,
-                    end: str | None = None) -> list[dict[str, Any]]:
+                    end: datetime | None = None) -> list[dict[str, Any]]:
     """Tune every enabled (or named) strategy on data up to ``end`` (ISO; default all) and
     publish the leaderboard."""
     from lab.runtime import open_lab

@@ -3,6 +3,8 @@ then tuning and promotion of every enabled strategy (the ``tune_strategies`` flo
 
 from __future__ import annotations
 
+from datetime import datetime
+
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 
@@ -24,7 +26,7 @@ def compute_universe_features() -> list[dict]:
 
 @flow(name="run_trading_training", log_prints=True)
 def run_trading_training(strategies: list[str] | None = None, trials: int | None = None,
-                         end: str | None = None) -> list[dict]:
+                         end: datetime | None = None) -> list[dict]:
     """Features, then tuning + promotion on data up to ``end``; returns the leaderboard."""
     problems = compute_universe_features()
     if problems:

@@ -71,6 +71,28 @@ def test_flows_list_names_every_flow_that_flows_run_starts(monkeypatch):
     assert {"run_backtest", "run_backtest_sweep"} <= set(FLOWS)
 
 
+@pytest.mark.parametrize(("name", "params", "message"), [
+    ("run_backtest", ["strategies=[\"momentum\"]", "start=garbage", "end=2020-01-01"], "start: Input should be a valid date"),
+    ("ingest_universe", ["since=yesterday"], "since: Input should be a valid date"),
+    ("tune_strategies", ["end=soon"], "end: Input should be a valid datetime"),
+])
+def test_flows_run_refuses_a_bad_date_naming_the_parameter(prefect_server, name, params, message):
+    from typer.testing import CliRunner
+
+    from lab.cli.main import app
+
+    result = CliRunner().invoke(app, ["flows", "run", name, *(arg for p in params for arg in ("-p", p))])
+    assert result.exit_code != 0 and message in str(result.exception)
+
+
+def test_the_trading_cycle_flow_refuses_a_bad_decision_time(prefect_server):
+    from flows.trading import run_trading_cycle
+    from lab.errors import TradingError
+
+    with pytest.raises(TradingError, match="as_of 'garbage': expected an ISO date or time"):
+        run_trading_cycle(as_of="garbage")
+
+
 def test_the_stock_schedules_run_in_new_york_time():
     config = load_config(REPO_CONFIG)
     assert (config.schedules["stock_collection"].cron, config.schedules["stock_collection"].timezone) == \

@@ -7,6 +7,7 @@ import json
 import typer
 
 from lab.cli._common import console, parse_assignment, print_table
+from lab.errors import ConfigError
 
 app = typer.Typer(help="Prefect flows and their schedules.", no_args_is_help=True)
 
@@ -47,8 +48,13 @@ def run_cmd(
     param: list[str] = typer.Option([], "--param", "-p", help="KEY=VALUE (VALUE parsed as JSON when it can be)"),
 ) -> None:
     """Run one flow now."""
+    from prefect.exceptions import ParameterTypeError
+
     from flows.deployments import get_flow
 
     flow = get_flow(name)
-    result = flow(**dict(parse_assignment("--param", p) for p in param))
+    try:
+        result = flow(**dict(parse_assignment("--param", p) for p in param))
+    except ParameterTypeError as exc:  # Prefect names each bad parameter and why
+        raise ConfigError([f"{name}: {exc}"]) from None
     console.print_json(data=result, default=str)
