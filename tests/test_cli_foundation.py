@@ -85,3 +85,28 @@ def test_activating_a_version_the_gate_kept_back_says_so_and_the_list_shows_why(
         in activated.stdout
     again = lab("models", "activate", str(version.id))
     assert again.returncode == 0 and "kept it back" not in again.stdout
+
+
+def test_an_unknown_migration_revision_is_a_clear_error():
+    for command in ("upgrade", "downgrade"):
+        result = lab("db", command, "nosuchrev")
+        assert result.returncode == 1
+        assert "revision 'nosuchrev': Can't locate revision identified by 'nosuchrev'" in result.stderr
+        assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args", [["serve", "--port", "99999"], ["demo", "--port", "0"],
+                                  ["metrics", "serve", "--port", "70000"]])
+def test_a_port_outside_the_tcp_range_is_refused(args):
+    result = lab(*args)
+    assert result.returncode == 2 and "Invalid value for '--port'" in result.stderr
+
+
+def test_a_backtest_export_folder_that_cannot_be_created_is_refused_before_the_run(tmp_path: Path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = lab("backtest", "-s", "momentum", "--start", "2019-01-01", "--end", "2019-06-01",
+                 "--export", str(blocker / "out"))
+    assert result.returncode == 1
+    assert f"--export {blocker / 'out'}: cannot create it" in result.stderr
+    assert "Traceback" not in result.stderr

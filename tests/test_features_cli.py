@@ -47,3 +47,10 @@ def test_features_command_names_unknown_sets_and_symbols(stored: str) -> None:
     assert bad_set.exit_code != 0 and "unknown feature set 'momentum@9'" in str(bad_set.exception)
     bad_symbol = runner.invoke(app, ["features", "--symbols", "NOPE", "--no-ray"])
     assert bad_symbol.exit_code != 0 and "no stored bars for NOPE" in str(bad_symbol.exception)
+
+
+def test_features_command_refuses_an_output_it_cannot_write_before_computing(stored: str, tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = CliRunner().invoke(app, ["features", "--out", str(blocker / "f.parquet"), "--no-ray"])
+    assert result.exit_code != 0 and f"--out {blocker}: cannot create it" in str(result.exception)

@@ -55,3 +55,10 @@ def test_a_bad_decision_time_or_portfolio_name_is_refused_by_name(lab, args, mes
     assert result.exit_code != 0 and message in str(result.exception)
     with connect(os.environ["LAB_DATABASE_URL"]).connect() as conn:  # nothing started
         assert conn.scalar(select(func.count()).select_from(TradingCycle)) == 0
+
+
+def test_an_unknown_portfolio_is_named_and_not_opened(lab) -> None:
+    CliRunner().invoke(app, ["trade", "cycle", "--as-of", "2023-03-01", "--in-process"])
+    result = CliRunner().invoke(app, ["portfolio", "--portfolio", "nosuch"])
+    assert result.exit_code != 0 and "no portfolio 'nosuch'; portfolios: paper" in str(result.exception)
+    assert "no portfolio 'nosuch'" in str(CliRunner().invoke(app, ["portfolio", "--portfolio", "nosuch"]).exception)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
@@ -36,3 +37,13 @@ def parse_assignment(option: str, item: str) -> tuple[str, Any]:
         return key, json.loads(value)
     except json.JSONDecodeError:
         return key, value
+
+
+def output_dir(option: str, directory: Path) -> Path:
+    """``directory`` created (with its parents) before any work is done, or a clear error:
+    a long run should not end in a traceback because its output cannot be written."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ConfigError([f"{option} {directory}: cannot create it ({exc.strerror})"]) from None
+    return directory

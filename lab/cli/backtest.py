@@ -11,7 +11,7 @@ from typing import Any
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from lab.cli._common import console, parse_assignment, print_table
+from lab.cli._common import console, output_dir, parse_assignment, print_table
 from lab.errors import ConfigError
 
 __all__ = ["backtest", "backtests", "report"]
@@ -44,6 +44,8 @@ def backtest(
     from lab.runtime import open_lab
 
     fixed, grid = _settings(setting), _grid(sweep)
+    if export is not None:
+        output_dir("--export", export)
     lab = open_lab()
     spec = BacktestSpec(strategies=strategy, start=start.date(), end=end.date(), symbols=symbol or None,
                         benchmark=benchmark, walk_forward=WalkForward(mode=walk_forward, window_days=window_days))

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from lab.cli._common import console, print_table
+from lab.cli._common import console, output_dir, print_table
 from lab.features import FEATURE_SETS, get_feature_set
 from lab.featurestore import universe_features
 from lab.runtime import ensure_ray, open_lab
@@ -26,6 +26,8 @@ def features_cmd(
     """Compute a feature set per symbol (cached per symbol) and write one long Parquet file."""
     fs = get_feature_set(feature_set)
     lab = open_lab()
+    target = out or lab.settings.home / "features" / f"{fs.name}-v{fs.version}.parquet"
+    output_dir("--out", target.parent)
     wanted = sorted({s.strip().upper() for item in symbols or [] for s in item.split(",") if s.strip()}) or None
     if ray:
         ensure_ray(lab.settings)
@@ -38,8 +40,6 @@ def features_cmd(
             bar.update(task, completed=done, total=total)
 
         run = universe_features(lab, fs.key, wanted, use_ray=ray, progress=progress)
-    target = out or lab.settings.home / "features" / f"{fs.name}-v{fs.version}.parquet"
-    target.parent.mkdir(parents=True, exist_ok=True)
     run.long_frame().to_parquet(target, index=False)
     if run.problems:
         print_table("Symbols with problems", ["symbol", "problem"], run.problems)

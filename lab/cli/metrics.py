@@ -16,7 +16,7 @@ app = typer.Typer(help="Prometheus metrics of the lab (portfolio, orders, data, 
 
 @app.command("serve")
 def serve_cmd(
-    port: int = typer.Option(DEFAULT_PORT, help="port for /metrics"),
+    port: int = typer.Option(DEFAULT_PORT, min=0, max=65535, help="port for /metrics"),
     host: str = typer.Option("127.0.0.1", help="address to bind (0.0.0.0 in a container)"),
     min_interval: float = typer.Option(5.0, help="seconds between two reads of the database"),
 ) -> None:

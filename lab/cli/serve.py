@@ -16,7 +16,7 @@ _LOOPBACK = ("127.0.0.1", "localhost", "::1")
 
 def serve_cmd(
     host: str = typer.Option("127.0.0.1", help="address the HTTP proxy binds (loopback unless you mean it)"),
-    port: int = typer.Option(8000, help="HTTP port"),
+    port: int = typer.Option(8000, min=1, max=65535, help="HTTP port"),
     replicas: int = typer.Option(1, min=1, help="replicas of the prediction deployment"),
     num_cpus: float = typer.Option(0.25, min=0.01, help="CPUs reserved per replica (fractional leaves room for Tune)"),
     wait: bool | None = typer.Option(None, help="stay in the foreground (default: yes on local Ray, no on a cluster)"),

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
+from alembic.util import CommandError
 from sqlalchemy import Engine, inspect
+
+from lab.errors import ConfigError
 
 __all__ = ["alembic_config", "upgrade_to_head", "upgrade", "downgrade", "current_revision", "head_revision"]
 
@@ -47,7 +52,8 @@ def _adopt_legacy(engine: Engine) -> None:
 
 def upgrade(engine: Engine, revision: str = "heads") -> None:
     _adopt_legacy(engine)
-    command.upgrade(alembic_config(engine), revision)
+    with _named_revision(revision):
+        command.upgrade(alembic_config(engine), revision)
 
 
 def upgrade_to_head(engine: Engine) -> None:
@@ -57,4 +63,14 @@ def upgrade_to_head(engine: Engine) -> None:
 
 
 def downgrade(engine: Engine, revision: str) -> None:
-    command.downgrade(alembic_config(engine), revision)
+    with _named_revision(revision):
+        command.downgrade(alembic_config(engine), revision)
+
+
+@contextmanager
+def _named_revision(revision: str) -> Iterator[None]:
+    """Alembic's refusal of a revision (unknown, or the wrong direction) as one clear error."""
+    try:
+        yield
+    except CommandError as exc:
+        raise ConfigError([f"revision {revision!r}: {exc}"]) from None

@@ -30,11 +30,17 @@ from lab.trading.model import (
 )
 from lab.trading.portfolio import PortfolioManager
 
-__all__ = ["Ledger", "load_books", "load_open_orders", "store_order", "book_fill", "save_snapshot",
+__all__ = ["Ledger", "load_books", "portfolio_names", "load_open_orders", "store_order", "book_fill", "save_snapshot",
            "set_halt", "replay_ledger"]
 
 #: ``positions.opened_at`` is NOT NULL; a closed position (kept for its realized P&L) stores this
 _EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
+
+
+def portfolio_names(engine: Engine) -> list[str]:
+    """Every portfolio with books (opened by its first cycle or stored backtest), by name."""
+    with session_scope(engine) as session:
+        return sorted(session.scalars(select(db.Account.portfolio)).all())
 
 
 def load_books(engine: Engine, config: TradingConfig, portfolio: str) -> PortfolioManager:
