@@ -2,13 +2,16 @@
 
 import numpy as np
 import pandas as pd
+import pytest
 from sqlalchemy import insert, select
 
 from lab.db import session_scope
 from lab.db.models import PriceBar, TuningRun
-from lab.models.pipeline import leaderboard, train_and_promote_all, with_forward_returns
+from lab.models.pipeline import _training_data, leaderboard, train_and_promote_all, with_forward_returns
+from lab.models.problem import RETURN_COLUMN
 from lab.runtime import LabContext
 from lab.settings import get_settings
+from lab.strategy import get_strategy
 
 
 def _store_random_walks(engine, symbols, days=500, seed=4) -> None:
@@ -23,6 +26,13 @@ def _store_random_walks(engine, symbols, days=500, seed=4) -> None:
                          "source": "test", "synthetic": True})
     with engine.begin() as conn:
         conn.execute(insert(PriceBar), rows)
+
+
+def _stored_closes(engine) -> dict[str, pd.DataFrame]:
+    with engine.connect() as conn:
+        frame = pd.read_sql(select(PriceBar.symbol, PriceBar.ts, PriceBar.close), conn)
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    return {s: f.sort_values("ts") for s, f in frame.groupby("symbol")}
 
 
 def test_forward_returns_come_from_the_stored_closes_over_the_horizon():
@@ -50,6 +60,22 @@ def test_a_random_walk_universe_is_tuned_registered_and_kept_as_candidate(ray_se
         assert session.scalars(select(TuningRun.promoted)).all() == [False]
     (row,) = leaderboard(outcomes)
     assert row["strategy"] == "swing" and row["version"] == 1 and not row["promoted"]
+
+
+def test_a_pair_strategy_is_tuned_on_its_pairs_scored_by_the_ratio_return(ray_session, engine):
+    _store_random_walks(engine, ["AAPL", "MSFT", "IBM", "GOOG"], days=400)
+    ctx = LabContext(settings=get_settings(), engine=engine)
+    data, _ = _training_data(ctx, get_strategy("pairs"), ["stocks"])
+    assert set(data["symbol"]) == {"AAPL/GOOG", "AAPL/IBM", "AAPL/MSFT", "GOOG/IBM", "GOOG/MSFT", "IBM/MSFT"}
+    closes = {s: f.set_index("ts")["close"] for s, f in _stored_closes(engine).items()}
+    row = data.iloc[0]
+    a, b = row["symbol"].split("/")
+    later = closes[a].index[closes[a].index.get_loc(row["timestamp"]) + 10]  # the label's horizon
+    ratio = closes[a] / closes[b]
+    assert row[RETURN_COLUMN] == pytest.approx(ratio[later] / ratio[row["timestamp"]] - 1)
+    (outcome,) = train_and_promote_all(ctx, ["pairs"], trials=1)
+    assert outcome.error is None, outcome.error
+    assert [v.strategy for v in ctx.registry.list_versions("trading", "pairs")] == ["pairs"]
 
 
 def test_strategies_named_are_tuned_once_each_in_one_run_and_registered_separately(ray_session, engine):

@@ -74,7 +74,7 @@ def _training_data(ctx: LabContext, strategy: type[Strategy], asset_classes: lis
     """Training rows of every configured symbol of ``asset_classes``, each symbol's features
     against its own class's benchmark, and the last bar used; nothing after ``end`` (labels
     included) is used."""
-    from lab.features import create_training_data, get_feature_set, load_fundamentals
+    from lab.features import create_training_data, get_feature_set, load_fundamentals, pair_bars
 
     universes = ctx.config.universe.asset_classes()
     classes = [ac for ac in asset_classes if ac in universes and universes[ac].symbols]
@@ -96,6 +96,10 @@ def _training_data(ctx: LabContext, strategy: type[Strategy], asset_classes: lis
             benchmark=by_symbol.get(universes[ac].benchmark),
             fundamentals=load_fundamentals(ctx.engine, stored) if fs.kind == "fundamental" else None,
             cache_dir=ctx.settings.cache_dir / "features")
+        if fs.kind == "pair":  # a pair "AAA/BBB" is priced, and labelled, as the ratio of its legs
+            bars = pd.concat([pair_bars(by_symbol[a], by_symbol[b])["close"].rename_axis("ts").reset_index()
+                              .assign(symbol=pair) for pair in data["symbol"].unique()
+                              for a, b in [pair.split("/")]], ignore_index=True) if len(data) else bars
         parts.append(with_forward_returns(data, bars, strategy.label.horizon))
     columns = ["symbol", "timestamp", *fs.columns, "label", RETURN_COLUMN]
     data = pd.concat(parts, ignore_index=True)[columns].sort_values(["timestamp", "symbol"], ignore_index=True)
