@@ -68,6 +68,20 @@ def test_the_switch_without_the_config_flag_is_an_error(tmp_path, monkeypatch, k
         open_real_broker(get_settings(), config(tmp_path, monkeypatch, broker="alpaca"), live=True)
 
 
+def test_a_cycle_refused_the_live_switch_has_stored_nothing(tmp_path, monkeypatch, keys, engine) -> None:
+    from lab.db.models import TradingCycle
+    from lab.runtime import LabContext
+    from lab.trading.cycle import run_trading_cycle
+    from tests.fakes.trading import FixedPredictions
+
+    config(tmp_path, monkeypatch, broker="alpaca")
+    with pytest.raises(ConfigError, match="--live was given but the config does not set execution.live: true"):
+        run_trading_cycle(LabContext(settings=get_settings(), engine=engine), NOW, predictions=FixedPredictions(),
+                          live=True)
+    with engine.connect() as conn:
+        assert conn.execute(select(TradingCycle)).all() == []
+
+
 def test_a_live_base_url_cannot_sneak_past_the_switch(tmp_path, monkeypatch, keys) -> None:
     with pytest.raises(ConfigError, match="needs execution.live: true and the --live switch"):
         open_real_broker(get_settings(), config(tmp_path, monkeypatch, broker="alpaca"), base_url=alpaca.LIVE_URL)

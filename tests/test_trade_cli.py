@@ -49,8 +49,9 @@ def test_a_cycle_before_the_latest_is_refused_by_name(lab) -> None:
     (["--as-of", "2023-13-01"], "as_of '2023-13-01': expected an ISO date or time"),
     (["--as-of", "2023-03-01", "--portfolio", ""], "portfolio name '': expected 1 to 64 characters"),
     (["--as-of", "2023-03-01", "--portfolio", "x" * 65], "expected 1 to 64 characters"),
+    (["--as-of", "2023-03-01", "--live"], "--live trades real money at a real broker, but execution.broker is 'paper'"),
 ])
-def test_a_bad_decision_time_or_portfolio_name_is_refused_by_name(lab, args, message) -> None:
+def test_a_bad_decision_time_portfolio_name_or_live_switch_is_refused_by_name(lab, args, message) -> None:
     result = CliRunner().invoke(app, ["trade", "cycle", "--in-process", *args])
     assert result.exit_code != 0 and message in str(result.exception)
     with connect(os.environ["LAB_DATABASE_URL"]).connect() as conn:  # nothing started

@@ -116,6 +116,11 @@ def run_trading_cycle(
                            f"without spaces at either end")
     hook = hook or (lambda stage: None)
     engine, config = ctx.engine, ctx.config
+    if broker is None and config.execution.broker != "paper":
+        broker = open_real_broker(ctx.settings, config, live=live)  # refuses an unallowed --live before any write
+    elif broker is None and live:
+        raise TradingError("--live trades real money at a real broker, but execution.broker is 'paper' "
+                           "(set it to alpaca or binance, with execution.live: true)")
     done = _claim(ctx, portfolio, as_of)
     if done is not None:
         return done
@@ -126,8 +131,7 @@ def run_trading_cycle(
     since = min((o.created_at for o in open_orders), default=None)
     market = load_market(engine, config, as_of, extra_symbols=held, since=since)
     if broker is None:
-        broker = (_paper_broker(config, manager, open_orders, market) if config.execution.broker == "paper"
-                  else open_real_broker(ctx.settings, config, live=live))
+        broker = _paper_broker(config, manager, open_orders, market)
     if broker.name != "paper":
         reconciliation = reconcile(engine, broker, portfolio)
         if not reconciliation.ok:
