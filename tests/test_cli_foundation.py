@@ -102,11 +102,12 @@ def test_a_port_outside_the_tcp_range_is_refused(args):
     assert result.returncode == 2 and "Invalid value for '--port'" in result.stderr
 
 
-def test_a_backtest_export_folder_that_cannot_be_created_is_refused_before_the_run(tmp_path: Path):
+@pytest.mark.parametrize("args", [["backtest", "-s", "momentum", "--start", "2019-01-01", "--end", "2019-06-01",
+                                   "--export"], ["grafana", "render", "--out"]])
+def test_an_output_folder_that_cannot_be_created_is_refused_before_the_work(tmp_path: Path, args):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
-    result = lab("backtest", "-s", "momentum", "--start", "2019-01-01", "--end", "2019-06-01",
-                 "--export", str(blocker / "out"))
+    result = lab(*args, str(blocker / "out"))
     assert result.returncode == 1
-    assert f"--export {blocker / 'out'}: cannot create it" in result.stderr
+    assert f"{args[-1]} {blocker / 'out'}: cannot create it" in result.stderr
     assert "Traceback" not in result.stderr

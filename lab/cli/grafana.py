@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from lab.cli._common import console, print_table
+from lab.cli._common import console, output_dir, print_table
 from lab.errors import ConfigError
 from lab.settings import get_settings
 
@@ -21,7 +21,7 @@ def render_cmd(
     """Write every board as JSON (what the provisioning folder mounts)."""
     from lab.dashboards import write_dashboards
 
-    for path in write_dashboards(out):
+    for path in write_dashboards(output_dir("--out", out)):
         console.print(f"wrote {path}")
 
 
