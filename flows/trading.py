@@ -21,8 +21,10 @@ def _cycle(as_of: datetime, portfolio: str, asset_class: str, serve_url: str | N
     url = serve_url or ctx.settings.serve_url
     token = ctx.settings.serve_token.get_secret_value() if ctx.settings.serve_token else None
     with ServePredictionClient(url, token) as predictions:
-        return cycle(ctx, as_of, portfolio=portfolio, predictions=predictions,
-                     asset_classes=[asset_class]).summary()
+        result = cycle(ctx, as_of, portfolio=portfolio, predictions=predictions, asset_classes=[asset_class])
+    for line in result.explain():
+        print(f"  {line}")
+    return result.summary()
 
 
 @flow(name="run_trading_cycle", log_prints=True)

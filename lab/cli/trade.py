@@ -36,19 +36,8 @@ def cycle(
     console.print(f"cycle {result.as_of.isoformat()} {state}: {result.signals} signals, "
                   f"{result.orders_placed} orders, {result.rejected} rejected, {result.fills} fills; "
                   f"cash {result.cash:,.2f}, equity {result.equity:,.2f}" + (" [HALTED]" if result.halted else ""))
-    for name, counts in result.screening.items():
-        console.print(f"  {name}: {_screening(counts)}")
-    for note in result.notes:
-        console.print(f"  {note}")
-
-
-def _screening(counts: dict) -> str:
-    """Why a strategy signalled as often as it did at this cycle, in one line."""
-    if not counts["screened"]:
-        return "no symbol has features at this time (too little history, or no bars stored)"
-    best = "" if counts["best"] is None else f" (best {counts['best']:.2f})"
-    return (f"{counts['screened']} screened, {counts['rule']} fired the entry rule, {counts['confident']} past "
-            f"min confidence {counts['min_confidence']:.2f} and risk/reward{best}")
+    for line in result.explain():
+        console.print(f"  {line}", markup=False, highlight=False)
 
 
 def portfolio(name: str = typer.Option("paper", "--portfolio", help="Portfolio name.")) -> None:

@@ -15,6 +15,7 @@ import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import pandas as pd
 from sqlalchemy import func, select
@@ -70,6 +71,19 @@ class CycleResult:
         out = asdict(self)
         out["as_of"] = self.as_of.isoformat()
         return out
+
+    def explain(self) -> list[str]:
+        """Why the cycle did what it did, a line each: how far each strategy's symbols got,
+        then the notes (stale bars, skipped strategies, refused or cut signals, rejections)."""
+        return [f"{name}: {_screening_line(counts)}" for name, counts in self.screening.items()] + self.notes
+
+
+def _screening_line(counts: Mapping[str, Any]) -> str:
+    if not counts["screened"]:
+        return "no symbol has features at this time (too little history, or no bars stored)"
+    best = "" if counts["best"] is None else f" (best {counts['best']:.2f})"
+    return (f"{counts['screened']} screened, {counts['rule']} fired the entry rule, {counts['confident']} past "
+            f"min confidence {counts['min_confidence']:.2f} and risk/reward{best}")
 
 
 def decision_time(value: str | None) -> datetime:
