@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, select, update
 
 from lab.db import models as db
 from lab.errors import TradingError
@@ -117,6 +117,32 @@ def test_a_cycle_names_each_signal_the_books_refused_or_cut_and_why(ctx):
                 + s.reason for s in signals if s.reason is not None]
     assert any("already held or being entered" in note for note in expected)
     assert [note for note in result.notes if " signal " in note] == expected
+
+
+def test_a_cycle_after_the_close_places_no_stock_order_and_says_so(ctx):
+    after_close = DAYS[0].replace(hour=21)
+    result = run_trading_cycle(ctx, after_close, predictions=FixedPredictions())
+    with ctx.engine.connect() as conn:
+        symbols = set(conn.execute(select(db.Order.symbol)).scalars())
+        stock_signals = conn.execute(select(db.Signal).where(db.Signal.symbol != "BTC")).all()
+    assert symbols <= {"BTC"} and not stock_signals and result.rejected == 0
+    assert ("stocks market closed at 2023-03-01T21:00:00+00:00, next open 2023-03-02T14:30:00+00:00: "
+            "no stocks entries or exits this cycle") in result.notes
+    assert "momentum" not in result.screening and "breakout" in result.screening  # crypto trades on
+
+
+def test_exits_due_after_the_close_wait_for_the_next_cycle_in_market_hours(ctx):
+    run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions())
+    run_trading_cycle(ctx, DAYS[1], predictions=FixedPredictions())  # the entries fill
+    with ctx.engine.begin() as conn:  # every stock position's stop is hit
+        conn.execute(update(db.Position).where(db.Position.asset_type == "stocks").values(stop_loss=1e9))
+    after_close = run_trading_cycle(ctx, DAYS[2].replace(hour=21), predictions=FixedPredictions(0.5))
+    assert after_close.exits == 0
+    in_hours = run_trading_cycle(ctx, DAYS[3].replace(hour=15), predictions=FixedPredictions(0.5))
+    with ctx.engine.connect() as conn:
+        held = conn.scalar(select(func.count()).select_from(db.Position).where(
+            db.Position.asset_type == "stocks", db.Position.qty != 0))
+    assert held > 0 and in_hours.exits == held
 
 
 def test_a_cycle_before_the_portfolios_latest_is_refused_and_changes_nothing(ctx):

@@ -158,6 +158,9 @@ def run_trading_cycle(
     checks = (list(pre_trade_checks) if pre_trade_checks is not None
               else _default_checks(ctx, portfolio, as_of, market.prices()))
     journal = _SqlJournal(ctx, portfolio, as_of, manager, broker.name, hook)
+    closed = _closed_markets(broker, {*config.universe.asset_classes(), *(p.asset_type for p in
+                                                                        manager.open_positions())}, as_of)
+    journal.notes.extend(closed.values())
     prices = market.prices()
     signal_count = 0
     screening: dict[str, dict] = {}
@@ -167,7 +170,7 @@ def run_trading_cycle(
         engine_ = TradeSignalEngine(config, predictions, features or market, as_of=as_of, prices=prices)
         universe = {}
         for name, u in config.universe.asset_classes().items():
-            if asset_classes is None or name in asset_classes:
+            if (asset_classes is None or name in asset_classes) and name not in closed:
                 behind = market.behind(u.symbols, name, as_of)
                 journal.notes.extend(_stale_notes(name, behind, as_of))
                 universe[name] = [s for s in u.symbols if s not in behind]
@@ -182,7 +185,8 @@ def run_trading_cycle(
                 for s in signals.to_dict("records")]
 
     def exits(pending: Sequence[Order]) -> list[ExitDecision]:
-        return exit_decisions(config, manager, features or market, as_of, pending)
+        return [d for d in exit_decisions(config, manager, features or market, as_of, pending)
+                if d.position.asset_type not in closed]
 
     step = trade_step(manager, broker, journal, as_of=as_of, prices=prices, asset_types=journal.asset_types,
                       exits=exits, entries=entries, checks=checks)
@@ -198,6 +202,20 @@ def run_trading_cycle(
                          notes=journal.notes + step.notes, screening=screening)
     _complete(ctx, portfolio, as_of, result)
     return result
+
+
+def _closed_markets(broker: BrokerInterface, classes: set[str], as_of: datetime) -> dict[str, str]:
+    """The asset classes whose market the broker says is closed at ``as_of``, each with its
+    note: brokers reject orders then, so the cycle places none there (the next cycle in
+    market hours decides again) rather than storing one rejection per decision."""
+    closed = {}
+    for asset_class in sorted(classes):
+        clock = broker.clock(as_of, asset_class)
+        if not clock.is_open:
+            opens = f", next open {clock.next_open.isoformat()}" if clock.next_open else ""
+            closed[asset_class] = (f"{asset_class} market closed at {as_of.isoformat()}{opens}: no {asset_class} "
+                                   f"entries or exits this cycle")
+    return closed
 
 
 def _stale_notes(asset_class: str, behind: Mapping[str, pd.Timestamp | None], as_of: datetime) -> list[str]:
