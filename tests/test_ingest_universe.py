@@ -154,6 +154,17 @@ def test_files_with_split_coefficients_are_adjusted_and_validated(engine, tmp_pa
     assert {r.symbol: r.quarantined for r in summary.results} == {"ACME": 0, "BETA": 1}
 
 
+def test_a_bar_still_forming_is_not_stored(engine, tmp_path):
+    # a provider's bar for today (crypto: the UTC day under way) would change; it waits
+    today = pd.Timestamp.now(tz="UTC").normalize()
+    days = pd.date_range(today - pd.Timedelta(days=4), today, freq="D")
+    pd.DataFrame({"timestamp": days.tz_localize(None), "open": 10.0, "high": 11.0, "low": 9.0, "close": 10.5,
+                  "volume": 5.0}).to_csv(tmp_path / "XBT.csv", index=False)
+    ingest_universe(engine, offline_config(), source="files", path=tmp_path, asset_class="crypto")
+    stored = pd.to_datetime(load_bars(engine)["ts"], utc=True)
+    assert list(stored) == list(days[:-1])  # up to yesterday, the last day that ended
+
+
 def test_a_file_without_required_columns_is_reported(engine, tmp_path):
     pd.DataFrame({"date": ["2024-01-02"], "close": [1.0]}).to_csv(tmp_path / "BAD.csv", index=False)
     summary = ingest_universe(engine, offline_config(), source="files", path=tmp_path, asset_class="stocks")

@@ -9,10 +9,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from lab.trading.broker import BrokerInterface, OrderNotFound
-from lab.trading.calendar import is_market_open, last_closed_session
+from lab.trading.calendar import is_market_open
 from lab.trading.model import Order, OrderStatus, OrderType, Side
 from lab.trading.paper import Bar, PaperTradingExecutor, SlippageModel
 from tests.fakes.trading import utc
+from universe.calendars import last_closed_session
 
 NY = ZoneInfo("America/New_York")
 MON, TUE, WED = utc(2024, 1, 8), utc(2024, 1, 9), utc(2024, 1, 10)

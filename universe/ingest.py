@@ -24,6 +24,7 @@ from lab.db.models import IngestionRun
 from lab.errors import DataError, LabError, ProviderError
 from lab.settings import Settings
 from universe.assets import known_symbols, store_assets
+from universe.calendars import last_closed_session
 from universe.providers import Chains, Provider, build_chains
 from universe.providers.files import FileProvider
 from universe.quality import refresh_quality
@@ -141,6 +142,8 @@ def ingest_symbol(engine: Engine, symbol: str, asset_class: str, chain: list[Pro
         _record(engine, run_id, "+".join(p.name for p in chain), result, started)
         return result
 
+    # a bar whose session has not closed yet (a provider's "today") would change: not stored
+    raw = raw[raw["ts"] <= last_closed_session(asset_class, started)]
     start_ts = pd.Timestamp(start, tz="UTC").to_pydatetime()
     previous = last_bar(engine, symbol, before=start_ts)
     validated = validate_bars(raw, asset_class, prev_close=previous[1] if previous else None)

@@ -16,7 +16,7 @@ import pandas as pd
 
 from lab.trading.model import MarketClock
 
-__all__ = ["market_clock", "is_market_open", "last_closed_session"]
+__all__ = ["market_clock", "is_market_open"]
 
 
 @lru_cache(maxsize=1)
@@ -51,13 +51,3 @@ def market_clock(asset_type: str, ts: datetime) -> MarketClock:
     calendar = _nyse()
     return MarketClock(now=ts, is_open=_nyse_open(stamp), next_open=calendar.next_open(stamp).to_pydatetime(),
                        next_close=calendar.next_close(stamp).to_pydatetime())
-
-
-def last_closed_session(asset_type: str, ts: datetime) -> pd.Timestamp:
-    """The label (midnight UTC) of the last daily bar complete at ``ts``: the NYSE session
-    that closed before it; for crypto, the UTC day that ended by it. A decision at ``ts``
-    on bars older than this one reads stale prices."""
-    stamp = _utc(ts)
-    if asset_type == "crypto":
-        return stamp.floor("D") - pd.Timedelta(days=1)
-    return _nyse().minute_to_past_session(stamp).tz_localize("UTC")

@@ -27,7 +27,6 @@ from lab.errors import TradingError
 from lab.runtime import LabContext
 from lab.trading.broker import BrokerInterface
 from lab.trading.brokers import open_real_broker
-from lab.trading.calendar import last_closed_session
 from lab.trading.market import MarketSnapshot, load_market
 from lab.trading.model import Fill, Order
 from lab.trading.paper import Bar, PaperTradingExecutor
@@ -37,6 +36,7 @@ from lab.trading.reconcile import reconcile
 from lab.trading.signals import FeatureSource, TradeSignalEngine, exit_decisions
 from lab.trading.step import Candidate, PreTradeCheck, sync, trade_step
 from lab.trading.store import book_fill, load_books, load_open_orders, save_snapshot, set_halt, store_order
+from universe.calendars import last_closed_session
 
 __all__ = ["CycleResult", "PreTradeCheck", "decision_time", "run_trading_cycle", "STAGES"]
 

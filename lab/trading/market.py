@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 from lab.bars import bars_by_symbol, load_bars
 from lab.config import TradingConfig
 from lab.features import compute_features, get_feature_set, load_fundamentals, pair_bars
-from lab.trading.calendar import last_closed_session
+from universe.calendars import last_closed_session
 
 __all__ = ["FeatureFrames", "MarketSnapshot", "load_market"]
 
