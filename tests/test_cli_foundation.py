@@ -111,3 +111,14 @@ def test_an_output_folder_that_cannot_be_created_is_refused_before_the_work(tmp_
     assert result.returncode == 1
     assert f"{args[-1]} {blocker / 'out'}: cannot create it" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--window-days", "0"], "window_days: Input should be greater than or equal to 7"),
+    (["--walk-forward", "sideways"], "mode: Input should be 'retrain' or 'pretrained'"),
+    (["--symbol", "AAPL", "--symbol", "aapl"], "symbols: Value error, each symbol once, got AAPL more than once"),
+])
+def test_a_bad_backtest_setting_is_one_line_naming_it(args, message):
+    result = lab("backtest", "-s", "momentum", "--start", "2019-01-01", "--end", "2019-06-01", *args)
+    assert result.returncode == 1 and f"error: {message}" in result.stderr
+    assert "Traceback" not in result.stderr

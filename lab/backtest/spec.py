@@ -10,7 +10,7 @@ from datetime import date
 from typing import Annotated, Any, Literal
 
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, ValidationError, field_validator, model_validator
 
 from lab.config import TradingConfig
 from lab.errors import ConfigError
@@ -20,6 +20,16 @@ __all__ = ["BacktestSpec", "WalkForward", "nested_settings", "settings_label"]
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _named_problems(cls, data: Any, handler: ModelWrapValidatorHandler) -> Any:
+        """A bad field is a ConfigError naming it (the CLI prints it as one line), not a
+        pydantic traceback."""
+        try:
+            return handler(data)
+        except ValidationError as exc:
+            raise ConfigError([f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()]) from None
 
 
 class WalkForward(_Frozen):
@@ -52,7 +62,12 @@ class BacktestSpec(_Frozen):
     @field_validator("symbols")
     @classmethod
     def _upper(cls, symbols: list[str] | None) -> list[str] | None:
-        return None if symbols is None else [s.strip().upper() for s in symbols]
+        if symbols is None:
+            return None
+        cleaned = [s.strip().upper() for s in symbols]
+        if dupes := sorted({s for s in cleaned if cleaned.count(s) > 1}):
+            raise ValueError(f"each symbol once, got {', '.join(dupes)} more than once")
+        return cleaned
 
     @property
     def key(self) -> str:
