@@ -75,8 +75,10 @@ def test_flows_list_names_every_flow_that_flows_run_starts(monkeypatch):
     ("run_backtest", ["strategies=[\"momentum\"]", "start=garbage", "end=2020-01-01"], "start: Input should be a valid date"),
     ("ingest_universe", ["since=yesterday"], "since: Input should be a valid date"),
     ("tune_strategies", ["end=soon"], "end: Input should be a valid datetime"),
+    ("ingest_universe", ["nosuch=1"], "got an unexpected keyword argument 'nosuch'"),
+    ("run_backtest", ["start=2019-01-01"], "missing a required argument: 'strategies'"),
 ])
-def test_flows_run_refuses_a_bad_date_naming_the_parameter(prefect_server, name, params, message):
+def test_flows_run_refuses_a_bad_unknown_or_missing_parameter_naming_it(prefect_server, name, params, message):
     from typer.testing import CliRunner
 
     from lab.cli.main import app

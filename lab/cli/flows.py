@@ -48,13 +48,13 @@ def run_cmd(
     param: list[str] = typer.Option([], "--param", "-p", help="KEY=VALUE (VALUE parsed as JSON when it can be)"),
 ) -> None:
     """Run one flow now."""
-    from prefect.exceptions import ParameterTypeError
+    from prefect.exceptions import ParameterBindError, ParameterTypeError
 
     from flows.deployments import get_flow
 
     flow = get_flow(name)
     try:
         result = flow(**dict(parse_assignment("--param", p) for p in param))
-    except ParameterTypeError as exc:  # Prefect names each bad parameter and why
+    except (ParameterBindError, ParameterTypeError) as exc:  # Prefect names each bad or missing parameter
         raise ConfigError([f"{name}: {exc}"]) from None
     console.print_json(data=result, default=str)
