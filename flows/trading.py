@@ -28,9 +28,9 @@ def _cycle(as_of: datetime, portfolio: str, asset_class: str, serve_url: str | N
 
 
 @flow(name="run_trading_cycle", log_prints=True)
-def run_trading_cycle(asset_class: str = "stocks", as_of: str | None = None, portfolio: str = "paper",
+def run_trading_cycle(asset_class: str = "stocks", as_of: datetime | None = None, portfolio: str = "paper",
                       serve_url: str | None = None) -> dict:
-    """One cycle at ``as_of`` (ISO; default now). Re-running the same ``as_of`` is a no-op."""
+    """One cycle at ``as_of`` (default now; without a zone, UTC). Re-running the same ``as_of`` is a no-op."""
     when = decision_time(as_of)
     summary = _cycle(when, portfolio, asset_class, serve_url)
     ctx = open_lab()

@@ -86,13 +86,13 @@ def _screening_line(counts: Mapping[str, Any]) -> str:
             f"min confidence {counts['min_confidence']:.2f} and risk/reward{best}")
 
 
-def decision_time(value: str | None) -> datetime:
-    """A cycle's ``as_of`` from text: ISO (a date is that session's midnight-UTC label, a
-    time without a zone is UTC), or now to the minute when ``value`` is None."""
+def decision_time(value: str | datetime | None) -> datetime:
+    """A cycle's ``as_of``: ISO text (a date is that session's midnight-UTC label) or a
+    datetime, a time without a zone being UTC; now to the minute when ``value`` is None."""
     if value is None:
         return datetime.now(UTC).replace(second=0, microsecond=0)
     try:
-        parsed = datetime.fromisoformat(value)
+        parsed = datetime.fromisoformat(value) if isinstance(value, str) else value
     except ValueError as exc:
         raise TradingError(f"as_of {value!r}: expected an ISO date or time such as 2024-03-01 or "
                            f"2024-03-01T14:30:00+00:00 ({exc})") from None
