@@ -129,6 +129,9 @@ def test_a_cycle_after_the_close_places_no_stock_order_and_says_so(ctx):
     assert ("stocks market closed at 2023-03-01T21:00:00+00:00, next open 2023-03-02T14:30:00+00:00: "
             "no stocks entries or exits this cycle") in result.notes
     assert "momentum" not in result.screening and "breakout" in result.screening  # crypto trades on
+    crypto_only = run_trading_cycle(ctx, after_close, portfolio="crypto", predictions=FixedPredictions(),
+                                    asset_classes=["crypto"])
+    assert not any("market closed" in note for note in crypto_only.notes)  # no stock held, none wanted
 
 
 def test_exits_due_after_the_close_wait_for_the_next_cycle_in_market_hours(ctx):

@@ -158,8 +158,9 @@ def run_trading_cycle(
     checks = (list(pre_trade_checks) if pre_trade_checks is not None
               else _default_checks(ctx, portfolio, as_of, market.prices()))
     journal = _SqlJournal(ctx, portfolio, as_of, manager, broker.name, hook)
-    closed = _closed_markets(broker, {*config.universe.asset_classes(), *(p.asset_type for p in
-                                                                        manager.open_positions())}, as_of)
+    # the markets this cycle may act in: those it enters, and those it holds positions in
+    wanted = {ac for ac in config.universe.asset_classes() if asset_classes is None or ac in asset_classes}
+    closed = _closed_markets(broker, wanted | {p.asset_type for p in manager.open_positions()}, as_of)
     journal.notes.extend(closed.values())
     prices = market.prices()
     signal_count = 0
