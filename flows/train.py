@@ -28,7 +28,7 @@ def tune_and_promote(strategies: list[str], trials: int | None, end: datetime | 
 @flow(name="tune_strategies", log_prints=True)
 def tune_strategies(strategies: list[str] | None = None, trials: int | None = None,
                     end: datetime | None = None) -> list[dict[str, Any]]:
-    """Tune every enabled (or named) strategy on data up to ``end`` (ISO; default all) and
+    """Tune every enabled (or named) strategy on data up to ``end`` (default all) and
     publish the leaderboard."""
     from lab.runtime import open_lab
 

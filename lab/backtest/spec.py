@@ -13,6 +13,7 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, ModelWrapValidatorHandler, ValidationError, field_validator, model_validator
 
 from lab.config import TradingConfig
+from lab.db.models import BACKTEST_PREFIX
 from lab.errors import ConfigError
 
 __all__ = ["BacktestSpec", "WalkForward", "nested_settings", "settings_label"]
@@ -76,7 +77,7 @@ class BacktestSpec(_Frozen):
 
     @property
     def portfolio(self) -> str:
-        return f"backtest:{self.key}"
+        return f"{BACKTEST_PREFIX}{self.key}"
 
     @property
     def label(self) -> str:

@@ -43,17 +43,11 @@ def cycle(
 def portfolio(name: str = typer.Option("paper", "--portfolio", help="Portfolio name.")) -> None:
     """Positions and P&L of a portfolio (from its books)."""
     from lab.db import models as db
-    from lab.errors import TradingError
     from lab.runtime import open_lab
-    from lab.trading.store import load_books, portfolio_names
+    from lab.trading.store import existing_books
 
     ctx = open_lab()
-    known = portfolio_names(ctx.engine)
-    if name not in known:  # reading must not open an account
-        trading = [p for p in known if not p.startswith("backtest:")]
-        raise TradingError(f"no portfolio {name!r}; " + (f"portfolios: {', '.join(trading)}" if trading else
-                                                         "none has traded yet (`lab trade cycle` opens one)"))
-    books = load_books(ctx.engine, ctx.config, name)
+    books = existing_books(ctx.engine, ctx.config, name)
     print_table(f"portfolio {name}", ["strategy", "symbol", "qty", "avg price", "last", "unrealized", "realized"], [
         (p.strategy, p.symbol + (f" (leg of {p.pair})" if p.pair and p.is_open else ""), f"{p.qty:g}",
          f"{p.avg_price:,.2f}",

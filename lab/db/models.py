@@ -51,7 +51,11 @@ __all__ = [
     "TradingCycle",
     "Account",
     "Backtest",
+    "BACKTEST_PREFIX",
 ]
+
+#: a stored backtest's books share the trading tables under the portfolio "backtest:<key>"
+BACKTEST_PREFIX = "backtest:"
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",

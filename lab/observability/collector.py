@@ -23,6 +23,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from lab.db.models import (
+    BACKTEST_PREFIX,
     IngestionRun,
     ModelVersion,
     Order,
@@ -34,9 +35,7 @@ from lab.db.models import (
     TuningRun,
 )
 
-__all__ = ["LabCollector", "BACKTEST_PREFIX"]
-
-BACKTEST_PREFIX = "backtest:"
+__all__ = ["LabCollector"]
 
 _SNAPSHOT_GAUGES = (
     ("lab_portfolio_equity_usd", "Total value (cash + positions) at the latest snapshot", "equity"),

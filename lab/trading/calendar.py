@@ -9,19 +9,13 @@ minute, so a half day is closed after its early close.
 from __future__ import annotations
 
 from datetime import datetime, time
-from functools import lru_cache
 
-import exchange_calendars as xcals
 import pandas as pd
 
 from lab.trading.model import MarketClock
+from universe.calendars import xnys as _nyse
 
 __all__ = ["market_clock", "is_market_open"]
-
-
-@lru_cache(maxsize=1)
-def _nyse() -> xcals.ExchangeCalendar:
-    return xcals.get_calendar("XNYS", start="1990-01-01")
 
 
 def is_market_open(asset_type: str, ts: datetime) -> bool:

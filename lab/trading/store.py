@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 from lab.config import TradingConfig
 from lab.db import models as db
 from lab.db import session_scope
+from lab.errors import TradingError
 from lab.trading.model import (
     Fill,
     Intent,
@@ -30,17 +31,24 @@ from lab.trading.model import (
 )
 from lab.trading.portfolio import PortfolioManager
 
-__all__ = ["Ledger", "load_books", "portfolio_names", "load_open_orders", "store_order", "book_fill", "save_snapshot",
+__all__ = ["Ledger", "load_books", "existing_books", "load_open_orders", "store_order", "book_fill", "save_snapshot",
            "set_halt", "replay_ledger"]
 
 #: ``positions.opened_at`` is NOT NULL; a closed position (kept for its realized P&L) stores this
 _EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
 
 
-def portfolio_names(engine: Engine) -> list[str]:
-    """Every portfolio with books (opened by its first cycle or stored backtest), by name."""
+def existing_books(engine: Engine, config: TradingConfig, portfolio: str) -> PortfolioManager:
+    """``load_books`` of a portfolio that has books (opened by its first cycle, or a stored
+    backtest): reading one must not open it. An unknown name is an error naming the
+    trading portfolios."""
     with session_scope(engine) as session:
-        return sorted(session.scalars(select(db.Account.portfolio)).all())
+        known = sorted(session.scalars(select(db.Account.portfolio)).all())
+    if portfolio not in known:
+        trading = [p for p in known if not p.startswith(db.BACKTEST_PREFIX)]
+        raise TradingError(f"no portfolio {portfolio!r}; " + (f"portfolios: {', '.join(trading)}" if trading
+                                                              else "none has traded yet (`lab trade cycle` opens one)"))
+    return load_books(engine, config, portfolio)
 
 
 def load_books(engine: Engine, config: TradingConfig, portfolio: str) -> PortfolioManager:
