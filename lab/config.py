@@ -195,6 +195,14 @@ class TradingConfig(_Section):
     def enabled_strategies(self) -> dict[str, StrategyConfig]:
         return {name: s for name, s in self.strategies.items() if s.enabled}
 
+    def strategy_asset_classes(self, name: str) -> list[str]:
+        """The asset classes a strategy trades: its config section's, else its declared ones."""
+        if name in self.strategies:
+            return list(self.strategies[name].asset_classes)
+        from lab.strategy import get_strategy
+
+        return list(get_strategy(name).asset_classes)
+
     def asset_class_of(self, symbol: str) -> AssetClass | None:
         for name, universe in self.universe.asset_classes().items():
             if symbol == universe.benchmark or symbol in universe.symbols:

@@ -80,9 +80,8 @@ def _config_symbols(config: TradingConfig, strategies: list[str]) -> list[str]:
     universes = config.universe.asset_classes()
     out: list[str] = []
     for name in strategies:
-        classes = config.strategies[name].asset_classes if name in config.strategies \
-            else list(get_strategy(name).asset_classes)
-        out.extend(s for ac in classes if ac in universes for s in universes[ac].symbols if s not in out)
+        out.extend(s for ac in config.strategy_asset_classes(name) if ac in universes
+                   for s in universes[ac].symbols if s not in out)
     return out
 
 
@@ -136,8 +135,7 @@ def run_backtest(engine, base: TradingConfig, registry: ModelRegistry, spec: Bac
     config = backtest_config(base, spec, asset_types)
     universe = {name: list(u.symbols) for name, u in config.universe.asset_classes().items()}
     benchmarks = {s: u.benchmark for u in config.universe.asset_classes().values() for s in u.symbols}
-    classes = {name: (config.strategies[name].asset_classes if name in config.strategies
-                      else list(get_strategy(name).asset_classes)) for name in spec.strategies}
+    classes = {name: config.strategy_asset_classes(name) for name in spec.strategies}
     per_strategy = {name: [s for ac in classes[name] for s in universe.get(ac, [])] for name in spec.strategies}
     if idle := [name for name, symbols in per_strategy.items() if not symbols]:
         raise DataError("; ".join(f"{name} trades {' and '.join(classes[name])}: none of {', '.join(wanted)} is one"

@@ -123,8 +123,7 @@ def train_and_promote_all(ctx: LabContext, strategies: list[str] | None = None, 
     jobs: list[tuple[TuneJob, str, pd.Timestamp]] = []
     for name in names:
         strategy = get_strategy(name)
-        asset_classes = list(config.strategies[name].asset_classes) if name in config.strategies \
-            else list(strategy.asset_classes)
+        asset_classes = config.strategy_asset_classes(name)
         fees = max(config.execution.fee_bps.get(ac, 0.0) for ac in asset_classes)
         try:
             data, last_bar = _training_data(ctx, strategy, asset_classes, end)
