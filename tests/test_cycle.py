@@ -195,27 +195,40 @@ from tests.fakes.trading import FixedPredictions
 stage, nth, marker = os.environ.get("PAUSE_AT", ""), int(os.environ.get("PAUSE_NTH", "1")), Path(sys.argv[2])
 seen = {"n": 0}
 
+resume = Path(os.environ["RESUME_AT"]) if os.environ.get("RESUME_AT") else None
+
 def hook(name):
     if name == stage:
         seen["n"] += 1
         if seen["n"] == nth:
             marker.write_text(name)
-            time.sleep(600)
+            deadline = time.monotonic() + 600
+            while time.monotonic() < deadline and not (resume and resume.exists()):
+                time.sleep(0.05)
 
 run_trading_cycle(open_lab(), datetime.fromisoformat(sys.argv[1]), predictions=FixedPredictions(), hook=hook)
 """
 
 
-def run_cycle_process(ctx, tmp_path, as_of, *, pause_at: str, nth: int = 1) -> None:
+def paused_cycle_process(ctx, tmp_path, as_of, *, pause_at: str, nth: int = 1,
+                         resume_at: Path | None = None) -> subprocess.Popen:
+    """A cycle in its own process, returned once it waits at the ``nth`` ``pause_at`` stage
+    (until ``resume_at`` exists, or ten minutes)."""
     script = tmp_path / "cycle.py"
     script.write_text(SCRIPT)
     marker = tmp_path / f"paused-{pause_at}-{nth}"
     env = {**os.environ, "LAB_DATABASE_URL": ctx.engine.url.render_as_string(hide_password=False),
-           "PAUSE_AT": pause_at, "PAUSE_NTH": str(nth), "PYTHONPATH": str(ROOT)}
+           "PAUSE_AT": pause_at, "PAUSE_NTH": str(nth), "RESUME_AT": str(resume_at or ""), "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen([sys.executable, str(script), as_of.isoformat(), str(marker)], env=env, cwd=ROOT)
     while not marker.exists():
         assert proc.poll() is None, f"the cycle ended before reaching {pause_at}"
         time.sleep(0.05)
+    return proc
+
+
+def run_cycle_process(ctx, tmp_path, as_of, *, pause_at: str, nth: int = 1) -> None:
+    """A cycle killed (SIGKILL) at the ``nth`` ``pause_at`` stage."""
+    proc = paused_cycle_process(ctx, tmp_path, as_of, pause_at=pause_at, nth=nth)
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait(timeout=30)
 
@@ -239,3 +252,24 @@ def test_a_cycle_killed_mid_way_resumes_with_consistent_books_and_no_duplicates(
     with ctx.engine.connect() as conn:
         status = conn.execute(select(db.TradingCycle.status).where(db.TradingCycle.as_of == DAYS[day])).scalar_one()
     assert status == "completed"
+
+
+def test_a_second_cycle_on_a_portfolio_is_refused_while_one_runs_on_it(ctx, tmp_path):
+    """Two cycles on one book at once would each size entries on the cash and positions the
+    other is about to change (and the later one could finish first)."""
+    resume = tmp_path / "resume"
+    running = paused_cycle_process(ctx, tmp_path, DAYS[0], pause_at="signals_stored", resume_at=resume)
+    try:
+        with pytest.raises(TradingError, match=r"portfolio 'paper' is busy: another trading cycle.*"
+                                               r"the cycle at 2023-03-01T15:00:00\+00:00 was not started"):
+            run_trading_cycle(ctx, DAYS[0].replace(hour=15), predictions=FixedPredictions())
+        assert run_trading_cycle(ctx, DAYS[0], portfolio="other", predictions=FixedPredictions()).orders_placed
+    finally:
+        resume.touch()
+        assert running.wait(timeout=120) == 0
+    with ctx.engine.connect() as conn:
+        cycles = conn.execute(select(db.TradingCycle.as_of).where(db.TradingCycle.portfolio == "paper")).scalars()
+        assert list(cycles) == [DAYS[0]]  # the refused one left no row
+    later = run_trading_cycle(ctx, DAYS[0].replace(hour=15), predictions=FixedPredictions())
+    assert later.orders_placed == 0 and later.signals > 0  # the first cycle's entries are pending
+    assert_books_consistent(ctx)

@@ -35,7 +35,15 @@ from lab.trading.predictions import PredictionSource
 from lab.trading.reconcile import reconcile
 from lab.trading.signals import FeatureSource, TradeSignalEngine, exit_decisions
 from lab.trading.step import Candidate, PreTradeCheck, sync, trade_step
-from lab.trading.store import book_fill, load_books, load_open_orders, save_snapshot, set_halt, store_order
+from lab.trading.store import (
+    book_fill,
+    load_books,
+    load_open_orders,
+    save_snapshot,
+    set_halt,
+    sole_writer,
+    store_order,
+)
 from universe.calendars import last_closed_session
 
 __all__ = ["CycleResult", "PreTradeCheck", "decision_time", "run_trading_cycle", "STAGES"]
@@ -135,74 +143,75 @@ def run_trading_cycle(
     elif broker is None and live:
         raise TradingError("--live trades real money at a real broker, but execution.broker is 'paper' "
                            "(set it to alpaca or binance, with execution.live: true)")
-    done = _claim(ctx, portfolio, as_of)
-    if done is not None:
-        return done
-    hook("claimed")
-    manager = load_books(engine, config, portfolio)
-    open_orders = load_open_orders(engine, portfolio)
-    held = {p.symbol for p in manager.open_positions()} | {o.symbol for o in open_orders}
-    since = min((o.created_at for o in open_orders), default=None)
-    market = load_market(engine, config, as_of, extra_symbols=held, since=since)
-    if broker is None:
-        broker = _paper_broker(config, manager, open_orders, market)
-    if broker.name != "paper":
-        reconciliation = reconcile(engine, broker, portfolio)
-        if not reconciliation.ok:
-            result = CycleResult(portfolio=portfolio, as_of=as_of, already_completed=False, cash=manager.cash,
-                                 equity=manager.equity, halted=True,
-                                 notes=[f"reconciliation mismatch, trading halted: {m}"
-                                        for m in reconciliation.mismatches])
-            _complete(ctx, portfolio, as_of, result)
-            return result
-    checks = (list(pre_trade_checks) if pre_trade_checks is not None
-              else _default_checks(ctx, portfolio, as_of, market.prices()))
-    journal = _SqlJournal(ctx, portfolio, as_of, manager, broker.name, hook)
-    # the markets this cycle may act in: those it enters, and those it holds positions in
-    wanted = {ac for ac in config.universe.asset_classes() if asset_classes is None or ac in asset_classes}
-    closed = _closed_markets(broker, wanted | {p.asset_type for p in manager.open_positions()}, as_of)
-    journal.notes.extend(closed.values())
-    prices = market.prices()
-    signal_count = 0
-    screening: dict[str, dict] = {}
+    with sole_writer(engine, portfolio, what=f"the cycle at {as_of.isoformat()}"):
+        done = _claim(ctx, portfolio, as_of)
+        if done is not None:
+            return done
+        hook("claimed")
+        manager = load_books(engine, config, portfolio)
+        open_orders = load_open_orders(engine, portfolio)
+        held = {p.symbol for p in manager.open_positions()} | {o.symbol for o in open_orders}
+        since = min((o.created_at for o in open_orders), default=None)
+        market = load_market(engine, config, as_of, extra_symbols=held, since=since)
+        if broker is None:
+            broker = _paper_broker(config, manager, open_orders, market)
+        if broker.name != "paper":
+            reconciliation = reconcile(engine, broker, portfolio)
+            if not reconciliation.ok:
+                result = CycleResult(portfolio=portfolio, as_of=as_of, already_completed=False, cash=manager.cash,
+                                     equity=manager.equity, halted=True,
+                                     notes=[f"reconciliation mismatch, trading halted: {m}"
+                                            for m in reconciliation.mismatches])
+                _complete(ctx, portfolio, as_of, result)
+                return result
+        checks = (list(pre_trade_checks) if pre_trade_checks is not None
+                  else _default_checks(ctx, portfolio, as_of, market.prices()))
+        journal = _SqlJournal(ctx, portfolio, as_of, manager, broker.name, hook)
+        # the markets this cycle may act in: those it enters, and those it holds positions in
+        wanted = {ac for ac in config.universe.asset_classes() if asset_classes is None or ac in asset_classes}
+        closed = _closed_markets(broker, wanted | {p.asset_type for p in manager.open_positions()}, as_of)
+        journal.notes.extend(closed.values())
+        prices = market.prices()
+        signal_count = 0
+        screening: dict[str, dict] = {}
 
-    def entries() -> list[Candidate]:
-        nonlocal signal_count
-        engine_ = TradeSignalEngine(config, predictions, features or market, as_of=as_of, prices=prices)
-        universe = {}
-        for name, u in config.universe.asset_classes().items():
-            if (asset_classes is None or name in asset_classes) and name not in closed:
-                behind = market.behind(u.symbols, name, as_of)
-                journal.notes.extend(_stale_notes(name, behind, as_of))
-                universe[name] = [s for s in u.symbols if s not in behind]
-        signals = engine_.generate(universe)
-        journal.notes.extend(engine_.skipped.values())
-        screening.update({name: {**asdict(counts), "min_confidence": config.strategies[name].min_confidence}
-                          for name, counts in engine_.screened.items() if name not in engine_.skipped})
-        signal_ids = _store_signals(ctx, portfolio, as_of, signals)
-        hook("signals_stored")
-        signal_count = len(signals)
-        return [Candidate.from_record(s, ref=signal_ids[(s["strategy"], s["symbol"], s["side"])])
-                for s in signals.to_dict("records")]
+        def entries() -> list[Candidate]:
+            nonlocal signal_count
+            engine_ = TradeSignalEngine(config, predictions, features or market, as_of=as_of, prices=prices)
+            universe = {}
+            for name, u in config.universe.asset_classes().items():
+                if (asset_classes is None or name in asset_classes) and name not in closed:
+                    behind = market.behind(u.symbols, name, as_of)
+                    journal.notes.extend(_stale_notes(name, behind, as_of))
+                    universe[name] = [s for s in u.symbols if s not in behind]
+            signals = engine_.generate(universe)
+            journal.notes.extend(engine_.skipped.values())
+            screening.update({name: {**asdict(counts), "min_confidence": config.strategies[name].min_confidence}
+                              for name, counts in engine_.screened.items() if name not in engine_.skipped})
+            signal_ids = _store_signals(ctx, portfolio, as_of, signals)
+            hook("signals_stored")
+            signal_count = len(signals)
+            return [Candidate.from_record(s, ref=signal_ids[(s["strategy"], s["symbol"], s["side"])])
+                    for s in signals.to_dict("records")]
 
-    def exits(pending: Sequence[Order]) -> list[ExitDecision]:
-        return [d for d in exit_decisions(config, manager, features or market, as_of, pending)
-                if d.position.asset_type not in closed]
+        def exits(pending: Sequence[Order]) -> list[ExitDecision]:
+            return [d for d in exit_decisions(config, manager, features or market, as_of, pending)
+                    if d.position.asset_type not in closed]
 
-    step = trade_step(manager, broker, journal, as_of=as_of, prices=prices, asset_types=journal.asset_types,
-                      exits=exits, entries=entries, checks=checks)
-    sync(broker, journal, load_open_orders(engine, portfolio), step)
-    manager.mark(prices)
-    manager.update_drawdown()
-    benchmark = next(iter(config.universe.asset_classes().values())).benchmark
-    save_snapshot(engine, manager, as_of, benchmark_close=prices.get(benchmark))
-    hook("snapshot")
-    result = CycleResult(portfolio=portfolio, as_of=as_of, already_completed=False, fills=step.fills,
-                         orders_placed=step.placed, rejected=step.rejected, exits=step.exits, signals=signal_count,
-                         cash=manager.cash, equity=manager.equity, halted=manager.halted,
-                         notes=journal.notes + step.notes, screening=screening)
-    _complete(ctx, portfolio, as_of, result)
-    return result
+        step = trade_step(manager, broker, journal, as_of=as_of, prices=prices, asset_types=journal.asset_types,
+                          exits=exits, entries=entries, checks=checks)
+        sync(broker, journal, load_open_orders(engine, portfolio), step)
+        manager.mark(prices)
+        manager.update_drawdown()
+        benchmark = next(iter(config.universe.asset_classes().values())).benchmark
+        save_snapshot(engine, manager, as_of, benchmark_close=prices.get(benchmark))
+        hook("snapshot")
+        result = CycleResult(portfolio=portfolio, as_of=as_of, already_completed=False, fills=step.fills,
+                             orders_placed=step.placed, rejected=step.rejected, exits=step.exits, signals=signal_count,
+                             cash=manager.cash, equity=manager.equity, halted=manager.halted,
+                             notes=journal.notes + step.notes, screening=screening)
+        _complete(ctx, portfolio, as_of, result)
+        return result
 
 
 def _closed_markets(broker: BrokerInterface, classes: set[str], as_of: datetime) -> dict[str, str]:

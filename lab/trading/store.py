@@ -8,7 +8,8 @@ crash leaves either all of it or none, and booking the same fill twice is a no-o
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -18,6 +19,7 @@ from sqlalchemy.orm import Session
 from lab.config import TradingConfig
 from lab.db import models as db
 from lab.db import session_scope
+from lab.db.locks import try_exclusive
 from lab.errors import TradingError
 from lab.trading.model import (
     Fill,
@@ -31,11 +33,23 @@ from lab.trading.model import (
 )
 from lab.trading.portfolio import PortfolioManager
 
-__all__ = ["Ledger", "load_books", "existing_books", "load_open_orders", "store_order", "book_fill", "save_snapshot",
-           "set_halt", "replay_ledger"]
+__all__ = ["Ledger", "sole_writer", "load_books", "existing_books", "load_open_orders", "store_order", "book_fill",
+           "save_snapshot", "set_halt", "replay_ledger"]
 
 #: ``positions.opened_at`` is NOT NULL; a closed position (kept for its realized P&L) stores this
 _EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
+
+
+@contextmanager
+def sole_writer(engine: Engine, portfolio: str, *, what: str) -> Iterator[None]:
+    """Hold the portfolio's books for ``what`` (a cycle, lifting its halt), one at a time in
+    every process: a second cycle on them would size entries on cash and positions the first
+    is changing, and write its stale view of them back. Refused at once, not queued."""
+    with try_exclusive(engine, f"books:{portfolio}") as taken:
+        if not taken:
+            raise TradingError(f"portfolio {portfolio!r} is busy: another trading cycle (or a lift of its halt) holds "
+                               f"its books, so {what} was not started; run it again once that one ends")
+        yield
 
 
 def existing_books(engine: Engine, config: TradingConfig, portfolio: str) -> PortfolioManager:
