@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 
 from lab.cli.main import app
 from lab.db import connect
-from lab.db.models import TradingCycle
+from lab.db.models import Account, Position, TradingCycle
 from lab.registry import ModelRegistry
+from lab.trading.store import set_halt, sole_writer
 from tests.fakes.trading import seed_bars, write_config
 from tests.test_serving import _train
 
@@ -63,3 +64,42 @@ def test_an_unknown_portfolio_is_named_and_not_opened(lab) -> None:
     result = CliRunner().invoke(app, ["portfolio", "--portfolio", "nosuch"])
     assert result.exit_code != 0 and "no portfolio 'nosuch'; portfolios: paper" in str(result.exception)
     assert "no portfolio 'nosuch'" in str(CliRunner().invoke(app, ["portfolio", "--portfolio", "nosuch"]).exception)
+
+
+def test_lifting_a_halt_resumes_entries_and_restarts_the_peak(lab) -> None:
+    assert CliRunner().invoke(app, ["trade", "cycle", "--as-of", "2023-03-01", "--in-process"]).exit_code == 0
+    engine = connect(os.environ["LAB_DATABASE_URL"])
+    set_halt(engine, "paper", True, "drawdown 21.0% from peak 100,000.00 reached the 20% limit")
+    halted = CliRunner().invoke(app, ["trade", "cycle", "--as-of", "2023-03-02", "--in-process"])
+    assert "[HALTED]" in halted.output and "no new entries: drawdown 21.0%" in halted.output
+    lifted = CliRunner().invoke(app, ["trade", "lift-halt"])
+    assert lifted.exit_code == 0, lifted.output + repr(lifted.exception)
+    assert "halt lifted on 'paper' (it was: drawdown 21.0% from peak 100,000.00 reached the 20% limit)" \
+        in lifted.output
+    with engine.connect() as conn:
+        account = conn.execute(select(Account).where(Account.portfolio == "paper")).one()
+        positions = conn.execute(select(Position.qty, Position.last_price).where(Position.portfolio == "paper")).all()
+    assert account.peak_equity == pytest.approx(account.cash + sum(q * p for q, p in positions), rel=1e-12)
+    resumed = CliRunner().invoke(app, ["trade", "cycle", "--as-of", "2023-03-03", "--in-process"])
+    assert resumed.exit_code == 0 and "HALTED" not in resumed.output and "no new entries" not in resumed.output
+
+
+@pytest.mark.parametrize(("portfolio", "message"), [
+    ("paper", "portfolio 'paper' is not halted: nothing to lift"),
+    ("nope", "no portfolio 'nope'; portfolios: paper"),
+])
+def test_lifting_a_halt_that_is_not_there_is_refused_by_name(lab, portfolio, message) -> None:
+    assert CliRunner().invoke(app, ["trade", "cycle", "--as-of", "2023-03-01", "--in-process"]).exit_code == 0
+    result = CliRunner().invoke(app, ["trade", "lift-halt", "--portfolio", portfolio])
+    assert result.exit_code != 0 and message in str(result.exception)
+
+
+def test_a_halt_is_not_lifted_while_a_cycle_holds_the_books(lab) -> None:
+    assert CliRunner().invoke(app, ["trade", "cycle", "--as-of", "2023-03-01", "--in-process"]).exit_code == 0
+    engine = connect(os.environ["LAB_DATABASE_URL"])
+    set_halt(engine, "paper", True, "drawdown 21.0% from peak")
+    with sole_writer(engine, "paper", what="the cycle"):
+        result = CliRunner().invoke(app, ["trade", "lift-halt"])
+    assert "portfolio 'paper' is busy" in str(result.exception) and "lifting its halt was not started" \
+        in str(result.exception)
+    assert "yes" in CliRunner().invoke(app, ["kill-switch", "status"]).output  # still halted

@@ -7,7 +7,7 @@ from sqlalchemy import select
 
 from lab.cli._common import console, print_table
 
-app = typer.Typer(help="Paper trading: run a cycle.", no_args_is_help=True)
+app = typer.Typer(help="Paper trading: run a cycle, lift a halt.", no_args_is_help=True)
 
 
 @app.command("cycle")
@@ -38,6 +38,20 @@ def cycle(
                   f"cash {result.cash:,.2f}, equity {result.equity:,.2f}" + (" [HALTED]" if result.halted else ""))
     for line in result.explain():
         console.print(f"  {line}", markup=False, highlight=False)
+
+
+@app.command("lift-halt")
+def lift_halt(portfolio: str = typer.Option("paper", help="Portfolio name.")) -> None:
+    """Resume entries in a portfolio its drawdown halt (or a reconciliation mismatch) stopped.
+
+    Nothing lifts a halt on its own; the drawdown peak restarts at today's equity."""
+    from lab.runtime import open_lab
+    from lab.trading import store
+
+    ctx = open_lab()
+    books = store.lift_halt(ctx.engine, ctx.config, portfolio)
+    console.print(f"halt lifted on {portfolio!r} (it was: {books.halt_reason}); entries resume at the next cycle, "
+                  f"the drawdown peak restarts at equity {books.equity:,.2f}", markup=False, highlight=False)
 
 
 def portfolio(name: str = typer.Option("paper", "--portfolio", help="Portfolio name.")) -> None:

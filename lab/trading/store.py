@@ -34,7 +34,7 @@ from lab.trading.model import (
 from lab.trading.portfolio import PortfolioManager
 
 __all__ = ["Ledger", "sole_writer", "load_books", "existing_books", "load_open_orders", "store_order", "book_fill",
-           "save_snapshot", "set_halt", "replay_ledger"]
+           "save_snapshot", "set_halt", "lift_halt", "replay_ledger"]
 
 #: ``positions.opened_at`` is NOT NULL; a closed position (kept for its realized P&L) stores this
 _EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
@@ -219,6 +219,18 @@ def set_halt(engine: Engine, portfolio: str, halted: bool, reason: str | None) -
                 account.peak_equity = account.cash + math.fsum(
                     r.qty * (r.last_price if r.last_price is not None else r.avg_price)
                     for r in session.scalars(select(db.Position).where(db.Position.portfolio == portfolio)))
+
+
+def lift_halt(engine: Engine, config: TradingConfig, portfolio: str) -> PortfolioManager:
+    """Deliberately resume entries in a halted portfolio (a drawdown or a reconciliation
+    mismatch halted it): the equity peak restarts at the books' equity. Returns the books as
+    they were, with the halt's reason."""
+    with sole_writer(engine, portfolio, what="lifting its halt"):
+        books = existing_books(engine, config, portfolio)
+        if not books.halted:
+            raise TradingError(f"portfolio {portfolio!r} is not halted: nothing to lift")
+        set_halt(engine, portfolio, False, None)
+    return books
 
 
 @dataclass(frozen=True)
