@@ -215,3 +215,5 @@ def test_the_market_clock_says_when_alpaca_opens(broker, fake) -> None:
     fake.market_open = False
     clock = broker.clock(NOW)
     assert not clock.is_open and clock.next_open == datetime.fromisoformat("2025-01-07T09:30:00-05:00")
+    crypto = broker.clock(datetime(2020, 1, 1, tzinfo=UTC), "crypto")  # at Alpaca's present, always open
+    assert crypto.is_open and crypto.now == datetime.fromisoformat("2025-01-06T10:00:00-05:00")

@@ -199,6 +199,14 @@ def test_clock_skew_resyncs_with_server_time_and_retries_once(broker, fake, serv
     assert len(fake.sent("POST", "/api/v3/order")) == 2 and len(fake.orders) == 1
 
 
+def test_the_clock_is_at_binances_present_whatever_time_is_asked(broker, fake) -> None:
+    fake.clock_offset_ms = 10_000  # the server runs 10 s ahead of this machine
+    broker._sync_time()
+    clock = broker.clock(datetime(2020, 1, 1, tzinfo=UTC), "crypto")
+    server = datetime.fromtimestamp(fake.server_time() / 1000, UTC)
+    assert abs((clock.now - server).total_seconds()) < 1 and clock.is_open
+
+
 def test_a_skew_that_persists_after_resync_is_an_error(broker, fake) -> None:
     skew = Reply(400, {"code": -1021, "msg": "Timestamp for this request is outside of the recvWindow."})
     fake.fail_next("GET", "/api/v3/account", skew, times=2)

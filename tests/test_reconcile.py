@@ -120,3 +120,23 @@ def test_a_configured_real_broker_is_what_the_cycle_trades_through(engine, tmp_p
     monkeypatch.delenv("APCA_API_KEY_ID", raising=False)
     with pytest.raises(ConfigError, match="APCA_API_KEY_ID"):
         run_trading_cycle(_ctx(engine), NOW, portfolio="alpaca", predictions=FixedPredictions(0.9))
+
+
+@pytest.mark.parametrize("as_of", [datetime(2025, 1, 1, 15, 0, tzinfo=UTC), datetime(2025, 1, 6, 16, 0, tzinfo=UTC)])
+def test_a_real_brokers_cycle_decides_at_the_brokers_present_or_not_at_all(traded, as_of) -> None:
+    """It fills at today's prices: a decision at another time would size on other prices."""
+    from lab.errors import TradingError
+    from lab.trading.cycle import run_trading_cycle
+    from tests.fakes.trading import FixedPredictions
+
+    engine, broker, fake = traded
+    before = len(fake.orders)
+    with pytest.raises(TradingError, match=rf"alpaca trades at its present, 2025-01-06T15:00:00\+00:00: a cycle "
+                                           rf"deciding at {as_of.isoformat().replace('+', '[+]')} .*paper broker"):
+        run_trading_cycle(_ctx(engine), as_of, portfolio="alpaca", predictions=FixedPredictions(0.9), broker=broker)
+    with session_scope(engine) as session:
+        assert session.query(db.TradingCycle).count() == 0
+    assert len(fake.orders) == before
+    late = datetime(2025, 1, 6, 14, 50, tzinfo=UTC)  # a retry or a resumed cycle minutes later runs
+    assert not run_trading_cycle(_ctx(engine), late, portfolio="alpaca", predictions=FixedPredictions(0.9),
+                                 broker=broker).already_completed

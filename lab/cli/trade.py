@@ -12,7 +12,8 @@ app = typer.Typer(help="Paper trading: run a cycle, lift a halt.", no_args_is_he
 
 @app.command("cycle")
 def cycle(
-    as_of: str | None = typer.Option(None, "--as-of", help="Decision time (ISO; a date means that session)."),
+    as_of: str | None = typer.Option(None, "--as-of", help="Decision time (ISO; a date means that session); "
+                                                           "a real broker decides only at its present."),
     portfolio: str = typer.Option("paper", help="Portfolio name."),
     in_process: bool = typer.Option(False, "--in-process",
                                     help="predict with the registry's active models in this process instead "

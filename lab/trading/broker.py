@@ -33,7 +33,8 @@ class BrokerInterface(Protocol):
     - ``get_order`` returns the broker's current view, including every fill so far (fills
       have stable ``fill_id``s, so the lab records each exactly once).
     - ``positions`` are per symbol as the broker holds them (``strategy`` is ``"*"``).
-    - ``clock(now, asset_type)`` says whether that market is open at ``now`` (crypto: always).
+    - ``clock(now, asset_type)`` says whether that market is open at ``now`` (crypto: always);
+      a real broker answers for its own present, which it reports as the clock's ``now``.
     """
 
     name: str

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -55,6 +55,8 @@ STAGES = ("claimed", "synced", "exits_placed", "signals_stored", "order_stored",
 
 #: the longest portfolio name the tables hold
 _NAME_LENGTH = 64
+#: how far from a real broker's present its cycle may decide (a retry, a resumed cycle)
+_PRESENT = timedelta(minutes=15)
 
 
 @dataclass(frozen=True)
@@ -143,6 +145,8 @@ def run_trading_cycle(
     elif broker is None and live:
         raise TradingError("--live trades real money at a real broker, but execution.broker is 'paper' "
                            "(set it to alpaca or binance, with execution.live: true)")
+    if broker is not None and broker.name != "paper":
+        _at_present(broker, as_of)
     with sole_writer(engine, portfolio, what=f"the cycle at {as_of.isoformat()}"):
         done = _claim(ctx, portfolio, as_of)
         if done is not None:
@@ -212,6 +216,17 @@ def run_trading_cycle(
                              notes=journal.notes + step.notes, screening=screening)
         _complete(ctx, portfolio, as_of, result)
         return result
+
+
+def _at_present(broker: BrokerInterface, as_of: datetime) -> None:
+    """A real broker fills at its present prices: a cycle deciding at another time would size
+    its orders on the bars of that time. A retried or resumed cycle minutes later still runs."""
+    present = broker.clock(as_of).now.astimezone(UTC)
+    if abs(present - as_of) > _PRESENT:
+        raise TradingError(f"{broker.name} trades at its present, {present.isoformat()}: a cycle deciding at "
+                           f"{as_of.isoformat()} would size its orders on the prices of another time (more than "
+                           f"{_PRESENT.total_seconds() / 60:.0f} minutes away). Leave out --as-of to decide now; "
+                           f"replay other times on the paper broker or with `lab backtest`")
 
 
 def _closed_markets(broker: BrokerInterface, classes: set[str], as_of: datetime) -> dict[str, str]:

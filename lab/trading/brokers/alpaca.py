@@ -146,10 +146,10 @@ class AlpacaBroker:
                        buying_power=float(doc["buying_power"]), currency=doc.get("currency", "USD"))
 
     def clock(self, now: datetime, asset_type: str = "stocks") -> MarketClock:
-        """Alpaca's own market clock (crypto trades around the clock)."""
-        if asset_type == "crypto":
-            return MarketClock(now=now, is_open=True)
+        """Alpaca's own market clock, at its present (crypto trades around the clock)."""
         doc = self._call("GET", "/v2/clock").json()
+        if asset_type == "crypto":
+            return MarketClock(now=_time(doc["timestamp"]), is_open=True)
         return MarketClock(now=_time(doc["timestamp"]), is_open=bool(doc["is_open"]),
                            next_open=_time(doc["next_open"]), next_close=_time(doc["next_close"]))
 

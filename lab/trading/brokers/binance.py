@@ -194,8 +194,10 @@ class BinanceBroker:
                        currency=self.quote_asset)
 
     def clock(self, now: datetime, asset_type: str = "crypto") -> MarketClock:
-        """Crypto trades around the clock; Binance has no stock market."""
-        return MarketClock(now=now, is_open=asset_type == "crypto")
+        """At Binance's present (this machine's clock, corrected by the server's time when a
+        request was refused for skew); crypto trades around the clock, and it has no stock market."""
+        present = datetime.fromtimestamp((self._wall_clock() * 1000 + self._offset_ms) / 1000, UTC)
+        return MarketClock(now=present, is_open=asset_type == "crypto")
 
     # --- signing and requests ---------------------------------------------------------------
     def _signed(self, method: str, path: str, params: dict[str, Any]) -> httpx.Response:
