@@ -171,6 +171,9 @@ def test_export_writes_every_frame_as_parquet_and_csv(momentum_run, tmp_path):
     assert len(back) == len(momentum_run.fills)
     curve = pd.read_csv(tmp_path / "csv" / "equity.csv")
     assert {"equity", "drawdown", "benchmark_equity"} <= set(curve.columns)
+    with pytest.raises(ValueError, match="export format 'xlsx': expected one of parquet, csv"):
+        momentum_run.export(tmp_path / "xlsx", "xlsx")
+    assert not (tmp_path / "xlsx").exists()
 
 
 def test_a_symbol_with_gaps_runs_and_reports_them(sqlite_bars, tmp_path):

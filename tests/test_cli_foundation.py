@@ -117,6 +117,7 @@ def test_an_output_folder_that_cannot_be_created_is_refused_before_the_work(tmp_
     (["--window-days", "0"], "window_days: Input should be greater than or equal to 7"),
     (["--walk-forward", "sideways"], "mode: Input should be 'retrain' or 'pretrained'"),
     (["--symbol", "AAPL", "--symbol", "aapl"], "symbols: Value error, each symbol once, got AAPL more than once"),
+    (["--format", "xlsx"], "--format 'xlsx': expected one of parquet, csv"),
 ])
 def test_a_bad_backtest_setting_is_one_line_naming_it(args, message):
     result = lab("backtest", "-s", "momentum", "--start", "2019-01-01", "--end", "2019-06-01", *args)

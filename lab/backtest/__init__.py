@@ -2,7 +2,7 @@
 by a historical clock, with walk-forward models, storage, export and parameter sweeps."""
 
 from lab.backtest.decisions import CrossoverDecisions, EngineDecisions, WalkForwardPredictions
-from lab.backtest.result import BacktestResult
+from lab.backtest.result import BacktestResult, ExportFormat
 from lab.backtest.run import backtest_config, run_backtest, run_with_decisions
 from lab.backtest.spec import BacktestSpec, WalkForward
 from lab.backtest.store import list_backtests, load_result, save_result
@@ -12,6 +12,7 @@ __all__ = [
     "BacktestSpec",
     "CrossoverDecisions",
     "EngineDecisions",
+    "ExportFormat",
     "WalkForward",
     "WalkForwardPredictions",
     "backtest_config",

@@ -5,14 +5,15 @@ report read, whether the result comes fresh from the driver or back from the dat
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pandas as pd
 
 from lab.performance import Metrics, SuccessGate, buy_and_hold, compute_metrics, drawdown
 
-__all__ = ["EQUITY_COLUMNS", "FILL_COLUMNS", "ORDER_COLUMNS", "POSITION_COLUMNS", "BacktestResult"]
+__all__ = ["EQUITY_COLUMNS", "FILL_COLUMNS", "ORDER_COLUMNS", "POSITION_COLUMNS", "BacktestResult", "ExportFormat"]
 
 EQUITY_COLUMNS = ["ts", "cash", "positions_value", "equity", "realized_pnl", "unrealized_pnl", "benchmark_close"]
 ORDER_COLUMNS = ["client_order_id", "ts", "strategy", "symbol", "asset_type", "side", "order_type", "intent",
@@ -20,6 +21,14 @@ ORDER_COLUMNS = ["client_order_id", "ts", "strategy", "symbol", "asset_type", "s
 FILL_COLUMNS = ["fill_id", "client_order_id", "ts", "strategy", "symbol", "side", "qty", "price", "fee",
                 "realized_pnl"]
 POSITION_COLUMNS = ["ts", "strategy", "symbol", "qty", "avg_price", "last_price", "market_value"]
+
+
+
+class ExportFormat(StrEnum):
+    """The file formats a result's frames are exported in (the file's extension too)."""
+
+    PARQUET = "parquet"
+    CSV = "csv"
 
 
 @dataclass
@@ -94,13 +103,15 @@ class BacktestResult:
         return {"equity": curve, "strategy_equity": strategy_equity, "orders": self.orders,
                 "trades": self.fills, "positions": self.positions}
 
-    def export(self, directory: Path, fmt: Literal["parquet", "csv"] = "parquet") -> list[Path]:
+    def export(self, directory: Path, fmt: ExportFormat | str = ExportFormat.PARQUET) -> list[Path]:
         """Write equity, strategy_equity, orders, trades and positions, one file each."""
+        if fmt not in ExportFormat.__members__.values():
+            raise ValueError(f"export format {fmt!r}: expected one of {', '.join(ExportFormat)}")
         directory.mkdir(parents=True, exist_ok=True)
         written = []
         for name, frame in self.frames().items():
             path = directory / f"{name}.{fmt}"
-            if fmt == "parquet":
+            if fmt == ExportFormat.PARQUET:
                 frame.to_parquet(path, index=False)
             else:
                 frame.to_csv(path, index=False)

@@ -30,7 +30,7 @@ def backtest(
     walk_forward: str = typer.Option("retrain", help="retrain (per window, past data only) or pretrained"),
     window_days: int = typer.Option(182, help="retrain every N days"),
     export: Path | None = typer.Option(None, help="also write equity/orders/trades/positions here"),
-    fmt: str = typer.Option("parquet", "--format", help="parquet or csv"),
+    fmt: str = typer.Option("parquet", "--format", help="file format of --export: parquet or csv"),
     setting: list[str] = typer.Option(
         [], "--set", help="KEY=VALUE: a config setting for this run; KEY is a dotted config path, e.g. "
                           "execution.slippage_bps=5 (VALUE as JSON when it parses); repeat for more"),
@@ -39,11 +39,13 @@ def backtest(
                  "config path, e.g. strategies.momentum.params.top_quantile=0.6,0.8; repeat to add settings"),
 ) -> None:
     """Backtest strategies through the trading engine with a historical clock."""
-    from lab.backtest import BacktestSpec, WalkForward, run_backtest, save_result
+    from lab.backtest import BacktestSpec, ExportFormat, WalkForward, run_backtest, save_result
     from lab.report import write_report
     from lab.runtime import open_lab
 
     fixed, grid = _settings(setting), _grid(sweep)
+    if fmt not in ExportFormat.__members__.values():
+        raise ConfigError([f"--format {fmt!r}: expected one of {', '.join(ExportFormat)}"])
     if export is not None:
         output_dir("--export", export)
     lab = open_lab()
@@ -63,7 +65,7 @@ def backtest(
     backtest_id = save_result(lab.engine, result)
     _summary(result)
     if export is not None:
-        for path in result.export(export, fmt):  # type: ignore[arg-type]
+        for path in result.export(export, fmt):
             console.print(f"wrote {path}")
     from lab.bars import bars_by_symbol, load_bars
 
@@ -146,7 +148,7 @@ def _sweep(lab, spec, grid: dict[str, list], export: Path | None, fmt: str) -> N
     comparison, results = run_stored_sweep(lab, spec, grid)
     if export is not None:
         for result in results:
-            result.export(export / result.portfolio.replace(":", "-"), fmt)  # type: ignore[arg-type]
+            result.export(export / result.portfolio.replace(":", "-"), fmt)
         console.print(f"wrote each run's frames under {export}")
     print_table(f"Sweep of {spec.label} (each run out of sample, after fees and slippage)",
                 [*(key.rsplit(".", 1)[-1] for key in grid), "id", *_FIGURES, "gate", ""],
