@@ -103,7 +103,7 @@ def test_a_port_outside_the_tcp_range_is_refused(args):
 
 
 @pytest.mark.parametrize("args", [["backtest", "-s", "momentum", "--start", "2019-01-01", "--end", "2019-06-01",
-                                   "--export"], ["grafana", "render", "--out"]])
+                                   "--export"], ["grafana", "render", "--out"], ["report", "--out"]])
 def test_an_output_folder_that_cannot_be_created_is_refused_before_the_work(tmp_path: Path, args):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")

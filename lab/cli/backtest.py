@@ -100,6 +100,8 @@ def report(
     from lab.report import write_stored_report
     from lab.runtime import open_lab
 
+    if out is not None:
+        output_dir("--out", out)
     lab = open_lab()
     stored = list_backtests(lab.engine)
     if not stored:
