@@ -244,9 +244,13 @@ def _known_keys(model: type[BaseModel], parent: tuple[Any, ...]) -> list[str]:
 def check_config(path: Path) -> list[str]:
     """Every problem in the file as ``file: key.path: message`` lines (empty when valid)."""
     try:
-        raw = json.loads(Path(path).read_text())
+        raw = json.loads(Path(path).read_text(encoding="utf-8"))
     except FileNotFoundError:
         return [f"{path}: file not found"]
+    except OSError as exc:
+        return [f"{path}: cannot read it ({exc.strerror})"]
+    except UnicodeDecodeError as exc:
+        return [f"{path}: not UTF-8 text (byte {exc.start}): expected a JSON file"]
     except json.JSONDecodeError as exc:
         return [f"{path}: line {exc.lineno} column {exc.colno}: invalid JSON: {exc.msg}"]
     if not isinstance(raw, dict):
@@ -289,4 +293,4 @@ def load_config(path: Path | str) -> TradingConfig:
     problems = check_config(path)
     if problems:
         raise ConfigError(problems)
-    return TradingConfig.model_validate(json.loads(path.read_text()))
+    return TradingConfig.model_validate(json.loads(path.read_text(encoding="utf-8")))

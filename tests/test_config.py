@@ -62,6 +62,15 @@ def test_missing_file(tmp_path):
     assert check_config(tmp_path / "nope.json") == [f"{tmp_path / 'nope.json'}: file not found"]
 
 
+def test_a_file_that_is_not_json_text_or_not_a_file_is_named(tmp_path):
+    binary = tmp_path / "lab.db"
+    binary.write_bytes(b"SQLite format 3\x00\xbd\xff")
+    assert check_config(binary) == [f"{binary}: not UTF-8 text (byte 16): expected a JSON file"]
+    assert check_config(tmp_path) == [f"{tmp_path}: cannot read it (Is a directory)"]
+    with pytest.raises(ConfigError, match="not UTF-8 text"):
+        load_config(binary)
+
+
 def test_unknown_strategy_and_parameter_get_did_you_mean(tmp_path):
     path = write(tmp_path, minimal(strategies={"momentun": {}, "swing": {"params": {"rsi_oversld": 30}}}))
     problems = check_config(path)
