@@ -16,12 +16,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from functools import cached_property
+from pathlib import Path
 
 from sqlalchemy import Engine
 
 from lab.config import TradingConfig, load_config
 from lab.db import connect
-from lab.errors import LabError
+from lab.errors import ConfigError, LabError
 from lab.registry import ModelRegistry
 from lab.settings import Settings, get_settings
 
@@ -35,7 +36,12 @@ class LabContext:
 
     @cached_property
     def config(self) -> TradingConfig:
-        return load_config(self.settings.lab_config)
+        """The trading config LAB_CONFIG names (default: config/trading.json, from the working folder)."""
+        path = self.settings.lab_config
+        if not path.exists():
+            raise ConfigError([f"{path}: file not found (the trading config, set by LAB_CONFIG; relative to "
+                               f"{Path.cwd()}): run from the project folder or point LAB_CONFIG at the file"])
+        return load_config(path)
 
     @cached_property
     def registry(self) -> ModelRegistry:

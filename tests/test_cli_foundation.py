@@ -123,3 +123,13 @@ def test_a_bad_backtest_setting_is_one_line_naming_it(args, message):
     result = lab("backtest", "-s", "momentum", "--start", "2019-01-01", "--end", "2019-06-01", *args)
     assert result.returncode == 1 and f"error: {message}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_without_the_trading_config_the_error_says_where_it_looked_and_how_to_point_at_it(tmp_path: Path):
+    env = {k: v for k, v in os.environ.items() if k != "LAB_CONFIG"}
+    result = subprocess.run([sys.executable, "-m", "lab.cli.main", "portfolio"], capture_output=True, text=True,
+                            env={**env, "LAB_HOME": str(tmp_path / "home"), "COLUMNS": "200"}, cwd=tmp_path,
+                            timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert (f"error: config/trading.json: file not found (the trading config, set by LAB_CONFIG; relative to "
+            f"{tmp_path})") in result.stderr
