@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -100,6 +101,15 @@ def test_an_unknown_migration_revision_is_a_clear_error():
 def test_a_port_outside_the_tcp_range_is_refused(args):
     result = lab(*args)
     assert result.returncode == 2 and "Invalid value for '--port'" in result.stderr
+
+
+@pytest.mark.parametrize("command", [["serve"], ["metrics", "serve"], ["demo"]])
+def test_a_port_in_use_is_refused_before_any_work(command):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = lab(*command, "--port", str(port))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"error: --port {port} on 127.0.0.1: cannot listen there (Address already in use)" in result.stderr
 
 
 @pytest.mark.parametrize("args", [["backtest", "-s", "momentum", "--start", "2019-01-01", "--end", "2019-06-01",

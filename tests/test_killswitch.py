@@ -10,6 +10,7 @@ from sqlalchemy import select
 
 from lab.db import models as db
 from lab.db import session_scope
+from lab.errors import TradingError
 from lab.trading import killswitch
 from lab.trading.brokers._http import RetryPolicy
 from lab.trading.brokers.alpaca import AlpacaBroker
@@ -35,8 +36,9 @@ def test_the_global_switch_stops_every_account(engine) -> None:
 
 
 def test_engaging_needs_a_reason(engine) -> None:
-    with pytest.raises(ValueError, match="needs a reason"):
+    with pytest.raises(TradingError, match=r"the kill switch needs a reason \(--reason\)"):
         killswitch.engage(engine, "alpaca", "  ")
+    assert not killswitch.is_killed(engine, "alpaca")
 
 
 def test_engaging_cancels_the_open_orders_at_the_broker_and_in_the_books(engine) -> None:

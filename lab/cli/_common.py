@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -47,3 +48,18 @@ def output_dir(option: str, directory: Path) -> Path:
     except OSError as exc:
         raise ConfigError([f"{option} {directory}: cannot create it ({exc.strerror})"]) from None
     return directory
+
+
+def free_port(host: str, port: int) -> None:
+    """Refuse, before any work, a port this machine cannot listen on: the servers started
+    later (Serve's proxy inside Ray, the metrics exporter) fail in their own long tracebacks,
+    and the demo only after its tuning."""
+    if port == 0:
+        return
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as servers do: TIME_WAIT is free
+            probe.bind(address)
+    except OSError as exc:
+        raise ConfigError([f"--port {port} on {host}: cannot listen there ({exc.strerror or exc})"]) from None

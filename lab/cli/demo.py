@@ -7,7 +7,7 @@ import os
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from lab.cli._common import console, print_table
+from lab.cli._common import console, free_port, print_table
 
 __all__ = ["demo"]
 
@@ -20,6 +20,7 @@ def demo(
     verbose: bool = typer.Option(False, help="show Prefect's flow and task logs"),
 ) -> None:
     """Run the whole pipeline on the embedded default (SQLite, local Ray, offline data, no keys)."""
+    free_port("127.0.0.1", port)
     if not verbose:
         os.environ.setdefault("PREFECT_LOGGING_LEVEL", "WARNING")
     os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")

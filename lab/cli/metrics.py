@@ -6,7 +6,7 @@ import threading
 
 import typer
 
-from lab.cli._common import console
+from lab.cli._common import console, free_port
 from lab.db import connect, redact_url
 from lab.observability import DEFAULT_PORT, start_exporter
 from lab.settings import get_settings
@@ -21,6 +21,7 @@ def serve_cmd(
     min_interval: float = typer.Option(5.0, help="seconds between two reads of the database"),
 ) -> None:
     """Serve /metrics until interrupted."""
+    free_port(host, port)
     url = get_settings().database_url
     server, _ = start_exporter(connect(url), port=port, addr=host, min_interval_s=min_interval)
     console.print(f"metrics of {redact_url(url)} on http://{host}:{server.server_port}/metrics", highlight=False)

@@ -6,7 +6,7 @@ import time
 
 import typer
 
-from lab.cli._common import console, err_console
+from lab.cli._common import console, err_console, free_port
 from lab.runtime import open_lab
 
 __all__ = ["serve_cmd"]
@@ -22,6 +22,7 @@ def serve_cmd(
     wait: bool | None = typer.Option(None, help="stay in the foreground (default: yes on local Ray, no on a cluster)"),
 ) -> None:
     """Serve every strategy's active model over HTTP; activations hot-swap within seconds."""
+    free_port(host, port)
     ctx = open_lab()  # migrates the registry database before replicas read it
     settings = ctx.settings
     if host not in _LOOPBACK and settings.serve_token is None:

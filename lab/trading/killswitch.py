@@ -12,6 +12,7 @@ from sqlalchemy import Engine, select
 
 from lab.db import models as db
 from lab.db import session_scope
+from lab.errors import TradingError
 from lab.trading.broker import BrokerInterface
 from lab.trading.model import Order, OrderStatus
 from lab.trading.store import controls_of, store_order
@@ -33,7 +34,7 @@ def engage(engine: Engine, portfolio: str, reason: str, *, broker: BrokerInterfa
     """Stop all submission for ``portfolio`` now; cancel the broker's open orders if given one.
     Returns the cancelled orders (as the broker reports them)."""
     if not reason.strip():
-        raise ValueError("the kill switch needs a reason")
+        raise TradingError("the kill switch needs a reason (--reason): it is stored and shown with the switch")
     _set(engine, portfolio, True, reason)
     log.warning("kill switch engaged for %s: %s", portfolio, reason)
     if broker is None:
