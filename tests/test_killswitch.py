@@ -23,6 +23,13 @@ NOW = datetime(2025, 1, 6, 15, 0, tzinfo=UTC)
 
 def test_it_is_off_until_engaged_and_stays_on_until_released(engine) -> None:
     assert not killswitch.is_killed(engine, "alpaca")
+
+
+
+def test_engaging_for_a_name_no_portfolio_can_have_is_refused(engine) -> None:
+    with pytest.raises(TradingError, match="portfolio name 'xxxx.*': expected 1 to 64 characters"):
+        killswitch.engage(engine, "x" * 65, "market halt")
+    assert killswitch.switches(engine) == []
     killswitch.engage(engine, "alpaca", "runaway strategy")
     assert killswitch.is_killed(engine, "alpaca") and not killswitch.is_killed(engine, "binance")
     assert killswitch.switches(engine) == [("alpaca", True, "runaway strategy", False, None)]

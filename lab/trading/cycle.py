@@ -37,6 +37,7 @@ from lab.trading.signals import FeatureSource, TradeSignalEngine, exit_decisions
 from lab.trading.step import Candidate, PreTradeCheck, sync, trade_step
 from lab.trading.store import (
     book_fill,
+    check_portfolio_name,
     load_books,
     load_open_orders,
     save_snapshot,
@@ -53,8 +54,6 @@ STAGES = ("claimed", "synced", "exits_placed", "signals_stored", "order_stored",
           "entries_placed", "snapshot")
 
 
-#: the longest portfolio name the tables hold
-_NAME_LENGTH = 64
 #: how far from a real broker's present its cycle may decide (a retry, a resumed cycle)
 _PRESENT = timedelta(minutes=15)
 
@@ -135,9 +134,7 @@ def run_trading_cycle(
     """
     if as_of.tzinfo is None:
         raise TradingError(f"as_of must be timezone-aware, got {as_of.isoformat()}")
-    if not portfolio.strip() or portfolio != portfolio.strip() or len(portfolio) > _NAME_LENGTH:
-        raise TradingError(f"portfolio name {portfolio!r}: expected 1 to {_NAME_LENGTH} characters, "
-                           f"without spaces at either end")
+    check_portfolio_name(portfolio)
     hook = hook or (lambda stage: None)
     engine, config = ctx.engine, ctx.config
     if broker is None and config.execution.broker != "paper":

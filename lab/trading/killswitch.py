@@ -15,7 +15,7 @@ from lab.db import session_scope
 from lab.errors import TradingError
 from lab.trading.broker import BrokerInterface
 from lab.trading.model import Order, OrderStatus
-from lab.trading.store import controls_of, store_order
+from lab.trading.store import check_portfolio_name, controls_of, store_order
 
 __all__ = ["ALL", "engage", "release", "is_killed", "switches"]
 
@@ -33,6 +33,8 @@ def is_killed(engine: Engine, portfolio: str) -> bool:
 def engage(engine: Engine, portfolio: str, reason: str, *, broker: BrokerInterface | None = None) -> list[Order]:
     """Stop all submission for ``portfolio`` now; cancel the broker's open orders if given one.
     Returns the cancelled orders (as the broker reports them)."""
+    if portfolio != ALL:
+        check_portfolio_name(portfolio)
     if not reason.strip():
         raise TradingError("the kill switch needs a reason (--reason): it is stored and shown with the switch")
     _set(engine, portfolio, True, reason)

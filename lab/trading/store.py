@@ -33,11 +33,22 @@ from lab.trading.model import (
 )
 from lab.trading.portfolio import PortfolioManager
 
-__all__ = ["Ledger", "sole_writer", "load_books", "existing_books", "load_open_orders", "store_order", "book_fill",
-           "save_snapshot", "set_halt", "lift_halt", "replay_ledger"]
+__all__ = ["Ledger", "check_portfolio_name", "sole_writer", "load_books", "existing_books", "load_open_orders",
+           "store_order", "book_fill", "save_snapshot", "set_halt", "lift_halt", "replay_ledger"]
 
 #: ``positions.opened_at`` is NOT NULL; a closed position (kept for its realized P&L) stores this
 _EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
+
+
+#: the longest portfolio name the tables hold
+_NAME_LENGTH = 64
+
+
+def check_portfolio_name(portfolio: str) -> None:
+    """A name the books can hold: 1 to 64 characters, no spaces at either end."""
+    if not portfolio.strip() or portfolio != portfolio.strip() or len(portfolio) > _NAME_LENGTH:
+        raise TradingError(f"portfolio name {portfolio!r}: expected 1 to {_NAME_LENGTH} characters, "
+                           f"without spaces at either end")
 
 
 @contextmanager
