@@ -4,7 +4,7 @@ databases, export, gaps and bad input (sweeps: ``test_backtest_sweep``)."""
 from __future__ import annotations
 
 import math
-from datetime import date
+from datetime import UTC, date, datetime
 from pathlib import Path
 
 import numpy as np
@@ -183,6 +183,15 @@ def test_a_symbol_with_gaps_runs_and_reports_them(sqlite_bars, tmp_path):
     result = _run(sqlite_bars, _spec(), tmp_path)
     assert result.gaps == {"IBM": ["2019-02-04", "2019-02-05", "2019-03-12"]}
     assert len(result.equity) == len(pd.bdate_range("2019-01-01", "2019-06-28")) - 5  # NYSE holidays
+
+
+def test_a_symbol_listed_after_the_start_runs_and_reports_the_sessions_before_its_first_bar(sqlite_bars, tmp_path):
+    with sqlite_bars.begin() as conn:
+        conn.execute(delete(db.PriceBar).where(db.PriceBar.symbol == "IBM", db.PriceBar.ts < datetime(2019, 1, 8, tzinfo=UTC)))
+    result = _run(sqlite_bars, _spec(), tmp_path)
+    assert result.gaps == {"IBM": ["2019-01-02", "2019-01-03", "2019-01-04", "2019-01-07"]}
+    assert not (result.orders["symbol"] == "IBM").any() or result.orders.loc[
+        result.orders["symbol"] == "IBM", "ts"].min() >= pd.Timestamp("2019-01-08", tz="UTC")
 
 
 def test_start_after_end_is_a_clear_error(sqlite_bars, tmp_path):

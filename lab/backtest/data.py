@@ -69,12 +69,12 @@ def nanoseconds(index: pd.DatetimeIndex) -> np.ndarray:
 
 
 def missing_sessions(bars: pd.DataFrame, asset_type: str, start: pd.Timestamp, end: pd.Timestamp) -> list[str]:
-    """Sessions between the symbol's first bar in the period and ``end`` that have no bar
-    (before its first bar it simply was not listed yet). Days are UTC days, as bars are stamped."""
+    """Sessions of the period that have no bar, those before a symbol's first bar (listed
+    later) included: it could not trade on them either. Days are UTC days, as bars are stamped."""
     stamps = nanoseconds(bars.index)[span(bars.index, start, end)]
     if not len(stamps):
         return []
-    expected = _sessions(asset_type, pd.Timestamp(stamps[0], tz="UTC"), end)
+    expected = _sessions(asset_type, start, end)
     have = np.sort(stamps // _DAY_NS * _DAY_NS)
     days = nanoseconds(expected)
     at = np.minimum(np.searchsorted(have, days), len(have) - 1)
