@@ -140,3 +140,6 @@ def test_a_real_brokers_cycle_decides_at_the_brokers_present_or_not_at_all(trade
     late = datetime(2025, 1, 6, 14, 50, tzinfo=UTC)  # a retry or a resumed cycle minutes later runs
     assert not run_trading_cycle(_ctx(engine), late, portfolio="alpaca", predictions=FixedPredictions(0.9),
                                  broker=broker).already_completed
+    fake.now = "2025-01-06T15:00:00.000000-05:00"  # hours later, re-running it is still the no-op it was
+    assert run_trading_cycle(_ctx(engine), late, portfolio="alpaca", predictions=FixedPredictions(0.9),
+                             broker=broker).already_completed

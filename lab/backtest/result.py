@@ -23,7 +23,6 @@ FILL_COLUMNS = ["fill_id", "client_order_id", "ts", "strategy", "symbol", "side"
 POSITION_COLUMNS = ["ts", "strategy", "symbol", "qty", "avg_price", "last_price", "market_value"]
 
 
-
 class ExportFormat(StrEnum):
     """The file formats a result's frames are exported in (the file's extension too)."""
 

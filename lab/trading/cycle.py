@@ -3,7 +3,8 @@ prices, drawdown halt, exits, signals, entries sized under the risk rules) with 
 SQL around it, then a second sync and a snapshot.
 
 Idempotent per (portfolio, as_of): a completed cycle is not run again, and a crashed one
-resumes. Every order's client id is derived from its decision, is stored before it is
+resumes. One cycle at a time holds a portfolio's books (``store.sole_writer``), in any
+process. Every order's client id is derived from its decision, is stored before it is
 submitted, and brokers deduplicate on it, so a re-run never places a second order. Fills
 are booked one transaction each (see ``lab.trading.store``), so the books survive a kill
 at any point.
@@ -142,12 +143,13 @@ def run_trading_cycle(
     elif broker is None and live:
         raise TradingError("--live trades real money at a real broker, but execution.broker is 'paper' "
                            "(set it to alpaca or binance, with execution.live: true)")
-    if broker is not None and broker.name != "paper":
-        _at_present(broker, as_of)
     with sole_writer(engine, portfolio, what=f"the cycle at {as_of.isoformat()}"):
-        done = _claim(ctx, portfolio, as_of)
+        done = _stored_result(ctx, portfolio, as_of)
         if done is not None:
             return done
+        if broker is not None and broker.name != "paper":
+            _at_present(broker, as_of)
+        _claim(ctx, portfolio, as_of)
         hook("claimed")
         manager = load_books(engine, config, portfolio)
         open_orders = load_open_orders(engine, portfolio)
@@ -252,18 +254,25 @@ def _stale_notes(asset_class: str, behind: Mapping[str, pd.Timestamp | None], as
             f"{as_of.isoformat()} is {due}): ingest first (`lab ingest`)" for what, symbols in by_last.items()]
 
 
-def _claim(ctx: LabContext, portfolio: str, as_of: datetime) -> CycleResult | None:
-    """Start (or resume) the cycle row; the stored result when it already completed. A
-    portfolio's cycles run forward in time: one before its latest would decide on older
-    prices than its books and orders already hold."""
+def _stored_result(ctx: LabContext, portfolio: str, as_of: datetime) -> CycleResult | None:
+    """The result of the cycle at ``as_of`` when it completed already (a re-run is a no-op)."""
+    with session_scope(ctx.engine) as session:
+        row = session.scalar(select(db.TradingCycle).where(db.TradingCycle.portfolio == portfolio,
+                                                          db.TradingCycle.as_of == as_of))
+        if row is None or row.status != "completed":
+            return None
+        summary = dict(row.summary or {})
+    summary.pop("as_of", None)
+    summary["already_completed"] = True
+    return CycleResult(as_of=as_of, **summary)
+
+
+def _claim(ctx: LabContext, portfolio: str, as_of: datetime) -> None:
+    """Start (or resume) the cycle row. A portfolio's cycles run forward in time: one before
+    its latest would decide on older prices than its books and orders already hold."""
     with session_scope(ctx.engine, write_lock=True) as session:
         row = session.scalar(select(db.TradingCycle).where(db.TradingCycle.portfolio == portfolio,
                                                           db.TradingCycle.as_of == as_of))
-        if row is not None and row.status == "completed":
-            summary = dict(row.summary or {})
-            summary.pop("as_of", None)
-            summary["already_completed"] = True
-            return CycleResult(as_of=as_of, **summary)
         later = session.scalar(select(func.max(db.TradingCycle.as_of)).where(
             db.TradingCycle.portfolio == portfolio, db.TradingCycle.as_of > as_of))
         if later is not None:
@@ -272,7 +281,6 @@ def _claim(ctx: LabContext, portfolio: str, as_of: datetime) -> CycleResult | No
                                f"past with `lab backtest`, or trade it in another portfolio)")
         if row is None:
             session.add(db.TradingCycle(portfolio=portfolio, as_of=as_of, status="started", stage="claimed"))
-        return None
 
 
 def _complete(ctx: LabContext, portfolio: str, as_of: datetime, result: CycleResult) -> None:

@@ -43,6 +43,7 @@ class FakeAlpaca(FakeBrokerServer):
         self.positions: dict[str, Decimal] = {}  # symbol -> qty
         self.cost: dict[str, Decimal] = {}  # symbol -> cost basis
         self.market_open = True
+        self.now = "2025-01-06T10:00:00.000000-05:00"  # the server's clock, as /v2/clock reports it
         self.fill_ratio = Decimal(1)
         self.activities: list[dict[str, Any]] = []
 
@@ -68,7 +69,7 @@ class FakeAlpaca(FakeBrokerServer):
         method, path = request.method, request.path
         query = {k: v[0] for k, v in parse_qs(request.query).items()}
         if method == "GET" and path == "/v2/clock":
-            return Reply(200, {"timestamp": "2025-01-06T10:00:00.000000-05:00", "is_open": self.market_open,
+            return Reply(200, {"timestamp": self.now, "is_open": self.market_open,
                                "next_open": "2025-01-07T09:30:00-05:00", "next_close": "2025-01-06T16:00:00-05:00"})
         if method == "GET" and path == "/v2/account":
             return Reply(200, self._account())
