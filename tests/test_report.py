@@ -12,12 +12,14 @@ from pathlib import Path
 
 import matplotlib.image as mpimg
 import numpy as np
+import pandas as pd
 import pytest
 
 from benchmarks.backtest import lab_sma
 from lab.backtest import save_result
 from lab.db import connect
 from lab.report import write_report, write_stored_report
+from lab.report.charts import return_curves
 from tests.conftest import missing_service
 from tests.test_backtest import _adjusted, _store_bars
 
@@ -60,6 +62,20 @@ def test_report_shows_how_far_the_signals_got(sma_run, tmp_path):
     assert f"<tr><td>signals</td><td>{signals}</td><td class=\"note\">" in page
     older = dataclasses.replace(result, funnel={})  # stored before runs counted their signals
     assert "how far each strategy" not in write_report(older, bars, tmp_path / "older").read_text()
+
+
+def test_equity_chart_draws_each_curve_as_its_return_so_a_strategy_on_a_share_of_the_cash_reads_beside_the_portfolio(
+        sma_run):
+    result, _ = sma_run
+    portfolio = result.equity_curve
+    halves = dataclasses.replace(result, strategies=["active", "idle"], strategy_equity=pd.DataFrame(
+        {"active": portfolio / 2, "idle": 50_000.0}, index=portfolio.index))
+    curves = return_curves(halves)
+    assert list(curves.columns) == ["portfolio", "active", "idle", f"buy & hold {SYMBOL}"]
+    assert (curves.iloc[0] == 0).all()
+    np.testing.assert_allclose(curves["active"], curves["portfolio"])
+    assert (curves["idle"] == 0).all()
+    assert curves["portfolio"].iloc[-1] == pytest.approx(100 * (portfolio.iloc[-1] / portfolio.iloc[0] - 1))
 
 
 def _chromium() -> str:

@@ -109,7 +109,7 @@ def write_report(result: BacktestResult, bars: dict[str, pd.DataFrame], out_dir:
     gate = gate or SuccessGate()
     out_dir.mkdir(parents=True, exist_ok=True)
     charts = [
-        ("Equity vs benchmark", equity_chart(result, out_dir / "equity.png")),
+        ("Equity vs benchmark: return since the start", equity_chart(result, out_dir / "equity.png")),
         ("Drawdown", drawdown_chart(result, out_dir / "drawdown.png")),
         ("Monthly returns", monthly_heatmap(result, out_dir / "monthly_returns.png")),
     ]

@@ -17,7 +17,7 @@ import talib
 from lab.backtest.result import BacktestResult
 from lab.performance import monthly_returns
 
-__all__ = ["candlestick_chart", "drawdown_chart", "equity_chart", "monthly_heatmap"]
+__all__ = ["candlestick_chart", "drawdown_chart", "equity_chart", "monthly_heatmap", "return_curves"]
 
 _MAX_CANDLES = 260
 
@@ -29,18 +29,28 @@ def _save(fig: plt.Figure, path: Path) -> Path:
     return path
 
 
+def return_curves(result: BacktestResult) -> pd.DataFrame:
+    """The equity chart's curves: the portfolio, each strategy and buy-and-hold of the
+    benchmark, each in percent since its own start. A strategy trades a share of the cash,
+    so its equity drawn beside the portfolio's sits flat at the bottom of the chart."""
+    curves = {"portfolio": result.equity_curve,
+              **{strategy: result.strategy_equity[strategy] for strategy in result.strategies},
+              f"buy & hold {result.benchmark}": result.benchmark_curve}
+    return pd.DataFrame({name: 100.0 * (curve / curve.iloc[0] - 1.0) for name, curve in curves.items()})
+
+
 def equity_chart(result: BacktestResult, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(11, 4.2))
-    curve = result.equity_curve
-    ax.plot(curve.index, curve.to_numpy(), label="portfolio", color="#1f4e8c", linewidth=1.8)
-    for strategy in result.strategies:
-        column = result.strategy_equity[strategy]
-        ax.plot(column.index, column.to_numpy(), label=strategy, linewidth=0.9, alpha=0.8)
-    bench = result.benchmark_curve
-    ax.plot(bench.index, bench.to_numpy(), label=f"buy & hold {result.benchmark}", color="#888888",
-            linestyle="--", linewidth=1.2)
-    ax.set_title("Equity vs benchmark (out of sample, after fees and slippage)")
-    ax.set_ylabel("equity")
+    curves = return_curves(result)
+    benchmark = curves.columns[-1]
+    for name in curves.columns:
+        style = ({"color": "#1f4e8c", "linewidth": 1.8} if name == "portfolio" else
+                 {"color": "#888888", "linestyle": "--", "linewidth": 1.2} if name == benchmark else
+                 {"linewidth": 0.9, "alpha": 0.8})
+        ax.plot(curves.index, curves[name].to_numpy(), label=name, **style)
+    ax.axhline(0.0, color="#444444", linewidth=0.6)
+    ax.set_title("Return vs benchmark (out of sample, after fees and slippage)")
+    ax.set_ylabel("return since the start (%)")
     ax.grid(alpha=0.3)
     ax.legend(loc="upper left", fontsize=8)
     return _save(fig, path)
