@@ -143,3 +143,16 @@ def test_without_the_trading_config_the_error_says_where_it_looked_and_how_to_po
     assert result.returncode == 1 and "Traceback" not in result.stderr
     assert (f"error: config/trading.json: file not found (the trading config, set by LAB_CONFIG; relative to "
             f"{tmp_path})") in result.stderr
+
+
+@pytest.mark.parametrize(("chosen", "effective"), [(None, "false"), ("true", "true")])
+def test_every_command_keeps_prefect_telemetry_off_unless_the_user_turns_it_on(monkeypatch, chosen, effective):
+    from lab.cli import main as cli
+
+    monkeypatch.delenv("PREFECT_SERVER_ANALYTICS_ENABLED", raising=False)
+    if chosen is not None:
+        monkeypatch.setenv("PREFECT_SERVER_ANALYTICS_ENABLED", chosen)
+    monkeypatch.setattr(sys, "argv", ["lab", "--help"])
+    with pytest.raises(SystemExit):
+        cli.main()
+    assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == effective

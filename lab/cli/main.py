@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import typer
@@ -47,7 +48,12 @@ app.command("report")(backtest_cli.report)
 
 
 def main() -> None:
-    """Run the CLI; a LabError prints one clear message and exits 1, without a traceback."""
+    """Run the CLI; a LabError prints one clear message and exits 1, without a traceback.
+
+    The temporary Prefect server that flow runs start sends usage telemetry to Prefect unless
+    told not to: the lab calls no one by itself (and offline each flow run logged an ERROR
+    for it), so it is off unless ``PREFECT_SERVER_ANALYTICS_ENABLED`` says otherwise."""
+    os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
     try:
         app()
     except LabError as exc:
