@@ -147,6 +147,44 @@ def test_backtest_is_stored_under_its_portfolio_and_replays(engine, shared_data,
     assert first >= 1
 
 
+def test_the_same_backtest_after_a_config_edit_is_stored_beside_the_first_not_over_it(engine, shared_data, tmp_path):
+    _store_bars(engine, shared_data)
+    spec, registry = _spec(end=date(2019, 3, 29)), ModelRegistry(engine, tmp_path / "models")
+    base = load_config(CONFIG)
+    first = run_backtest(engine, base, registry, spec)
+    second = run_backtest(engine, _edited(base, "execution", slippage_bps=40.0), registry, spec)
+    ids = {save_result(engine, first), save_result(engine, second)}
+    assert first.portfolio != second.portfolio and len(ids) == 2
+    assert second.settings["execution"]["slippage_bps"] == 40.0
+    assert len(first.fills) and not np.allclose(second.fills["price"], first.fills["price"])
+    save_result(engine, run_backtest(engine, base, registry, spec))  # the same run again: in its own place
+    stored = {b["portfolio"]: b for b in list_backtests(engine)}
+    assert set(stored) == {first.portfolio, second.portfolio}
+    assert load_result(engine, first.portfolio).settings == first.settings
+
+
+def _edited(config, section: str, **change):
+    """``config`` with some settings of one section (or of one strategy, ``strategies.NAME``) changed."""
+    if section.startswith("strategies."):
+        name = section.split(".", 1)[1]
+        return config.model_copy(update={"strategies": {**config.strategies,
+                                                        name: config.strategies[name].model_copy(update=change)}})
+    return config.model_copy(update={section: getattr(config, section).model_copy(update=change)})
+
+
+@pytest.mark.parametrize(("section", "change", "same_run"), [
+    ("execution", {"slippage_bps": 40.0}, False),
+    ("risk", {"max_positions": 3}, False),
+    ("strategies.momentum", {"stop_loss": 0.05}, False),
+    ("strategies.swing", {"stop_loss": 0.05}, True),  # a strategy the run does not trade
+    ("execution", {"broker": "alpaca"}, True),  # a backtest fills on paper whatever the live broker
+    ("tuning", {"trials": 3}, True),
+])
+def test_a_backtest_is_named_by_its_spec_and_the_settings_it_reads(section, change, same_run):
+    base = load_config(CONFIG)
+    assert (_spec().portfolio_for(_edited(base, section, **change)) == _spec().portfolio_for(base)) is same_run
+
+
 def test_a_run_without_a_losing_trade_is_stored_and_passes_the_profit_factor(engine, shared_data):
     bars = _adjusted(shared_data, "MSFT").loc["2016-01-01":"2016-12-30"]
     enter, leave = pd.Series(False, index=bars.index), pd.Series(False, index=bars.index)

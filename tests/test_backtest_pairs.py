@@ -38,7 +38,7 @@ def run_pairs(shared_data: Path, accounts: str, *, shorts: bool = True):
     asset_types = dict.fromkeys(SYMBOLS, "stocks")
     config = backtest_config(load_config(CONFIG), spec, asset_types)
     decisions = EngineDecisions(config, Always(), FeatureFrames(bars, benchmarks=dict.fromkeys(SYMBOLS, "KO")),
-                                {"stocks": SYMBOLS})
+                                {"stocks": SYMBOLS}, basis="a fixed confidence of 0.9")
     return run_with_decisions(config, spec, bars, decisions, strategies=["pairs"], asset_types=asset_types)
 
 

@@ -101,6 +101,16 @@ def test_report_renders_in_headless_chromium(sma_run, tmp_path):
     assert np.unique(pixels.reshape(-1, 3), axis=0).shape[0] > 50, "charts and tables, not a flat page"
 
 
+ASSUMED = ("Assumptions: precomputed entry and exit flags (no model); fees 10 bps (stocks); "
+           "slippage 0 bps; fills at most 100% of a bar&#x27;s volume; sizing fixed (fixed_amount 20000); "
+           "one account for every strategy and symbol.")
+
+
+def test_report_states_what_its_figures_assume(sma_run, tmp_path):
+    result, bars = sma_run
+    assert ASSUMED in write_report(result, bars, tmp_path).read_text()
+
+
 def test_stored_backtest_reports_the_same_figures(sma_run, tmp_path, shared_data):
     result, _ = sma_run
     engine = connect(f"sqlite:///{tmp_path / 'lab.db'}")
@@ -108,6 +118,7 @@ def test_stored_backtest_reports_the_same_figures(sma_run, tmp_path, shared_data
     save_result(engine, result)
     page = write_stored_report(engine, result.portfolio, tmp_path / "out").read_text()
     assert f"{100 * result.metrics()['portfolio'].total_return:.2f}%" in page
+    assert ASSUMED in page
 
 
 def test_cli_backtest_then_report(tmp_path, shared_data):

@@ -43,6 +43,9 @@ __all__ = [
 
 
 class Decisions(Protocol):
+    #: what decides, in words (the report states it among the run's assumptions)
+    basis: str
+
     def exits(self, as_of: datetime, manager: PortfolioManager, pending: Sequence[Order]) -> list[ExitDecision]:
         ...
 
@@ -175,8 +178,8 @@ class EngineDecisions:
     """The trading cycle's decisions: its exits (``exit_decisions``) and signal-engine entries."""
 
     def __init__(self, config: TradingConfig, predictions: WalkForwardPredictions | _Fixed,
-                 features: FeatureSource, universe: Mapping[str, Sequence[str]]):
-        self.config, self.predictions, self.features = config, predictions, features
+                 features: FeatureSource, universe: Mapping[str, Sequence[str]], *, basis: str):
+        self.config, self.predictions, self.features, self.basis = config, predictions, features, basis
         self.universe = {k: list(v) for k, v in universe.items()}
         self._screening: dict[str, Screening] = {}
 
@@ -202,6 +205,8 @@ class EngineDecisions:
 class CrossoverDecisions:
     """Precomputed flags (index ts, columns symbols): enter when flat on ``entries``, close on
     ``exits``. No stop or target: the rule alone decides."""
+
+    basis = "precomputed entry and exit flags (no model)"
 
     def __init__(self, strategy: str, entries: pd.DataFrame, exits: pd.DataFrame):
         self.strategy = strategy

@@ -57,7 +57,10 @@ class BacktestResult:
     gaps: dict[str, list[str]] = field(default_factory=dict)
     #: per strategy, how far its signals got (``lab.backtest.funnel``)
     funnel: dict[str, dict[str, Any]] = field(default_factory=dict)
-    config: dict[str, Any] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)  # the spec
+    #: the trading settings it ran with (``lab.backtest.spec.run_settings``)
+    settings: dict[str, Any] = field(default_factory=dict)
+    decided_by: str = ""  # ``Decisions.basis``
 
     @property
     def equity_curve(self) -> pd.Series:

@@ -22,7 +22,7 @@ from lab.backtest.decisions import (
 )
 from lab.backtest.replay import Market, replay
 from lab.backtest.result import BacktestResult
-from lab.backtest.spec import BacktestSpec
+from lab.backtest.spec import BacktestSpec, run_settings
 from lab.bars import bars_by_symbol, load_bars
 from lab.config import TradingConfig, check_strategies
 from lab.errors import ConfigError, DataError
@@ -102,11 +102,13 @@ def run_with_decisions(config: TradingConfig, spec: BacktestSpec, bars: Mapping[
     if benchmark not in bars or bars[benchmark].loc[start:end].empty:
         raise DataError(f"no bars for the benchmark {benchmark} between {spec.start} and {spec.end}")
     bench_close = bars[benchmark]["close"].reindex(market.index).ffill().to_numpy(dtype=float)
-    result = replay(config, market, decisions, portfolio=spec.portfolio, name=spec.label, strategies=strategies,
+    result = replay(config, market, decisions, portfolio=spec.portfolio_for(config), name=spec.label, strategies=strategies,
                     benchmark_close=bench_close, per_symbol_accounts=spec.accounts == "per_symbol",
                     progress=progress)
     result.benchmark = benchmark
     result.config = spec.model_dump(mode="json")
+    result.settings = run_settings(config, spec.strategies)
+    result.decided_by = decisions.basis
     result.gaps = {s: gaps for s in symbols
                    if (gaps := missing_sessions(bars[s], asset_types.get(s, "stocks"), start, end))}
     return result
@@ -148,14 +150,17 @@ def run_backtest(engine, base: TradingConfig, registry: ModelRegistry, spec: Bac
         fundamentals = fundamentals[fundamentals["known_at"] <= end]
         for name in on_fundamentals:
             require_fundamentals(fundamentals, name, per_strategy[name], end if pretrained else start)
+    walk = spec.walk_forward
     if pretrained:
         predictions = pretrained_predictions(registry, spec.strategies, start)
+        basis = "the registry's active models, each trained on bars before the start"
     else:
+        basis = f"models retrained every {walk.window_days} days on the {walk.train_days} days before each window"
         predictions = WalkForwardPredictions.fit(
             spec.strategies, bars, symbols=per_strategy, asset_classes=asset_types, start=start, end=end,
-            window_days=spec.walk_forward.window_days, train_days=spec.walk_forward.train_days, seed=spec.seed,
+            window_days=walk.window_days, train_days=walk.train_days, seed=spec.seed,
             benchmarks=benchmarks, fundamentals=fundamentals)
     features = FeatureFrames(bars, benchmarks=benchmarks, fundamentals=fundamentals)
-    decisions = EngineDecisions(config, predictions, features, universe)
+    decisions = EngineDecisions(config, predictions, features, universe, basis=basis)
     return run_with_decisions(config, spec, bars, decisions, strategies=list(spec.strategies),
                               asset_types=asset_types, progress=progress)

@@ -1,5 +1,7 @@
-"""A backtest run as a frozen, keyword-only config: its content hash names the run, its
-portfolio (``backtest:<hash>``) and its export folder, so the same spec is the same run."""
+"""A backtest run as a frozen, keyword-only config. The content hash of the spec and of the
+settings it runs with names the run, its portfolio (``backtest:<hash>``) and its report
+folder: the same spec on the same settings is the same run, stored again in its place; after
+an edit of config/trading.json it is another run, stored beside the first."""
 
 from __future__ import annotations
 
@@ -16,7 +18,19 @@ from lab.config import TradingConfig
 from lab.db.models import BACKTEST_PREFIX
 from lab.errors import ConfigError
 
-__all__ = ["BacktestSpec", "WalkForward", "nested_settings", "settings_label"]
+__all__ = ["BacktestSpec", "WalkForward", "nested_settings", "run_settings", "settings_label"]
+
+#: the trading config a backtest reads: not its data sources, schedules, rate limits or
+#: tuning, nor which real broker the live cycle uses (a backtest always fills on paper)
+_RUN_SECTIONS: dict[str, Any] = {"universe": True, "sizing": True, "risk": True,
+                                 "execution": {"initial_cash", "slippage_bps", "fee_bps", "max_volume_share",
+                                               "max_order_notional", "max_daily_notional", "price_band_pct"}}
+
+
+def run_settings(config: TradingConfig, strategies: list[str]) -> dict[str, Any]:
+    """The settings a backtest of ``strategies`` runs with (``config``: the base config with
+    the spec's overrides, its universe narrowed to the run's symbols)."""
+    return config.model_dump(mode="json", include={**_RUN_SECTIONS, "strategies": set(strategies)})
 
 
 class _Frozen(BaseModel):
@@ -70,14 +84,12 @@ class BacktestSpec(_Frozen):
             raise ValueError(f"each symbol once, got {', '.join(dupes)} more than once")
         return cleaned
 
-    @property
-    def key(self) -> str:
-        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:12]
-
-    @property
-    def portfolio(self) -> str:
-        return f"{BACKTEST_PREFIX}{self.key}"
+    def portfolio_for(self, config: TradingConfig) -> str:
+        """The run's portfolio name: a hash of this spec and of the settings it runs with."""
+        payload = json.dumps({"spec": self.model_dump(mode="json"),
+                              "settings": run_settings(config, self.strategies)},
+                             sort_keys=True)
+        return f"{BACKTEST_PREFIX}{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
 
     @property
     def label(self) -> str:

@@ -59,7 +59,7 @@ def backtest(
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total} bars"),
                TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True) as bar:
-        task = bar.add_task(f"backtest {spec.portfolio}", total=None)
+        task = bar.add_task(f"backtest {spec.label}", total=None)
         result = run_backtest(lab.engine, lab.config, lab.registry, spec,
                               progress=lambda done, total: bar.update(task, completed=done, total=total))
     backtest_id = save_result(lab.engine, result)

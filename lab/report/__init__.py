@@ -94,6 +94,31 @@ def _monthly_table(result: BacktestResult) -> str:
     return f"<table><tr><th>year</th>{head}</tr>{rows}</table>"
 
 
+#: each sizing method's setting, named in the assumptions line
+_SIZING = {"fixed": "fixed_amount", "percent": "percent_of_equity", "risk": "risk_per_trade",
+           "kelly": "kelly_fraction", "all_in": "all_in_fraction"}
+
+
+def _assumptions(result: BacktestResult) -> str:
+    """What the figures assume, from the stored spec and settings (parts an older stored run
+    did not keep are left out)."""
+    parts = [result.decided_by] if result.decided_by else []
+    if execution := result.settings.get("execution"):
+        universe = result.settings.get("universe") or dict.fromkeys(execution["fee_bps"], True)
+        traded = {asset_class for asset_class, symbols in universe.items() if symbols}  # the run's
+        fees = ", ".join(f"{bps:g} bps ({asset_class})" for asset_class, bps in execution["fee_bps"].items()
+                         if asset_class in traded)
+        parts.append(f"fees {fees}; slippage {execution['slippage_bps']:g} bps; fills at most "
+                     f"{execution['max_volume_share']:.0%} of a bar's volume")
+    if sizing := result.settings.get("sizing"):
+        setting = _SIZING[sizing["method"]]
+        parts.append(f"sizing {sizing['method']} ({setting} {sizing[setting]:g})")
+    if accounts := result.config.get("accounts"):
+        parts.append("one account per symbol, each with the initial cash" if accounts == "per_symbol"
+                     else "one account for every strategy and symbol")
+    return f'<p class="sub">Assumptions: {html.escape("; ".join(parts))}.</p>' if parts else ""
+
+
 def _most_traded(result: BacktestResult, bars: dict[str, pd.DataFrame]) -> list[str]:
     counts = result.fills["symbol"].value_counts()
     traded = [s for s in counts.index if s in bars]
@@ -128,6 +153,7 @@ def write_report(result: BacktestResult, bars: dict[str, pd.DataFrame], out_dir:
          f"{html.escape(', '.join(result.strategies))} · {len(result.symbols)} symbols · benchmark "
          f"{html.escape(result.benchmark)} · initial cash {result.initial_cash:,.0f} · portfolio "
          f"<code>{html.escape(result.portfolio)}</code></p>"),
+        _assumptions(result),
         "<h2>Success gate (portfolio)</h2>", _gate_table(result, gate),
         "<h2>Per strategy, portfolio and buy-and-hold</h2>", _metrics_table(result),
         *(["<h2>Signals: how far each strategy's got</h2>", _funnel_table(result)] if result.funnel else []),
