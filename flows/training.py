@@ -1,5 +1,7 @@
 """Weekly training: features for the whole universe (cached; indicators stored for the boards),
-then tuning and promotion of every enabled strategy (the ``tune_strategies`` flow)."""
+tuning and promotion of every enabled strategy (the ``tune_strategies`` flow), then a
+walk-forward backtest of the latest days per asset class (the ``run_backtest`` flow), whose
+report is linked from the run."""
 
 from __future__ import annotations
 
@@ -8,6 +10,7 @@ from datetime import datetime
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 
+from flows.backtest import backtest_flow
 from flows.train import tune_strategies
 from lab.runtime import ensure_ray, open_lab
 
@@ -26,10 +29,22 @@ def compute_universe_features() -> list[dict]:
 
 @flow(name="run_trading_training", log_prints=True)
 def run_trading_training(strategies: list[str] | None = None, trials: int | None = None,
-                         end: datetime | None = None) -> list[dict]:
-    """Features, then tuning + promotion on data up to ``end``; returns the leaderboard."""
+                         end: datetime | None = None, report_days: int = 365) -> list[dict]:
+    """Features, then tuning + promotion on data up to ``end``; then, unless ``report_days``
+    is 0, a walk-forward backtest (models refitted before each window, so out of sample) of
+    the last ``report_days`` per asset class, its report linked as an artifact. Returns the
+    leaderboard."""
+    from lab.backtest.periods import latest_periods
+
     problems = compute_universe_features()
     if problems:
         create_table_artifact(key="feature-problems", table=problems,
                               description="symbols whose features are partly undefined")
-    return tune_strategies(strategies=strategies, trials=trials, end=end)
+    board = tune_strategies(strategies=strategies, trials=trials, end=end)
+    if report_days:
+        ctx = open_lab()
+        names = strategies or list(ctx.config.enabled_strategies())
+        for asset_class, period in latest_periods(ctx.engine, ctx.config, names, days=report_days, end=end).items():
+            backtest_flow(strategies=period.strategies, start=period.start, end=period.end, walk_forward="retrain",
+                          name=f"{asset_class}: the {report_days} days to {period.end} (weekly training)")
+    return board
