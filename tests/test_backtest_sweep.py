@@ -130,7 +130,8 @@ def test_the_sweep_flow_stores_every_run_and_compares_them_in_an_artifact(prefec
     ([f"{QUANTILE}=0.5,5"], f"sweep point top_quantile=5: config_overrides: {QUANTILE}: 5 is outside [0.5, 0.95]"),
     ([f"{QUANTILE}=[0.5, 7]"], "sweep point top_quantile=7: config_overrides"),
     (["strategies.momentum.params.top_quantil=0.5"], "unknown parameter (did you mean 'top_quantile'?)"),
-    ([f"{QUANTILE}=0.5,0.5"], "sweep point top_quantile=0.5: the same config as top_quantile=0.5"),
+    ([f"{QUANTILE}=0.5,0.5"], "sweep point top_quantile=0.5: the same backtest settings as top_quantile=0.5"),
+    (["tuning.trials=2,3"], "sweep point trials=3: the same backtest settings as trials=2"),  # not read by a backtest
     (["risk.max_positions=3", "risk=1"], "risk: another setting given lies inside it"),
 ])
 def test_a_bad_sweep_is_refused_before_anything_runs(sweep, message, monkeypatch, tmp_path):

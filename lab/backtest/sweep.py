@@ -8,6 +8,7 @@ result over the same period is a choice made in sample."""
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +18,7 @@ import numpy as np
 
 from lab.backtest.result import BacktestResult
 from lab.backtest.run import checked_config
-from lab.backtest.spec import BacktestSpec, nested_settings, settings_label
+from lab.backtest.spec import BacktestSpec, nested_settings, run_settings, settings_label
 from lab.backtest.store import save_result
 from lab.config import TradingConfig
 from lab.errors import ConfigError, LabError
@@ -55,12 +56,13 @@ def expand_grid(base: BacktestSpec, grid: Mapping[str, Sequence[Any]], config: T
         label = settings_label(settings)
         try:
             spec = base.with_settings(settings)
-            run_config = checked_config(config, spec).model_dump_json()
+            # what the backtest reads: a point that changes only what it does not is the same run
+            run_config = json.dumps(run_settings(checked_config(config, spec), spec.strategies), sort_keys=True)
         except ConfigError as exc:
             problems.extend(f"sweep point {label}: {problem}" for problem in exc.problems)
             continue
         if run_config in seen:
-            problems.append(f"sweep point {label}: the same config as {seen[run_config]}")
+            problems.append(f"sweep point {label}: the same backtest settings as {seen[run_config]}")
         seen[run_config] = label
         points.append(SweepPoint(settings, spec))
     if problems:
