@@ -19,7 +19,7 @@ from benchmarks.backtest import lab_sma
 from lab.backtest import save_result
 from lab.db import connect
 from lab.report import write_report, write_stored_report
-from lab.report.charts import return_curves
+from lab.report.charts import indicators, return_curves
 from tests.conftest import missing_service
 from tests.test_backtest import _adjusted, _store_bars
 
@@ -77,6 +77,14 @@ def test_equity_chart_draws_each_curve_as_its_return_so_a_strategy_on_a_share_of
     assert (curves["idle"] == 0).all()
     assert curves["portfolio"].iloc[-1] == pytest.approx(100 * (portfolio.iloc[-1] / portfolio.iloc[0] - 1))
 
+
+def test_candle_indicators_are_warmed_up_on_the_bars_before_the_window(sma_run):
+    _, bars = sma_run
+    window = slice(pd.Timestamp("2017-01-01", tz="UTC"), pd.Timestamp("2017-12-31", tz="UTC"))
+    lines = indicators(bars[SYMBOL], window)
+    assert lines.index[0] == bars[SYMBOL].loc[window].index[0] and lines.notna().all().all()
+    closes = bars[SYMBOL]["close"]
+    assert lines["SMA 50"].iloc[0] == pytest.approx(closes.loc[:lines.index[0]].iloc[-50:].mean(), rel=1e-12)
 
 def _chromium() -> str:
     for name in ("chromium", "chromium-browser", "google-chrome"):

@@ -129,7 +129,8 @@ def write_report(result: BacktestResult, bars: dict[str, pd.DataFrame], out_dir:
                  *, gate: SuccessGate | None = None) -> Path:
     """Write ``report.html`` and its PNGs into ``out_dir``; returns the HTML path.
 
-    ``bars`` maps symbol -> daily OHLCV (indexed by tz-aware ts) for the candlestick charts.
+    ``bars`` maps symbol -> daily OHLCV (indexed by tz-aware ts) for the candlestick charts;
+    bars before the run's start warm their indicators up.
     """
     gate = gate or SuccessGate()
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -140,10 +141,9 @@ def write_report(result: BacktestResult, bars: dict[str, pd.DataFrame], out_dir:
     ]
     window = slice(result.start, result.end + pd.Timedelta(days=1))
     for symbol in _most_traded(result, bars):
-        symbol_bars = bars[symbol].loc[window]
-        if len(symbol_bars):
+        if len(bars[symbol].loc[window]):
             charts.append((f"{symbol} candles", candlestick_chart(
-                symbol_bars, result.fills, symbol, out_dir / f"candles_{symbol.replace('/', '_')}.png")))
+                bars[symbol], result.fills, symbol, out_dir / f"candles_{symbol.replace('/', '_')}.png", window)))
     gaps = "".join(f"<li>{html.escape(s)}: {len(d)} missing session(s), first {html.escape(d[0])}</li>"
                    for s, d in sorted(result.gaps.items()) if d)
     title = html.escape(f"Backtest {result.name}")

@@ -17,7 +17,7 @@ import talib
 from lab.backtest.result import BacktestResult
 from lab.performance import monthly_returns
 
-__all__ = ["candlestick_chart", "drawdown_chart", "equity_chart", "monthly_heatmap", "return_curves"]
+__all__ = ["candlestick_chart", "drawdown_chart", "equity_chart", "indicators", "monthly_heatmap", "return_curves"]
 
 _MAX_CANDLES = 260
 
@@ -94,16 +94,23 @@ def _candle_frame(bars: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     raise AssertionError("unreachable")
 
 
-def candlestick_chart(bars: pd.DataFrame, fills: pd.DataFrame, symbol: str, path: Path) -> Path:
-    """Candles with SMA 20/50 and Bollinger bands (TA-Lib, on daily closes) and fill markers."""
+def indicators(bars: pd.DataFrame, window: slice) -> pd.DataFrame:
+    """SMA 20/50 and Bollinger bands (TA-Lib, on daily closes) over the bars in ``window``,
+    computed on all of ``bars``: the bars before the window warm them up, so they are drawn
+    from its first candle on."""
     closes = bars["close"].to_numpy(dtype=float)
-    indicators = pd.DataFrame({
-        "SMA 20": talib.SMA(closes, 20), "SMA 50": talib.SMA(closes, 50),
-        "BB upper": talib.BBANDS(closes, 20)[0], "BB lower": talib.BBANDS(closes, 20)[2],
-    }, index=bars.index)
-    candles, label = _candle_frame(bars)
+    upper, _, lower = talib.BBANDS(closes, 20)
+    frame = pd.DataFrame({"SMA 20": talib.SMA(closes, 20), "SMA 50": talib.SMA(closes, 50), "BB upper": upper,
+                          "BB lower": lower}, index=bars.index)
+    return frame.loc[window]
+
+
+def candlestick_chart(bars: pd.DataFrame, fills: pd.DataFrame, symbol: str, path: Path, window: slice) -> Path:
+    """Candles over ``window`` with their indicators (``indicators``) and fill markers."""
+    lines = indicators(bars, window)
+    candles, label = _candle_frame(bars.loc[window])
     if label != "daily":
-        indicators = indicators.reindex(candles.index, method="ffill")
+        lines = lines.reindex(candles.index, method="ffill")
     x = mdates.date2num(candles.index.tz_convert(None).to_pydatetime())
     width = 0.7 * (float(np.median(np.diff(x))) if len(x) > 1 else 1.0)
     up = (candles["close"] >= candles["open"]).to_numpy()
@@ -114,7 +121,7 @@ def candlestick_chart(bars: pd.DataFrame, fills: pd.DataFrame, symbol: str, path
     body = np.abs(candles["close"] - candles["open"]).to_numpy()
     ax.bar(x, np.maximum(body, 1e-9), width, bottom=body_low, color=colors, linewidth=0)
     for name, style in (("SMA 20", "-"), ("SMA 50", "-"), ("BB upper", ":"), ("BB lower", ":")):
-        ax.plot(x, indicators[name].to_numpy(), linestyle=style, linewidth=0.9, label=name)
+        ax.plot(x, lines[name].to_numpy(), linestyle=style, linewidth=0.9, label=name)
     mine = fills[fills["symbol"] == symbol]
     for side, marker, color in (("buy", "^", "#0b6e0b"), ("sell", "v", "#a31515")):
         chosen = mine[mine["side"] == side]
