@@ -242,6 +242,12 @@ def test_an_empty_date_range_is_a_clear_error(sqlite_bars, tmp_path):
         _run(sqlite_bars, _spec(start=date(2019, 1, 5), end=date(2019, 1, 6)), tmp_path)  # a weekend
 
 
+def test_a_benchmark_is_written_as_the_symbols_are():
+    assert _spec(benchmark=" ko").benchmark == "KO"
+    with pytest.raises(ConfigError, match="benchmark: Value error, expected a symbol, got an empty name"):
+        _spec(benchmark=" ")
+
+
 def test_a_symbol_without_data_in_the_range_is_named(sqlite_bars, tmp_path):
     with sqlite_bars.begin() as conn:
         conn.execute(delete(db.PriceBar).where(db.PriceBar.symbol == "KO",

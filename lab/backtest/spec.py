@@ -84,6 +84,14 @@ class BacktestSpec(_Frozen):
             raise ValueError(f"each symbol once, got {', '.join(dupes)} more than once")
         return cleaned
 
+    @field_validator("benchmark")
+    @classmethod
+    def _upper_benchmark(cls, benchmark: str | None) -> str | None:
+        """Written as the symbols are: ``--benchmark ko`` is KO."""
+        if benchmark is not None and not benchmark.strip():
+            raise ValueError("expected a symbol, got an empty name")
+        return None if benchmark is None else benchmark.strip().upper()
+
     def portfolio_for(self, config: TradingConfig) -> str:
         """The run's portfolio name: a hash of this spec and of the settings it runs with."""
         payload = json.dumps({"spec": self.model_dump(mode="json"),
