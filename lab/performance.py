@@ -173,28 +173,32 @@ def round_trips(fills: pd.DataFrame) -> pd.DataFrame:
     """Closed round trips per (strategy, symbol): entry/exit time, net P&L (after all fees).
 
     A round trip starts when the position leaves zero and ends when it returns to zero;
-    a position still open at the end is not a trade yet.
+    a position still open at the end is not a trade yet. The legs of a pair (fills with a
+    ``pair``, "AAA/BBB") are one trade, from the first leg's entry until both are flat: a
+    pair wins or loses as a whole, whatever each leg did.
     """
     columns = ["strategy", "symbol", "entry_ts", "exit_ts", "pnl", "fees", "notional"]
     if fills.empty:
         return pd.DataFrame(columns=columns)
     rows = []
     ordered = fills.sort_values("ts", kind="stable")
-    for (strategy, symbol), group in ordered.groupby(["strategy", "symbol"], sort=True):
-        qty = cash = fees = notional = 0.0
+    traded = ordered["pair"].fillna(ordered["symbol"]) if "pair" in ordered else ordered["symbol"]
+    for (strategy, name), group in ordered.groupby([ordered["strategy"], traded.rename("traded")], sort=True):
+        held: dict[str, float] = {}
+        cash = fees = notional = 0.0
         entry_ts = None
-        for ts, side, q, price, fee in group[["ts", "side", "qty", "price", "fee"]].itertuples(index=False):
+        for ts, symbol, side, q, price, fee in group[["ts", "symbol", "side", "qty", "price", "fee"]].itertuples(
+                index=False):
             signed = q if side == "buy" else -q
             if entry_ts is None:
                 entry_ts = ts
-            qty += signed
+            held[symbol] = held.get(symbol, 0.0) + signed
             cash -= signed * price + fee
             fees += fee
             notional += abs(q * price)
-            if math.isclose(qty, 0.0, abs_tol=1e-9):
-                rows.append((strategy, symbol, entry_ts, ts, cash, fees, notional))
-                qty = cash = fees = notional = 0.0
-                entry_ts = None
+            if all(math.isclose(qty, 0.0, abs_tol=1e-9) for qty in held.values()):
+                rows.append((strategy, name, entry_ts, ts, cash, fees, notional))
+                held, cash, fees, notional, entry_ts = {}, 0.0, 0.0, 0.0, None
     return pd.DataFrame(rows, columns=columns)
 
 

@@ -9,8 +9,9 @@ import numpy as np
 import pandas as pd
 
 from benchmarks.backtest import load
-from lab.backtest import BacktestSpec, EngineDecisions, backtest_config, run_with_decisions
+from lab.backtest import BacktestSpec, EngineDecisions, backtest_config, load_result, run_with_decisions, save_result
 from lab.config import load_config
+from lab.db import connect
 from lab.trading.market import FeatureFrames
 from tests.fakes.trading import FixedPredictions
 
@@ -57,6 +58,21 @@ def test_pairs_enter_and_exit_as_two_opposite_legs_in_one_account(shared_data):
     np.testing.assert_allclose(equity["cash"] + equity["positions_value"], equity["equity"], rtol=1e-12)
     shorts = result.positions[result.positions["qty"] < 0]
     assert not shorts.empty
+
+
+def test_a_pair_is_one_trade_in_the_figures_and_keeps_its_legs_linked_when_stored(shared_data, tmp_path):
+    result = run_pairs(shared_data, "shared")
+    assert result.fills["pair"].notna().all()  # every fill is a leg
+    exits = result.orders[(result.orders["status"] == "filled") & (result.orders["intent"] != "entry")]
+    closed_pairs = exits.groupby(["ts", "pair"]).ngroups  # both legs leave in one decision
+    assert closed_pairs > 0 and len(exits) == 2 * closed_pairs
+    assert result.metrics()["pairs"].trades == closed_pairs
+    engine = connect(f"sqlite:///{tmp_path / 'lab.db'}")
+    save_result(engine, result)
+    closes = pd.DataFrame({s: load(s, shared_data / "stocks")["close"] for s in SYMBOLS})
+    stored = load_result(engine, result.portfolio, closes=closes)
+    assert stored.fills["pair"].tolist() == result.fills["pair"].tolist()
+    assert stored.metrics()["pairs"].trades == closed_pairs
 
 
 def test_per_symbol_accounts_never_trade_a_pair_and_say_why(shared_data):

@@ -107,6 +107,20 @@ def test_round_trips_are_net_of_fees_and_skip_open_positions():
     assert trips[["symbol", "pnl", "fees"]].values.tolist() == [["AAA", -23.0, 3.0], ["BBB", 49.0, 1.0]]
 
 
+def test_a_pairs_two_legs_are_one_round_trip_won_or_lost_as_a_whole():
+    fills = _fills([
+        ("2021-01-04", "s", "AAA", "buy", 10, 10.0, 0.5),
+        ("2021-01-04", "s", "BBB", "sell", 5, 20.0, 0.5),
+        ("2021-01-05", "s", "AAA", "sell", 10, 9.0, 0.5),   # this leg lost 10
+        ("2021-01-06", "s", "CCC", "buy", 1, 50.0, 0.0),    # a single symbol beside it, still open
+        ("2021-01-07", "s", "BBB", "buy", 5, 17.0, 0.5),    # this one won 15: the pair, 5 less 2 of fees
+    ]).assign(pair=["AAA/BBB", "AAA/BBB", "AAA/BBB", None, "AAA/BBB"])
+    trips = round_trips(fills)
+    assert trips[["symbol", "pnl", "fees"]].values.tolist() == [["AAA/BBB", 3.0, 2.0]]
+    assert (trips["entry_ts"].iloc[0].day, trips["exit_ts"].iloc[0].day) == (4, 7)
+    assert len(round_trips(fills.iloc[:3])) == 0  # one leg flat, the other still held: not a trade yet
+
+
 def test_trade_statistics():
     fills = _fills([
         ("2021-01-04", "s", "AAA", "buy", 1, 100.0, 0.0), ("2021-01-05", "s", "AAA", "sell", 1, 130.0, 0.0),

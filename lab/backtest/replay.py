@@ -184,6 +184,7 @@ def replay(
     allocation = cash * len(groups) / len(strategies)
     fills: list[Fill] = []
     fill_realized: list[float] = []  # the P&L each fill realized
+    fill_pair: list[str | None] = []  # the pair each fill's order is a leg of
     ordering: set[int] = set()  # accounts with open orders
     holding: set[int] = set()  # accounts with open positions
     account_cash = np.full(len(groups), cash)
@@ -198,6 +199,7 @@ def replay(
             k = slot[(fill.strategy, fill.symbol)]
             fills.append(fill)
             fill_realized.append(position.realized_pnl - realized[k])
+            fill_pair.append(order.pair)
             qty[k], avg[k], realized[k] = position.qty, position.avg_price, position.realized_pnl
 
         return on_fill
@@ -255,7 +257,7 @@ def replay(
 
         latest = np.maximum.accumulate(np.where(booked, np.arange(n_bars), 0))  # each bar's row of the books
         result = _result(market, accounts, portfolio, name, strategies, symbols, benchmark_close, fills,
-                         fill_realized, *(h[latest] for h in (cash_hist, qty_hist, avg_hist, realized_hist)), closes,
+                         fill_realized, fill_pair, *(h[latest] for h in (cash_hist, qty_hist, avg_hist, realized_hist)), closes,
                          slot_symbol, allocation=allocation, initial_cash=cash * len(accounts))
         result.funnel = funnel.summary(strategies, decisions.screening(), result.orders)
         return result
@@ -407,6 +409,7 @@ class _Prices(Mapping[str, float]):
 
 def _result(market: Market, accounts: list[_Account], portfolio: str, name: str, strategies: Sequence[str],
             symbols: list[str], benchmark_close: np.ndarray, fills: list[Fill], fill_realized: list[float],
+            fill_pair: list[str | None],
             cash_hist: np.ndarray, qty_hist: np.ndarray, avg_hist: np.ndarray, realized_hist: np.ndarray,
             closes: np.ndarray,
             slot_symbol: np.ndarray, *, allocation: float, initial_cash: float) -> BacktestResult:
@@ -433,7 +436,8 @@ def _result(market: Market, accounts: list[_Account], portfolio: str, name: str,
         "market_value": values[t_idx, k_idx]}, columns=POSITION_COLUMNS)
     orders = [account.broker.get_order(coid) for account in accounts for coid in account.journal.submitted]
     orders_frame = _frame(orders, dict(zip(ORDER_COLUMNS, _ORDER_FIELDS, strict=True)))
-    fills_frame = _frame(fills, dict(zip(FILL_COLUMNS, _FILL_FIELDS, strict=True)), realized_pnl=fill_realized)
+    fills_frame = _frame(fills, dict(zip(FILL_COLUMNS, _FILL_FIELDS, strict=True)), realized_pnl=fill_realized,
+                         pair=fill_pair)
     strategy_equity = pd.DataFrame(strategy_hist, index=index, columns=list(strategies))
     strategy_equity.index.name = "ts"
     periods = 365 if any(market.asset_types.get(s) == "crypto" for s in symbols) else 252
@@ -446,8 +450,8 @@ def _result(market: Market, accounts: list[_Account], portfolio: str, name: str,
 
 #: each result column's attribute of an Order / a Fill (None: given apart)
 _ORDER_FIELDS = ("client_order_id", "created_at", "strategy", "symbol", "asset_type", "side", "order_type", "intent",
-                 "qty", "status", "filled_qty", "avg_fill_price", "reason")
-_FILL_FIELDS = ("fill_id", "client_order_id", "ts", "strategy", "symbol", "side", "qty", "price", "fee", None)
+                 "qty", "status", "filled_qty", "avg_fill_price", "reason", "pair")
+_FILL_FIELDS = ("fill_id", "client_order_id", "ts", "strategy", "symbol", "side", "qty", "price", "fee", None, None)
 
 
 def _frame(items: list, fields: Mapping[str, str | None], **given: list) -> pd.DataFrame:

@@ -17,9 +17,10 @@ __all__ = ["EQUITY_COLUMNS", "FILL_COLUMNS", "ORDER_COLUMNS", "POSITION_COLUMNS"
 
 EQUITY_COLUMNS = ["ts", "cash", "positions_value", "equity", "realized_pnl", "unrealized_pnl", "benchmark_close"]
 ORDER_COLUMNS = ["client_order_id", "ts", "strategy", "symbol", "asset_type", "side", "order_type", "intent",
-                 "qty", "status", "filled_qty", "avg_fill_price", "reason"]
+                 "qty", "status", "filled_qty", "avg_fill_price", "reason", "pair"]
+#: ``pair``: the pair ("AAA/BBB") an order, and so its fills, is a leg of (None for a single symbol)
 FILL_COLUMNS = ["fill_id", "client_order_id", "ts", "strategy", "symbol", "side", "qty", "price", "fee",
-                "realized_pnl"]
+                "realized_pnl", "pair"]
 POSITION_COLUMNS = ["ts", "strategy", "symbol", "qty", "avg_price", "last_price", "market_value"]
 
 

@@ -56,8 +56,8 @@ def save_result(engine: Engine, result: BacktestResult) -> int:
                              strategy=o.strategy, symbol=o.symbol, asset_type=o.asset_type, side=o.side,
                              order_type=o.order_type, qty=float(o.qty), status=o.status,
                              filled_qty=float(o.filled_qty), avg_fill_price=_none(o.avg_fill_price),
-                             reason=_none(o.reason), intent=o.intent, cycle_as_of=o.ts.to_pydatetime(),
-                             created_at=o.ts.to_pydatetime())
+                             reason=_none(o.reason), intent=o.intent, pair=_none(o.pair),
+                             cycle_as_of=o.ts.to_pydatetime(), created_at=o.ts.to_pydatetime())
             session.add(order)
             session.flush()
             order_ids[o.client_order_id] = order.id
@@ -147,13 +147,14 @@ def load_result(engine: Engine, backtest: int | str, closes: pd.DataFrame | None
         strategy_equity = pd.DataFrame([{k: v["equity"] for k, v in (s.by_strategy or {}).items()}
                                         for s in snapshots], index=pd.DatetimeIndex(equity["ts"], name="ts"))
         orders = pd.DataFrame([(o.client_order_id, o.cycle_as_of, o.strategy, o.symbol, o.asset_type, o.side,
-                                o.order_type, o.intent, o.qty, o.status, o.filled_qty, o.avg_fill_price, o.reason)
+                                o.order_type, o.intent, o.qty, o.status, o.filled_qty, o.avg_fill_price, o.reason,
+                                o.pair)
                                for o in session.scalars(select(db.Order).where(db.Order.portfolio == portfolio)
                                                         .order_by(db.Order.id))], columns=ORDER_COLUMNS)
-        trades = session.execute(select(db.Trade, db.Order.client_order_id).join(
+        trades = session.execute(select(db.Trade, db.Order.client_order_id, db.Order.pair).join(
             db.Order, db.Trade.order_id == db.Order.id).where(db.Trade.portfolio == portfolio).order_by(db.Trade.id))
         fills = pd.DataFrame([(t.fill_id, coid, t.ts, t.strategy, t.symbol, t.side, t.qty, t.price, t.fee,
-                               t.realized_pnl) for t, coid in trades], columns=FILL_COLUMNS)
+                               t.realized_pnl, pair) for t, coid, pair in trades], columns=FILL_COLUMNS)
     for frame in (equity, orders, fills):
         frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
     if closes is None:

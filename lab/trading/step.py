@@ -142,7 +142,8 @@ def trade_step(
     place = _Placer(manager, broker, journal, as_of, prices, asset_types, checks, result)
     for decision in exits(pending):
         p = decision.position
-        order = place.order(p.strategy, p.symbol, Side.SELL if p.qty > 0 else Side.BUY, abs(p.qty), decision.intent)
+        order = place.order(p.strategy, p.symbol, Side.SELL if p.qty > 0 else Side.BUY, abs(p.qty), decision.intent,
+                            pair=p.pair)  # a pair's leg leaves as one
         if place(order, note=decision.reason):
             result.exits += 1
     journal.stage("exits_placed")
