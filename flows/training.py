@@ -8,10 +8,11 @@ from __future__ import annotations
 from datetime import datetime
 
 from prefect import flow, task
-from prefect.artifacts import create_table_artifact
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 
 from flows.backtest import backtest_flow
 from flows.train import tune_strategies
+from lab.errors import DataError
 from lab.runtime import ensure_ray, open_lab
 
 __all__ = ["run_trading_training", "compute_universe_features"]
@@ -32,8 +33,9 @@ def run_trading_training(strategies: list[str] | None = None, trials: int | None
                          end: datetime | None = None, report_days: int = 365) -> list[dict]:
     """Features, then tuning + promotion on data up to ``end``; then, unless ``report_days``
     is 0, a walk-forward backtest (models refitted before each window, so out of sample) of
-    the last ``report_days`` per asset class, its report linked as an artifact. Returns the
-    leaderboard."""
+    the last ``report_days`` per asset class, its report linked as an artifact; where the data
+    cannot give one (too little history before the period), an artifact says why and the
+    training still stands. Returns the leaderboard."""
     from lab.backtest.periods import latest_periods
 
     problems = compute_universe_features()
@@ -45,6 +47,12 @@ def run_trading_training(strategies: list[str] | None = None, trials: int | None
         ctx = open_lab()
         names = strategies or list(ctx.config.enabled_strategies())
         for asset_class, period in latest_periods(ctx.engine, ctx.config, names, days=report_days, end=end).items():
-            backtest_flow(strategies=period.strategies, start=period.start, end=period.end, walk_forward="retrain",
-                          name=f"{asset_class}: the {report_days} days to {period.end} (weekly training)")
+            label = f"{asset_class}: the {report_days} days to {period.end} (weekly training)"
+            try:
+                backtest_flow(strategies=period.strategies, start=period.start, end=period.end,
+                              walk_forward="retrain", name=label)
+            except DataError as exc:
+                print(f"no backtest report for {label}: {exc}")
+                create_markdown_artifact(key=f"no-report-{asset_class}", markdown=f"No backtest report for "
+                                         f"{label}: {exc}", description="why the training run has no report")
     return board
