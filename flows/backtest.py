@@ -13,7 +13,7 @@ from prefect.artifacts import create_link_artifact, create_table_artifact
 from lab.backtest import BacktestSpec, WalkForward, run_backtest, save_result
 from lab.backtest.sweep import run_stored_sweep
 from lab.bars import bars_by_symbol, load_bars
-from lab.report import write_report
+from lab.report import report_dir, write_report
 from lab.runtime import open_lab
 
 __all__ = ["backtest_flow", "sweep_flow"]
@@ -37,7 +37,7 @@ def backtest_flow(strategies: list[str], start: date, end: date, walk_forward: s
     result = run_backtest(lab.engine, lab.config, lab.registry, spec)
     backtest_id = save_result(lab.engine, result)
     bars = bars_by_symbol(load_bars(lab.engine, result.symbols, end=result.end.to_pydatetime()))
-    report = write_report(result, bars, lab.settings.home / "reports" / result.portfolio.replace(":", "-"))
+    report = write_report(result, bars, report_dir(lab.settings.home, result.portfolio))
     metrics = {name: m.as_dict() for name, m in result.metrics().items()}
     gate = [{"check": c.name, "value": c.value, "op": c.op, "threshold": c.threshold, "passed": c.passed}
             for c in result.gate()]

@@ -14,6 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lab.backtest import BacktestSpec, list_backtests, load_result
+from lab.backtest.spec import folder_name
 from lab.backtest.sweep import expand_grid
 from lab.cli.main import app
 from lab.config import load_config
@@ -74,7 +75,7 @@ def test_each_run_is_exported_in_its_own_folder(swept):
     _, engine, url = swept
     export = Path(url.removeprefix("sqlite:///")).parent / "export"
     for stored in list_backtests(engine):
-        trades = pd.read_parquet(export / stored["portfolio"].replace(":", "-") / "trades.parquet")
+        trades = pd.read_parquet(export / folder_name(stored["portfolio"]) / "trades.parquet")
         assert len(trades) == len(load_result(engine, stored["id"]).fills)
 
 

@@ -18,7 +18,7 @@ from lab.config import TradingConfig
 from lab.db.models import BACKTEST_PREFIX
 from lab.errors import ConfigError
 
-__all__ = ["BacktestSpec", "WalkForward", "nested_settings", "run_settings", "settings_label"]
+__all__ = ["BacktestSpec", "WalkForward", "folder_name", "nested_settings", "run_settings", "settings_label"]
 
 #: the trading config a backtest reads: not its data sources, schedules, rate limits or
 #: tuning, nor which real broker the live cycle uses (a backtest always fills on paper)
@@ -31,6 +31,11 @@ def run_settings(config: TradingConfig, strategies: list[str]) -> dict[str, Any]
     """The settings a backtest of ``strategies`` runs with (``config``: the base config with
     the spec's overrides, its universe narrowed to the run's symbols)."""
     return config.model_dump(mode="json", include={**_RUN_SECTIONS, "strategies": set(strategies)})
+
+
+def folder_name(portfolio: str) -> str:
+    """A run's portfolio name as the name of its folders (reports, exports): no colon."""
+    return portfolio.replace(":", "-")
 
 
 class _Frozen(BaseModel):

@@ -17,10 +17,6 @@ from lab.errors import ConfigError
 __all__ = ["backtest", "backtests", "report"]
 
 
-def _reports_dir(home: Path, portfolio: str) -> Path:
-    return home / "reports" / portfolio.replace(":", "-")
-
-
 def backtest(
     strategy: list[str] = typer.Option(..., "--strategy", "-s", help="strategy name; repeat for several"),
     start: datetime = typer.Option(..., formats=["%Y-%m-%d"], help="first day (inclusive)"),
@@ -40,7 +36,7 @@ def backtest(
 ) -> None:
     """Backtest strategies through the trading engine with a historical clock."""
     from lab.backtest import BacktestSpec, ExportFormat, WalkForward, run_backtest, save_result
-    from lab.report import write_report
+    from lab.report import report_dir, write_report
     from lab.runtime import open_lab
 
     fixed, grid = _settings(setting), _grid(sweep)
@@ -70,7 +66,7 @@ def backtest(
     from lab.bars import bars_by_symbol, load_bars
 
     bars = bars_by_symbol(load_bars(lab.engine, result.symbols, end=result.end.to_pydatetime()))
-    path = write_report(result, bars, _reports_dir(lab.settings.home, result.portfolio))
+    path = write_report(result, bars, report_dir(lab.settings.home, result.portfolio))
     console.print(f"backtest {backtest_id} stored as portfolio {result.portfolio}; report: {path}")
 
 
@@ -97,7 +93,7 @@ def report(
     """Write the HTML report (with PNG charts) of a stored backtest and print its path."""
     from lab.backtest import list_backtests
     from lab.errors import DataError
-    from lab.report import write_stored_report
+    from lab.report import report_dir, write_stored_report
     from lab.runtime import open_lab
 
     if out is not None:
@@ -108,7 +104,7 @@ def report(
         raise DataError("no stored backtests yet; run `lab backtest --strategy ... --start ... --end ...` first")
     chosen = backtest_id or str(stored[-1]["id"])
     portfolio = next((b["portfolio"] for b in stored if chosen in (str(b["id"]), b["portfolio"])), chosen)
-    path = write_stored_report(lab.engine, chosen, out or _reports_dir(lab.settings.home, portfolio))
+    path = write_stored_report(lab.engine, chosen, out or report_dir(lab.settings.home, portfolio))
     console.print(str(path))
 
 
@@ -145,12 +141,13 @@ def _grid(items: list[str]) -> dict[str, list]:
 
 def _sweep(lab, spec, grid: dict[str, list], export: Path | None, fmt: str) -> None:
     """One row per stored run, and the best judged against the number tried."""
+    from lab.backtest.spec import folder_name
     from lab.backtest.sweep import run_stored_sweep
 
     comparison, results = run_stored_sweep(lab, spec, grid)
     if export is not None:
         for result in results:
-            result.export(export / result.portfolio.replace(":", "-"), fmt)
+            result.export(export / folder_name(result.portfolio), fmt)
         console.print(f"wrote each run's frames under {export}")
     print_table(f"Sweep of {spec.label} (each run out of sample, after fees and slippage)",
                 [*(key.rsplit(".", 1)[-1] for key in grid), "id", *_FIGURES, "gate", ""],

@@ -18,10 +18,11 @@ from sqlalchemy import Engine
 
 from lab.backtest.funnel import funnel_table, refusals
 from lab.backtest.result import BacktestResult
+from lab.backtest.spec import folder_name
 from lab.performance import SuccessGate, monthly_returns
 from lab.report.charts import candlestick_chart, drawdown_chart, equity_chart, monthly_heatmap
 
-__all__ = ["write_report", "write_stored_report"]
+__all__ = ["report_dir", "write_report", "write_stored_report"]
 
 _CANDLE_SYMBOLS = 4
 _PERCENT = {"total_return", "cagr", "volatility", "max_drawdown", "win_rate", "exposure", "positive_months"}
@@ -123,6 +124,11 @@ def _most_traded(result: BacktestResult, bars: dict[str, pd.DataFrame]) -> list[
     counts = result.fills["symbol"].value_counts()
     traded = [s for s in counts.index if s in bars]
     return (traded + [s for s in sorted(bars) if s not in traded])[:_CANDLE_SYMBOLS]
+
+
+def report_dir(home: Path, portfolio: str) -> Path:
+    """Where a run's report lives under the lab's home."""
+    return home / "reports" / folder_name(portfolio)
 
 
 def write_report(result: BacktestResult, bars: dict[str, pd.DataFrame], out_dir: Path,
