@@ -6,9 +6,11 @@ report is linked from the run."""
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from prefect import flow, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from pydantic import Field
 
 from flows.backtest import backtest_flow
 from flows.train import tune_strategies
@@ -30,7 +32,7 @@ def compute_universe_features() -> list[dict]:
 
 @flow(name="run_trading_training", log_prints=True)
 def run_trading_training(strategies: list[str] | None = None, trials: int | None = None,
-                         end: datetime | None = None, report_days: int = 365) -> list[dict]:
+                         end: datetime | None = None, report_days: Annotated[int, Field(ge=0)] = 365) -> list[dict]:
     """Features, then tuning + promotion on data up to ``end``; then, unless ``report_days``
     is 0, a walk-forward backtest (models refitted before each window, so out of sample) of
     the last ``report_days`` per asset class, its report linked as an artifact; where the data
