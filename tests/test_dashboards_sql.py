@@ -186,3 +186,32 @@ def test_every_board_runs_on_a_database_filled_by_the_real_pipeline(
                 except AssertionError as exc:
                     failures.append(str(exc).splitlines()[0])
     assert not failures, failures
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("run", ["pairs", "sma_cross"])
+def test_strategy_summary_counts_trades_and_pnl_as_the_backtest_report_does(pg_url: str, shared_data, run: str) -> None:
+    """A stored backtest read through the board: trades are round trips (a pair's two legs one
+    trade), P&L is counted net of fees once, as ``BacktestResult.metrics`` counts them."""
+    from benchmarks.backtest import lab_sma, load
+    from lab.backtest import save_result
+    from tests.test_backtest_pairs import run_pairs
+
+    if run == "pairs":
+        result = run_pairs(shared_data, "shared")
+    else:
+        bars = {s: load(s, shared_data / "stocks").loc["2016-01-01":"2018-12-31"] for s in ("MSFT", "KO")}
+        result = lab_sma(bars, {"method": "fixed", "fixed_amount": 20_000.0}, accounts="shared")
+    engine = connect(pg_url)
+    save_result(engine, result)
+    [summary] = [q for q in panel_queries(BOARDS["lab-strategy"]) if q.panel == "Summary"]
+    start, end = result.start.to_pydatetime() - timedelta(days=1), result.end.to_pydatetime() + timedelta(days=1)
+    with engine.connect() as conn:
+        rows = conn.execute(text(render_sql(summary.text, {"portfolio": [result.portfolio], "strategy": [run]},
+                                            start, end))).mappings().all()
+    [row] = rows
+    metrics = result.metrics()[run]
+    assert row["closed_trades"] == metrics.trades > 0
+    assert row["win_rate"] == pytest.approx(metrics.win_rate, rel=1e-12)
+    realized = result.fills.loc[result.fills["strategy"] == run, "realized_pnl"].sum()
+    assert row["roi"] == pytest.approx(realized / result.initial_cash, rel=1e-9)

@@ -111,18 +111,33 @@ def trade_history() -> gdb.Dashboard:
 
 
 # Daily realized P&L per strategy on a gap-free calendar: the base of every performance panel.
+# A trade is a round trip as the backtest report counts it (lab.performance.round_trips): from
+# flat back to flat per (strategy, symbol), its P&L every fill's realized P&L in between (each
+# already net of its fee), the two legs of a pair closed by one decision counted as one trade.
+# Positions and P&L are summed over all history, so a trade opened before the range counts whole.
 _DAILY = """
 WITH capital AS (SELECT equity FROM portfolio WHERE portfolio = '${portfolio}' ORDER BY ts LIMIT 1),
 days AS (SELECT generate_series(date_trunc('day', $__timeFrom()::timestamptz),
                                 date_trunc('day', $__timeTo()::timestamptz), interval '1 day') AS day),
 strategies AS (SELECT DISTINCT strategy FROM trades
                WHERE portfolio = '${portfolio}' AND strategy IN (${strategy:sqlstring})),
-fills AS (SELECT date_trunc('day', ts) AS day, strategy, sum(realized_pnl - fee) AS pnl,
-                 count(*) FILTER (WHERE realized_pnl <> 0) AS closes, count(*) FILTER (WHERE realized_pnl > 0) AS wins
+ledger AS (SELECT t.id, t.ts, t.strategy, t.symbol, coalesce(o.pair, t.symbol) AS traded, o.cycle_as_of AS decided,
+                  sum(t.realized_pnl) OVER books AS realized,
+                  sum(CASE WHEN t.side = 'buy' THEN t.qty ELSE -t.qty END) OVER books AS held
+           FROM trades t JOIN orders o ON o.id = t.order_id WHERE t.portfolio = '${portfolio}'
+           WINDOW books AS (PARTITION BY t.strategy, t.symbol ORDER BY t.ts, t.id)),
+closed AS (SELECT strategy, traded, decided, ts,
+                  realized - coalesce(lag(realized) OVER (PARTITION BY strategy, symbol ORDER BY ts, id), 0) AS pnl
+           FROM ledger WHERE abs(held) < 1e-9),
+trips AS (SELECT strategy, max(ts) AS ts, sum(pnl) AS pnl FROM closed GROUP BY strategy, traded, decided),
+outcomes AS (SELECT date_trunc('day', ts) AS day, strategy, count(*) AS closes, count(*) FILTER (WHERE pnl > 0) AS wins
+             FROM trips WHERE $__timeFilter(ts) GROUP BY 1, 2),
+fills AS (SELECT date_trunc('day', ts) AS day, strategy, sum(realized_pnl) AS pnl
           FROM trades WHERE portfolio = '${portfolio}' AND $__timeFilter(ts) GROUP BY 1, 2),
 daily AS (SELECT d.day, s.strategy, coalesce(f.pnl, 0) / (SELECT equity FROM capital) AS ret,
-                 coalesce(f.closes, 0) AS closes, coalesce(f.wins, 0) AS wins
-          FROM days d CROSS JOIN strategies s LEFT JOIN fills f ON f.day = d.day AND f.strategy = s.strategy),
+                 coalesce(o.closes, 0) AS closes, coalesce(o.wins, 0) AS wins
+          FROM days d CROSS JOIN strategies s LEFT JOIN fills f ON f.day = d.day AND f.strategy = s.strategy
+          LEFT JOIN outcomes o ON o.day = d.day AND o.strategy = s.strategy),
 curve AS (SELECT day, strategy, ret,
                  sum(ret) OVER (PARTITION BY strategy ORDER BY day) AS roi,
                  sum(wins) OVER (PARTITION BY strategy ORDER BY day) AS wins,
