@@ -215,3 +215,9 @@ def test_strategy_summary_counts_trades_and_pnl_as_the_backtest_report_does(pg_u
     assert row["win_rate"] == pytest.approx(metrics.win_rate, rel=1e-12)
     realized = result.fills.loc[result.fills["strategy"] == run, "realized_pnl"].sum()
     assert row["roi"] == pytest.approx(realized / result.initial_cash, rel=1e-9)
+    [cumulative] = [q for q in panel_queries(BOARDS["lab-trades"]) if q.panel.startswith("Cumulative realized")]
+    symbols = sorted(set(result.fills["symbol"]))
+    with engine.connect() as conn:
+        curve = conn.execute(text(render_sql(cumulative.text, {"portfolio": [result.portfolio], "strategy": [run],
+                                                               "symbol": symbols}, start, end))).all()
+    assert curve[-1][1] == pytest.approx(realized, rel=1e-9)

@@ -100,7 +100,7 @@ def trade_history() -> gdb.Dashboard:
             timeseries.Panel().title("Cumulative realized P&L after fees").datasource(PG).unit("currencyUSD")
             .height(8).span(24)
             .with_target(sql(f"""
-                SELECT ts AS time, sum(realized_pnl - fee) OVER (ORDER BY ts, id) AS "realized P&L"
+                SELECT ts AS time, sum(realized_pnl) OVER (ORDER BY ts, id) AS "realized P&L"
                 FROM trades WHERE {FILLS} AND $__timeFilter(ts) ORDER BY ts""", fmt="time_series")))
         .with_panel(
             table.Panel().title("Fills").datasource(PG).height(14).span(24)
