@@ -84,7 +84,10 @@ class SuccessGate:
     """The plan's success criteria. Fixed up front, never tuned on the test period.
 
     "Consistently positive months" is read as: at least ``min_positive_months`` of the
-    calendar months in the period have a positive return.
+    calendar months in the period have a positive return. Two more checks say whether there
+    is enough to judge by: a win rate and a profit factor over a handful of trades, or
+    "consistent" months over two, pass by luck as often as not, so a run needs
+    ``min_trades`` round trips and ``min_months`` calendar months to pass.
     """
 
     min_sharpe: float = 1.0
@@ -92,6 +95,8 @@ class SuccessGate:
     min_profit_factor: float = 1.5
     max_drawdown: float = 0.15
     min_positive_months: float = 0.6
+    min_trades: int = 30
+    min_months: int = 6
 
     def evaluate(self, metrics: Metrics) -> list[GateCheck]:
         def above(name: str, value: float, threshold: float) -> GateCheck:
@@ -108,6 +113,8 @@ class SuccessGate:
             GateCheck("max_drawdown", metrics.max_drawdown, "<", self.max_drawdown,
                       bool(np.isfinite(metrics.max_drawdown) and metrics.max_drawdown < self.max_drawdown)),
             at_least("positive_months", metrics.positive_months, self.min_positive_months),
+            at_least("trades", metrics.trades, self.min_trades),
+            at_least("months", metrics.months, self.min_months),
         ]
 
 

@@ -200,6 +200,22 @@ def test_a_run_without_a_losing_trade_is_stored_and_passes_the_profit_factor(eng
     assert {"name": "profit_factor", "value": None, "op": ">", "threshold": 1.5, "passed": True} in stored["gate"]
 
 
+def test_the_stored_runs_list_judges_each_run_by_the_gate_its_report_applies(engine, shared_data):
+    bars = _adjusted(shared_data, "MSFT").loc["2016-01-01":"2016-12-30"]
+    enter, leave = pd.Series(False, index=bars.index), pd.Series(False, index=bars.index)
+    enter.iloc[10], leave.iloc[200] = True, True
+    result = lab_sma({"MSFT": bars}, {"method": "fixed", "fixed_amount": 20_000.0}, flags={"MSFT": (enter, leave)})
+    _store_bars(engine, shared_data, ["MSFT"])
+    backtest_id = save_result(engine, result)
+    with engine.begin() as conn:  # as stored before the gate asked for enough trades: every check passed
+        row = conn.execute(select(db.Backtest.metrics).where(db.Backtest.id == backtest_id)).scalar_one()
+        row["gate"] = [dict(check, passed=True) for check in row["gate"]]
+        conn.execute(db.Backtest.__table__.update().where(db.Backtest.id == backtest_id).values(metrics=row))
+    [listed] = list_backtests(engine)
+    failed = [c.name for c in load_result(engine, backtest_id).gate() if not c.passed]
+    assert "trades" in failed and listed["gate_passed"] is False  # one round trip is too few to judge
+
+
 def test_export_writes_every_frame_as_parquet_and_csv(momentum_run, tmp_path):
     for fmt in ("parquet", "csv"):
         paths = momentum_run.export(tmp_path / fmt, fmt)

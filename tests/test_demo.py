@@ -71,7 +71,7 @@ def test_the_demo_runs_the_whole_pipeline_and_a_rerun_reuses_what_it_can(demo_ou
         report = open(bt["report"], encoding="utf-8").read()
         assert "Success gate" in report and "<img" in report
         assert {g["check"] for g in bt["gate"]} == {"sharpe", "win_rate", "profit_factor", "max_drawdown",
-                                                   "positive_months"}
+                                                   "positive_months", "trades", "months"}
 
     # paper trading through Serve: one completed cycle per planned session, never twice
     for asset_class, sessions in first.plan.paper_sessions.items():

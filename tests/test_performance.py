@@ -157,12 +157,23 @@ def test_success_gate_reports_each_criterion_with_its_value():
                    max_drawdown_days=30, trades=40, win_rate=0.55, profit_factor=1.8, avg_win=10, avg_loss=-5,
                    exposure=0.5, turnover=3.0, positive_months=0.7, months=24)
     checks = SuccessGate().evaluate(good)
-    assert [c.name for c in checks] == ["sharpe", "win_rate", "profit_factor", "max_drawdown", "positive_months"]
+    assert [c.name for c in checks] == ["sharpe", "win_rate", "profit_factor", "max_drawdown", "positive_months",
+                                        "trades", "months"]
     assert all(c.passed for c in checks)
     bad = Metrics.from_dict(good.as_dict() | {"sharpe": 0.9, "max_drawdown": 0.2, "win_rate": None})
     failed = {c.name for c in SuccessGate().evaluate(bad) if not c.passed}
     assert failed == {"sharpe", "max_drawdown", "win_rate"}
     assert "sharpe 0.9 > 1: FAIL" == SuccessGate().evaluate(bad)[0].describe()
+
+
+def test_success_gate_fails_a_run_too_short_to_judge_however_good_its_figures():
+    good = Metrics(total_return=0.3, cagr=0.2, volatility=0.1, sharpe=2.9, sortino=4.0, max_drawdown=0.01,
+                   max_drawdown_days=5, trades=40, win_rate=0.8, profit_factor=3.0, avg_win=10, avg_loss=-5,
+                   exposure=0.5, turnover=3.0, positive_months=1.0, months=24)
+    assert all(c.passed for c in SuccessGate().evaluate(good))
+    thin = dataclasses.replace(good, trades=6, months=2)
+    failed = [c.describe() for c in SuccessGate().evaluate(thin) if not c.passed]
+    assert failed == ["trades 6 >= 30: FAIL", "months 2 >= 6: FAIL"]
 
 
 def test_a_profit_factor_without_a_losing_trade_passes_and_none_without_trades_fails():

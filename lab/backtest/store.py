@@ -2,7 +2,7 @@
 name ``backtest:<key>`` (orders, trades, final positions, the account, one snapshot per
 bar), so the boards and ``replay_ledger`` read a backtest exactly like the paper account.
 
-Storing the same run again replaces it (the key is the spec's content hash), so a re-run
+Storing the same run again replaces it (the key hashes the spec and the settings it read), so a re-run
 never duplicates rows.
 """
 
@@ -18,6 +18,7 @@ from lab.backtest.result import EQUITY_COLUMNS, FILL_COLUMNS, ORDER_COLUMNS, POS
 from lab.db import models as db
 from lab.db import session_scope
 from lab.errors import DataError
+from lab.performance import Metrics, SuccessGate
 from lab.trading.model import Fill, Position, Side
 
 __all__ = ["list_backtests", "load_result", "positions_over_time", "save_result"]
@@ -94,17 +95,18 @@ def _asset_type(result: BacktestResult, symbol: str) -> str:
 
 def list_backtests(engine: Engine) -> list[dict[str, Any]]:
     """The stored runs, oldest first: what names them, the portfolio's headline figures and
-    whether it passed the success gate."""
+    whether they pass the success gate (judged now, as the report judges a stored run, not
+    as stored: a run stored before a criterion was added is judged by it too)."""
     with session_scope(engine) as session:
         rows = session.scalars(select(db.Backtest).order_by(db.Backtest.id)).all()
         out = []
         for r in rows:
-            stored = r.metrics or {}
-            portfolio, gate = stored.get("metrics", {}).get("portfolio", {}), stored.get("gate") or []
+            portfolio = (r.metrics or {}).get("metrics", {}).get("portfolio", {})
             out.append({"id": r.id, "name": r.name, "portfolio": r.portfolio, "strategies": r.strategies,
                         "start": r.start, "end": r.end, "created_at": r.created_at,
                         **{k: portfolio.get(k) for k in ("total_return", "sharpe", "max_drawdown", "trades")},
-                        "gate_passed": bool(gate) and all(check["passed"] for check in gate)})
+                        "gate_passed": bool(portfolio) and all(
+                            c.passed for c in SuccessGate().evaluate(Metrics.from_dict(portfolio)))})
         return out
 
 

@@ -191,5 +191,8 @@ def _pct(value) -> str:
 
 
 def _num(value) -> str:
-    """Two decimals; "-" where there is no figure, "inf" for a profit factor without a loss."""
+    """Two decimals (a count as it is); "-" where there is no figure, "inf" for a profit factor
+    without a loss."""
+    if isinstance(value, int):
+        return str(value)
     return "-" if value is None or math.isnan(value) else f"{value:.2f}"

@@ -40,6 +40,8 @@ def demo(
 def _fmt(value: object, pct: bool = False) -> str:
     if not isinstance(value, int | float):
         return "-"
+    if isinstance(value, int) and not pct:
+        return str(value)
     return f"{value:.1%}" if pct else f"{value:.2f}"
 
 
