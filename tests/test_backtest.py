@@ -236,14 +236,20 @@ def test_a_symbol_with_gaps_runs_and_reports_them(sqlite_bars, tmp_path):
         conn.execute(delete(db.PriceBar).where(db.PriceBar.symbol == "IBM", db.PriceBar.ts.in_(holes)))
     result = _run(sqlite_bars, _spec(), tmp_path)
     assert result.gaps == {"IBM": ["2019-02-04", "2019-02-05", "2019-03-12"]}
+    assert result.gap_notes() == ["IBM: 3 missing session(s), the first 2019-02-04"]
     assert len(result.equity) == len(pd.bdate_range("2019-01-01", "2019-06-28")) - 5  # NYSE holidays
 
 
-def test_a_symbol_listed_after_the_start_runs_and_reports_the_sessions_before_its_first_bar(sqlite_bars, tmp_path):
+def test_a_symbol_listed_after_the_start_reports_its_first_bar_apart_from_the_holes_after_it(sqlite_bars, tmp_path):
+    listed, hole = datetime(2019, 1, 8, tzinfo=UTC), datetime(2019, 3, 12, tzinfo=UTC)
     with sqlite_bars.begin() as conn:
-        conn.execute(delete(db.PriceBar).where(db.PriceBar.symbol == "IBM", db.PriceBar.ts < datetime(2019, 1, 8, tzinfo=UTC)))
+        conn.execute(delete(db.PriceBar).where(db.PriceBar.symbol == "IBM", (db.PriceBar.ts < listed) | (db.PriceBar.ts == hole)))
     result = _run(sqlite_bars, _spec(), tmp_path)
-    assert result.gaps == {"IBM": ["2019-01-02", "2019-01-03", "2019-01-04", "2019-01-07"]}
+    assert result.gaps == {"IBM": ["2019-01-02", "2019-01-03", "2019-01-04", "2019-01-07", "2019-03-12"]}
+    notes = ["IBM: first bar 2019-01-08, 4 session(s) into the period; 1 missing session(s), the first 2019-03-12"]
+    assert result.gap_notes() == notes
+    save_result(sqlite_bars, result)
+    assert load_result(sqlite_bars, result.portfolio).gap_notes() == notes
     assert not (result.orders["symbol"] == "IBM").any() or result.orders.loc[
         result.orders["symbol"] == "IBM", "ts"].min() >= pd.Timestamp("2019-01-08", tz="UTC")
 

@@ -17,7 +17,8 @@ import pandas as pd
 
 from lab.errors import DataError
 
-__all__ = ["check_period", "missing_sessions", "nanoseconds", "require_bars", "require_fundamentals", "span"]
+__all__ = ["check_period", "first_day", "missing_sessions", "nanoseconds", "require_bars", "require_fundamentals",
+           "span"]
 
 _DAY_NS = 86_400 * 10**9
 
@@ -79,6 +80,12 @@ def missing_sessions(bars: pd.DataFrame, asset_type: str, start: pd.Timestamp, e
     days = nanoseconds(expected)
     at = np.minimum(np.searchsorted(have, days), len(have) - 1)
     return [ts.date().isoformat() for ts in expected[have[at] != days]]
+
+
+def first_day(bars: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> str | None:
+    """The UTC day of the symbol's first bar in the period (ISO), None when it has none."""
+    stamps = bars.index[span(bars.index, start, end)]
+    return stamps[0].date().isoformat() if len(stamps) else None
 
 
 def require_bars(bars: dict[str, pd.DataFrame], symbols: list[str], start: pd.Timestamp,

@@ -37,8 +37,10 @@ class BacktestResult:
 
     ``strategy_equity`` holds one equity column per strategy (its share of the initial
     cash plus its realized and unrealized P&L), so strategies are judged side by side.
-    ``gaps`` lists, per symbol, the sessions inside the period that had no bar; ``funnel``
-    says per strategy why it traded as often as it did.
+    ``gaps`` lists, per symbol, the sessions inside the period that had no bar, and
+    ``first_bars`` the first bar's day of each symbol that had none on the period's first
+    sessions (listed later, or a hole at the start); ``funnel`` says per strategy why it
+    traded as often as it did.
     """
 
     portfolio: str
@@ -56,6 +58,7 @@ class BacktestResult:
     fills: pd.DataFrame  # FILL_COLUMNS
     positions: pd.DataFrame  # POSITION_COLUMNS, open positions at each bar
     gaps: dict[str, list[str]] = field(default_factory=dict)
+    first_bars: dict[str, str] = field(default_factory=dict)
     #: per strategy, how far its signals got (``lab.backtest.funnel``)
     funnel: dict[str, dict[str, Any]] = field(default_factory=dict)
     config: dict[str, Any] = field(default_factory=dict)  # the spec
@@ -94,6 +97,20 @@ class BacktestResult:
         out[f"buy&hold {self.benchmark}"] = compute_metrics(
             bench, exposure=pd.Series(1.0, index=bench.index), periods_per_year=self.periods_per_year)
         return out
+
+    def gap_notes(self) -> list[str]:
+        """Each symbol's missing sessions in words, those before its first bar apart: a symbol
+        listed after the start has no bar there, which is not a hole in its data."""
+        notes = []
+        for symbol, days in sorted(self.gaps.items()):
+            first = self.first_bars.get(symbol, days[0])
+            before = [d for d in days if d < first]
+            after = days[len(before):]
+            parts = [f"first bar {first}, {len(before)} session(s) into the period"] if before else []
+            if after:
+                parts.append(f"{len(after)} missing session(s), the first {after[0]}")
+            notes.append(f"{symbol}: {'; '.join(parts)}")
+        return notes
 
     def gate(self, gate: SuccessGate | None = None) -> list:
         return (gate or SuccessGate()).evaluate(self.metrics()["portfolio"])

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 import pandas as pd
 from pydantic import ValidationError
 
-from lab.backtest.data import check_period, missing_sessions, require_bars, require_fundamentals
+from lab.backtest.data import check_period, first_day, missing_sessions, require_bars, require_fundamentals
 from lab.backtest.decisions import (
     Decisions,
     EngineDecisions,
@@ -111,6 +111,7 @@ def run_with_decisions(config: TradingConfig, spec: BacktestSpec, bars: Mapping[
     result.decided_by = decisions.basis
     result.gaps = {s: gaps for s in symbols
                    if (gaps := missing_sessions(bars[s], asset_types.get(s, "stocks"), start, end))}
+    result.first_bars = {s: first for s, gaps in result.gaps.items() if gaps[0] < (first := first_day(bars[s], start, end))}
     return result
 
 

@@ -38,7 +38,7 @@ def save_result(engine: Engine, result: BacktestResult) -> int:
             for c in result.gate()]
     meta = {"spec": result.config, "symbols": result.symbols, "benchmark": result.benchmark,
             "initial_cash": result.initial_cash, "periods_per_year": result.periods_per_year, "gaps": result.gaps,
-            "funnel": result.funnel, "settings": result.settings,
+            "first_bars": result.first_bars, "funnel": result.funnel, "settings": result.settings,
             "decided_by": result.decided_by}
     last = result.equity.iloc[-1]
     with session_scope(engine, write_lock=True) as session:
@@ -171,5 +171,6 @@ def load_result(engine: Engine, backtest: int | str, closes: pd.DataFrame | None
         portfolio=portfolio, name=name, start=start, end=end, strategies=strategies, symbols=meta["symbols"],
         benchmark=meta["benchmark"], initial_cash=meta["initial_cash"], periods_per_year=meta["periods_per_year"],
         equity=equity, strategy_equity=strategy_equity, orders=orders, fills=fills,
-        positions=positions_over_time(fills, closes), gaps=meta.get("gaps", {}), funnel=meta.get("funnel", {}),
-        config=meta.get("spec", {}), settings=meta.get("settings", {}), decided_by=meta.get("decided_by", ""))
+        positions=positions_over_time(fills, closes), gaps=meta.get("gaps", {}),
+        first_bars=meta.get("first_bars", {}), funnel=meta.get("funnel", {}), config=meta.get("spec", {}),
+        settings=meta.get("settings", {}), decided_by=meta.get("decided_by", ""))

@@ -181,9 +181,8 @@ def _summary(result) -> None:
     print_table("Signals: how far each strategy's got", *funnel_table(result.funnel))
     for line in refusals(result.funnel):
         console.print(line, markup=False, highlight=False)
-    for symbol, days in sorted(result.gaps.items()):
-        console.print(f"data gap: {symbol} has no bar on {len(days)} session(s), the first {days[0]}",
-                      markup=False, highlight=False)
+    for note in result.gap_notes():
+        console.print(f"data gap: {note}", markup=False, highlight=False)
 
 
 def _pct(value) -> str:

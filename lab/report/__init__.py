@@ -150,8 +150,7 @@ def write_report(result: BacktestResult, bars: dict[str, pd.DataFrame], out_dir:
         if len(bars[symbol].loc[window]):
             charts.append((f"{symbol} candles", candlestick_chart(
                 bars[symbol], result.fills, symbol, out_dir / f"candles_{symbol.replace('/', '_')}.png", window)))
-    gaps = "".join(f"<li>{html.escape(s)}: {len(d)} missing session(s), first {html.escape(d[0])}</li>"
-                   for s, d in sorted(result.gaps.items()) if d)
+    gaps = "".join(f"<li>{html.escape(note)}</li>" for note in result.gap_notes())
     title = html.escape(f"Backtest {result.name}")
     body = [
         f"<h1>{title}</h1>",
