@@ -216,6 +216,16 @@ def test_the_stored_runs_list_judges_each_run_by_the_gate_its_report_applies(eng
     assert "trades" in failed and listed["gate_passed"] is False  # one round trip is too few to judge
 
 
+def test_a_stored_run_whose_bars_are_gone_names_them_when_loaded(engine, shared_data):
+    bars = _adjusted(shared_data, "MSFT").loc["2016-01-01":"2016-12-30"]
+    enter, leave = pd.Series(False, index=bars.index), pd.Series(False, index=bars.index)
+    enter.iloc[10], leave.iloc[200] = True, True
+    result = lab_sma({"MSFT": bars}, {"method": "fixed", "fixed_amount": 20_000.0}, flags={"MSFT": (enter, leave)})
+    save_result(engine, result)  # its bars were never stored here
+    with pytest.raises(DataError, match="there are none of MSFT between 2016-01-04 and 2016-12-30 any more"):
+        load_result(engine, result.portfolio)
+
+
 def test_export_writes_every_frame_as_parquet_and_csv(momentum_run, tmp_path):
     for fmt in ("parquet", "csv"):
         paths = momentum_run.export(tmp_path / fmt, fmt)

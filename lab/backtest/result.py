@@ -82,13 +82,13 @@ class BacktestResult:
 
     def metrics(self) -> dict[str, Metrics]:
         """Portfolio, each strategy, and buy-and-hold of the benchmark, with one set of rules."""
-        exposure = self.positions.groupby("ts")["market_value"].apply(lambda v: v.abs().sum())
+        exposure = _gross(self.positions)
         curve = self.equity_curve
         out = {"portfolio": compute_metrics(curve, fills=self.fills, exposure=exposure.reindex(curve.index,
                                             fill_value=0.0), periods_per_year=self.periods_per_year)}
         for strategy in self.strategies:
             held = self.positions[self.positions["strategy"] == strategy]
-            strategy_exposure = held.groupby("ts")["market_value"].apply(lambda v: v.abs().sum())
+            strategy_exposure = _gross(held)
             out[strategy] = compute_metrics(
                 self.strategy_equity[strategy], fills=self.fills[self.fills["strategy"] == strategy],
                 exposure=strategy_exposure.reindex(curve.index, fill_value=0.0),
@@ -137,3 +137,8 @@ class BacktestResult:
                 frame.to_csv(path, index=False)
             written.append(path)
         return written
+
+
+def _gross(positions: pd.DataFrame) -> pd.Series:
+    """The gross value of the open positions at each bar that has any."""
+    return positions["market_value"].abs().groupby(positions["ts"]).sum()

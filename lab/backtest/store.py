@@ -12,7 +12,8 @@ import math
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, delete, select
+from sqlalchemy import Engine, delete, insert, select
+from sqlalchemy.orm import Session
 
 from lab.backtest.result import EQUITY_COLUMNS, FILL_COLUMNS, ORDER_COLUMNS, POSITION_COLUMNS, BacktestResult
 from lab.db import models as db
@@ -33,9 +34,10 @@ def _none(value: Any) -> Any:
 
 def save_result(engine: Engine, result: BacktestResult) -> int:
     """Store (or replace) the run; returns its ``backtests.id``."""
-    metrics = {name: m.as_dict() for name, m in result.metrics().items()}
+    figures = result.metrics()
+    metrics = {name: m.as_dict() for name, m in figures.items()}
     gate = [{"name": c.name, "value": _none(c.value), "op": c.op, "threshold": c.threshold, "passed": c.passed}
-            for c in result.gate()]
+            for c in SuccessGate().evaluate(figures["portfolio"])]
     meta = {"spec": result.config, "symbols": result.symbols, "benchmark": result.benchmark,
             "initial_cash": result.initial_cash, "periods_per_year": result.periods_per_year, "gaps": result.gaps,
             "first_bars": result.first_bars, "funnel": result.funnel, "settings": result.settings,
@@ -51,41 +53,46 @@ def save_result(engine: Engine, result: BacktestResult) -> int:
         session.add(row)
         session.add(db.Account(portfolio=result.portfolio, initial_cash=result.initial_cash,
                                cash=float(last["cash"]), peak_equity=float(result.equity["equity"].max())))
-        order_ids = {}
-        for o in result.orders.itertuples(index=False):
-            order = db.Order(client_order_id=o.client_order_id, portfolio=result.portfolio, broker="paper",
-                             strategy=o.strategy, symbol=o.symbol, asset_type=o.asset_type, side=o.side,
-                             order_type=o.order_type, qty=float(o.qty), status=o.status,
-                             filled_qty=float(o.filled_qty), avg_fill_price=_none(o.avg_fill_price),
-                             reason=_none(o.reason), intent=o.intent, pair=_none(o.pair),
-                             cycle_as_of=o.ts.to_pydatetime(), created_at=o.ts.to_pydatetime())
-            session.add(order)
-            session.flush()
-            order_ids[o.client_order_id] = order.id
-        session.add_all(db.Trade(fill_id=f.fill_id, order_id=order_ids[f.client_order_id],
-                                 portfolio=result.portfolio, strategy=f.strategy, symbol=f.symbol, side=f.side,
-                                 qty=float(f.qty), price=float(f.price), fee=float(f.fee),
-                                 realized_pnl=float(f.realized_pnl), ts=f.ts.to_pydatetime())
-                        for f in result.fills.itertuples(index=False))
+        # in bulk (one statement per table, not one round trip per order): a run of thousands
+        # of orders is stored in a fraction of the time
+        _insert(session, db.Order, [
+            {"client_order_id": o.client_order_id, "portfolio": result.portfolio, "broker": "paper",
+             "strategy": o.strategy, "symbol": o.symbol, "asset_type": o.asset_type, "side": o.side,
+             "order_type": o.order_type, "qty": float(o.qty), "status": o.status, "filled_qty": float(o.filled_qty),
+             "avg_fill_price": _none(o.avg_fill_price), "reason": _none(o.reason), "intent": o.intent,
+             "pair": _none(o.pair), "cycle_as_of": o.ts.to_pydatetime(), "created_at": o.ts.to_pydatetime()}
+            for o in result.orders.itertuples(index=False)])
+        order_ids = dict(session.execute(select(db.Order.client_order_id, db.Order.id)
+                                         .where(db.Order.portfolio == result.portfolio)).tuples().all())
+        _insert(session, db.Trade, [
+            {"fill_id": f.fill_id, "order_id": order_ids[f.client_order_id], "portfolio": result.portfolio,
+             "strategy": f.strategy, "symbol": f.symbol, "side": f.side, "qty": float(f.qty), "price": float(f.price),
+             "fee": float(f.fee), "realized_pnl": float(f.realized_pnl), "ts": f.ts.to_pydatetime()}
+            for f in result.fills.itertuples(index=False)])
         final = result.positions[result.positions["ts"] == result.end]
-        session.add_all(db.Position(portfolio=result.portfolio, strategy=p.strategy, symbol=p.symbol,
-                                    asset_type=_asset_type(result, p.symbol), qty=float(p.qty),
-                                    avg_price=float(p.avg_price), last_price=float(p.last_price),
-                                    opened_at=p.ts.to_pydatetime())
-                        for p in final.itertuples(index=False))
-        peak = result.equity["equity"].cummax()
-        by_strategy = result.strategy_equity
-        open_count = result.positions.groupby("ts").size()
-        session.add_all(db.PortfolioSnapshot(
-            portfolio=result.portfolio, ts=e.ts.to_pydatetime(), cash=float(e.cash),
-            positions_value=float(e.positions_value), equity=float(e.equity), realized_pnl=float(e.realized_pnl),
-            unrealized_pnl=float(e.unrealized_pnl), peak_equity=float(peak.iloc[i]),
-            drawdown=float(1 - e.equity / peak.iloc[i]), halted=False, open_positions=int(open_count.get(e.ts, 0)),
-            benchmark_close=_none(float(e.benchmark_close)),
-            by_strategy={s: {"equity": float(by_strategy[s].iloc[i])} for s in result.strategies})
-            for i, e in enumerate(result.equity.itertuples(index=False)))
+        _insert(session, db.Position, [
+            {"portfolio": result.portfolio, "strategy": p.strategy, "symbol": p.symbol,
+             "asset_type": _asset_type(result, p.symbol), "qty": float(p.qty), "avg_price": float(p.avg_price),
+             "last_price": float(p.last_price), "opened_at": p.ts.to_pydatetime()}
+            for p in final.itertuples(index=False)])
+        peak = result.equity["equity"].cummax().tolist()
+        by_strategy = result.strategy_equity[result.strategies].to_numpy(dtype=float).tolist()
+        open_count = result.positions.groupby("ts").size().reindex(result.equity["ts"], fill_value=0).tolist()
+        _insert(session, db.PortfolioSnapshot, [
+            {"portfolio": result.portfolio, "ts": e.ts.to_pydatetime(), "cash": float(e.cash),
+             "positions_value": float(e.positions_value), "equity": float(e.equity),
+             "realized_pnl": float(e.realized_pnl), "unrealized_pnl": float(e.unrealized_pnl),
+             "peak_equity": peak[i], "drawdown": float(1 - e.equity / peak[i]), "halted": False,
+             "open_positions": open_count[i], "benchmark_close": _none(float(e.benchmark_close)),
+             "by_strategy": {s: {"equity": value} for s, value in zip(result.strategies, by_strategy[i], strict=True)}}
+            for i, e in enumerate(result.equity.itertuples(index=False))])
         session.flush()
         return row.id
+
+
+def _insert(session: Session, table: type[db.Base], rows: list[dict[str, Any]]) -> None:
+    if rows:  # an empty list would be one row of defaults
+        session.execute(insert(table), rows)
 
 
 def _asset_type(result: BacktestResult, symbol: str) -> str:
@@ -159,14 +166,17 @@ def load_result(engine: Engine, backtest: int | str, closes: pd.DataFrame | None
                                t.realized_pnl, pair) for t, coid, pair in trades], columns=FILL_COLUMNS)
     for frame in (equity, orders, fills):
         frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    start, end = equity["ts"].iloc[0], equity["ts"].iloc[-1]
     if closes is None:
         from lab.bars import load_bars
 
-        bars = load_bars(engine, meta["symbols"], start=equity["ts"].iloc[0].to_pydatetime(),
-                         end=equity["ts"].iloc[-1].to_pydatetime())
+        bars = load_bars(engine, meta["symbols"], start=start.to_pydatetime(), end=end.to_pydatetime())
         closes = bars.pivot(index="ts", columns="symbol", values="close")
+        if missing := sorted(set(fills["symbol"]) - set(closes.columns)):
+            raise DataError(f"backtest {portfolio}: its positions are valued on the stored bars, and there are none "
+                            f"of {', '.join(missing)} between {start.date()} and {end.date()} any more "
+                            f"(ingest them again)")
     closes = closes.reindex(pd.DatetimeIndex(equity["ts"])).ffill()
-    start, end = equity["ts"].iloc[0], equity["ts"].iloc[-1]
     return BacktestResult(
         portfolio=portfolio, name=name, start=start, end=end, strategies=strategies, symbols=meta["symbols"],
         benchmark=meta["benchmark"], initial_cash=meta["initial_cash"], periods_per_year=meta["periods_per_year"],
