@@ -122,9 +122,13 @@ def positions_over_time(fills: pd.DataFrame, closes: pd.DataFrame) -> pd.DataFra
     fills through ``Position.apply``: the ledger is the record, positions follow from it."""
     books: dict[tuple[str, str], Position] = {}
     rows = []
-    by_ts = {ts: group for ts, group in fills.groupby("ts")} if len(fills) else {}
-    for ts in closes.index:
-        for f in by_ts.get(ts, pd.DataFrame(columns=FILL_COLUMNS)).itertuples(index=False):
+    by_ts: dict[pd.Timestamp, list] = {}  # in one pass: a frame per bar costs a run of years seconds
+    for f in fills.itertuples(index=False):
+        by_ts.setdefault(f.ts, []).append(f)
+    column = {symbol: j for j, symbol in enumerate(closes.columns)}
+    values = closes.to_numpy(dtype=float)
+    for t, ts in enumerate(closes.index):
+        for f in by_ts.get(ts, ()):
             key = (f.strategy, f.symbol)
             position = books.setdefault(key, Position(portfolio="", strategy=f.strategy, symbol=f.symbol,
                                                       asset_type=""))
@@ -133,7 +137,7 @@ def positions_over_time(fills: pd.DataFrame, closes: pd.DataFrame) -> pd.DataFra
                                 price=float(f.price), fee=float(f.fee), ts=ts))
         for (strategy, symbol), p in books.items():
             if p.is_open:
-                price = float(closes.at[ts, symbol])
+                price = float(values[t, column[symbol]])
                 rows.append((ts, strategy, symbol, p.qty, p.avg_price, price, p.qty * price))
     return pd.DataFrame(rows, columns=POSITION_COLUMNS).sort_values(["ts", "strategy", "symbol"], ignore_index=True)
 
