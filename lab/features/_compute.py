@@ -80,11 +80,16 @@ def pair_bars(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
     """
     _check_frame(a, ("close",), "pair leg a")
     _check_frame(b, ("close",), "pair leg b")
-    joined = pd.concat([a["close"].rename("close_a"), b["close"].rename("close_b")], axis=1, join="inner")
-    ok = (joined > 0).all(axis=1) & np.isfinite(joined).all(axis=1)
-    joined = joined[ok]
-    ratio = joined["close_a"] / joined["close_b"]
-    return joined.assign(open=ratio, high=ratio, low=ratio, close=ratio, volume=np.nan)
+    if a.index.equals(b.index):  # the usual case: no join to make (a backtest builds every pair per window)
+        index, close_a, close_b = a.index, a["close"].to_numpy(dtype=float), b["close"].to_numpy(dtype=float)
+    else:
+        index = a.index.intersection(b.index)
+        close_a = a["close"].reindex(index).to_numpy(dtype=float)
+        close_b = b["close"].reindex(index).to_numpy(dtype=float)
+    ok = (close_a > 0) & (close_b > 0) & np.isfinite(close_a) & np.isfinite(close_b)
+    ratio = close_a[ok] / close_b[ok]
+    return pd.DataFrame({"close_a": close_a[ok], "close_b": close_b[ok], "open": ratio, "high": ratio, "low": ratio,
+                         "close": ratio, "volume": np.nan}, index=index[ok])
 
 
 def compute_with_problems(bars: pd.DataFrame, feature_set: FeatureSet, bench_ret: pd.Series | None,

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 
@@ -33,23 +34,30 @@ class FeatureFrames:
         self.bars = dict(bars)
         self._benchmarks = dict(benchmarks)  # symbol -> its asset class's benchmark symbol
         self._fundamentals = fundamentals
-        self._frames: dict[tuple[str, str], pd.DataFrame | None] = {}
+        self._tables: dict[tuple[str, str], tuple[np.ndarray, np.ndarray, pd.Index] | None] = {}
 
     def latest(self, feature_set: str, symbols: Sequence[str], as_of: datetime) -> pd.DataFrame:
-        key, rows, stamp = get_feature_set(feature_set).key, {}, pd.Timestamp(as_of)
-        for symbol in symbols:
-            frame = self._frame(key, symbol)
-            if frame is None:
+        key, names, rows, stamp = get_feature_set(feature_set).key, [], [], pd.Timestamp(as_of).value
+        columns = None
+        for symbol in dict.fromkeys(symbols):  # a row per symbol, asked twice or not
+            table = self._table(key, symbol)
+            if table is None:
                 continue
-            at = frame.index.searchsorted(stamp, side="right") - 1
+            stamps, values, columns = table
+            at = int(np.searchsorted(stamps, stamp, side="right")) - 1
             if at >= 0:
-                rows[symbol] = frame.iloc[at]
-        return pd.DataFrame.from_dict(rows, orient="index")
+                names.append(symbol)
+                rows.append(values[at])
+        return pd.DataFrame(np.vstack(rows), index=names, columns=columns) if rows else pd.DataFrame()
 
-    def _frame(self, key: str, symbol: str) -> pd.DataFrame | None:
-        if (key, symbol) not in self._frames:
-            self._frames[key, symbol] = self._compute(key, symbol)
-        return self._frames[key, symbol]
+    def _table(self, key: str, symbol: str) -> tuple[np.ndarray, np.ndarray, pd.Index] | None:
+        """The symbol's feature frame as arrays (UTC nanoseconds, rows, columns): a backtest asks
+        for one row of every symbol at every bar, and a row of a frame costs a Series each."""
+        if (key, symbol) not in self._tables:
+            frame = self._compute(key, symbol)
+            self._tables[key, symbol] = None if frame is None else (
+                pd.DatetimeIndex(frame.index).as_unit("ns").asi8, frame.to_numpy(dtype=float), frame.columns)
+        return self._tables[key, symbol]
 
     def _compute(self, key: str, symbol: str) -> pd.DataFrame | None:
         fs = get_feature_set(key)
