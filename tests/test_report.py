@@ -16,7 +16,7 @@ import pandas as pd
 import pytest
 
 from benchmarks.backtest import lab_sma
-from lab.backtest import save_result
+from lab.backtest import load_result, save_result
 from lab.db import connect
 from lab.report import write_report, write_stored_report
 from lab.report.charts import indicators, return_curves
@@ -124,7 +124,7 @@ def test_stored_backtest_reports_the_same_figures(sma_run, tmp_path, shared_data
     engine = connect(f"sqlite:///{tmp_path / 'lab.db'}")
     _store_bars(engine, shared_data, [SYMBOL])
     save_result(engine, result)
-    page = write_stored_report(engine, result.portfolio, tmp_path / "out").read_text()
+    page = write_stored_report(engine, load_result(engine, result.portfolio), tmp_path / "out").read_text()
     assert f"{100 * result.metrics()['portfolio'].total_return:.2f}%" in page
     assert ASSUMED in page
 
@@ -142,9 +142,16 @@ def test_cli_backtest_then_report(tmp_path, shared_data):
     assert run.returncode == 0, run.stderr
     assert "Success gate" in run.stdout and (tmp_path / "export" / "trades.csv").exists()
     assert "how far each strategy's got" in run.stdout and "│ screened " in run.stdout
-    report = subprocess.run([*lab, "report"], capture_output=True, text=True, timeout=300, check=False)
+    report = subprocess.run([*lab, "report", "--export", str(tmp_path / "later"), "--format", "csv"],
+                            capture_output=True, text=True, timeout=300, check=False)
     assert report.returncode == 0, report.stderr
     assert Path(report.stdout.strip().splitlines()[-1]).name == "report.html"
+    for frame in ("trades", "orders", "positions", "equity"):  # a stored run exports what the run did
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "later" / f"{frame}.csv"),
+                                      pd.read_csv(tmp_path / "export" / f"{frame}.csv"))
+    odd = subprocess.run([*lab, "report", "--export", str(tmp_path / "x"), "--format", "xlsx"],
+                         capture_output=True, text=True, timeout=300, check=False)
+    assert odd.returncode == 1 and "--format 'xlsx': expected one of parquet, csv" in odd.stderr
     bad = subprocess.run([*lab, "backtest", "-s", "momentum", "--start", "2019-06-01", "--end", "2019-01-01"],
                          capture_output=True, text=True, timeout=300, check=False)
     assert bad.returncode == 1 and "is after its end" in bad.stderr

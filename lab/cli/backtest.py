@@ -35,13 +35,12 @@ def backtest(
                  "config path, e.g. strategies.momentum.params.top_quantile=0.6,0.8; repeat to add settings"),
 ) -> None:
     """Backtest strategies through the trading engine with a historical clock."""
-    from lab.backtest import BacktestSpec, ExportFormat, WalkForward, run_backtest, save_result
+    from lab.backtest import BacktestSpec, WalkForward, run_backtest, save_result
     from lab.report import report_dir, write_report
     from lab.runtime import open_lab
 
     fixed, grid = _settings(setting), _grid(sweep)
-    if fmt not in ExportFormat.__members__.values():
-        raise ConfigError([f"--format {fmt!r}: expected one of {', '.join(ExportFormat)}"])
+    _check_format(fmt)
     if export is not None:
         output_dir("--export", export)
     lab = open_lab()
@@ -89,23 +88,35 @@ def backtests() -> None:
 def report(
     backtest_id: str | None = typer.Argument(None, help="backtest id or portfolio (default: the latest)"),
     out: Path | None = typer.Option(None, help="folder for report.html and the PNGs"),
+    export: Path | None = typer.Option(None, help="also write its equity/orders/trades/positions here"),
+    fmt: str = typer.Option("parquet", "--format", help="file format of --export: parquet or csv"),
 ) -> None:
     """Write the HTML report (with PNG charts) of a stored backtest and print its path."""
-    from lab.backtest import list_backtests
+    from lab.backtest import list_backtests, load_result
     from lab.errors import DataError
     from lab.report import report_dir, write_stored_report
     from lab.runtime import open_lab
 
-    if out is not None:
-        output_dir("--out", out)
+    _check_format(fmt)
+    for option, directory in (("--out", out), ("--export", export)):
+        if directory is not None:
+            output_dir(option, directory)
     lab = open_lab()
     stored = list_backtests(lab.engine)
     if not stored:
         raise DataError("no stored backtests yet; run `lab backtest --strategy ... --start ... --end ...` first")
-    chosen = backtest_id or str(stored[-1]["id"])
-    portfolio = next((b["portfolio"] for b in stored if chosen in (str(b["id"]), b["portfolio"])), chosen)
-    path = write_stored_report(lab.engine, chosen, out or report_dir(lab.settings.home, portfolio))
-    console.print(str(path))
+    result = load_result(lab.engine, backtest_id or str(stored[-1]["id"]))
+    if export is not None:
+        for written in result.export(export, fmt):
+            console.print(f"wrote {written}")
+    console.print(str(write_stored_report(lab.engine, result, out or report_dir(lab.settings.home, result.portfolio))))
+
+
+def _check_format(fmt: str) -> None:
+    from lab.backtest import ExportFormat
+
+    if fmt not in ExportFormat.__members__.values():
+        raise ConfigError([f"--format {fmt!r}: expected one of {', '.join(ExportFormat)}"])
 
 
 def _by_key(option: str, items: list[str]) -> dict[str, tuple[Any, str]]:

@@ -177,12 +177,10 @@ def write_report(result: BacktestResult, bars: dict[str, pd.DataFrame], out_dir:
     return path
 
 
-def write_stored_report(engine: Engine, backtest: int | str, out_dir: Path) -> Path:
-    """The report of a stored backtest (by id or portfolio name), candles from stored bars."""
-    from lab.backtest.store import load_result
+def write_stored_report(engine: Engine, result: BacktestResult, out_dir: Path) -> Path:
+    """The report of a stored backtest (``load_result``), candles from the stored bars."""
     from lab.bars import bars_by_symbol, load_bars
 
-    result = load_result(engine, backtest)
     warmup = (result.start - pd.Timedelta(days=120)).to_pydatetime()  # SMA 50 is defined from the start
     bars = bars_by_symbol(load_bars(engine, result.symbols, start=warmup, end=result.end.to_pydatetime()))
     return write_report(result, bars, out_dir)
