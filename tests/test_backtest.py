@@ -264,6 +264,31 @@ def test_a_symbol_listed_after_the_start_reports_its_first_bar_apart_from_the_ho
         result.orders["symbol"] == "IBM", "ts"].min() >= pd.Timestamp("2019-01-08", tz="UTC")
 
 
+def test_a_crypto_run_without_its_benchmark_among_its_symbols_holds_the_benchmark_of_its_class(sqlite_url, shared_data,
+                                                                                              tmp_path):
+    engine = connect(sqlite_url)
+    with engine.begin() as conn:  # the config's crypto universe is BTC, its benchmark
+        for symbol, path in (("BTC", "BTC-USD.csv"), ("ETH", "ETH-USD.csv")):
+            raw = pd.read_csv(shared_data / "crypto" / path, parse_dates=["datetime"]).set_index("datetime")
+            conn.execute(insert(db.PriceBar), [
+                {"asset_type": "crypto", "symbol": symbol, "interval": "1d", "ts": ts.tz_localize("UTC").to_pydatetime(),
+                 "source": "test", "open": r.open, "high": r.high, "low": r.low, "close": r.close, "volume": r.volume}
+                for ts, r in raw.loc["2019-06-01":"2021-03-31"].iterrows()])
+    spec = BacktestSpec(strategies=["breakout"], start=date(2021, 1, 1), end=date(2021, 3, 31), symbols=["ETH"],
+                        walk_forward=WalkForward(window_days=91, train_days=365))
+    result = _run(engine, spec, tmp_path)
+    assert result.benchmark == "BTC" and "buy&hold BTC" in result.metrics()
+
+
+def test_a_benchmark_without_bars_is_refused_before_any_model_is_fitted(sqlite_bars, tmp_path, monkeypatch):
+    def fit(*args, **kwargs):
+        raise AssertionError("a model was fitted before the benchmark was checked")
+
+    monkeypatch.setattr(WalkForwardPredictions, "fit", fit)
+    with pytest.raises(DataError, match="no bars for the benchmark SPY between 2019-01-01 and 2019-06-28"):
+        _run(sqlite_bars, _spec(benchmark="SPY"), tmp_path)
+
+
 def test_start_after_end_is_a_clear_error(sqlite_bars, tmp_path):
     with pytest.raises(DataError, match="start 2019-06-01 is after its end 2019-01-01"):
         _run(sqlite_bars, _spec(start=date(2019, 6, 1), end=date(2019, 1, 1)), tmp_path)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 import pandas as pd
 from pydantic import ValidationError
 
-from lab.backtest.data import check_period, first_day, missing_sessions, require_bars, require_fundamentals
+from lab.backtest.data import check_period, first_day, missing_sessions, require_bars, require_fundamentals, span
 from lab.backtest.decisions import (
     Decisions,
     EngineDecisions,
@@ -91,6 +91,14 @@ def _benchmark_of(config: TradingConfig, spec: BacktestSpec) -> str:
     return next(iter(config.universe.asset_classes().values())).benchmark
 
 
+def _require_benchmark(config: TradingConfig, spec: BacktestSpec, bars: Mapping[str, pd.DataFrame]) -> str:
+    """The run's buy-and-hold benchmark, which must have bars in the period."""
+    benchmark = _benchmark_of(config, spec)
+    if benchmark not in bars or not len(bars[benchmark].index[span(bars[benchmark].index, spec.start_ts, spec.end_ts)]):
+        raise DataError(f"no bars for the benchmark {benchmark} between {spec.start} and {spec.end}")
+    return benchmark
+
+
 def run_with_decisions(config: TradingConfig, spec: BacktestSpec, bars: Mapping[str, pd.DataFrame],
                        decisions: Decisions, *, strategies: list[str], asset_types: Mapping[str, str],
                        progress: Progress | None = None) -> BacktestResult:
@@ -98,9 +106,7 @@ def run_with_decisions(config: TradingConfig, spec: BacktestSpec, bars: Mapping[
     symbols = [s for ac in config.universe.asset_classes().values() for s in ac.symbols]
     start, end = spec.start_ts, spec.end_ts
     market = Market.from_bars(bars, symbols, start, end, asset_types)
-    benchmark = _benchmark_of(config, spec)
-    if benchmark not in bars or bars[benchmark].loc[start:end].empty:
-        raise DataError(f"no bars for the benchmark {benchmark} between {spec.start} and {spec.end}")
+    benchmark = _require_benchmark(config, spec, bars)
     bench_close = bars[benchmark]["close"].reindex(market.index).ffill().to_numpy(dtype=float)
     result = replay(config, market, decisions, portfolio=spec.portfolio_for(config), name=spec.label, strategies=strategies,
                     benchmark_close=bench_close, per_symbol_accounts=spec.accounts == "per_symbol",
@@ -124,9 +130,11 @@ def run_backtest(engine, base: TradingConfig, registry: ModelRegistry, spec: Bac
         get_strategy(name)  # an unknown name fails with a did-you-mean hint
     overridden = checked_config(base, spec)  # bad overrides fail before any bar is read
     wanted = spec.symbols or _config_symbols(overridden, spec.strategies)
-    benchmark = spec.benchmark or next(iter(base.universe.asset_classes().values())).benchmark
+    # every asset class's benchmark: the buy-and-hold line, and the relative-strength features
+    # of the symbols of its class
+    benchmark_symbols = {u.benchmark for u in overridden.universe.asset_classes().values()} | {spec.benchmark} - {None}
     history_start = start - pd.Timedelta(days=max(HISTORY_DAYS, spec.walk_forward.train_days + HISTORY_DAYS))
-    frame = load_bars(engine, sorted({*wanted, benchmark}), start=history_start.to_pydatetime(),
+    frame = load_bars(engine, sorted({*wanted, *benchmark_symbols}), start=history_start.to_pydatetime(),
                       end=end.to_pydatetime())
     asset_types = dict(zip(frame["symbol"], frame["asset_type"], strict=False))
     bars = bars_by_symbol(frame)
@@ -143,6 +151,7 @@ def run_backtest(engine, base: TradingConfig, registry: ModelRegistry, spec: Bac
     if idle := [name for name, symbols in per_strategy.items() if not symbols]:
         raise DataError("; ".join(f"{name} trades {' and '.join(classes[name])}: none of {', '.join(wanted)} is one"
                                   for name in idle))
+    _require_benchmark(config, spec, bars)  # before any model is fitted
     pretrained = spec.walk_forward.mode == "pretrained"
     fundamentals = None
     if on_fundamentals := [n for n in spec.strategies
