@@ -2,8 +2,8 @@
 name ``backtest:<key>`` (orders, trades, final positions, the account, one snapshot per
 bar), so the boards and ``replay_ledger`` read a backtest exactly like the paper account.
 
-Storing the same run again replaces it (the key hashes the spec and the settings it read), so a re-run
-never duplicates rows.
+Storing the same run again replaces it (the key hashes the spec and the settings it read),
+so a re-run never duplicates rows.
 """
 
 from __future__ import annotations
@@ -122,7 +122,7 @@ def positions_over_time(fills: pd.DataFrame, closes: pd.DataFrame) -> pd.DataFra
     fills through ``Position.apply``: the ledger is the record, positions follow from it."""
     books: dict[tuple[str, str], Position] = {}
     rows = []
-    by_ts: dict[pd.Timestamp, list] = {}  # in one pass: a frame per bar costs a run of years seconds
+    by_ts: dict[pd.Timestamp, list] = {}  # one pass over the fills (a frame per bar took seconds on years)
     for f in fills.itertuples(index=False):
         by_ts.setdefault(f.ts, []).append(f)
     column = {symbol: j for j, symbol in enumerate(closes.columns)}
