@@ -70,7 +70,7 @@ class BacktestSpec(_Frozen):
     start: date
     end: date
     symbols: list[str] | None = None  # None: the config universe of the strategies' asset classes
-    benchmark: str | None = None  # None: the config benchmark of the first symbol's asset class
+    benchmark: str | None = None  # None: the config benchmark of the first asset class the run trades
     name: str | None = None
     walk_forward: WalkForward = WalkForward()
     #: "per_symbol": one account per symbol with the full initial cash (a peer engine's model)
