@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
@@ -23,8 +23,9 @@ def backtest(
     end: datetime = typer.Option(..., formats=["%Y-%m-%d"], help="last day (inclusive)"),
     symbol: list[str] = typer.Option(None, "--symbol", help="symbols (default: the config universe)"),
     benchmark: str | None = typer.Option(None, help="buy-and-hold benchmark (default: the config's)"),
-    walk_forward: str = typer.Option("retrain", help="retrain (per window, past data only) or pretrained"),
-    window_days: int = typer.Option(182, help="retrain every N days"),
+    walk_forward: Literal["retrain", "pretrained"] = typer.Option(
+        "retrain", help="retrain (per window, past data only) or pretrained"),
+    window_days: int = typer.Option(182, min=7, max=3650, help="retrain every N days"),
     export: Path | None = typer.Option(None, help="also write equity/orders/trades/positions here"),
     fmt: str = typer.Option("parquet", "--format", help="file format of --export: parquet or csv"),
     setting: list[str] = typer.Option(
