@@ -21,7 +21,7 @@ from lab.db import models as db
 from lab.errors import ConfigError, DataError
 from lab.registry import ModelRegistry
 from lab.trading.predictions import NoActiveModel
-from lab.trading.store import replay_ledger
+from lab.trading.store import load_books, replay_ledger
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "trading.json"
 SYMBOLS = ["AAPL", "MSFT", "IBM", "KO"]
@@ -183,6 +183,23 @@ def _edited(config, section: str, **change):
 def test_a_backtest_is_named_by_its_spec_and_the_settings_it_reads(section, change, same_run):
     base = load_config(CONFIG)
     assert (_spec().portfolio_for(_edited(base, section, **change)) == _spec().portfolio_for(base)) is same_run
+
+
+def test_a_stored_run_keeps_its_books_as_the_live_cycle_does(sqlite_bars, momentum_run):
+    save_result(sqlite_bars, momentum_run)
+    books = load_books(sqlite_bars, load_config(CONFIG), momentum_run.portfolio)
+    last = momentum_run.equity.iloc[-1]
+    assert books.realized_pnl == pytest.approx(last["realized_pnl"], rel=1e-12)  # closed positions kept
+    assert books.cash == pytest.approx(last["cash"], rel=1e-12)
+    assert books.equity == pytest.approx(last["equity"], rel=1e-12)
+    fills = momentum_run.fills
+    for (strategy, symbol), position in books.positions.items():
+        mine = fills[(fills["strategy"] == strategy) & (fills["symbol"] == symbol)]
+        assert position.realized_pnl == pytest.approx(mine["realized_pnl"].sum(), abs=1e-9)
+        if position.is_open:  # opened when it last left flat, not stamped with the last bar
+            held = mine["qty"].where(mine["side"] == "buy", -mine["qty"]).cumsum()
+            opened = mine["ts"][(held.shift(fill_value=0.0).abs() < 1e-9) & (held.abs() > 1e-9)].iloc[-1]
+            assert position.opened_at == opened.to_pydatetime()
 
 
 def test_a_run_without_a_losing_trade_is_stored_and_passes_the_profit_factor(engine, shared_data):

@@ -21,6 +21,7 @@ from lab.db import session_scope
 from lab.errors import DataError
 from lab.performance import Metrics, SuccessGate
 from lab.trading.model import Fill, Position, Side
+from lab.trading.store import write_position
 
 __all__ = ["list_backtests", "load_result", "positions_over_time", "save_result"]
 
@@ -69,12 +70,8 @@ def save_result(engine: Engine, result: BacktestResult) -> int:
              "strategy": f.strategy, "symbol": f.symbol, "side": f.side, "qty": float(f.qty), "price": float(f.price),
              "fee": float(f.fee), "realized_pnl": float(f.realized_pnl), "ts": f.ts.to_pydatetime()}
             for f in result.fills.itertuples(index=False)])
-        final = result.positions[result.positions["ts"] == result.end]
-        _insert(session, db.Position, [
-            {"portfolio": result.portfolio, "strategy": p.strategy, "symbol": p.symbol,
-             "asset_type": _asset_type(result, p.symbol), "qty": float(p.qty), "avg_price": float(p.avg_price),
-             "last_price": float(p.last_price), "opened_at": p.ts.to_pydatetime()}
-            for p in final.itertuples(index=False)])
+        for position in _final_books(result):
+            write_position(session, position)
         peak = result.equity["equity"].cummax().tolist()
         by_strategy = result.strategy_equity[result.strategies].to_numpy(dtype=float).tolist()
         open_count = result.positions.groupby("ts").size().reindex(result.equity["ts"], fill_value=0).tolist()
@@ -95,9 +92,30 @@ def _insert(session: Session, table: type[db.Base], rows: list[dict[str, Any]]) 
         session.execute(insert(table), rows)
 
 
-def _asset_type(result: BacktestResult, symbol: str) -> str:
-    orders = result.orders[result.orders["symbol"] == symbol]
-    return str(orders["asset_type"].iloc[0]) if len(orders) else "stocks"
+def _final_books(result: BacktestResult) -> list[Position]:
+    """The books at the end as the live cycle keeps them: every position the run traded, from
+    its fills (opened when, the pair it is a leg of, the P&L it realized), the open ones marked
+    at the last close."""
+    asset_types = dict(zip(result.orders["symbol"], result.orders["asset_type"], strict=True))
+    books: dict[tuple[str, str], Position] = {}
+    for f in result.fills.itertuples(index=False):
+        position = books.setdefault((f.strategy, f.symbol), Position(
+            portfolio=result.portfolio, strategy=f.strategy, symbol=f.symbol, asset_type=asset_types[f.symbol]))
+        if not position.is_open:
+            position.pair = _none(f.pair)
+        position.apply(_fill(f))
+    marks = result.positions[result.positions["ts"] == result.end].set_index(["strategy", "symbol"])["last_price"]
+    for key, position in books.items():
+        if position.is_open:
+            position.last_price = float(marks[key])
+    return list(books.values())
+
+
+def _fill(f: Any) -> Fill:
+    """A fills-frame row as the ``Fill`` it records."""
+    return Fill(fill_id=f.fill_id, client_order_id=f.client_order_id, portfolio="", strategy=f.strategy,
+                symbol=f.symbol, side=Side(f.side), qty=float(f.qty), price=float(f.price), fee=float(f.fee),
+                ts=f.ts.to_pydatetime())
 
 
 def list_backtests(engine: Engine) -> list[dict[str, Any]]:
@@ -132,9 +150,7 @@ def positions_over_time(fills: pd.DataFrame, closes: pd.DataFrame) -> pd.DataFra
             key = (f.strategy, f.symbol)
             position = books.setdefault(key, Position(portfolio="", strategy=f.strategy, symbol=f.symbol,
                                                       asset_type=""))
-            position.apply(Fill(fill_id=f.fill_id, client_order_id=f.client_order_id, portfolio="",
-                                strategy=f.strategy, symbol=f.symbol, side=Side(f.side), qty=float(f.qty),
-                                price=float(f.price), fee=float(f.fee), ts=ts))
+            position.apply(_fill(f))
         for (strategy, symbol), p in books.items():
             if p.is_open:
                 price = float(values[t, column[symbol]])

@@ -34,7 +34,7 @@ from lab.trading.model import (
 from lab.trading.portfolio import PortfolioManager
 
 __all__ = ["Ledger", "check_portfolio_name", "sole_writer", "load_books", "existing_books", "load_open_orders",
-           "store_order", "book_fill", "save_snapshot", "set_halt", "lift_halt", "replay_ledger"]
+           "store_order", "book_fill", "save_snapshot", "set_halt", "lift_halt", "replay_ledger", "write_position"]
 
 #: ``positions.opened_at`` is NOT NULL; a closed position (kept for its realized P&L) stores this
 _EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
@@ -166,7 +166,7 @@ def book_fill(engine: Engine, manager: PortfolioManager, order: Order, fill: Fil
                              price=fill.price, fee=fill.fee, realized_pnl=position.realized_pnl - realized_before,
                              ts=fill.ts))
         session.flush()
-        _write_position(session, position)
+        write_position(session, position)
         account = session.get(db.Account, manager.portfolio)
         account.cash = manager.cash
         booked = session.scalars(select(db.Trade).where(db.Trade.order_id == row.id)).all()
@@ -177,7 +177,8 @@ def book_fill(engine: Engine, manager: PortfolioManager, order: Order, fill: Fil
         return True
 
 
-def _write_position(session: Session, p: Position) -> None:
+def write_position(session: Session, p: Position) -> None:
+    """Insert or update the position's row; a closed one is kept for the P&L it realized."""
     session.merge(db.Position(
         portfolio=p.portfolio, strategy=p.strategy, symbol=p.symbol, asset_type=p.asset_type, sector=p.sector,
         qty=p.qty, avg_price=p.avg_price, last_price=p.last_price, realized_pnl=p.realized_pnl,
@@ -190,7 +191,7 @@ def save_snapshot(engine: Engine, manager: PortfolioManager, ts: datetime,
     """Marks, peak equity and the ``portfolio`` snapshot at ``ts`` (replaced on a re-run)."""
     with session_scope(engine, write_lock=True) as session:
         for p in manager.positions.values():
-            _write_position(session, p)
+            write_position(session, p)
         session.get(db.Account, manager.portfolio).peak_equity = manager.peak_equity
         snapshot = session.scalar(select(db.PortfolioSnapshot).where(
             db.PortfolioSnapshot.portfolio == manager.portfolio, db.PortfolioSnapshot.ts == ts))
