@@ -11,15 +11,26 @@ import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import delete, func, insert, select
+from typer.testing import CliRunner
 
 from benchmarks.backtest import lab_sma, load
-from lab.backtest import BacktestSpec, WalkForward, list_backtests, load_result, run_backtest, save_result
+from lab.backtest import (
+    BacktestSpec,
+    WalkForward,
+    delete_result,
+    list_backtests,
+    load_result,
+    run_backtest,
+    save_result,
+)
 from lab.backtest.decisions import WalkForwardPredictions
+from lab.cli.main import app
 from lab.config import load_config
 from lab.db import connect
 from lab.db import models as db
 from lab.errors import ConfigError, DataError
 from lab.registry import ModelRegistry
+from lab.report import report_dir
 from lab.trading.predictions import NoActiveModel
 from lab.trading.store import load_books, replay_ledger
 
@@ -241,6 +252,54 @@ def test_a_stored_run_whose_bars_are_gone_names_them_when_loaded(engine, shared_
     save_result(engine, result)  # its bars were never stored here
     with pytest.raises(DataError, match="there are none of MSFT between 2016-01-04 and 2016-12-30 any more"):
         load_result(engine, result.portfolio)
+
+
+def _msft_runs(shared_data: Path) -> list:
+    """Two small stored-able runs: MSFT bought and sold once in 2016, and in 2017."""
+    runs = []
+    for year in ("2016", "2017"):
+        bars = _adjusted(shared_data, "MSFT").loc[f"{year}-01-01":f"{year}-12-31"]
+        enter, leave = pd.Series(False, index=bars.index), pd.Series(False, index=bars.index)
+        enter.iloc[10], leave.iloc[200] = True, True
+        runs.append(lab_sma({"MSFT": bars}, {"method": "fixed", "fixed_amount": 20_000.0},
+                            flags={"MSFT": (enter, leave)}))
+    return runs
+
+
+def test_deleting_a_stored_run_removes_all_it_stored_and_nothing_else(engine, shared_data):
+    gone, kept = _msft_runs(shared_data)
+    for run in (gone, kept):
+        save_result(engine, run)
+    assert delete_result(engine, str(list_backtests(engine)[0]["id"])) == gone.portfolio
+    with engine.connect() as conn:
+        for table in (db.Order, db.Trade, db.Position, db.PortfolioSnapshot, db.Account):
+            def rows(portfolio, table=table):
+                return conn.scalar(select(func.count()).select_from(table).where(table.portfolio == portfolio))
+            assert rows(gone.portfolio) == 0 and rows(kept.portfolio) > 0, table.__tablename__
+    assert [b["portfolio"] for b in list_backtests(engine)] == [kept.portfolio]
+    with pytest.raises(DataError, match=f"no backtest '{gone.portfolio}'; stored: "):
+        delete_result(engine, gone.portfolio)
+
+
+def test_lab_backtests_delete_removes_the_runs_and_their_reports_or_none_when_one_is_unknown(
+        sqlite_url, shared_data, tmp_path, monkeypatch):
+    monkeypatch.setenv("LAB_HOME", str(tmp_path))
+    monkeypatch.setenv("LAB_DATABASE_URL", sqlite_url)
+    engine = connect(sqlite_url)
+    gone, kept = _msft_runs(shared_data)
+    for run in (gone, kept):
+        save_result(engine, run)
+        (report_dir(tmp_path, run.portfolio) / "report.html").parent.mkdir(parents=True)
+    first = str(list_backtests(engine)[0]["id"])
+    refused = CliRunner().invoke(app, ["backtests", "--delete", first, "--delete", "nope"])
+    assert isinstance(refused.exception, DataError) and "no stored backtest 'nope'; nothing deleted" in str(
+        refused.exception)
+    assert len(list_backtests(engine)) == 2
+    deleted = CliRunner().invoke(app, ["backtests", "--delete", first, "--delete", gone.portfolio])  # one run
+    assert deleted.exit_code == 0, deleted.output
+    assert deleted.output.count("deleted backtest") == 1
+    assert [b["portfolio"] for b in list_backtests(engine)] == [kept.portfolio]
+    assert not report_dir(tmp_path, gone.portfolio).exists() and report_dir(tmp_path, kept.portfolio).exists()
 
 
 def test_export_writes_every_frame_as_parquet_and_csv(momentum_run, tmp_path):

@@ -5,7 +5,7 @@ from lab.backtest.decisions import CrossoverDecisions, EngineDecisions, WalkForw
 from lab.backtest.result import BacktestResult, ExportFormat
 from lab.backtest.run import backtest_config, run_backtest, run_with_decisions
 from lab.backtest.spec import BacktestSpec, WalkForward
-from lab.backtest.store import list_backtests, load_result, save_result
+from lab.backtest.store import delete_result, list_backtests, load_result, save_result
 
 __all__ = [
     "BacktestResult",
@@ -16,6 +16,7 @@ __all__ = [
     "WalkForward",
     "WalkForwardPredictions",
     "backtest_config",
+    "delete_result",
     "list_backtests",
     "load_result",
     "run_backtest",

@@ -23,7 +23,7 @@ from lab.performance import Metrics, SuccessGate
 from lab.trading.model import Fill, Position, Side
 from lab.trading.store import write_position
 
-__all__ = ["list_backtests", "load_result", "positions_over_time", "save_result"]
+__all__ = ["delete_result", "list_backtests", "load_result", "positions_over_time", "save_result"]
 
 _TABLES = (db.Trade, db.Order, db.Position, db.PortfolioSnapshot, db.Account, db.Signal, db.TradingControl,
            db.TradingCycle)
@@ -45,9 +45,7 @@ def save_result(engine: Engine, result: BacktestResult) -> int:
             "decided_by": result.decided_by}
     last = result.equity.iloc[-1]
     with session_scope(engine, write_lock=True) as session:
-        for table in _TABLES:
-            session.execute(delete(table).where(table.portfolio == result.portfolio))
-        session.execute(delete(db.Backtest).where(db.Backtest.portfolio == result.portfolio))
+        _clear(session, result.portfolio)
         row = db.Backtest(name=result.name[:200], portfolio=result.portfolio, strategies=result.strategies,
                           start=result.start.date(), end=result.end.date(), config=meta,
                           metrics={"metrics": metrics, "gate": gate})
@@ -85,6 +83,31 @@ def save_result(engine: Engine, result: BacktestResult) -> int:
             for i, e in enumerate(result.equity.itertuples(index=False))])
         session.flush()
         return row.id
+
+
+def delete_result(engine: Engine, backtest: int | str) -> str:
+    """Remove a stored run (by id or portfolio name) with everything stored under its
+    portfolio; returns that portfolio."""
+    with session_scope(engine, write_lock=True) as session:
+        portfolio = _stored(session, backtest).portfolio
+        _clear(session, portfolio)
+        return portfolio
+
+
+def _clear(session: Session, portfolio: str) -> None:
+    for table in _TABLES:
+        session.execute(delete(table).where(table.portfolio == portfolio))
+    session.execute(delete(db.Backtest).where(db.Backtest.portfolio == portfolio))
+
+
+def _stored(session: Session, backtest: int | str) -> db.Backtest:
+    """The run's row, by id or portfolio name; an unknown one is a DataError naming the stored runs."""
+    row = session.scalar(select(db.Backtest).where(
+        db.Backtest.id == int(backtest) if str(backtest).isdigit() else db.Backtest.portfolio == str(backtest)))
+    if row is None:
+        known = ", ".join(f"{r.id} ({r.portfolio})" for r in session.scalars(select(db.Backtest)))
+        raise DataError(f"no backtest {backtest!r}; stored: {known or 'none'}")
+    return row
 
 
 def _insert(session: Session, table: type[db.Base], rows: list[dict[str, Any]]) -> None:
@@ -162,12 +185,7 @@ def load_result(engine: Engine, backtest: int | str, closes: pd.DataFrame | None
     """A stored run by id or portfolio name. ``closes`` (index ts, columns symbols; the
     stored bars by default) values positions over time, rebuilt from the stored fills."""
     with session_scope(engine) as session:
-        query = select(db.Backtest).where(
-            db.Backtest.id == int(backtest) if str(backtest).isdigit() else db.Backtest.portfolio == str(backtest))
-        row = session.scalar(query)
-        if row is None:
-            known = ", ".join(f"{r.id} ({r.portfolio})" for r in session.scalars(select(db.Backtest)))
-            raise DataError(f"no backtest {backtest!r}; stored: {known or 'none'}")
+        row = _stored(session, backtest)
         meta, name, portfolio, strategies = row.config, row.name, row.portfolio, list(row.strategies)
         snapshots = session.scalars(select(db.PortfolioSnapshot).where(db.PortfolioSnapshot.portfolio == portfolio)
                                     .order_by(db.PortfolioSnapshot.ts)).all()

@@ -70,12 +70,18 @@ def backtest(
     console.print(f"backtest {backtest_id} stored as portfolio {result.portfolio}; report: {path}")
 
 
-def backtests() -> None:
+def backtests(
+    delete: list[str] = typer.Option([], help="backtest id or portfolio to delete, with its report; repeatable"),
+) -> None:
     """The stored backtests (sweep points included) with their headline figures."""
     from lab.backtest import list_backtests
     from lab.runtime import open_lab
 
-    stored = list_backtests(open_lab().engine)
+    lab = open_lab()
+    stored = list_backtests(lab.engine)
+    if delete:
+        _delete(lab, stored, delete)
+        return
     if not stored:
         console.print("no stored backtests yet; run `lab backtest --strategy ... --start ... --end ...`")
         return
@@ -84,6 +90,26 @@ def backtests() -> None:
                 [(b["id"], b["name"], f"{b['start']}..{b['end']}", _pct(b["total_return"]), _num(b["sharpe"]),
                   _pct(b["max_drawdown"]), b["trades"], "PASS" if b["gate_passed"] else "FAIL",
                   f"{b['created_at']:%Y-%m-%d %H:%M}") for b in stored])
+
+
+def _delete(lab, stored: list[dict[str, Any]], chosen: list[str]) -> None:
+    """Delete every chosen run, or none when any of them is not stored."""
+    import shutil
+
+    from lab.backtest import delete_result
+    from lab.errors import DataError
+    from lab.report import report_dir
+
+    portfolio_of = {key: b["portfolio"] for b in stored for key in (str(b["id"]), b["portfolio"])}
+    if unknown := [c for c in chosen if c not in portfolio_of]:
+        raise DataError(f"no stored backtest {', '.join(map(repr, unknown))}; nothing deleted (`lab backtests` lists "
+                        f"them)")
+    for portfolio in dict.fromkeys(portfolio_of[c] for c in chosen):  # a run named twice is deleted once
+        delete_result(lab.engine, portfolio)
+        folder = report_dir(lab.settings.home, portfolio)
+        shutil.rmtree(folder, ignore_errors=True)
+        console.print(f"deleted backtest {portfolio}: its orders, trades, positions, equity and report {folder}",
+                      markup=False, highlight=False)
 
 
 def report(
