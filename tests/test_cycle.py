@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -157,6 +158,14 @@ def test_a_cycle_before_the_portfolios_latest_is_refused_and_changes_nothing(ctx
     assert [count(ctx, model) for model in (db.TradingCycle, db.Signal, db.Order, db.Trade)] == before
     assert run_trading_cycle(ctx, DAYS[1], predictions=FixedPredictions()).already_completed
     assert run_trading_cycle(ctx, DAYS[0], portfolio="replay", predictions=FixedPredictions()).orders_placed > 0
+
+
+def test_a_cycle_in_the_future_is_refused_and_changes_nothing(ctx):
+    later = datetime.now(UTC) + timedelta(days=3)  # past the calendar's last session too, some years on
+    for as_of in (later, later.replace(year=later.year + 4)):
+        with pytest.raises(TradingError, match=r"as_of .* is in the future \(now .*\): a cycle decides on bars that"):
+            run_trading_cycle(ctx, as_of, predictions=FixedPredictions())
+    assert [count(ctx, model) for model in (db.TradingCycle, db.Signal, db.Order)] == [0, 0, 0]
 
 
 def test_symbols_whose_bars_stop_before_the_last_complete_session_get_no_entries(ctx):

@@ -135,6 +135,9 @@ def run_trading_cycle(
     """
     if as_of.tzinfo is None:
         raise TradingError(f"as_of must be timezone-aware, got {as_of.isoformat()}")
+    if as_of > (now := datetime.now(UTC)) + _PRESENT:
+        raise TradingError(f"as_of {as_of.isoformat()} is in the future (now {now.isoformat(timespec='seconds')}): "
+                           f"a cycle decides on bars that exist; leave out --as-of to decide now")
     check_portfolio_name(portfolio)
     hook = hook or (lambda stage: None)
     engine, config = ctx.engine, ctx.config
