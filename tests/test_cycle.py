@@ -168,6 +168,13 @@ def test_a_cycle_in_the_future_is_refused_and_changes_nothing(ctx):
     assert [count(ctx, model) for model in (db.TradingCycle, db.Signal, db.Order)] == [0, 0, 0]
 
 
+def test_a_cycle_on_a_stored_backtests_books_is_refused_and_changes_nothing(ctx):
+    with pytest.raises(TradingError, match=r"portfolio 'backtest:0123456789ab': names starting 'backtest:' hold stored "
+                                           r"backtests \(`lab backtests`\), which no cycle may trade on"):
+        run_trading_cycle(ctx, DAYS[0], portfolio="backtest:0123456789ab", predictions=FixedPredictions())
+    assert [count(ctx, model) for model in (db.TradingCycle, db.Signal, db.Order, db.Account)] == [0, 0, 0, 0]
+
+
 def test_symbols_whose_bars_stop_before_the_last_complete_session_get_no_entries(ctx):
     run_trading_cycle(ctx, DAYS[1], portfolio="fresh", predictions=FixedPredictions())
     with ctx.engine.connect() as conn:
