@@ -73,7 +73,7 @@ def backtest(
 def backtests(
     delete: list[str] = typer.Option([], help="backtest id or portfolio to delete, with its report; repeatable"),
 ) -> None:
-    """The stored backtests (sweep points included) with their headline figures."""
+    """The stored backtests (sweep points included) with their headline figures; --delete removes some."""
     from lab.backtest import list_backtests
     from lab.runtime import open_lab
 
