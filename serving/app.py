@@ -70,7 +70,7 @@ from ray.serve import Application
 from lab.errors import LabError
 from serving.rows import FeatureProblems, rows_to_matrix
 from serving.store import ActiveModel, ModelStore, StrategyState
-from serving.symbols import SymbolProblems, decision_time, symbol_matrix
+from serving.symbols import SymbolProblems, decision_time, in_future, symbol_matrix
 
 __all__ = ["PredictionService", "PredictRequest", "PredictResponse", "ServingOptions", "build_app", "APP_NAME"]
 
@@ -96,7 +96,8 @@ class PredictRequest(BaseModel):
     as_of: datetime | date | None = Field(
         default=None,
         description="decision time for `symbols`: an ISO datetime (naive = UTC) or a date, meaning the end of "
-                    "that UTC day (its bar included); default: now. Only bars up to as_of are used")
+                    "that UTC day (its bar included); default: now. Only bars up to as_of are used; one in the "
+                    "future is refused")
     ignore_extra: bool = Field(default=False, description="drop features the model does not use instead of a 422")
 
     @model_validator(mode="after")
@@ -105,6 +106,9 @@ class PredictRequest(BaseModel):
             raise ValueError("give exactly one of `rows` or `symbols`")
         if self.as_of is not None and self.symbols is None:
             raise ValueError("`as_of` only applies with `symbols`")
+        if self.as_of is not None and in_future(self.as_of, now := datetime.now(UTC)):
+            raise ValueError(f"`as_of` {self.as_of.isoformat()} is in the future (now "
+                             f"{now.isoformat(timespec='seconds')}): features exist for bars up to now")
         return self
 
 

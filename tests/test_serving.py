@@ -11,7 +11,7 @@ import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from datetime import time as clock
 from pathlib import Path
 
@@ -347,6 +347,17 @@ def test_unknown_symbols_are_422_naming_them(client: httpx.Client) -> None:
     assert response.status_code == 422
     assert _detail(response)["error"] == "bad_symbols" and _detail(response)["unknown"] == ["ZZZ"]
     assert "ZZZ" in _detail(response)["message"]
+
+
+@pytest.mark.parametrize(("ahead", "as_date"), [(timedelta(days=2), True), (timedelta(days=2), False),
+                                               (timedelta(hours=3), False)])
+def test_as_of_in_the_future_is_422(client: httpx.Client, ahead: timedelta, as_date: bool) -> None:
+    later = datetime.now(UTC) + ahead
+    as_of = later.date().isoformat() if as_date else later.isoformat()
+    response = client.post("/predict", json={"strategy": "momentum", "symbols": ["AAA"], "as_of": as_of})
+    assert response.status_code == 422, response.text
+    assert _detail(response)["error"] == "invalid_request"
+    assert f"`as_of` {as_of} is in the future" in _detail(response)["message"]
 
 
 def test_as_of_before_any_stored_bar_is_422_naming_the_symbols(client: httpx.Client) -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, date, datetime, time, timedelta, timezone
 from hypothesis import given
 from hypothesis import strategies as st
 
-from serving.symbols import SymbolProblems, decision_time
+from serving.symbols import SKEW, SymbolProblems, decision_time, in_future
 
 NOW = datetime(2024, 7, 1, 15, 30, tzinfo=UTC)
 
@@ -31,6 +31,14 @@ def test_a_naive_datetime_is_utc() -> None:
 def test_an_aware_datetime_keeps_its_instant_in_utc(as_of: datetime) -> None:
     resolved = decision_time(as_of, NOW)
     assert resolved == as_of and resolved.tzinfo == UTC
+
+
+def test_the_future_begins_after_today_for_a_date_and_past_the_skew_for_a_time() -> None:
+    now = datetime(2024, 3, 1, 23, 0, tzinfo=UTC)
+    assert not in_future(date(2024, 3, 1), now) and in_future(date(2024, 3, 2), now)
+    assert not in_future(now + SKEW, now) and in_future(now + SKEW + timedelta(seconds=1), now)
+    assert in_future(datetime(2024, 3, 1, 23, 30), now)  # naive: UTC
+    assert not in_future(datetime(2024, 3, 2, 0, 10, tzinfo=timezone(timedelta(hours=1))), now)  # 23:10 UTC
 
 
 def test_problems_name_every_symbol_by_reason() -> None:
