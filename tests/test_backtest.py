@@ -137,7 +137,7 @@ def test_backtest_is_stored_under_its_portfolio_and_replays(engine, shared_data,
     _store_bars(engine, shared_data)
     result = _run(engine, _spec(), tmp_path)
     first = save_result(engine, result)
-    save_result(engine, result)  # storing the same run again replaces it
+    assert save_result(engine, result) == first  # storing the same run again replaces it, under its id
     assert result.portfolio.startswith("backtest:")
     with engine.connect() as conn:
         assert conn.scalar(select(func.count()).select_from(db.Backtest)) == 1

@@ -34,7 +34,7 @@ def _none(value: Any) -> Any:
 
 
 def save_result(engine: Engine, result: BacktestResult) -> int:
-    """Store (or replace) the run; returns its ``backtests.id``."""
+    """Store (or replace, under the same id) the run; returns its ``backtests.id``."""
     figures = result.metrics()
     metrics = {name: m.as_dict() for name, m in figures.items()}
     gate = [{"name": c.name, "value": _none(c.value), "op": c.op, "threshold": c.threshold, "passed": c.passed}
@@ -45,8 +45,10 @@ def save_result(engine: Engine, result: BacktestResult) -> int:
             "decided_by": result.decided_by}
     last = result.equity.iloc[-1]
     with session_scope(engine, write_lock=True) as session:
+        # a run stored again keeps its id: `lab report ID` and links to it stay good
+        kept_id = session.scalar(select(db.Backtest.id).where(db.Backtest.portfolio == result.portfolio))
         _clear(session, result.portfolio)
-        row = db.Backtest(name=result.name[:200], portfolio=result.portfolio, strategies=result.strategies,
+        row = db.Backtest(id=kept_id, name=result.name[:200], portfolio=result.portfolio, strategies=result.strategies,
                           start=result.start.date(), end=result.end.date(), config=meta,
                           metrics={"metrics": metrics, "gate": gate})
         session.add(row)
