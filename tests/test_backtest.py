@@ -281,6 +281,14 @@ def test_deleting_a_stored_run_removes_all_it_stored_and_nothing_else(engine, sh
         delete_result(engine, gone.portfolio)
 
 
+def test_a_deleted_runs_id_never_names_another_run(engine, shared_data):
+    first, second = _msft_runs(shared_data)
+    save_result(engine, first)
+    deleted = save_result(engine, second)
+    delete_result(engine, second.portfolio)
+    assert save_result(engine, second) > deleted  # stored anew: a new id, as `lab report <old id>` must not find it
+
+
 def test_lab_backtests_delete_removes_the_runs_and_their_reports_or_none_when_one_is_unknown(
         sqlite_url, shared_data, tmp_path, monkeypatch):
     monkeypatch.setenv("LAB_HOME", str(tmp_path))

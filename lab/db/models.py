@@ -458,6 +458,7 @@ class Account(Base):
 
 class Backtest(Base):
     __tablename__ = "backtests"
+    __table_args__ = {"sqlite_autoincrement": True}  # a deleted run's id is never another run's
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(200))
