@@ -14,7 +14,7 @@ from pydantic import Field
 
 from flows.backtest import backtest_flow
 from flows.train import tune_strategies
-from lab.errors import DataError
+from lab.errors import ConfigError, DataError
 from lab.runtime import ensure_ray, open_lab
 
 __all__ = ["run_trading_training", "compute_universe_features"]
@@ -53,7 +53,7 @@ def run_trading_training(strategies: list[str] | None = None, trials: int | None
             try:
                 backtest_flow(strategies=period.strategies, start=period.start, end=period.end,
                               walk_forward="retrain", name=label)
-            except DataError as exc:
+            except (ConfigError, DataError) as exc:  # the training stands; the note says why no report
                 print(f"no backtest report for {label}: {exc}")
                 create_markdown_artifact(key=f"no-report-{asset_class}", markdown=f"No backtest report for "
                                          f"{label}: {exc}", description="why the training run has no report")

@@ -83,6 +83,9 @@ class Strategy:
     take_profit: ClassVar[float] = 0.15
     min_confidence: ClassVar[float] = 0.6
     side: ClassVar[str] = "buy"
+    #: every trade takes a short position (a pair's other leg): without ``risk.allow_shorts``
+    #: it could not trade at all
+    needs_shorts: ClassVar[bool] = False
     #: rule parameters used by ``entry_rule`` (overridable in config/trading.json)
     params: ClassVar[dict[str, Param]] = {}
     #: XGBoost hyper-parameters tuned by Ray Tune + Optuna

@@ -22,6 +22,7 @@ class Pairs(Strategy):
     stop_loss = 0.05  # of the pair's gross notional
     take_profit = 0.10
     min_confidence = 0.7
+    needs_shorts = True
     params = {
         "min_correlation": Param(default=0.7, low=0.5, high=0.95),
         "entry_z": Param(default=2.0, low=1.0, high=3.5),

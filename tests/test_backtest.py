@@ -373,6 +373,16 @@ def test_a_benchmark_without_bars_is_refused_before_any_model_is_fitted(sqlite_b
         _run(sqlite_bars, _spec(benchmark="SPY"), tmp_path)
 
 
+def test_pairs_without_shorts_allowed_is_refused_before_any_model_is_fitted(sqlite_bars, tmp_path, monkeypatch):
+    def fit(*args, **kwargs):
+        raise AssertionError("a model was fitted for a run that cannot trade")
+
+    monkeypatch.setattr(WalkForwardPredictions, "fit", fit)
+    with pytest.raises(ConfigError, match=r"pairs trades short on every signal \(a pair's other leg\), but "
+                                          r"risk.allow_shorts is false.*--set risk.allow_shorts=true"):
+        _run(sqlite_bars, _spec(strategies=["pairs"]), tmp_path)
+
+
 def test_start_after_end_is_a_clear_error(sqlite_bars, tmp_path):
     with pytest.raises(DataError, match="start 2019-06-01 is after its end 2019-01-01"):
         _run(sqlite_bars, _spec(start=date(2019, 6, 1), end=date(2019, 1, 1)), tmp_path)

@@ -70,6 +70,23 @@ def test_weekly_training_stands_when_its_report_period_has_too_little_history_an
     assert note is not None and "the 1000 days to 2019-07-12" in note.data and "no training rows" in note.data
 
 
+def test_weekly_training_of_pairs_without_shorts_stands_and_says_why_no_report(
+        prefect_server, ray_session, sqlite_url, monkeypatch):
+    from prefect.artifacts import Artifact
+
+    from flows.training import run_trading_training
+    from lab.backtest import list_backtests
+
+    monkeypatch.setenv("LAB_DATABASE_URL", sqlite_url)
+    engine = connect(sqlite_url)
+    _store_random_walks(engine, ["AAPL", "MSFT", "IBM", "GOOG"], days=400)
+    rows = run_trading_training(["pairs"], trials=1, report_days=90)  # the config allows no shorts
+    assert [row["strategy"] for row in rows] == ["pairs"] and rows[0]["version"] == 1
+    assert list_backtests(engine) == []
+    note = Artifact.get("no-report-stocks")
+    assert note is not None and "risk.allow_shorts is false" in note.data
+
+
 def test_the_weekly_report_refuses_an_asset_class_without_bars_naming_it(sqlite_url):
     from lab.backtest.periods import latest_periods
     from lab.config import load_config

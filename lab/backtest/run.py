@@ -129,6 +129,10 @@ def run_backtest(engine, base: TradingConfig, registry: ModelRegistry, spec: Bac
     for name in spec.strategies:
         get_strategy(name)  # an unknown name fails with a did-you-mean hint
     overridden = checked_config(base, spec)  # bad overrides fail before any bar is read
+    if not overridden.risk.allow_shorts and (short := [n for n in spec.strategies if get_strategy(n).needs_shorts]):
+        raise ConfigError([f"{name} trades short on every signal (a pair's other leg), but risk.allow_shorts is "
+                           f"false: the books would refuse all of them; allow shorts for this run "
+                           f"(--set risk.allow_shorts=true) or leave {name} out" for name in short])
     wanted = spec.symbols or _config_symbols(overridden, spec.strategies)
     # every asset class's benchmark: the buy-and-hold line, and the relative-strength features
     # of the symbols of its class
