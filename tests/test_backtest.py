@@ -213,11 +213,16 @@ def test_a_stored_run_keeps_its_books_as_the_live_cycle_does(sqlite_bars, moment
             assert position.opened_at == opened.to_pydatetime()
 
 
-def test_a_run_without_a_losing_trade_is_stored_and_passes_the_profit_factor(engine, shared_data):
-    bars = _adjusted(shared_data, "MSFT").loc["2016-01-01":"2016-12-30"]
+def _msft_run(shared_data: Path, year: str = "2016"):
+    """MSFT bought on the 11th session of ``year`` and sold on the 201st: one round trip."""
+    bars = _adjusted(shared_data, "MSFT").loc[f"{year}-01-01":f"{year}-12-31"]
     enter, leave = pd.Series(False, index=bars.index), pd.Series(False, index=bars.index)
-    enter.iloc[10], leave.iloc[200] = True, True  # bought in January 2016, sold in October, higher
-    result = lab_sma({"MSFT": bars}, {"method": "fixed", "fixed_amount": 20_000.0}, flags={"MSFT": (enter, leave)})
+    enter.iloc[10], leave.iloc[200] = True, True
+    return lab_sma({"MSFT": bars}, {"method": "fixed", "fixed_amount": 20_000.0}, flags={"MSFT": (enter, leave)})
+
+
+def test_a_run_without_a_losing_trade_is_stored_and_passes_the_profit_factor(engine, shared_data):
+    result = _msft_run(shared_data)  # bought in January 2016, sold in October, higher
     assert result.metrics()["portfolio"].profit_factor == math.inf  # one trade, won
     _store_bars(engine, shared_data, ["MSFT"])
     save_result(engine, result)  # PostgreSQL's JSON has no Infinity: stored as null
@@ -229,10 +234,7 @@ def test_a_run_without_a_losing_trade_is_stored_and_passes_the_profit_factor(eng
 
 
 def test_the_stored_runs_list_judges_each_run_by_the_gate_its_report_applies(engine, shared_data):
-    bars = _adjusted(shared_data, "MSFT").loc["2016-01-01":"2016-12-30"]
-    enter, leave = pd.Series(False, index=bars.index), pd.Series(False, index=bars.index)
-    enter.iloc[10], leave.iloc[200] = True, True
-    result = lab_sma({"MSFT": bars}, {"method": "fixed", "fixed_amount": 20_000.0}, flags={"MSFT": (enter, leave)})
+    result = _msft_run(shared_data)
     _store_bars(engine, shared_data, ["MSFT"])
     backtest_id = save_result(engine, result)
     with engine.begin() as conn:  # as stored before the gate asked for enough trades: every check passed
@@ -245,29 +247,14 @@ def test_the_stored_runs_list_judges_each_run_by_the_gate_its_report_applies(eng
 
 
 def test_a_stored_run_whose_bars_are_gone_names_them_when_loaded(engine, shared_data):
-    bars = _adjusted(shared_data, "MSFT").loc["2016-01-01":"2016-12-30"]
-    enter, leave = pd.Series(False, index=bars.index), pd.Series(False, index=bars.index)
-    enter.iloc[10], leave.iloc[200] = True, True
-    result = lab_sma({"MSFT": bars}, {"method": "fixed", "fixed_amount": 20_000.0}, flags={"MSFT": (enter, leave)})
+    result = _msft_run(shared_data)
     save_result(engine, result)  # its bars were never stored here
     with pytest.raises(DataError, match="there are none of MSFT between 2016-01-04 and 2016-12-30 any more"):
         load_result(engine, result.portfolio)
 
 
-def _msft_runs(shared_data: Path) -> list:
-    """Two small stored-able runs: MSFT bought and sold once in 2016, and in 2017."""
-    runs = []
-    for year in ("2016", "2017"):
-        bars = _adjusted(shared_data, "MSFT").loc[f"{year}-01-01":f"{year}-12-31"]
-        enter, leave = pd.Series(False, index=bars.index), pd.Series(False, index=bars.index)
-        enter.iloc[10], leave.iloc[200] = True, True
-        runs.append(lab_sma({"MSFT": bars}, {"method": "fixed", "fixed_amount": 20_000.0},
-                            flags={"MSFT": (enter, leave)}))
-    return runs
-
-
 def test_deleting_a_stored_run_removes_all_it_stored_and_nothing_else(engine, shared_data):
-    gone, kept = _msft_runs(shared_data)
+    gone, kept = _msft_run(shared_data, "2016"), _msft_run(shared_data, "2017")
     for run in (gone, kept):
         save_result(engine, run)
     assert delete_result(engine, str(list_backtests(engine)[0]["id"])) == gone.portfolio
@@ -282,7 +269,7 @@ def test_deleting_a_stored_run_removes_all_it_stored_and_nothing_else(engine, sh
 
 
 def test_a_deleted_runs_id_never_names_another_run(engine, shared_data):
-    first, second = _msft_runs(shared_data)
+    first, second = _msft_run(shared_data, "2016"), _msft_run(shared_data, "2017")
     save_result(engine, first)
     deleted = save_result(engine, second)
     delete_result(engine, second.portfolio)
@@ -294,10 +281,10 @@ def test_lab_backtests_delete_removes_the_runs_and_their_reports_or_none_when_on
     monkeypatch.setenv("LAB_HOME", str(tmp_path))
     monkeypatch.setenv("LAB_DATABASE_URL", sqlite_url)
     engine = connect(sqlite_url)
-    gone, kept = _msft_runs(shared_data)
+    gone, kept = _msft_run(shared_data, "2016"), _msft_run(shared_data, "2017")
     for run in (gone, kept):
         save_result(engine, run)
-        (report_dir(tmp_path, run.portfolio) / "report.html").parent.mkdir(parents=True)
+        report_dir(tmp_path, run.portfolio).mkdir(parents=True)
     first = str(list_backtests(engine)[0]["id"])
     refused = CliRunner().invoke(app, ["backtests", "--delete", first, "--delete", "nope"])
     assert isinstance(refused.exception, DataError) and "no stored backtest 'nope'; nothing deleted" in str(
