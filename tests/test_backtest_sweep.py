@@ -104,6 +104,7 @@ def test_lab_backtests_lists_the_stored_runs_with_their_figures(swept, monkeypat
         row = next(line for line in listed.output.splitlines() if line.split()[1:2] == [str(stored["id"])])
         assert stored["name"] in row  # "... [top_quantile=0.5]" as written, not taken for markup
         assert f"{stored['sharpe']:.2f}" in row and ("PASS" if stored["gate_passed"] else "FAIL") in row
+        assert stored["portfolio"] in row  # the name its books and boards go by
 
 
 def test_the_sweep_flow_stores_every_run_and_compares_them_in_an_artifact(prefect_server, ray_session, shared_data,

@@ -20,10 +20,11 @@ err_console = Console(stderr=True)
 
 def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:
     """Titles and cells are shown as written: a name like "run [top_quantile=0.5]" is not
-    rich markup."""
+    rich markup; in a narrow terminal a long cell folds onto more lines rather than losing
+    its end (an id or a portfolio name cut short is no use)."""
     table = Table(title=escape(title))
     for column in columns:
-        table.add_column(escape(column))
+        table.add_column(escape(column), overflow="fold")
     for row in rows:
         table.add_row(*("" if v is None else escape(str(v)) for v in row))
     console.print(table)

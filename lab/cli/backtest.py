@@ -86,10 +86,12 @@ def backtests(
         console.print("no stored backtests yet; run `lab backtest --strategy ... --start ... --end ...`")
         return
     print_table("Stored backtests (out of sample, after fees and slippage)",
-                ["id", "name", "period", "return", "sharpe", "max dd", "trades", "gate", "stored"],
+                ["id", "name", "period", "return", "sharpe", "max dd", "trades", "gate", "stored", "portfolio"],
                 [(b["id"], b["name"], f"{b['start']}..{b['end']}", _pct(b["total_return"]), _num(b["sharpe"]),
                   _pct(b["max_drawdown"]), b["trades"], "PASS" if b["gate_passed"] else "FAIL",
-                  f"{b['created_at']:%Y-%m-%d %H:%M}") for b in stored])
+                  f"{b['created_at']:%Y-%m-%d %H:%M}", b["portfolio"]) for b in stored])
+    console.print("a run's books: `lab portfolio --portfolio <portfolio>`; the Grafana boards list runs by portfolio too",
+                  markup=False, highlight=False)
 
 
 def _delete(lab, stored: list[dict[str, Any]], chosen: list[str]) -> None:
