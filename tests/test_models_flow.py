@@ -53,8 +53,12 @@ def test_weekly_training_links_the_report_of_a_walk_forward_backtest_of_the_late
     assert link.type == "markdown" and "report.html" in link.data
 
 
-def test_weekly_training_stands_when_its_report_period_has_too_little_history_and_says_why(
-        prefect_server, ray_session, sqlite_url, monkeypatch):
+@pytest.mark.parametrize(("strategy", "days", "why"), [
+    ("momentum", 1000, "no training rows"),  # the period starts before the first bar
+    ("pairs", 90, "risk.allow_shorts is false"),  # the config allows no shorts
+])
+def test_weekly_training_stands_without_its_report_and_says_why(prefect_server, ray_session, sqlite_url, monkeypatch,
+                                                                 strategy, days, why):
     from prefect.artifacts import Artifact
 
     from flows.training import run_trading_training
@@ -63,28 +67,11 @@ def test_weekly_training_stands_when_its_report_period_has_too_little_history_an
     monkeypatch.setenv("LAB_DATABASE_URL", sqlite_url)
     engine = connect(sqlite_url)
     _store_random_walks(engine, ["AAPL", "MSFT", "IBM", "GOOG"], days=400)
-    rows = run_trading_training(["momentum"], trials=1, report_days=1000)  # starts before the first bar
-    assert [row["strategy"] for row in rows] == ["momentum"] and rows[0]["version"] == 1
+    rows = run_trading_training([strategy], trials=1, report_days=days)
+    assert [row["strategy"] for row in rows] == [strategy] and rows[0]["version"] == 1
     assert list_backtests(engine) == []
     note = Artifact.get("no-report-stocks")
-    assert note is not None and "the 1000 days to 2019-07-12" in note.data and "no training rows" in note.data
-
-
-def test_weekly_training_of_pairs_without_shorts_stands_and_says_why_no_report(
-        prefect_server, ray_session, sqlite_url, monkeypatch):
-    from prefect.artifacts import Artifact
-
-    from flows.training import run_trading_training
-    from lab.backtest import list_backtests
-
-    monkeypatch.setenv("LAB_DATABASE_URL", sqlite_url)
-    engine = connect(sqlite_url)
-    _store_random_walks(engine, ["AAPL", "MSFT", "IBM", "GOOG"], days=400)
-    rows = run_trading_training(["pairs"], trials=1, report_days=90)  # the config allows no shorts
-    assert [row["strategy"] for row in rows] == ["pairs"] and rows[0]["version"] == 1
-    assert list_backtests(engine) == []
-    note = Artifact.get("no-report-stocks")
-    assert note is not None and "risk.allow_shorts is false" in note.data
+    assert note is not None and f"the {days} days to 2019-07-12" in note.data and why in note.data
 
 
 def test_the_weekly_report_refuses_an_asset_class_without_bars_naming_it(sqlite_url):
