@@ -68,9 +68,10 @@ from ray import serve
 from ray.serve import Application
 
 from lab.errors import LabError
+from lab.trading.calendar import in_future
 from serving.rows import FeatureProblems, rows_to_matrix
 from serving.store import ActiveModel, ModelStore, StrategyState
-from serving.symbols import SymbolProblems, decision_time, in_future, symbol_matrix
+from serving.symbols import SymbolProblems, decision_time, symbol_matrix
 
 __all__ = ["PredictionService", "PredictRequest", "PredictResponse", "ServingOptions", "build_app", "APP_NAME"]
 

@@ -7,7 +7,7 @@ symbols that got no usable row, and picks the model's columns.
 
 Rules (documented in the API): a date ``as_of`` means the end of that UTC day (that day's bar
 is included), a naive datetime is UTC, and no ``as_of`` means now; one in the future (a date
-after today, a time more than ``SKEW`` ahead) is refused (422, ``invalid_request``): no bar
+after today, a time more than ``lab.trading.calendar.SKEW`` ahead) is refused (422, ``invalid_request``): no bar
 exists there, and the answer would be now's under a later name. A symbol is refused (422,
 ``bad_symbols``) when nothing is stored for it (``unknown``), when it has no bar at or before
 ``as_of`` within the feature lookback (``no_bars``), or when a feature the model uses is
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time
 
 import numpy as np
 from sqlalchemy import Engine, select
@@ -59,17 +59,6 @@ class SymbolProblems(ValueError):
     def as_dict(self) -> dict[str, object]:
         return {k: v for k, v in (("unknown", self.unknown), ("no_bars", self.no_bars),
                                   ("undefined", self.undefined)) if v}
-
-
-#: how far ahead of the service's clock a caller's ``as_of`` may be (clocks differ a little)
-SKEW = timedelta(minutes=15)
-
-
-def in_future(as_of: datetime | date, now: datetime) -> bool:
-    """Whether ``as_of`` lies past ``now`` (see the module rules)."""
-    if not isinstance(as_of, datetime):
-        return as_of > now.astimezone(UTC).date()
-    return decision_time(as_of, now) > now + SKEW
 
 
 def decision_time(as_of: datetime | date | None, now: datetime) -> datetime:

@@ -7,7 +7,8 @@ from datetime import UTC, date, datetime, time, timedelta, timezone
 from hypothesis import given
 from hypothesis import strategies as st
 
-from serving.symbols import SKEW, SymbolProblems, decision_time, in_future
+from lab.trading.calendar import SKEW, in_future
+from serving.symbols import SymbolProblems, decision_time
 
 NOW = datetime(2024, 7, 1, 15, 30, tzinfo=UTC)
 

@@ -8,14 +8,25 @@ minute, so a half day is closed after its early close.
 
 from __future__ import annotations
 
-from datetime import datetime, time
+from datetime import UTC, date, datetime, time, timedelta
 
 import pandas as pd
 
 from lab.trading.model import MarketClock
 from universe.calendars import xnys as _nyse
 
-__all__ = ["market_clock", "is_market_open"]
+__all__ = ["SKEW", "in_future", "market_clock", "is_market_open"]
+
+#: how far ahead of this machine's clock a decision time may be (clocks differ a little)
+SKEW = timedelta(minutes=15)
+
+
+def in_future(as_of: datetime | date, now: datetime) -> bool:
+    """Whether a decision time lies past ``now``, where no bar exists yet: a date after today
+    (UTC), a time more than ``SKEW`` ahead (a naive one is UTC)."""
+    if not isinstance(as_of, datetime):
+        return as_of > now.astimezone(UTC).date()
+    return (as_of if as_of.tzinfo else as_of.replace(tzinfo=UTC)) > now + SKEW
 
 
 def is_market_open(asset_type: str, ts: datetime) -> bool:

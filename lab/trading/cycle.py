@@ -28,6 +28,7 @@ from lab.errors import TradingError
 from lab.runtime import LabContext
 from lab.trading.broker import BrokerInterface
 from lab.trading.brokers import open_real_broker
+from lab.trading.calendar import in_future
 from lab.trading.market import MarketSnapshot, load_market
 from lab.trading.model import Fill, Order
 from lab.trading.paper import Bar, PaperTradingExecutor
@@ -135,7 +136,7 @@ def run_trading_cycle(
     """
     if as_of.tzinfo is None:
         raise TradingError(f"as_of must be timezone-aware, got {as_of.isoformat()}")
-    if as_of > (now := datetime.now(UTC)) + _PRESENT:
+    if in_future(as_of, now := datetime.now(UTC)):
         raise TradingError(f"as_of {as_of.isoformat()} is in the future (now {now.isoformat(timespec='seconds')}): "
                            f"a cycle decides on bars that exist; leave out --as-of to decide now")
     check_portfolio_name(portfolio)
