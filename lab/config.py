@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import difflib
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -203,6 +204,15 @@ class TradingConfig(_Section):
 
         return list(get_strategy(name).asset_classes)
 
+    def short_only_strategies(self, names: Iterable[str]) -> list[str]:
+        """Those of ``names`` that trade short on every signal (a pair's other leg) while
+        ``risk.allow_shorts`` is false: the books would refuse each of their entries."""
+        if self.risk.allow_shorts:
+            return []
+        from lab.strategy import get_strategy
+
+        return [name for name in names if get_strategy(name).needs_shorts]
+
     def asset_class_of(self, symbol: str) -> AssetClass | None:
         for name, universe in self.universe.asset_classes().items():
             if symbol == universe.benchmark or symbol in universe.symbols:
@@ -285,6 +295,13 @@ def check_strategies(strategies: dict[str, Any]) -> list[str]:
         if isinstance(params, dict):
             problems.extend(f"strategies.{name}.params.{p}" for p in declared.check_params(params))
     return problems
+
+
+def config_warnings(config: TradingConfig) -> list[str]:
+    """What is valid but cannot work as configured, one line each (``lab config check``)."""
+    return [f"strategies.{name}: enabled, but it trades short on every signal (a pair's other leg) and "
+            f"risk.allow_shorts is false, so every entry of it will be refused: set risk.allow_shorts "
+            f"to true or disable {name}" for name in config.short_only_strategies(config.enabled_strategies())]
 
 
 def load_config(path: Path | str) -> TradingConfig:

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+ROOT = Path(__file__).resolve().parents[1]
+
 
 def lab(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "lab.cli.main", *args], capture_output=True, text=True,
@@ -64,6 +66,17 @@ def test_config_check_prints_one_line_per_problem(tmp_path: Path):
 def test_config_check_accepts_the_shipped_file():
     result = lab("config", "check")
     assert result.returncode == 0 and result.stdout.strip().endswith(": ok")
+
+
+def test_config_check_warns_of_an_enabled_strategy_the_risk_rules_refuse(tmp_path: Path):
+    config = json.loads((ROOT / "config" / "trading.json").read_text())
+    config["strategies"]["pairs"]["enabled"] = True  # every pair is a short leg; shorts stay off
+    path = tmp_path / "pairs.json"
+    path.write_text(json.dumps(config))
+    result = lab("config", "check", str(path))
+    assert result.returncode == 0 and result.stdout.strip().endswith(": ok (1 warning)")
+    assert f"{path}: warning: strategies.pairs: enabled, but it trades short" in result.stderr
+    assert "set risk.allow_shorts to true or disable pairs" in " ".join(result.stderr.split())
 
 
 @pytest.mark.parametrize("args", [("models", "list"), ("db", "current")])

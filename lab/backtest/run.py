@@ -129,7 +129,7 @@ def run_backtest(engine, base: TradingConfig, registry: ModelRegistry, spec: Bac
     for name in spec.strategies:
         get_strategy(name)  # an unknown name fails with a did-you-mean hint
     overridden = checked_config(base, spec)  # bad overrides fail before any bar is read
-    if not overridden.risk.allow_shorts and (short := [n for n in spec.strategies if get_strategy(n).needs_shorts]):
+    if short := overridden.short_only_strategies(spec.strategies):
         raise ConfigError([f"{name} trades short on every signal (a pair's other leg), but risk.allow_shorts is "
                            f"false: the books would refuse all of them; allow shorts for this run "
                            f"(--set risk.allow_shorts=true) or leave {name} out" for name in short])
