@@ -9,7 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from lab.features import FEATURE_SETS, LABEL_KINDS, compute_features, make_label, output_columns, pair_bars
+from lab.features import (
+    FEATURE_SETS,
+    LABEL_KINDS,
+    compute_features,
+    create_training_data,
+    labelled_rows,
+    make_label,
+    output_columns,
+    pair_bars,
+)
 from lab.strategy import Label, available_strategies
 from tests.test_features_support import random_bars
 
@@ -60,3 +69,27 @@ def test_no_label_column_is_in_any_feature_set() -> None:
         produced = set(fs.columns) | set(output_columns(fs))
         assert not produced & label_names, fs.key
         assert not any(col.startswith(("label", "fwd", "future", "barrier")) for col in produced), fs.key
+
+
+@pytest.mark.parametrize("strategy", sorted(available_strategies()))
+@settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), cut=st.integers(30, N_BARS - 1), train=st.integers(20, 200))
+def test_a_window_of_the_labelled_history_equals_the_training_frame_of_the_bars_before_it(
+        strategy: str, seed: int, cut: int, train: int) -> None:
+    """What the walk-forward fit relies on: it computes every bar's features and label once
+    and takes each window's rows by ``label_end``, instead of recomputing on the bars before
+    each window; the rows, their order and every value are the same."""
+    declared = available_strategies()[strategy]
+    bars = {name: random_bars(N_BARS, seed=seed + i) for i, name in enumerate(("A", "B", "C"))}
+    bench = random_bars(N_BARS, seed=seed + 9)
+    facts = pd.concat([_FACTS.assign(symbol=name) for name in bars], ignore_index=True)
+    cutoff = bars["A"].index[cut] + pd.Timedelta(hours=12)  # between two bars, as a window's start less 1 us
+    first = cutoff - pd.Timedelta(days=train)
+    kind = FEATURE_SETS[declared.feature_set].kind
+    rows = labelled_rows(dict(reversed(bars.items())), declared.feature_set, declared.label,  # any order given
+                         benchmark=None if kind == "pair" else bench, fundamentals=facts)
+    window = rows.loc[(rows["timestamp"] >= first) & (rows["label_end"] <= cutoff) & rows["label"].notna()]
+    expected = create_training_data(list(bars), declared.feature_set, declared.label, first, cutoff, bars=bars,
+                                    benchmark=None if kind == "pair" else bench.loc[:cutoff], fundamentals=facts)
+    pd.testing.assert_frame_equal(window.drop(columns="label_end").reset_index(drop=True), expected,
+                                  check_exact=True)

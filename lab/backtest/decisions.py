@@ -23,7 +23,7 @@ import pandas as pd
 from lab.backtest.data import datetimes
 from lab.config import TradingConfig
 from lab.errors import DataError
-from lab.features import create_training_data, get_feature_set
+from lab.features import get_feature_set, labelled_rows
 from lab.models.predictor import XGBPredictor, predictor_class
 from lab.registry import ModelRegistry
 from lab.strategy import get_strategy
@@ -95,7 +95,8 @@ class WalkForwardPredictions:
             asset_classes: Mapping[str, str], start: pd.Timestamp, end: pd.Timestamp, window_days: int,
             train_days: int, seed: int, benchmarks: Mapping[str, str] | None = None,
             fundamentals: pd.DataFrame | None = None) -> WalkForwardPredictions:
-        """Fit every (strategy, window); ``symbols`` are each strategy's training symbols and
+        """Fit every (strategy, window) on the rows of bars strictly before the window (whose
+        labels end before it too); ``symbols`` are each strategy's training symbols and
         ``benchmarks`` each symbol's benchmark, so training sees the same relative-strength
         features the signal engine computes when it trades; ``fundamentals`` the point-in-time
         table a fundamental feature set reads (each row sees what was known at its bar)."""
@@ -107,25 +108,26 @@ class WalkForwardPredictions:
             classes = {asset_classes.get(s, "stocks") for s in symbols[name]}
             predictor_type = predictor_class(classes.pop() if len(classes) == 1 else None)
             task = "classification" if declared.label.is_classification else "regression"
+            groups: dict[str | None, list[str]] = {}
+            for symbol in (s for s in symbols[name] if s in bars):
+                bench = (benchmarks or {}).get(symbol)
+                groups.setdefault(bench if fs.kind != "pair" and bench in bars else None, []).append(symbol)
+            # every bar's features and label once; each window takes the rows whose label
+            # ends before it (the same rows as computing on the bars before it)
+            history = pd.concat([
+                labelled_rows({s: bars[s].loc[:end] for s in members}, declared.feature_set, declared.label,
+                              benchmark=bars[bench].loc[:end] if bench else None,
+                              fundamentals=fundamentals if fs.kind == "fundamental" else None)
+                for bench, members in (groups or {None: []}).items()], ignore_index=True)
+            stamps, label_ends, labelled = history["timestamp"], history["label_end"], history["label"].notna()
             windows[name] = []
             for number, window_start in enumerate(starts, start=1):
                 cutoff = window_start - pd.Timedelta(microseconds=1)
-                past = {s: bars[s].loc[:cutoff] for s in symbols[name] if s in bars}
-                groups: dict[str | None, list[str]] = {}
-                for symbol in past:
-                    bench = (benchmarks or {}).get(symbol)
-                    groups.setdefault(bench if fs.kind != "pair" and bench in bars else None, []).append(symbol)
-                data = pd.concat([
-                    create_training_data(members, declared.feature_set, declared.label,
-                                         window_start - pd.Timedelta(days=train_days), cutoff,
-                                         bars={s: past[s] for s in members},
-                                         benchmark=bars[bench].loc[:cutoff] if bench else None,
-                                         fundamentals=fundamentals if fs.kind == "fundamental" else None)
-                    for bench, members in groups.items()], ignore_index=True) if groups else pd.DataFrame()
-                data = data.dropna(subset=["label"]) if len(data) else data
+                first = window_start - pd.Timedelta(days=train_days)
+                data = history.loc[(stamps >= first) & (label_ends <= cutoff) & labelled]
                 if data.empty:
                     raise DataError(f"{name}: no training rows before {window_start.date()} "
-                                    f"(needs bars from {(window_start - pd.Timedelta(days=train_days)).date()})")
+                                    f"(needs bars from {first.date()})")
                 predictor = predictor_type(task, strategy=name, seed=seed, label={
                     "kind": declared.label.kind, "horizon": declared.label.horizon})
                 predictor.train(data[list(fs.columns)], data["label"])

@@ -6,7 +6,7 @@ from lab.features._compute import compute_features, output_columns, pair_bars
 from lab.features._labels import LABEL_KINDS, barrier_outcome, make_label
 from lab.features._sets import FEATURE_SETS, FeatureSet, get_feature_set
 from lab.features._store import store_indicators
-from lab.features._training import create_training_data, load_fundamentals
+from lab.features._training import create_training_data, labelled_rows, load_fundamentals
 from lab.features._universe import FeatureReport, UniverseFeatures, candidate_pairs, compute_universe_features
 
 __all__ = [
@@ -14,5 +14,5 @@ __all__ = [
     "compute_features", "pair_bars", "compute_universe_features", "candidate_pairs",
     "FeatureReport", "UniverseFeatures",
     "LABEL_KINDS", "make_label", "barrier_outcome",
-    "create_training_data", "load_fundamentals", "store_indicators",
+    "create_training_data", "labelled_rows", "load_fundamentals", "store_indicators",
 ]

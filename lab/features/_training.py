@@ -19,11 +19,11 @@ from lab.db.models import Fundamental
 from lab.errors import ConfigError, DataError
 from lab.features._compute import pair_bars
 from lab.features._labels import make_label
-from lab.features._sets import get_feature_set
+from lab.features._sets import FeatureSet, get_feature_set
 from lab.features._universe import compute_universe_features
 from lab.strategy import Label
 
-__all__ = ["create_training_data", "load_fundamentals"]
+__all__ = ["create_training_data", "labelled_rows", "load_fundamentals"]
 
 
 def create_training_data(
@@ -51,24 +51,43 @@ def create_training_data(
     missing = [s for s in symbols if s not in bars]
     if missing:
         raise DataError(f"no bars for {', '.join(missing)}")
-    cut = {s: bars[s].loc[:end_ts] for s in symbols}
-    features = compute_universe_features(cut, fs.key, benchmark=benchmark, fundamentals=fundamentals,
+    rows = labelled_rows({s: bars[s].loc[:end_ts] for s in symbols}, feature_set, label, benchmark=benchmark,
+                         fundamentals=fundamentals, cache_dir=cache_dir, use_ray=use_ray)
+    return rows.loc[(rows["timestamp"] >= start_ts).to_numpy() & rows["label"].notna().to_numpy(),
+                    _columns(fs)].reset_index(drop=True)
+
+
+def labelled_rows(
+    bars: dict[str, pd.DataFrame], feature_set: str, label: Label, *, benchmark: pd.DataFrame | None = None,
+    fundamentals: pd.DataFrame | None = None, cache_dir: Path | None = None, use_ray: bool = False,
+) -> pd.DataFrame:
+    """Every bar's features and label over all of ``bars``, with ``label_end``: the time of
+    the last bar its label reads. The rows a training window ending at ``cutoff`` may use
+    are those with ``label_end <= cutoff`` (features read no later bar): a walk-forward
+    computes this once and takes each window's rows from it, not all bars again per window."""
+    fs = get_feature_set(feature_set)
+    bars = {s: bars[s] for s in sorted(bars)}  # rows in symbol order, whatever the order given
+    features = compute_universe_features(bars, fs.key, benchmark=benchmark, fundamentals=fundamentals,
                                          cache_dir=cache_dir, use_ray=use_ray)
     parts = []
     for name, frame in features.items():
         legs = name.split("/") if fs.kind == "pair" else None
-        priced = pair_bars(cut[legs[0]], cut[legs[1]]) if legs else cut[name]
+        priced = pair_bars(bars[legs[0]], bars[legs[1]]) if legs else bars[name]
         target = make_label(priced, label).to_numpy()
-        keep = (frame.index >= start_ts) & (frame.index <= end_ts) & ~pd.isna(target)
-        part = frame.loc[keep, list(fs.columns)]
+        part = frame.loc[:, list(fs.columns)]
         part.insert(0, "timestamp", part.index)
         part.insert(0, "symbol", name)
-        part["label"] = target[keep]
+        part["label"] = target
+        part["label_end"] = priced.index[label.horizon:].append(
+            pd.DatetimeIndex([pd.NaT] * min(label.horizon, len(priced)), tz=priced.index.tz))
         parts.append(part.reset_index(drop=True))
-    columns = ["symbol", "timestamp", *fs.columns, "label"]
     if not parts:
-        return pd.DataFrame(columns=columns)
-    return pd.concat(parts, ignore_index=True)[columns]
+        return pd.DataFrame(columns=[*_columns(fs), "label_end"])
+    return pd.concat(parts, ignore_index=True)
+
+
+def _columns(fs: FeatureSet) -> list[str]:
+    return ["symbol", "timestamp", *fs.columns, "label"]
 
 
 def load_fundamentals(engine: Engine, symbols: Iterable[str] | None = None) -> pd.DataFrame:
