@@ -180,6 +180,21 @@ def test_cli_ingest_prints_the_summary(sqlite_url, monkeypatch):
     assert "IBM" in result.output and "BTC" in result.output and "quarantined" in result.output
 
 
+def test_cli_ingest_says_why_bars_were_quarantined(sqlite_url, monkeypatch, tmp_path):
+    from lab.cli.main import app
+
+    days = pd.bdate_range("2024-01-02", periods=4)
+    pd.DataFrame({"timestamp": days, "open": [10, 10, 10, 10], "high": [9, 11, 11, 8], "low": [9, 9, 9, 7],
+                  "close": [10, 10, 10, 7.5], "volume": [1, 1, 1, 1]}).to_csv(tmp_path / "BETA.csv", index=False)
+    monkeypatch.setenv("LAB_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("COLUMNS", "200")
+    result = CliRunner().invoke(app, ["ingest", "--source", "files", "--path", str(tmp_path), "--asset-class", "stocks",
+                                      "--since", "2024-01-01"])
+    assert result.exit_code == 0, result.output
+    assert "quarantined BETA: OHLC inconsistent: high below open/close: 2 bars (2024-01-02..2024-01-05)" \
+        in result.output
+
+
 def test_cli_rejects_a_bad_since_date(sqlite_url, monkeypatch):
     from lab.cli.main import app
 

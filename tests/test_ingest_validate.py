@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import numpy as np
 import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from universe.adjust import adjust_prices
+from universe.providers.files import FileProvider
 from universe.validate import validate_bars
 
 
@@ -75,6 +78,24 @@ def test_a_split_like_jump_quarantines_the_whole_batch():
     out = validate_bars(raw, "stocks")
     assert out.clean.empty and len(out.quarantined) == 6
     assert out.quarantined["reason"].iloc[0].startswith("suspected unadjusted 2:1 split on 2024-01-05")
+    assert out.reasons() == ["suspected unadjusted 2:1 split on 2024-01-05; supply adjusted prices or split "
+                             "coefficients: 6 bars (2024-01-02..2024-01-09)"]
+
+
+def test_the_reasons_say_how_many_bars_each_quarantined_and_when():
+    raw = table([(10, 11, 9, 10.5, 100), (10, 9.5, 9, 10.2, 100), (10, 11, 9, 10.2, -1), (10, 9.8, 9, 10.2, 100)])
+    assert validate_bars(raw, "stocks").reasons() == [
+        "OHLC inconsistent: high below open/close: 2 bars (2024-01-03..2024-01-05)",
+        "negative volume: 1 bar (2024-01-04)"]
+
+
+def test_a_real_crash_that_opens_at_a_split_ratio_is_kept(shared_data):
+    # PG, 2000-03-07: opened at 1/1.508 of the last close on a profit warning and closed at
+    # 1/1.433: the opening gap alone would read a 3:2 split and quarantine 22 years of bars
+    raw = FileProvider(shared_data / "stocks").fetch_bars("PG", "stocks", date(1999, 1, 1))
+    out = validate_bars(raw, "stocks")
+    assert out.quarantined.empty
+    assert pd.Timestamp("2000-03-07", tz="UTC") in out.outliers
 
 
 def test_a_split_against_the_last_stored_close_is_detected():

@@ -45,6 +45,8 @@ class SymbolResult:
     inserted: int = 0
     updated: int = 0
     quarantined: int = 0
+    #: why bars were quarantined (``Validated.reasons``)
+    quarantine_reasons: list[str] = field(default_factory=list)
     missing_sessions: int = 0
     error: str | None = None
 
@@ -71,6 +73,10 @@ class IngestSummary:
     @property
     def failed(self) -> list[SymbolResult]:
         return [r for r in self.results if r.status != "ok"]
+
+    def quarantine_lines(self) -> list[str]:
+        """Each symbol's reasons for quarantining bars (the rows stay in ``price_quarantine``)."""
+        return [f"quarantined {r.symbol}: {reason}" for r in self.results for reason in r.quarantine_reasons]
 
     def table(self) -> list[dict]:
         """One row per symbol, for the terminal and the Prefect artifact."""
@@ -155,6 +161,7 @@ def ingest_symbol(engine: Engine, symbol: str, asset_class: str, chain: list[Pro
     sources = sorted(set(raw["source"])) if len(raw) else [used.name]
     result = SymbolResult(symbol, asset_class, "ok", source=",".join(sources), inserted=upserted.inserted,
                           updated=upserted.updated, quarantined=len(validated.quarantined),
+                          quarantine_reasons=validated.reasons(),
                           missing_sessions=quality["missing_sessions"])
     _record(engine, run_id, used.name, result, started)
     return result

@@ -37,6 +37,16 @@ class Validated:
     quarantined: pd.DataFrame  # ts, source, reason, payload
     outliers: list[pd.Timestamp] = field(default_factory=list)
 
+    def reasons(self) -> list[str]:
+        """Why bars were quarantined, one line per reason with how many and when (a split
+        suspicion quarantines a whole batch under one reason)."""
+        lines = []
+        for reason, stamps in self.quarantined.groupby("reason", sort=False)["ts"]:
+            first, last = f"{stamps.min():%Y-%m-%d}", f"{stamps.max():%Y-%m-%d}"
+            when = first if first == last else f"{first}..{last}"
+            lines.append(f"{reason}: {len(stamps)} bar{'s' * (len(stamps) > 1)} ({when})")
+        return lines
+
 
 @dataclass(frozen=True)
 class Jumps:

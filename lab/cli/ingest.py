@@ -42,8 +42,8 @@ def ingest(
             progress=lambda result, done, _total: bar.update(job, completed=done, description=result.symbol))
     rows = summary.table()
     print_table(f"Ingestion ({source})", list(rows[0]) if rows else ["symbol"], [list(r.values()) for r in rows])
-    for note in summary.notes:
-        console.print(f"note: {note}")
+    for line in [*summary.quarantine_lines(), *(f"note: {note}" for note in summary.notes)]:
+        console.print(line, markup=False, highlight=False)
     console.print(f"{summary.stored} rows stored, {summary.quarantined} quarantined, "
                   f"{len(summary.failed)} symbol(s) failed")
     if summary.failed and len(summary.failed) == len(summary.results):
