@@ -67,7 +67,7 @@ def ingest_universe(source: str = "offline", symbols: list[str] | None = None, s
     create_table_artifact(key="ingest-summary", table=rows,
                           description=f"ingest ({source}): {summary.stored} rows stored, "
                                       f"{summary.quarantined} quarantined, {len(summary.failed)} failed")
-    for line in [*summary.quarantine_lines(), *summary.notes]:
+    for line in [*summary.validation_lines(), *summary.notes]:
         print(line)
     return {"run_id": summary.run_id, "stored": summary.stored, "quarantined": summary.quarantined,
             "failed": {r.symbol: r.error for r in summary.failed}, "rows": rows}

@@ -195,6 +195,19 @@ def test_cli_ingest_says_why_bars_were_quarantined(sqlite_url, monkeypatch, tmp_
         in result.output
 
 
+def test_ingest_names_the_large_moves_it_kept_as_real_once(engine, tmp_path):
+    days = pd.bdate_range("2024-04-01", periods=30)  # NYSE sessions, no holiday among them
+    close = [100.0] * 20 + [60.0] * 10  # a 40% fall that stays: a real move (no split ratio)
+    pd.DataFrame({"timestamp": days, "open": close, "high": [c * 1.01 for c in close], "low": [c * 0.99 for c in close],
+                  "close": close, "volume": 1e6}).to_csv(tmp_path / "ACME.csv", index=False)
+    first = ingest_universe(engine, offline_config(), source="files", path=tmp_path, asset_class="stocks",
+                            since="2024-04-01")
+    assert first.validation_lines() == ["kept ACME: 1 large move as real (2024-04-29); an unadjusted split reads "
+                                        "as one"]
+    again = ingest_universe(engine, offline_config(), source="files", path=tmp_path, asset_class="stocks")
+    assert again.validation_lines() == []  # the daily re-fetch overlaps stored bars: said once
+
+
 def test_cli_rejects_a_bad_since_date(sqlite_url, monkeypatch):
     from lab.cli.main import app
 

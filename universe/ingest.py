@@ -47,6 +47,8 @@ class SymbolResult:
     quarantined: int = 0
     #: why bars were quarantined (``Validated.reasons``)
     quarantine_reasons: list[str] = field(default_factory=list)
+    #: the days of the new bars whose jump validation kept as a real move
+    large_moves: list[str] = field(default_factory=list)
     missing_sessions: int = 0
     error: str | None = None
 
@@ -74,9 +76,16 @@ class IngestSummary:
     def failed(self) -> list[SymbolResult]:
         return [r for r in self.results if r.status != "ok"]
 
-    def quarantine_lines(self) -> list[str]:
-        """Each symbol's reasons for quarantining bars (the rows stay in ``price_quarantine``)."""
-        return [f"quarantined {r.symbol}: {reason}" for r in self.results for reason in r.quarantine_reasons]
+    def validation_lines(self) -> list[str]:
+        """What validation did beyond the counts: each symbol's reasons for quarantining bars
+        (the rows stay in ``price_quarantine``) and the large moves it kept as real."""
+        lines = [f"quarantined {r.symbol}: {reason}" for r in self.results for reason in r.quarantine_reasons]
+        for r in self.results:
+            if r.large_moves:
+                hint = "; an unadjusted split reads as one" if r.asset_class == "stocks" else ""
+                lines.append(f"kept {r.symbol}: {len(r.large_moves)} large move{'s' * (len(r.large_moves) > 1)} "
+                             f"as real ({', '.join(r.large_moves)}){hint}")
+        return lines
 
     def table(self) -> list[dict]:
         """One row per symbol, for the terminal and the Prefect artifact."""
@@ -162,6 +171,7 @@ def ingest_symbol(engine: Engine, symbol: str, asset_class: str, chain: list[Pro
     result = SymbolResult(symbol, asset_class, "ok", source=",".join(sources), inserted=upserted.inserted,
                           updated=upserted.updated, quarantined=len(validated.quarantined),
                           quarantine_reasons=validated.reasons(),
+                          large_moves=[f"{ts:%Y-%m-%d}" for ts in validated.outliers if last_ts is None or ts > last_ts],
                           missing_sessions=quality["missing_sessions"])
     _record(engine, run_id, used.name, result, started)
     return result

@@ -42,7 +42,7 @@ def ingest(
             progress=lambda result, done, _total: bar.update(job, completed=done, description=result.symbol))
     rows = summary.table()
     print_table(f"Ingestion ({source})", list(rows[0]) if rows else ["symbol"], [list(r.values()) for r in rows])
-    for line in [*summary.quarantine_lines(), *(f"note: {note}" for note in summary.notes)]:
+    for line in [*summary.validation_lines(), *(f"note: {note}" for note in summary.notes)]:
         console.print(line, markup=False, highlight=False)
     console.print(f"{summary.stored} rows stored, {summary.quarantined} quarantined, "
                   f"{len(summary.failed)} symbol(s) failed")
