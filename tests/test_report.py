@@ -19,7 +19,7 @@ from benchmarks.backtest import lab_sma
 from lab.backtest import load_result, save_result
 from lab.db import connect
 from lab.report import write_report, write_stored_report
-from lab.report.charts import indicators, return_curves
+from lab.report.charts import heat_limit, indicators, return_curves
 from tests.conftest import missing_service
 from tests.test_backtest import _adjusted, _store_bars
 
@@ -76,6 +76,13 @@ def test_equity_chart_draws_each_curve_as_its_return_so_a_strategy_on_a_share_of
     np.testing.assert_allclose(curves["active"], curves["portfolio"])
     assert (curves["idle"] == 0).all()
     assert curves["portfolio"].iloc[-1] == pytest.approx(100 * (portfolio.iloc[-1] / portfolio.iloc[0] - 1))
+
+
+def test_monthly_heatmap_colours_tiny_months_pale_and_large_ones_by_the_largest():
+    # a run whose best month made 0.02% was painted as deep as a run's best 20% month
+    assert heat_limit(np.array([[0.0, 0.02, np.nan], [0.0, -0.01, 0.0]])) == 1.0
+    assert heat_limit(np.array([[np.nan, np.nan]])) == 1.0
+    assert heat_limit(np.array([[3.0, -20.0, np.nan]])) == 20.0
 
 
 def test_candle_indicators_are_warmed_up_on_the_bars_before_the_window(sma_run):

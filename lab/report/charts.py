@@ -17,7 +17,7 @@ import talib
 from lab.backtest.result import BacktestResult
 from lab.performance import monthly_returns
 
-__all__ = ["candlestick_chart", "drawdown_chart", "equity_chart", "indicators", "monthly_heatmap", "return_curves"]
+__all__ = ["candlestick_chart", "drawdown_chart", "equity_chart", "heat_limit", "indicators", "monthly_heatmap", "return_curves"]
 
 _MAX_CANDLES = 260
 
@@ -73,15 +73,27 @@ def monthly_heatmap(result: BacktestResult, path: Path) -> Path:
     table = 100.0 * monthly_returns(result.equity_curve)
     fig, ax = plt.subplots(figsize=(11, 0.9 + 0.42 * max(len(table), 1)))
     values = table.to_numpy(dtype=float)
-    limit = float(np.nanmax(np.abs(values))) if np.isfinite(values).any() else 1.0
+    limit = heat_limit(values)
     ax.imshow(np.ma.masked_invalid(values), cmap="RdYlGn", vmin=-limit, vmax=limit, aspect="auto")
     ax.set_xticks(range(12), ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"])
     ax.set_yticks(range(len(table)), [str(y) for y in table.index])
     for (row, col), value in np.ndenumerate(values):
         if np.isfinite(value):
-            ax.text(col, row, f"{value:.1f}", ha="center", va="center", fontsize=7)
+            ax.text(col, row, f"{value:.2f}" if 0 < abs(value) < 0.05 else f"{value:.1f}", ha="center", va="center",
+                    fontsize=7)
     ax.set_title("Monthly returns (%)")
     return _save(fig, path)
+
+
+#: the least a monthly return (%) must reach for the deepest colour: below it, months are pale
+_HEAT_FLOOR = 1.0
+
+
+def heat_limit(values: np.ndarray) -> float:
+    """The monthly heatmap's colour scale (%, symmetric): the largest month, but at least
+    ``_HEAT_FLOOR``, so a run of tiny months does not paint 0.02% as deep as a good month."""
+    finite = np.abs(values[np.isfinite(values)])
+    return max(float(finite.max()) if finite.size else 0.0, _HEAT_FLOOR)
 
 
 def _candle_frame(bars: pd.DataFrame) -> tuple[pd.DataFrame, str]:
