@@ -33,6 +33,7 @@ from lab.registry import ModelRegistry
 from lab.report import report_dir
 from lab.trading.predictions import NoActiveModel
 from lab.trading.store import load_books, replay_ledger
+from universe.calendars import xnys
 
 CONFIG = Path(__file__).resolve().parents[1] / "config" / "trading.json"
 SYMBOLS = ["AAPL", "MSFT", "IBM", "KO"]
@@ -349,6 +350,29 @@ def test_a_crypto_run_without_its_benchmark_among_its_symbols_holds_the_benchmar
                         walk_forward=WalkForward(window_days=91, train_days=365))
     result = _run(engine, spec, tmp_path)
     assert result.benchmark == "BTC" and "buy&hold BTC" in result.metrics()
+
+
+def test_a_stock_and_crypto_run_decides_no_stock_order_while_the_stock_market_is_closed(sqlite_bars, shared_data,
+                                                                                        tmp_path):
+    # crypto bars put weekends and holidays on the clock; the live cycle places nothing in a
+    # closed market, and neither may the backtest (it stored "market closed" rejections)
+    raw = pd.read_csv(shared_data / "crypto" / "BTC-USD.csv", parse_dates=["datetime"]).set_index("datetime")
+    with sqlite_bars.begin() as conn:
+        conn.execute(insert(db.PriceBar), [
+            {"asset_type": "crypto", "symbol": "BTC", "interval": "1d", "ts": ts.tz_localize("UTC").to_pydatetime(),
+             "source": "test", "open": r.open, "high": r.high, "low": r.low, "close": r.close, "volume": r.volume}
+            for ts, r in raw.loc["2016-01-01":"2019-06-30"].iterrows()])
+    spec = _spec(strategies=["momentum", "breakout"], symbols=[*SYMBOLS, "BTC"],
+                 config_overrides={**_spec().config_overrides, "strategies": {
+                     "momentum": {"min_confidence": 0.5, "max_positions": 3, "max_holding_days": 3},  # due on weekends
+                     "breakout": {"min_confidence": 0.5, "asset_classes": ["crypto"]}}})
+    result = _run(sqlite_bars, spec, tmp_path)
+    stock_orders = result.orders[result.orders["asset_type"] == "stocks"]
+    nyse = xnys().sessions_in_range(spec.start.isoformat(), spec.end.isoformat()).tz_localize("UTC")
+    assert not result.equity["ts"].isin(nyse).all()  # weekends and holidays are on the clock
+    assert len(stock_orders) and stock_orders["ts"].isin(nyse).all(), stock_orders.loc[~stock_orders["ts"].isin(nyse)]
+    assert not (result.orders["status"] == "rejected").any()
+    assert result.funnel["momentum"]["screened"] <= len(nyse) * len(SYMBOLS)  # screened on sessions only
 
 
 def test_a_benchmark_without_bars_is_refused_before_any_model_is_fitted(sqlite_bars, tmp_path, monkeypatch):

@@ -6,10 +6,11 @@ import math
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import pandas as pd
 import pytest
 
 from lab.trading.broker import BrokerInterface, OrderNotFound
-from lab.trading.calendar import is_market_open
+from lab.trading.calendar import is_market_open, open_at
 from lab.trading.model import Order, OrderStatus, OrderType, Side
 from lab.trading.paper import Bar, PaperTradingExecutor, SlippageModel
 from tests.fakes.trading import utc
@@ -180,6 +181,15 @@ def test_a_gap_up_never_spends_more_cash_than_the_account_has():
 def test_market_hours_come_from_the_exchange_calendar(asset_type, when, expected):
     assert is_market_open(asset_type, when) is expected
     assert executor().clock(when, asset_type).is_open is expected
+    assert open_at(asset_type, pd.DatetimeIndex([when])).tolist() == [expected]
+
+
+@pytest.mark.parametrize("asset_type", ["stocks", "crypto"])
+def test_a_clock_of_stamps_is_open_where_each_stamp_is(asset_type):
+    # daily labels over holidays and weekends, and times around a half day's early close
+    stamps = pd.date_range("2023-11-20", "2024-01-03", freq="D", tz="UTC").append(
+        pd.date_range("2023-11-24 11:00", "2023-11-24 14:00", freq="30min", tz="America/New_York").tz_convert("UTC"))
+    assert open_at(asset_type, stamps).tolist() == [is_market_open(asset_type, ts) for ts in stamps]
 
 
 @pytest.mark.parametrize(("asset_type", "when", "last_bar"), [

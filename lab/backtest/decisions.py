@@ -12,7 +12,7 @@ baseline that the cross-check against backtesting.py runs).
 from __future__ import annotations
 
 import bisect
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -49,8 +49,9 @@ class Decisions(Protocol):
     def exits(self, as_of: datetime, manager: PortfolioManager, pending: Sequence[Order]) -> list[ExitDecision]:
         ...
 
-    def entries(self, as_of: datetime, prices: Mapping[str, float]) -> list[Candidate]:
-        """The entries the signals ask for, best first."""
+    def entries(self, as_of: datetime, prices: Mapping[str, float], closed: Collection[str]) -> list[Candidate]:
+        """The entries the signals ask for, best first, in no asset class whose market is
+        ``closed`` at ``as_of`` (the live cycle neither screens nor orders there)."""
         ...
 
     def exit_mask(self, index: pd.DatetimeIndex, symbols: Sequence[str]) -> np.ndarray | None:
@@ -191,10 +192,10 @@ class EngineDecisions:
     def exit_mask(self, index: pd.DatetimeIndex, symbols: Sequence[str]) -> None:
         return None  # stops, targets, holding time and exit rules may fire on any bar
 
-    def entries(self, as_of: datetime, prices: Mapping[str, float]) -> list[Candidate]:
+    def entries(self, as_of: datetime, prices: Mapping[str, float], closed: Collection[str]) -> list[Candidate]:
         engine = TradeSignalEngine(self.config, self.predictions.at(as_of), self.features, as_of=as_of,
                                    prices=prices)
-        signals = engine.generate(self.universe)
+        signals = engine.generate({k: v for k, v in self.universe.items() if k not in closed})
         for name, screening in engine.screened.items():
             total = self._screening.setdefault(name, Screening())
             total += screening  # in place
@@ -249,7 +250,8 @@ class CrossoverDecisions:
         flags = pd.DataFrame(self._exits, index=self._index, columns=self._symbols)
         return flags.reindex(index=index, columns=list(symbols), fill_value=False).to_numpy(dtype=bool)
 
-    def entries(self, as_of: datetime, prices: Mapping[str, float]) -> list[Candidate]:
+    def entries(self, as_of: datetime, prices: Mapping[str, float], closed: Collection[str]) -> list[Candidate]:
+        """The flagged symbols with a bar now (``prices``): a closed market's symbols have none."""
         row = self._row_of(as_of)
         if row is None or not self._any_entry[row]:
             return []

@@ -4,8 +4,10 @@ rules and matcher.
 At each bar the paper executor sees the bar of every symbol an account has open orders or
 candidate entries in, then ``lab.trading.step.trade_step`` runs for that account exactly as
 in the live cycle (book fills, mark, drawdown halt, exits, sized entries) with an
-in-memory journal. Orders decided at bar t can only fill at a later bar (the executor's
-rule), so the backtest cannot trade on the bar it decided on. An account is stepped only
+in-memory journal. As the cycle, it decides no entry or exit in an asset class whose market
+is closed at the bar (a weekend or holiday of a clock that crypto keeps going). Orders
+decided at bar t can only fill at a later bar (the executor's rule), so the backtest cannot
+trade on the bar it decided on. An account is stepped only
 at bars where its step could do something (``_Idle``): it has open orders or candidates, an
 exit may be due in a symbol it holds, or its drawdown nears the halt; before that step its
 books catch up on the marks and equity peak of the bars it skipped.
@@ -36,9 +38,10 @@ from lab.backtest.decisions import Decisions
 from lab.backtest.funnel import SignalFunnel
 from lab.backtest.result import FILL_COLUMNS, ORDER_COLUMNS, POSITION_COLUMNS, BacktestResult
 from lab.config import TradingConfig
+from lab.trading.calendar import open_at
 from lab.trading.model import Fill, Intent, Order, OrderStatus, OrderType, Side
 from lab.trading.paper import Bar, PaperTradingExecutor
-from lab.trading.portfolio import PortfolioManager
+from lab.trading.portfolio import ExitDecision, PortfolioManager
 from lab.trading.step import Candidate, trade_step
 
 __all__ = ["Market", "replay"]
@@ -189,6 +192,9 @@ def replay(
     holding: set[int] = set()  # accounts with open positions
     account_cash = np.full(len(groups), cash)
     funnel = SignalFunnel()
+    # as the live cycle: no entries or exits in a market the broker's calendar has closed
+    open_by_class = {c: open_at(c, market.index) for c in {market.asset_types.get(s, "stocks") for s in symbols}}
+    closed_at = [frozenset(c for c, is_open in open_by_class.items() if not is_open[t]) for t in range(n_bars)]
     idle = _Idle(market, closes, decisions.exit_mask(market.index, symbols), slot_symbol,
                  np.array([account_of[symbols[i]] for i in slot_symbol], dtype=int), len(groups),
                  cash=cash, limit=config.risk.max_drawdown_halt)
@@ -214,8 +220,10 @@ def replay(
             as_of = market.stamps[t]
             present = market.has_bar[t]
             prices = _Prices(closes[t], column, present)
+            closed = closed_at[t]
+            exits = partial(_open_market_exits, decisions.exits, closed) if closed else decisions.exits
             wanted: dict[int, list[Candidate]] = {}
-            for candidate in decisions.entries(as_of, prices):
+            for candidate in decisions.entries(as_of, prices, closed):
                 funnel.offered(candidate)
                 # a pair's legs must share an account (so per-symbol accounts never trade pairs)
                 owners = {account_of.get(leg) for leg in candidate.symbol.split("/")}
@@ -235,7 +243,7 @@ def replay(
                             account.broker.on_bar(symbol, market.bar(t, column[symbol]))
                 step = trade_step(account.manager, account.broker, account.journal, as_of=as_of, prices=prices,
                                   asset_types=market.asset_types, checks=(),
-                                  exits=partial(decisions.exits, as_of, account.manager), entries=candidates.copy)
+                                  exits=partial(exits, as_of, account.manager), entries=candidates.copy)
                 if candidates and account.manager.halted:  # the step asked for no entries
                     for candidate in candidates:
                         funnel.outcome(candidate, "skipped", f"entries halted: {account.manager.halt_reason}")
@@ -261,6 +269,13 @@ def replay(
                          slot_symbol, allocation=allocation, initial_cash=cash * len(accounts))
         result.funnel = funnel.summary(strategies, decisions.screening(), result.orders)
         return result
+
+
+def _open_market_exits(exits: Callable[..., list[ExitDecision]], closed: frozenset[str], as_of: datetime,
+                       manager: PortfolioManager, pending: Sequence[Order]) -> list[ExitDecision]:
+    """``exits`` less those of positions whose market is closed (they are decided again at the
+    next bar it is open)."""
+    return [d for d in exits(as_of, manager, pending) if d.position.asset_type not in closed]
 
 
 _YOUNG = 50_000  # allocations between the collector's passes over young objects while replaying

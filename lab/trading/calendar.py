@@ -10,12 +10,13 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, time, timedelta
 
+import numpy as np
 import pandas as pd
 
 from lab.trading.model import MarketClock
 from universe.calendars import xnys as _nyse
 
-__all__ = ["SKEW", "in_future", "market_clock", "is_market_open"]
+__all__ = ["SKEW", "in_future", "market_clock", "is_market_open", "open_at"]
 
 #: how far ahead of this machine's clock a decision time may be (clocks differ a little)
 SKEW = timedelta(minutes=15)
@@ -34,6 +35,18 @@ def is_market_open(asset_type: str, ts: datetime) -> bool:
     executor asks this of every order)."""
     stamp = _utc(ts)
     return asset_type == "crypto" or _nyse_open(stamp)
+
+
+def open_at(asset_type: str, stamps: pd.DatetimeIndex) -> np.ndarray:
+    """``is_market_open`` at every stamp (tz-aware), daily bar labels looked up at once: a
+    backtest's clock asks it of every bar, where one call each costs a tenth of the replay."""
+    if asset_type == "crypto":
+        return np.ones(len(stamps), dtype=bool)
+    stamps = stamps.tz_convert("UTC")
+    labels = stamps == stamps.normalize()
+    out = np.asarray(stamps.tz_localize(None).isin(_nyse().sessions), dtype=bool)
+    out[~labels] = [_nyse_open(stamp) for stamp in stamps[~labels]]
+    return out
 
 
 def _utc(ts: datetime) -> pd.Timestamp:
