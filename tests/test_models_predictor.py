@@ -1,6 +1,7 @@
 """Predictors and the one-file model format other parts load with ``load_predictor``."""
 
 import json
+import os
 
 import numpy as np
 import pandas as pd
@@ -9,6 +10,7 @@ import xgboost as xgb
 
 from lab.errors import DataError, ModelFileError
 from lab.models import CryptoPredictor, StockPredictor, XGBPredictor, load_predictor
+from lab.models.predictor import fit_threads
 
 
 @pytest.fixture
@@ -32,7 +34,8 @@ def test_saved_file_is_one_ubj_booster_with_features_and_lab_attributes(tmp_path
 
 
 def test_a_fit_on_more_threads_writes_the_same_file(tmp_path):
-    # the tuning refit uses every core of the driver; the file must not depend on that
+    # the tuning refit and the walk-forward fits use every core they have; the file must not
+    # depend on that
     rng = np.random.default_rng(5)
     X = pd.DataFrame(rng.normal(size=(20_000, 4)), columns=list("abcd"))
     y = (X["a"] + rng.normal(size=len(X)) > 0).astype(int).to_numpy()
@@ -41,6 +44,15 @@ def test_a_fit_on_more_threads_writes_the_same_file(tmp_path):
              for threads in (None, 4)]
     assert files[0].read_bytes() == files[1].read_bytes()
     assert json.loads(xgb.Booster(model_file=str(files[1])).attr("lab_params"))["nthread"] == 1
+
+
+@pytest.mark.parametrize(("omp", "expected"), [("3", 3), ("0", 1), ("4,2", None), (None, None)])
+def test_a_fit_takes_the_threads_ray_gives_its_task_else_every_cpu(monkeypatch, omp, expected):
+    if omp is None:
+        monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
+    else:
+        monkeypatch.setenv("OMP_NUM_THREADS", omp)  # Ray sets it to a task's num_cpus
+    assert fit_threads() == (expected or len(os.sched_getaffinity(0)))
 
 
 def test_loaded_predictor_gives_the_same_probabilities_from_a_frame_or_an_array(tmp_path, frame):

@@ -24,7 +24,7 @@ from lab.backtest.data import datetimes
 from lab.config import TradingConfig
 from lab.errors import DataError
 from lab.features import get_feature_set, labelled_rows
-from lab.models.predictor import XGBPredictor, predictor_class
+from lab.models.predictor import XGBPredictor, fit_threads, predictor_class
 from lab.registry import ModelRegistry
 from lab.strategy import get_strategy
 from lab.trading.model import Intent, Order, Side
@@ -131,7 +131,7 @@ class WalkForwardPredictions:
                                     f"(needs bars from {first.date()})")
                 predictor = predictor_type(task, strategy=name, seed=seed, label={
                     "kind": declared.label.kind, "horizon": declared.label.horizon})
-                predictor.train(data[list(fs.columns)], data["label"])
+                predictor.train(data[list(fs.columns)], data["label"], threads=fit_threads())  # same trees
                 windows[name].append(_Window(window_start, predictor, number))
         return cls(windows)
 

@@ -8,6 +8,7 @@ ordered inputs and booster attributes hold ``lab_task``, ``lab_strategy``, ``lab
 from __future__ import annotations
 
 import json
+import os
 from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any, ClassVar
@@ -18,13 +19,23 @@ import xgboost as xgb
 
 from lab.errors import DataError, ModelFileError
 
-__all__ = ["BasePredictor", "XGBPredictor", "StockPredictor", "CryptoPredictor", "load_predictor", "TASKS"]
+__all__ = ["BasePredictor", "XGBPredictor", "StockPredictor", "CryptoPredictor", "load_predictor", "fit_threads",
+           "TASKS"]
 
 TASKS = ("classification", "regression")
 #: ``lab_asset_class`` of a model trained across asset classes (XGBoost attributes cannot be empty)
 ANY_ASSET_CLASS = "any"
 #: hyper-parameters handled by the predictor itself rather than passed to xgb.train
 _ROUNDS = "n_estimators"
+
+
+def fit_threads() -> int:
+    """The threads a fit outside Tune's trials may use (``train(threads=...)``): the process's
+    ``OMP_NUM_THREADS`` where set (Ray sets it to a task's CPUs), else every CPU it may run on."""
+    try:
+        return max(int(os.environ.get("OMP_NUM_THREADS", "")), 1)
+    except ValueError:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 class BasePredictor(ABC):

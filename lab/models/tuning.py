@@ -32,6 +32,7 @@ import pandas as pd
 
 import lab
 from lab.errors import ConfigError, LabError
+from lab.models.predictor import fit_threads
 from lab.models.problem import Problem, check_search_space
 from lab.models.scoring import deflated_sharpe_ratio, sharpe_ratio
 from lab.strategy import Param, Strategy, get_strategy
@@ -410,7 +411,7 @@ def _best(name: str, problem: Problem, space: dict[str, Param], results: list, r
     trial_sharpes = [sharpe_ratio(np.asarray(r.metrics["oos_returns"])) for r in finished]
     n_tried = sum(1 for r in results if r.metrics)
     # the trials are over, so the refit may use every core here (the file does not depend on it)
-    model = problem.fit(params, threads=os.cpu_count() or 1)
+    model = problem.fit(params, threads=fit_threads())
     model_path = model.save(run_dir / f"{name}-best.ubj")
     return TuningResult(
         strategy=name, asset_class=problem.asset_class, task=problem.task, metric=problem.metric,
