@@ -13,6 +13,7 @@ import difflib
 import importlib
 import pkgutil
 from dataclasses import dataclass
+from functools import cache
 from typing import Any, ClassVar
 
 import pandas as pd
@@ -143,7 +144,9 @@ class Strategy:
         return cls.exit_rule is not Strategy.exit_rule
 
 
+@cache
 def _strategy_classes() -> dict[str, type[Strategy]]:
+    """Found once per process: the signal engine asks for a strategy at every backtest bar."""
     import strategies
 
     found: dict[str, type[Strategy]] = {}
@@ -160,7 +163,7 @@ def _strategy_classes() -> dict[str, type[Strategy]]:
 
 def available_strategies() -> dict[str, type[Strategy]]:
     """Every strategy class declared in ``strategies/``, by name."""
-    return _strategy_classes()
+    return dict(_strategy_classes())
 
 
 def get_strategy(name: str) -> type[Strategy]:
