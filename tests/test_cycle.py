@@ -168,10 +168,14 @@ def test_a_cycle_in_the_future_is_refused_and_changes_nothing(ctx):
     assert [count(ctx, model) for model in (db.TradingCycle, db.Signal, db.Order)] == [0, 0, 0]
 
 
-def test_a_cycle_on_a_stored_backtests_books_is_refused_and_changes_nothing(ctx):
-    with pytest.raises(TradingError, match=r"portfolio 'backtest:0123456789ab': names starting 'backtest:' hold stored "
-                                           r"backtests \(`lab backtests`\), which no cycle may trade on"):
-        run_trading_cycle(ctx, DAYS[0], portfolio="backtest:0123456789ab", predictions=FixedPredictions())
+@pytest.mark.parametrize(("portfolio", "message"), [
+    ("backtest:0123456789ab", r"portfolio 'backtest:0123456789ab': names starting 'backtest:' hold stored backtests "
+                              r"\(`lab backtests`\), which no cycle may trade on"),
+    ("*", r"portfolio name '\*': it stands for every account \(the kill switch's default\)"),
+])
+def test_a_cycle_on_books_no_account_may_have_is_refused_and_changes_nothing(ctx, portfolio, message):
+    with pytest.raises(TradingError, match=message):
+        run_trading_cycle(ctx, DAYS[0], portfolio=portfolio, predictions=FixedPredictions())
     assert [count(ctx, model) for model in (db.TradingCycle, db.Signal, db.Order, db.Account)] == [0, 0, 0, 0]
 
 

@@ -23,18 +23,33 @@ NOW = datetime(2025, 1, 6, 15, 0, tzinfo=UTC)
 
 def test_it_is_off_until_engaged_and_stays_on_until_released(engine) -> None:
     assert not killswitch.is_killed(engine, "alpaca")
-
+    killswitch.engage(engine, "alpaca", "runaway strategy")
+    assert killswitch.is_killed(engine, "alpaca") and not killswitch.is_killed(engine, "binance")
+    assert killswitch.switches(engine) == [("alpaca", True, "runaway strategy", False, None)]
+    assert killswitch.release(engine, "alpaca") is False  # nothing else holds it
+    assert not killswitch.is_killed(engine, "alpaca")
 
 
 def test_engaging_for_a_name_no_portfolio_can_have_is_refused(engine) -> None:
     with pytest.raises(TradingError, match="portfolio name 'xxxx.*': expected 1 to 64 characters"):
         killswitch.engage(engine, "x" * 65, "market halt")
     assert killswitch.switches(engine) == []
+
+
+def test_the_status_lists_every_trading_account_set_or_not_and_no_stored_backtest(engine) -> None:
+    with session_scope(engine) as session:
+        session.add_all([db.Account(portfolio=name, initial_cash=1e5, cash=1e5, peak_equity=1e5)
+                         for name in ("paper", "swing-desk", "backtest:1a2b3c4d5e6f")])
+    killswitch.engage(engine, "swing-desk", "reconciling")
+    assert killswitch.switches(engine) == [("paper", False, None, False, None),
+                                           ("swing-desk", True, "reconciling", False, None)]
+
+
+def test_releasing_one_account_under_the_switch_for_all_says_it_stays_stopped(engine) -> None:
+    killswitch.engage(engine, killswitch.ALL, "market halt")
     killswitch.engage(engine, "alpaca", "runaway strategy")
-    assert killswitch.is_killed(engine, "alpaca") and not killswitch.is_killed(engine, "binance")
-    assert killswitch.switches(engine) == [("alpaca", True, "runaway strategy", False, None)]
-    killswitch.release(engine, "alpaca")
-    assert not killswitch.is_killed(engine, "alpaca")
+    assert killswitch.release(engine, "alpaca") is True
+    assert killswitch.is_killed(engine, "alpaca")
 
 
 def test_the_global_switch_stops_every_account(engine) -> None:

@@ -63,8 +63,10 @@ def on_cmd(reason: str = typer.Option(..., "--reason", help="why (stored and sho
 @kill_switch_app.command("off")
 def off_cmd(portfolio: str = typer.Option(killswitch.ALL, help="one account, or * for all")) -> None:
     """Release deliberately: submission resumes at the next cycle."""
-    killswitch.release(open_lab().engine, portfolio)
-    console.print(f"kill switch off for {portfolio}")
+    still = killswitch.release(open_lab().engine, portfolio)
+    console.print(f"kill switch off for {portfolio}" + (
+        f"; {portfolio} stays stopped by the switch for every account ({killswitch.ALL}): release that one with "
+        f"`lab kill-switch off`" if still else ""))
 
 
 @kill_switch_app.command("status")

@@ -15,11 +15,11 @@ from lab.db import session_scope
 from lab.errors import TradingError
 from lab.trading.broker import BrokerInterface
 from lab.trading.model import Order, OrderStatus
-from lab.trading.store import check_portfolio_name, controls_of, store_order
+from lab.trading.store import ALL_PORTFOLIOS, check_portfolio_name, controls_of, store_order
 
 __all__ = ["ALL", "engage", "release", "is_killed", "switches"]
 
-ALL = "*"
+ALL = ALL_PORTFOLIOS
 log = logging.getLogger(__name__)
 
 
@@ -51,17 +51,27 @@ def engage(engine: Engine, portfolio: str, reason: str, *, broker: BrokerInterfa
     return cancelled
 
 
-def release(engine: Engine, portfolio: str) -> None:
-    """Allow submission again (deliberately; nothing releases the switch on its own)."""
+def release(engine: Engine, portfolio: str) -> bool:
+    """Allow submission again (deliberately; nothing releases the switch on its own). Returns
+    whether the portfolio is still stopped, by the switch for every account."""
     _set(engine, portfolio, False, None)
     log.warning("kill switch released for %s", portfolio)
+    return is_killed(engine, portfolio)
 
 
 def switches(engine: Engine) -> list[tuple[str, bool, str | None, bool, str | None]]:
-    """(portfolio, killed, kill reason, halted, halt reason) for every account with controls."""
+    """(portfolio, killed, kill reason, halted, halt reason) for the switch of every account
+    once set, and for every trading account (stored backtests are none), set or not."""
     with session_scope(engine) as session:
-        rows = session.scalars(select(db.TradingControl).order_by(db.TradingControl.portfolio)).all()
-        return [(r.portfolio, bool(r.kill_switch), r.kill_reason, bool(r.halted), r.halt_reason) for r in rows]
+        controls = {r.portfolio: r for r in session.scalars(select(db.TradingControl))}
+        accounts = session.scalars(select(db.Account.portfolio).where(
+            db.Account.portfolio.not_like(f"{db.BACKTEST_PREFIX}%"))).all()
+        rows = []
+        for name in sorted({*controls, *accounts}):
+            r = controls.get(name)
+            rows.append((name, False, None, False, None) if r is None
+                        else (name, bool(r.kill_switch), r.kill_reason, bool(r.halted), r.halt_reason))
+        return rows
 
 
 def _set(engine: Engine, portfolio: str, on: bool, reason: str | None) -> None:

@@ -42,14 +42,20 @@ _EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
 
 #: the longest portfolio name the tables hold
 _NAME_LENGTH = 64
+#: the name that stands for every account (the kill switch's "all")
+ALL_PORTFOLIOS = "*"
 
 
 def check_portfolio_name(portfolio: str) -> None:
-    """A name the books can hold: 1 to 64 characters, no spaces at either end, and not a
-    stored backtest's (those books are a finished run's record: trading on them would change it)."""
+    """A name the books can hold: 1 to 64 characters, no spaces at either end, not ``*``
+    (every account, to the kill switch) and not a stored backtest's (those books are a
+    finished run's record: trading on them would change it)."""
     if not portfolio.strip() or portfolio != portfolio.strip() or len(portfolio) > _NAME_LENGTH:
         raise TradingError(f"portfolio name {portfolio!r}: expected 1 to {_NAME_LENGTH} characters, "
                            f"without spaces at either end")
+    if portfolio == ALL_PORTFOLIOS:
+        raise TradingError(f"portfolio name {ALL_PORTFOLIOS!r}: it stands for every account (the kill switch's "
+                           f"default); name one portfolio")
     if portfolio.startswith(db.BACKTEST_PREFIX):
         raise TradingError(f"portfolio {portfolio!r}: names starting {db.BACKTEST_PREFIX!r} hold stored backtests "
                            f"(`lab backtests`), which no cycle may trade on; name another portfolio")
