@@ -322,6 +322,19 @@ def test_a_symbol_with_gaps_runs_and_reports_them(sqlite_bars, tmp_path):
     assert len(result.equity) == len(pd.bdate_range("2019-01-01", "2019-06-28")) - 5  # NYSE holidays
 
 
+def test_no_entry_is_decided_on_a_symbol_without_a_bar_at_that_time(sqlite_bars, tmp_path):
+    # the live cycle gives no entry to a symbol whose bars stop before the last complete
+    # session; the backtest screened KO through its missing weeks on the row before them
+    first, last = datetime(2019, 2, 1, tzinfo=UTC), datetime(2019, 3, 29, tzinfo=UTC)
+    with sqlite_bars.begin() as conn:
+        conn.execute(delete(db.PriceBar).where(db.PriceBar.symbol == "KO", db.PriceBar.ts.between(first, last)))
+    result = _run(sqlite_bars, _spec(), tmp_path)
+    sessions = len(result.equity)
+    assert result.funnel["momentum"]["screened"] == len(SYMBOLS) * sessions - len(result.gaps["KO"])
+    ko = result.orders.loc[(result.orders["symbol"] == "KO") & (result.orders["intent"] == "entry"), "ts"]
+    assert not ko.between(pd.Timestamp(first), pd.Timestamp(last)).any()
+
+
 def test_a_symbol_listed_after_the_start_reports_its_first_bar_apart_from_the_holes_after_it(sqlite_bars, tmp_path):
     listed, hole = datetime(2019, 1, 8, tzinfo=UTC), datetime(2019, 3, 12, tzinfo=UTC)
     with sqlite_bars.begin() as conn:

@@ -195,7 +195,9 @@ class EngineDecisions:
     def entries(self, as_of: datetime, prices: Mapping[str, float], closed: Collection[str]) -> list[Candidate]:
         engine = TradeSignalEngine(self.config, self.predictions.at(as_of), self.features, as_of=as_of,
                                    prices=prices)
-        signals = engine.generate({k: v for k, v in self.universe.items() if k not in closed})
+        # as the live cycle, which enters no symbol whose bars stop before the last complete
+        # session: here, a symbol without a bar now (``prices`` holds those with one)
+        signals = engine.generate({k: [s for s in v if s in prices] for k, v in self.universe.items() if k not in closed})
         for name, screening in engine.screened.items():
             total = self._screening.setdefault(name, Screening())
             total += screening  # in place

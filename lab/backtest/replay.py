@@ -411,6 +411,10 @@ class _Prices(Mapping[str, float]):
             raise KeyError(symbol)
         return float(self._row[i])
 
+    def __contains__(self, symbol: object) -> bool:
+        i = self._column.get(symbol)  # type: ignore[call-overload]
+        return i is not None and bool(self._present[i])
+
     def get(self, symbol: str, default=None):  # the books mark every bar: skip Mapping's try/except
         i = self._column.get(symbol)
         return default if i is None or not self._present[i] else float(self._row[i])
