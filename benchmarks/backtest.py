@@ -62,7 +62,7 @@ def signals(close: pd.Series) -> tuple[pd.Series, pd.Series]:
 def lab_sma(bars: dict[str, pd.DataFrame], sizing: dict, *, accounts: str = "per_symbol",
             flags: dict[str, tuple[pd.Series, pd.Series]] | None = None):
     """The SMA crossover through the lab engine, with the peer's assumptions configured:
-    no slippage, the same commission rate, no volume cap, no risk limit in the way.
+    no slippage, the same commission rate, no volume cap, no risk or pre-trade limit in the way.
     ``flags``: each symbol's ``signals`` when computed already (the peers get theirs so too)."""
     from lab.backtest import BacktestSpec, CrossoverDecisions, backtest_config, run_with_decisions
     from lab.config import load_config
@@ -72,8 +72,10 @@ def lab_sma(bars: dict[str, pd.DataFrame], sizing: dict, *, accounts: str = "per
     spec = BacktestSpec(strategies=["sma_cross"], start=index[0].date(), end=index[-1].date(), symbols=symbols,
                         benchmark=symbols[0], accounts=accounts, config_overrides={
                             "strategies": {},
+                            # the peers have no volume cap and no pre-trade notional limits
                             "execution": {"initial_cash": CASH, "slippage_bps": 0.0, "max_volume_share": 1.0,
-                                          "fee_bps": {"stocks": FEE * 1e4, "crypto": FEE * 1e4}},
+                                          "fee_bps": {"stocks": FEE * 1e4, "crypto": FEE * 1e4},
+                                          "max_order_notional": 1e12, "max_daily_notional": 1e12},
                             "sizing": sizing,
                             "risk": {"max_positions": 100, "max_position_pct": 1.0, "cash_reserve_pct": 0.0,
                                      "max_drawdown_halt": 1.0}})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Iterable
+from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -214,10 +215,17 @@ class TradingConfig(_Section):
         return [name for name in names if get_strategy(name).needs_shorts]
 
     def asset_class_of(self, symbol: str) -> AssetClass | None:
+        return self._asset_classes.get(symbol)
+
+    @cached_property
+    def _asset_classes(self) -> dict[str, AssetClass]:
+        """Each universe symbol's and benchmark's asset class, the first class naming it:
+        pre-trade validation asks it of every order a backtest places."""
+        out: dict[str, AssetClass] = {}
         for name, universe in self.universe.asset_classes().items():
-            if symbol == universe.benchmark or symbol in universe.symbols:
-                return name  # type: ignore[return-value]
-        return None
+            for symbol in (universe.benchmark, *universe.symbols):
+                out.setdefault(symbol, name)  # type: ignore[arg-type]
+        return out
 
 
 def _key_path(loc: tuple[Any, ...]) -> str:

@@ -365,6 +365,21 @@ def test_a_crypto_run_without_its_benchmark_among_its_symbols_holds_the_benchmar
     assert result.benchmark == "BTC" and "buy&hold BTC" in result.metrics()
 
 
+def test_a_backtest_refuses_what_the_cycles_pre_trade_limits_refuse(sqlite_bars, tmp_path):
+    # entries of about 20,000 against a 30,000 daily budget: one a day; the backtest read the
+    # limits as settings but applied none of them
+    overrides = {**_spec().config_overrides, "execution": {"max_daily_notional": 30_000}}
+    result = _run(sqlite_bars, _spec(config_overrides=overrides), tmp_path)
+    orders, fills = result.orders, result.fills
+    refused = orders[orders["status"] == "rejected"]
+    assert len(refused) and refused["reason"].str.contains("would exceed max_daily_notional 30,000.00").all()
+    entries = orders[(orders["intent"] == "entry") & (orders["status"] != "rejected")]
+    assert entries.groupby("ts").size().max() == 1
+    by_day = fills[fills["client_order_id"].isin(entries["client_order_id"])].assign(
+        notional=lambda f: f["qty"] * f["price"]).groupby("ts")["notional"].sum()
+    assert by_day.max() <= 30_000 * 1.05  # decided on the close, filled at the next open
+
+
 def test_a_stock_and_crypto_run_decides_no_stock_order_while_the_stock_market_is_closed(sqlite_bars, shared_data,
                                                                                         tmp_path):
     # crypto bars put weekends and holidays on the clock; the live cycle places nothing in a

@@ -34,7 +34,8 @@ def _run(bars: dict[str, pd.DataFrame], decisions_type: type[CrossoverDecisions]
                         benchmark=symbols[0], accounts=accounts, config_overrides={
                             "strategies": {},
                             "execution": {"initial_cash": 100_000.0, "slippage_bps": 5.0,
-                                          "max_volume_share": volume_share},
+                                          "max_volume_share": volume_share,  # entries of 45% of the equity:
+                                          "max_order_notional": 1e6, "max_daily_notional": 1e7},
                             "sizing": {"method": "percent", "percent_of_equity": 0.45},
                             "risk": {"max_positions": 100, "max_position_pct": 1.0, "cash_reserve_pct": 0.0,
                                      "max_drawdown_halt": halt}})

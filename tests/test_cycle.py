@@ -72,6 +72,24 @@ def test_a_cycle_places_orders_that_fill_at_the_next_open_and_books_them(ctx):
     assert_books_consistent(ctx)
 
 
+def test_a_cycles_market_entries_count_against_the_daily_budget_before_they_fill(engine, tmp_path, monkeypatch):
+    # each entry is about 5,000 (5% of equity): the budget takes two of the cycle's entries,
+    # while open market orders counted nothing towards it until they filled the next day
+    execution = {"initial_cash": 100_000, "slippage_bps": 10, "fee_bps": {"stocks": 1.0, "crypto": 10.0},
+                 "max_daily_notional": 12_000}
+    monkeypatch.setenv("LAB_CONFIG", str(write_config(tmp_path / "trading.json", execution=execution)))
+    seed_bars(engine)
+    ctx = LabContext(settings=Settings(), engine=engine)
+    result = run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions())
+    with ctx.engine.connect() as conn:
+        rows = conn.execute(select(db.Order.status, db.Order.reason, db.Order.qty, db.Signal.entry).join(
+            db.Signal, (db.Signal.symbol == db.Order.symbol) & (db.Signal.strategy == db.Order.strategy))).all()
+    placed = [qty * entry for status, _, qty, entry in rows if status != "rejected"]
+    refused = [reason for status, reason, _, _ in rows if status == "rejected"]
+    assert result.orders_placed == len(placed) >= 2 and sum(placed) <= 12_000
+    assert refused and all("would exceed max_daily_notional 12,000.00" in reason for reason in refused)
+
+
 def test_rerunning_a_cycle_places_no_second_order(ctx):
     run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions())
     orders, signals = count(ctx, db.Order), count(ctx, db.Signal)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -61,6 +61,11 @@ def test_an_order_above_max_order_notional_is_refused() -> None:
     assert check(order(qty=300)) == "order notional 30,000.00 exceeds max_order_notional 25,000.00"
 
 
+def test_an_exit_above_max_order_notional_goes_out_as_it_closes_what_is_held() -> None:
+    # a position bought within the limit and grown past it could otherwise never be closed
+    assert check(order(qty=300, intent=Intent.TIME_EXIT)) is None
+
+
 def test_an_entry_beyond_the_daily_budget_is_refused_but_an_exit_is_not() -> None:
     assert check(order(qty=100), today=245_000.0) == (
         "daily notional 255,000.00 would exceed max_daily_notional 250,000.00")
@@ -89,5 +94,12 @@ def test_a_rejection_is_stored_with_its_reason(engine) -> None:
 def test_notional_today_counts_open_orders_of_the_day_only(engine) -> None:
     store_order(engine, order(qty=10, order_type=OrderType.LIMIT, limit_price=100.0), broker="paper")
     store_order(engine, order("MSFT", qty=5).rejected("no"), broker="paper")
-    assert notional_today(engine, "paper", datetime.now(UTC)) == 1_000.0
-    assert notional_today(engine, "other", datetime.now(UTC)) == 0.0
+    assert notional_today(engine, "paper", NOW, {}) == 1_000.0
+    assert notional_today(engine, "paper", NOW + timedelta(days=1), {}) == 0.0
+    assert notional_today(engine, "other", NOW, {}) == 0.0
+
+
+def test_notional_today_counts_an_open_market_order_at_its_last_price(engine) -> None:
+    # it counted nothing until the order filled: a cycle's market entries passed any daily budget
+    store_order(engine, order("MSFT", qty=5), broker="paper")
+    assert notional_today(engine, "paper", NOW, {"MSFT": 400.0}) == 2_000.0

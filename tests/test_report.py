@@ -117,7 +117,8 @@ def test_report_renders_in_headless_chromium(sma_run, tmp_path):
 
 
 ASSUMED = ("Assumptions: precomputed entry and exit flags (no model); fees 10 bps (stocks); "
-           "slippage 0 bps; fills at most 100% of a bar&#x27;s volume; sizing fixed (fixed_amount 20000); "
+           "slippage 0 bps; fills at most 100% of a bar&#x27;s volume; pre-trade limits: an entry up to "
+           "1,000,000,000,000, entries up to 1,000,000,000,000 a day; sizing fixed (fixed_amount 20000); "
            "one account for every strategy and symbol.")
 
 

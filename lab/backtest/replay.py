@@ -20,10 +20,11 @@ fill and computed for every bar in arrays at the end.
 from __future__ import annotations
 
 import gc
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
 from enum import StrEnum
 from functools import cached_property, partial
 from operator import attrgetter
@@ -42,6 +43,7 @@ from lab.trading.calendar import open_at
 from lab.trading.model import Fill, Intent, Order, OrderStatus, OrderType, Side
 from lab.trading.paper import Bar, PaperTradingExecutor
 from lab.trading.portfolio import ExitDecision, PortfolioManager
+from lab.trading.pretrade import open_notional, validate_order
 from lab.trading.step import Candidate, trade_step
 
 __all__ = ["Market", "replay"]
@@ -108,7 +110,8 @@ class _Journal:
 
     def __init__(self, on_fill: Callable[[Order, Fill], None], funnel: SignalFunnel):
         self.open: dict[str, Order] = {}  # by client order id
-        self.submitted: list[str] = []
+        self.submitted: list[str] = []  # every recorded order's id, in order
+        self.refused: dict[str, Order] = {}  # the orders pre-trade checks refused, by id
         self._recorded: set[str] = set()  # the submitted ids, to look up
         self._booked: set[str] = set()
         self._on_fill = on_fill
@@ -122,6 +125,8 @@ class _Journal:
             return False
         self.submitted.append(order.client_order_id)
         self._recorded.add(order.client_order_id)
+        if order.status is OrderStatus.REJECTED:  # refused before the broker saw it
+            self.refused[order.client_order_id] = order
         self.update(order)
         return True
 
@@ -146,11 +151,44 @@ class _Journal:
         pass
 
 
+class _PreTrade:
+    """The live cycle's pre-trade validation of an account's orders (``validate_order``:
+    allow-list, price band, per-order and per-day notional); a stored run has no kill switch.
+    The day's notional is counted as the cycle counts it: the fills booked that (UTC) day and
+    what the orders placed that day may still fill."""
+
+    def __init__(self, config: TradingConfig):
+        self._config = config
+        self.journal: _Journal | None = None  # the account's, whose open orders count
+        self._day: date | None = None
+        self._filled = 0.0  # notional of the fills booked on ``_day``
+        self.as_of: datetime | None = None  # the step's decision time and prices, set before it
+        self.prices: Mapping[str, float] = {}
+
+    def booked(self, fill: Fill) -> None:
+        if (day := fill.ts.date()) != self._day:
+            self._day, self._filled = day, 0.0
+        self._filled += fill.qty * fill.price
+
+    def __call__(self, order: Order) -> str | None:
+        return validate_order(order, last_price=self.prices.get(order.symbol, math.nan), config=self._config,
+                              notional_today=self._today())
+
+    def _today(self) -> float:
+        day = self.as_of.date()
+        filled = self._filled if self._day == day else 0.0
+        if not self.journal.open:
+            return filled
+        return filled + math.fsum(open_notional(o.remaining_qty, o.limit_price, o.stop_price, self.prices.get(o.symbol))
+                                  for o in self.journal.open.values() if o.created_at.date() == day)
+
+
 @dataclass
 class _Account:
     manager: PortfolioManager
     broker: PaperTradingExecutor
     journal: _Journal
+    pretrade: _PreTrade
 
 
 def replay(
@@ -199,9 +237,10 @@ def replay(
                  np.array([account_of[symbols[i]] for i in slot_symbol], dtype=int), len(groups),
                  cash=cash, limit=config.risk.max_drawdown_halt)
 
-    def booker(manager: PortfolioManager) -> Callable[[Order, Fill], None]:
+    def booker(manager: PortfolioManager, pretrade: _PreTrade) -> Callable[[Order, Fill], None]:
         def on_fill(order: Order, fill: Fill) -> None:
             position = manager.apply_fill(fill, asset_type=order.asset_type, order=order)
+            pretrade.booked(fill)
             k = slot[(fill.strategy, fill.symbol)]
             fills.append(fill)
             fill_realized.append(position.realized_pnl - realized[k])
@@ -212,8 +251,9 @@ def replay(
 
     for _ in groups:
         manager = PortfolioManager(config, portfolio=portfolio, cash=cash, initial_cash=cash, sectors=sectors)
-        accounts.append(_Account(manager, PaperTradingExecutor.from_config(config, cash=cash),
-                                 _Journal(booker(manager), funnel)))
+        pretrade = _PreTrade(config)
+        pretrade.journal = journal = _Journal(booker(manager, pretrade), funnel)
+        accounts.append(_Account(manager, PaperTradingExecutor.from_config(config, cash=cash), journal, pretrade))
 
     with _heap_frozen():  # the collector scans only what the replay and its result allocate
         for t in range(n_bars):
@@ -241,8 +281,9 @@ def replay(
                                          | {leg for c in candidates for leg in c.symbol.split("/")}):
                         if present[column[symbol]]:
                             account.broker.on_bar(symbol, market.bar(t, column[symbol]))
+                account.pretrade.as_of, account.pretrade.prices = as_of, prices
                 step = trade_step(account.manager, account.broker, account.journal, as_of=as_of, prices=prices,
-                                  asset_types=market.asset_types, checks=(),
+                                  asset_types=market.asset_types, checks=(account.pretrade,),
                                   exits=partial(exits, as_of, account.manager), entries=candidates.copy)
                 if candidates and account.manager.halted:  # the step asked for no entries
                     for candidate in candidates:
@@ -453,7 +494,8 @@ def _result(market: Market, accounts: list[_Account], portfolio: str, name: str,
         "symbol": _names(symbols, slot_symbol[k_idx]), "qty": qty_hist[t_idx, k_idx],
         "avg_price": avg_hist[t_idx, k_idx], "last_price": closes[t_idx, slot_symbol[k_idx]],
         "market_value": values[t_idx, k_idx]}, columns=POSITION_COLUMNS)
-    orders = [account.broker.get_order(coid) for account in accounts for coid in account.journal.submitted]
+    orders = [account.journal.refused.get(coid) or account.broker.get_order(coid)
+              for account in accounts for coid in account.journal.submitted]
     orders_frame = _frame(orders, dict(zip(ORDER_COLUMNS, _ORDER_FIELDS, strict=True)))
     fills_frame = _frame(fills, dict(zip(FILL_COLUMNS, _FILL_FIELDS, strict=True)), realized_pnl=fill_realized,
                          pair=fill_pair)

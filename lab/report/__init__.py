@@ -111,6 +111,9 @@ def _assumptions(result: BacktestResult) -> str:
                          if asset_class in traded)
         parts.append(f"fees {fees}; slippage {execution['slippage_bps']:g} bps; fills at most "
                      f"{execution['max_volume_share']:.0%} of a bar's volume")
+        if "max_daily_notional" in execution:  # (a run stored before the settings kept them has none)
+            parts.append(f"pre-trade limits: an entry up to {execution['max_order_notional']:,.0f}, entries up to "
+                         f"{execution['max_daily_notional']:,.0f} a day")
     if sizing := result.settings.get("sizing"):
         setting = _SIZING[sizing["method"]]
         parts.append(f"sizing {sizing['method']} ({setting} {sizing[setting]:g})")

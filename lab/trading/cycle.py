@@ -319,7 +319,7 @@ def _default_checks(ctx: LabContext, portfolio: str, as_of: datetime,
 
     def validation(order: Order) -> str | None:
         return validate_order(order, last_price=prices.get(order.symbol, float("nan")), config=ctx.config,
-                              notional_today=notional_today(ctx.engine, portfolio, as_of))
+                              notional_today=notional_today(ctx.engine, portfolio, as_of, prices))
 
     return [kill_switch, validation]
 

@@ -2,14 +2,16 @@
 
 A fat-finger and runaway guard independent of sizing and risk rules: the symbol must be in
 the configured universe, the order's price must sit within a band around the last price,
-and its notional must fit the per-order and per-day limits of ``execution``. Exits are never
-held back by the daily budget (closing risk must stay possible). A refused order is stored
+and an entry's notional must fit the per-order and per-day limits of ``execution``. Exits are
+never held back by the notional limits (closing risk must stay possible: a position that grew
+past ``max_order_notional`` could not be closed at all). A refused order is stored
 in ``orders`` as ``rejected`` with the reason.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 
 from sqlalchemy import Engine, func, select
@@ -20,7 +22,7 @@ from lab.db import session_scope
 from lab.trading.model import Intent, Order, OrderStatus
 from lab.trading.store import store_order
 
-__all__ = ["validate_order", "notional_today", "record_rejection"]
+__all__ = ["validate_order", "open_notional", "notional_today", "record_rejection"]
 
 
 def validate_order(order: Order, *, last_price: float, config: TradingConfig, notional_today: float) -> str | None:
@@ -37,28 +39,39 @@ def validate_order(order: Order, *, last_price: float, config: TradingConfig, no
         if price is not None and not (math.isfinite(price) and abs(price / last_price - 1) <= limits.price_band_pct):
             return (f"{name.replace('_', ' ')} {price} is outside the {limits.price_band_pct:.0%} band "
                     f"around the last price {last_price}")
+    if order.intent is not Intent.ENTRY:
+        return None  # an exit closes what is held, whatever it is worth now
     notional = order.qty * (order.limit_price or order.stop_price or last_price)
     if notional > limits.max_order_notional:
         return f"order notional {notional:,.2f} exceeds max_order_notional {limits.max_order_notional:,.2f}"
-    if order.intent is Intent.ENTRY and notional_today + notional > limits.max_daily_notional:
+    if notional_today + notional > limits.max_daily_notional:
         return (f"daily notional {notional_today + notional:,.2f} would exceed max_daily_notional "
                 f"{limits.max_daily_notional:,.2f}")
     return None
 
 
-def notional_today(engine: Engine, portfolio: str, now: datetime) -> float:
-    """Notional traded on ``now``'s UTC day: fills booked, plus what open orders may still fill."""
+def open_notional(remaining: float, limit: float | None, stop: float | None, last_price: float | None) -> float:
+    """What an open order may still trade, in money: its remaining quantity at its limit or
+    stop price, else (a market order) at the last price."""
+    return remaining * (limit or stop or last_price or 0.0)
+
+
+def notional_today(engine: Engine, portfolio: str, now: datetime, prices: Mapping[str, float]) -> float:
+    """Notional traded on ``now``'s UTC day: fills booked (at their bar's time), plus what the
+    open orders decided that day may still fill (``open_notional``; a market order at its
+    symbol's last price). Both by the market's time, not the clock's, so a paper cycle
+    replaying a past day counts that day."""
     start = now.replace(hour=0, minute=0, second=0, microsecond=0)
     end = start + timedelta(days=1)
     with session_scope(engine) as session:
         filled = session.scalar(select(func.coalesce(func.sum(db.Trade.qty * db.Trade.price), 0.0)).where(
             db.Trade.portfolio == portfolio, db.Trade.ts >= start, db.Trade.ts < end))
-        open_rows = session.execute(select(db.Order.qty, db.Order.filled_qty, db.Order.limit_price,
+        open_rows = session.execute(select(db.Order.symbol, db.Order.qty, db.Order.filled_qty, db.Order.limit_price,
                                            db.Order.stop_price, db.Order.avg_fill_price).where(
-            db.Order.portfolio == portfolio, db.Order.created_at >= start, db.Order.created_at < end,
+            db.Order.portfolio == portfolio, db.Order.cycle_as_of >= start, db.Order.cycle_as_of < end,
             db.Order.status.in_([OrderStatus.PENDING.value, OrderStatus.PARTIALLY_FILLED.value]))).all()
-    pending = math.fsum((qty - filled_qty) * (limit or stop or avg or 0.0)
-                        for qty, filled_qty, limit, stop, avg in open_rows)
+    pending = math.fsum(open_notional(qty - filled_qty, limit, stop, prices.get(symbol, avg))
+                        for symbol, qty, filled_qty, limit, stop, avg in open_rows)
     return float(filled) + pending
 
 
