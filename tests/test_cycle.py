@@ -88,6 +88,9 @@ def test_a_cycles_market_entries_count_against_the_daily_budget_before_they_fill
     refused = [reason for status, reason, _, _ in rows if status == "rejected"]
     assert result.orders_placed == len(placed) >= 2 and sum(placed) <= 12_000
     assert refused and all("would exceed max_daily_notional 12,000.00" in reason for reason in refused)
+    with ctx.engine.connect() as conn:
+        statuses = sorted(conn.execute(select(db.Signal.status)).scalars())
+    assert statuses.count("skipped") == len(refused) and statuses.count("ordered") == len(placed)
 
 
 def test_rerunning_a_cycle_places_no_second_order(ctx):

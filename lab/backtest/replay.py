@@ -4,13 +4,14 @@ rules and matcher.
 At each bar the paper executor sees the bar of every symbol an account has open orders or
 candidate entries in, then ``lab.trading.step.trade_step`` runs for that account exactly as
 in the live cycle (book fills, mark, drawdown halt, exits, sized entries) with an
-in-memory journal. As the cycle, it decides no entry or exit in an asset class whose market
-is closed at the bar (a weekend or holiday of a clock that crypto keeps going). Orders
-decided at bar t can only fill at a later bar (the executor's rule), so the backtest cannot
-trade on the bar it decided on. An account is stepped only
-at bars where its step could do something (``_Idle``): it has open orders or candidates, an
-exit may be due in a symbol it holds, or its drawdown nears the halt; before that step its
-books catch up on the marks and equity peak of the bars it skipped.
+in-memory journal. As in the cycle, every order passes pre-trade validation (``_PreTrade``),
+and no entry or exit is decided in an asset class whose market is closed at the bar (a
+weekend or holiday of a clock that crypto keeps going). Orders decided at bar t can only
+fill at a later bar (the executor's rule), so the backtest cannot trade on the bar it
+decided on. An account is stepped only at bars where its step could do something
+(``_Idle``): it has open orders or candidates, an exit may be due in a symbol it holds, or
+its drawdown nears the halt; before that step its books catch up on the marks and equity
+peak of the bars it skipped.
 
 Nothing is stored while replaying; the result is stored in one go afterwards. The
 valuation (equity, positions over time) is read off the books after each bar that booked a

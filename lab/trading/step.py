@@ -144,7 +144,8 @@ def trade_step(
         p = decision.position
         order = place.order(p.strategy, p.symbol, Side.SELL if p.qty > 0 else Side.BUY, abs(p.qty), decision.intent,
                             pair=p.pair)  # a pair's leg leaves as one
-        if place(order, note=decision.reason):
+        answer = place(order, note=decision.reason)
+        if answer is not None and answer.status is not OrderStatus.REJECTED:
             result.exits += 1
     journal.stage("exits_placed")
     if manager.halted:
@@ -198,8 +199,11 @@ class _Placer:
         notional = self.manager.entry_notional() if decision.reason is None else None
         order = self.order(c.strategy, c.symbol, c.side, decision.qty, Intent.ENTRY, stop_loss=c.stop_loss,
                            take_profit=c.take_profit, notional=notional)
-        self(order, ref=c.ref)
-        self.journal.outcome(c, "ordered", decision.reason)
+        answer = self(order, ref=c.ref)
+        if answer is not None and answer.status is OrderStatus.REJECTED:
+            self.journal.outcome(c, "skipped", f"refused: {answer.reason}")
+        else:
+            self.journal.outcome(c, "ordered", decision.reason)
 
     def pair_entry(self, c: Candidate) -> None:
         """Both legs of a pair as one decision: sized together in the hedge ratio (the pair's
@@ -276,12 +280,13 @@ class _Placer:
         return None
 
     def __call__(self, order: Order, *, ref: Any = None, note: str | None = None) -> Order | None:
-        """Check, record, submit; the broker's answer. None when refused or when this decision
-        was already placed."""
+        """Check, record, submit; the broker's answer, or the order rejected with the check's
+        reason when a pre-trade check refused it. None when this decision was already placed."""
         if (refusal := self.refusal(order)) is not None:
-            if self.journal.store(order.rejected(refusal), ref=ref):
+            rejected = order.rejected(refusal)
+            if self.journal.store(rejected, ref=ref):
                 self.result.rejected += 1
-            return None
+            return rejected
         if not self.journal.store(order, ref=ref):
             return None
         self.journal.stage("order_stored")
