@@ -39,7 +39,8 @@ def is_market_open(asset_type: str, ts: datetime) -> bool:
 
 def open_at(asset_type: str, stamps: pd.DatetimeIndex) -> np.ndarray:
     """``is_market_open`` at every stamp (tz-aware), daily bar labels looked up at once: a
-    backtest's clock asks it of every bar, where one call each costs a tenth of the replay."""
+    backtest's clock asks it of every bar, where a call per bar made a 27-symbol, 10-year
+    replay a fifth slower."""
     if asset_type == "crypto":
         return np.ones(len(stamps), dtype=bool)
     stamps = stamps.tz_convert("UTC")
