@@ -377,7 +377,7 @@ def test_a_backtest_refuses_what_the_cycles_pre_trade_limits_refuse(sqlite_bars,
     assert entries.groupby("ts").size().max() == 1
     funnel = result.funnel["momentum"]  # a refused entry is no signal the books ordered
     assert funnel["ordered"] == len(entries)
-    assert any(reason.startswith("refused: daily notional") for reason in funnel["reasons"])
+    assert funnel["reasons"]["pre-trade: daily notional … would exceed max_daily_notional …"] == len(refused)
     by_day = fills[fills["client_order_id"].isin(entries["client_order_id"])].assign(
         notional=lambda f: f["qty"] * f["price"]).groupby("ts")["notional"].sum()
     assert by_day.max() <= 30_000 * 1.05  # decided on the close, filled at the next open

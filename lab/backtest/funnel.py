@@ -5,6 +5,7 @@ and how many entry orders filled. A run with few or no trades reads here what st
 
 from __future__ import annotations
 
+import re
 from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -31,6 +32,8 @@ FUNNEL_STAGES = {
 
 #: refusal reasons kept per strategy, the most frequent first
 _REASONS = 5
+#: an amount in a reason (money, to the cent), different refusal by refusal: counted as one reason
+_AMOUNT = re.compile(r"\d[\d,]*\.\d+")
 
 
 class SignalFunnel:
@@ -49,7 +52,7 @@ class SignalFunnel:
         if status == "ordered":
             self._ordered[candidate.strategy] += 1
         else:
-            self._refused.setdefault(candidate.strategy, Counter())[reason or status] += 1
+            self._refused.setdefault(candidate.strategy, Counter())[_AMOUNT.sub("…", reason or status)] += 1
 
     def summary(self, strategies: Sequence[str], screening: Mapping[str, Screening],
                 orders: pd.DataFrame) -> dict[str, dict[str, Any]]:

@@ -201,7 +201,7 @@ class _Placer:
                            take_profit=c.take_profit, notional=notional)
         answer = self(order, ref=c.ref)
         if answer is not None and answer.status is OrderStatus.REJECTED:
-            self.journal.outcome(c, "skipped", f"refused: {answer.reason}")
+            self.journal.outcome(c, "skipped", f"pre-trade: {answer.reason}")
         else:
             self.journal.outcome(c, "ordered", decision.reason)
 
