@@ -43,7 +43,7 @@ from lab.config import TradingConfig
 from lab.trading.calendar import open_at
 from lab.trading.model import Fill, Intent, Order, OrderStatus, OrderType, Side
 from lab.trading.paper import Bar, PaperTradingExecutor
-from lab.trading.portfolio import ExitDecision, PortfolioManager
+from lab.trading.portfolio import PortfolioManager
 from lab.trading.pretrade import open_notional, validate_order
 from lab.trading.step import Candidate, trade_step
 
@@ -262,7 +262,6 @@ def replay(
             present = market.has_bar[t]
             prices = _Prices(closes[t], column, present)
             closed = closed_at[t]
-            exits = partial(_open_market_exits, decisions.exits, closed) if closed else decisions.exits
             wanted: dict[int, list[Candidate]] = {}
             for candidate in decisions.entries(as_of, prices, closed):
                 funnel.offered(candidate)
@@ -284,8 +283,8 @@ def replay(
                             account.broker.on_bar(symbol, market.bar(t, column[symbol]))
                 account.pretrade.as_of, account.pretrade.prices = as_of, prices
                 step = trade_step(account.manager, account.broker, account.journal, as_of=as_of, prices=prices,
-                                  asset_types=market.asset_types, checks=(account.pretrade,),
-                                  exits=partial(exits, as_of, account.manager), entries=candidates.copy)
+                                  asset_types=market.asset_types, checks=(account.pretrade,), closed=closed,
+                                  exits=partial(decisions.exits, as_of, account.manager), entries=candidates.copy)
                 if candidates and account.manager.halted:  # the step asked for no entries
                     for candidate in candidates:
                         funnel.outcome(candidate, "skipped", f"entries halted: {account.manager.halt_reason}")
@@ -311,13 +310,6 @@ def replay(
                          slot_symbol, allocation=allocation, initial_cash=cash * len(accounts))
         result.funnel = funnel.summary(strategies, decisions.screening(), result.orders)
         return result
-
-
-def _open_market_exits(exits: Callable[..., list[ExitDecision]], closed: frozenset[str], as_of: datetime,
-                       manager: PortfolioManager, pending: Sequence[Order]) -> list[ExitDecision]:
-    """``exits`` less those of positions whose market is closed (they are decided again at the
-    next bar it is open)."""
-    return [d for d in exits(as_of, manager, pending) if d.position.asset_type not in closed]
 
 
 _YOUNG = 50_000  # allocations between the collector's passes over young objects while replaying

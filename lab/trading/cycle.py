@@ -202,11 +202,10 @@ def run_trading_cycle(
                     for s in signals.to_dict("records")]
 
         def exits(pending: Sequence[Order]) -> list[ExitDecision]:
-            return [d for d in exit_decisions(config, manager, features or market, as_of, pending)
-                    if d.position.asset_type not in closed]
+            return exit_decisions(config, manager, features or market, as_of, pending)
 
         step = trade_step(manager, broker, journal, as_of=as_of, prices=prices, asset_types=journal.asset_types,
-                          exits=exits, entries=entries, checks=checks)
+                          exits=exits, entries=entries, checks=checks, closed=closed)
         sync(broker, journal, load_open_orders(engine, portfolio), step)
         manager.mark(prices)
         manager.update_drawdown()

@@ -12,7 +12,7 @@ transaction per fill; a backtest: in memory), and hears each named stage.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -122,12 +122,15 @@ def trade_step(
     exits: Callable[[Sequence[Order]], Iterable[ExitDecision]],
     entries: Callable[[], Iterable[Candidate]],
     checks: Sequence[PreTradeCheck] = (),
+    closed: Collection[str] = (),
 ) -> StepResult:
     """Sync, mark, drawdown halt, exits, entries: one decision at ``as_of``.
 
     ``exits(pending)`` names the positions to close (the manager's stops, targets and holding
     time, and the strategies' exit rules); ``entries()`` is asked only when entries are not
-    halted and yields candidates best first.
+    halted and yields candidates best first. ``closed``: the asset classes whose market is
+    closed at ``as_of``; no exit is placed in them (brokers reject orders then: the next step
+    with the market open decides again), and ``entries`` must offer none there.
     """
     result = StepResult()
     pending = journal.open_orders()
@@ -142,6 +145,8 @@ def trade_step(
     place = _Placer(manager, broker, journal, as_of, prices, asset_types, checks, result)
     for decision in exits(pending):
         p = decision.position
+        if p.asset_type in closed:
+            continue
         order = place.order(p.strategy, p.symbol, Side.SELL if p.qty > 0 else Side.BUY, abs(p.qty), decision.intent,
                             pair=p.pair)  # a pair's leg leaves as one
         answer = place(order, note=decision.reason)
