@@ -30,9 +30,13 @@ def test_it_is_off_until_engaged_and_stays_on_until_released(engine) -> None:
     assert not killswitch.is_killed(engine, "alpaca")
 
 
-def test_engaging_for_a_name_no_portfolio_can_have_is_refused(engine) -> None:
+@pytest.mark.parametrize("switch", [lambda engine, name: killswitch.engage(engine, name, "market halt"),
+                                    killswitch.release])
+def test_a_switch_for_a_name_no_portfolio_can_have_is_refused(engine, switch) -> None:
     with pytest.raises(TradingError, match="portfolio name 'xxxx.*': expected 1 to 64 characters"):
-        killswitch.engage(engine, "x" * 65, "market halt")
+        switch(engine, "x" * 65)
+    with pytest.raises(TradingError, match="portfolio name ' paper': expected 1 to 64 characters"):
+        switch(engine, " paper")
     assert killswitch.switches(engine) == []
 
 

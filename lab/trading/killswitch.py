@@ -54,6 +54,8 @@ def engage(engine: Engine, portfolio: str, reason: str, *, broker: BrokerInterfa
 def release(engine: Engine, portfolio: str) -> bool:
     """Allow submission again (deliberately; nothing releases the switch on its own). Returns
     whether the portfolio is still stopped, by the switch for every account."""
+    if portfolio != ALL:
+        check_portfolio_name(portfolio)  # a mistyped name would leave a switch for no account
     _set(engine, portfolio, False, None)
     log.warning("kill switch released for %s", portfolio)
     return is_killed(engine, portfolio)
