@@ -136,6 +136,17 @@ def test_an_output_folder_that_cannot_be_created_is_refused_before_the_work(tmp_
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc: a folder that exists but takes no files")
+@pytest.mark.parametrize("args", [["backtest", "-s", "momentum", "--start", "2019-01-01", "--end", "2019-06-01",
+                                   "--export"], ["grafana", "render", "--out"], ["report", "--out"],
+                                  ["features", "--no-ray", "--out"]])
+def test_an_output_folder_that_takes_no_files_is_refused_before_the_work(args):
+    target = "/proc" if args[0] != "features" else "/proc/features.parquet"
+    result = lab(*args, target)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"{args[-1]} /proc: cannot write there (" in result.stderr
+
+
 @pytest.mark.parametrize(("args", "code", "message"), [
     (["--window-days", "0"], 2, "Invalid value for '--window-days': Input should be greater than or equal to 7"),
     (["--walk-forward", "sideways"], 2, "Invalid value for '--walk-forward': Value error, 'sideways' is not one of "

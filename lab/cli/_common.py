@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import socket
+import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -42,12 +43,17 @@ def parse_assignment(option: str, item: str) -> tuple[str, Any]:
 
 
 def output_dir(option: str, directory: Path) -> Path:
-    """``directory`` created (with its parents) before any work is done, or a clear error:
-    a long run should not end in a traceback because its output cannot be written."""
+    """``directory`` created (with its parents) and written to once, before any work is
+    done, or a clear error: a long run should not end in a traceback because its output
+    cannot be written (a folder that exists may still refuse files: read-only, or /proc)."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError([f"{option} {directory}: cannot create it ({exc.strerror})"]) from None
+    try:
+        tempfile.TemporaryFile(dir=directory).close()
+    except OSError as exc:
+        raise ConfigError([f"{option} {directory}: cannot write there ({exc.strerror})"]) from None
     return directory
 
 
