@@ -35,6 +35,7 @@ def run_demo_pipeline(*, trials: int | None = None, paper_days: int = 10, serve_
                       dashboard: bool = True, progress: Progress | None = None) -> DemoOutcome:
     step = progress or (lambda stage, done, total: None)
     ctx = open_lab()
+    _ = ctx.config  # a missing or invalid config is named now, not after Ray and Prefect have started
     ensure_ray(ctx.settings, include_dashboard=dashboard)
 
     step("ingest the offline universe", 0, 1)

@@ -125,6 +125,14 @@ def test_a_port_in_use_is_refused_before_any_work(command):
     assert f"error: --port {port} on 127.0.0.1: cannot listen there (Address already in use)" in result.stderr
 
 
+def test_the_demo_names_a_missing_config_before_starting_ray_or_prefect(tmp_path: Path):
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    result = lab("demo", "--port", str(port), env={"LAB_CONFIG": str(tmp_path / "trading.json")})
+    assert result.returncode == 1 and f"error: {tmp_path / 'trading.json'}: file not found" in result.stderr
+    assert "Traceback" not in result.stderr and "Ray" not in result.stderr
+
+
 @pytest.mark.parametrize("args", [["backtest", "-s", "momentum", "--start", "2019-01-01", "--end", "2019-06-01",
                                    "--export"], ["grafana", "render", "--out"], ["report", "--out"]])
 def test_an_output_folder_that_cannot_be_created_is_refused_before_the_work(tmp_path: Path, args):
