@@ -77,6 +77,21 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
+def _check_rollback(target: ModelVersion, active: ModelVersion | None) -> None:
+    """A rollback goes from the active version to an older one of the same (domain, strategy)."""
+    name = f"{target.domain}/{target.strategy}"
+    if active is None:
+        raise RegistryError(f"{name} has no active version to roll back from; "
+                            f"`lab models activate {target.id}` makes v{target.version} active")
+    if active.id == target.id:
+        raise RegistryError(f"v{target.version} (id {target.id}) is the active {name} version already: "
+                            "nothing to roll back")
+    if target.version > active.version:
+        raise RegistryError(f"v{target.version} (id {target.id}) is newer than the active {name} v{active.version} "
+                            f"(id {active.id}): a rollback goes back to an earlier version; "
+                            f"`lab models activate {target.id}` makes it active")
+
+
 class ModelRegistry:
     def __init__(self, engine: Engine, models_dir: Path):
         self.engine = engine
@@ -161,8 +176,17 @@ class ModelRegistry:
                 continue  # another process took this version number; take the next
         raise RegistryError(f"could not allocate a version number for {domain}/{strategy}")
 
-    def activate(self, version_id: int, *, reason: str | None = None, action: str = "activated") -> VersionInfo:
+    def activate(self, version_id: int, *, reason: str | None = None) -> VersionInfo:
         """Make ``version_id`` the one active version of its (domain, strategy)."""
+        return self._activate(version_id, reason=reason, rollback=False)
+
+    def rollback_to_version(self, version_id: int, *, reason: str | None = None) -> VersionInfo:
+        """Re-activate a version older than the active one (its domain and strategy stay as
+        they were). The active version itself, a newer one, or a strategy with none active is
+        refused: that is no rollback (``activate`` makes any version active)."""
+        return self._activate(version_id, reason=reason or "rollback", rollback=True)
+
+    def _activate(self, version_id: int, *, reason: str | None, rollback: bool) -> VersionInfo:
         with session_scope(self.engine, write_lock=True) as session:
             target = session.get(ModelVersion, version_id)
             if target is None:
@@ -172,6 +196,8 @@ class ModelRegistry:
             # lock every version of this (domain, strategy), in id order: concurrent activations
             # serialize (locked in scan order, two could each hold a row the other waits for)
             session.execute(select(ModelVersion.id).where(*scope).order_by(ModelVersion.id).with_for_update())
+            if rollback:
+                _check_rollback(target, session.scalar(select(ModelVersion).where(*scope, ModelVersion.is_active.is_(True))))
             session.execute(
                 update(ModelVersion)
                 .where(*scope, ModelVersion.is_active.is_(True), ModelVersion.id != version_id)
@@ -184,14 +210,10 @@ class ModelRegistry:
                 .values(is_active=True, status="active", activated_at=utcnow())
             )
             session.add(ModelEvent(version_id=version_id, domain=target.domain, strategy=target.strategy,
-                                   action=action, reason=reason))
+                                   action="rolled_back" if rollback else "activated", reason=reason))
             session.flush()
             session.refresh(target)
             return VersionInfo.of(target)
-
-    def rollback_to_version(self, version_id: int, *, reason: str | None = None) -> VersionInfo:
-        """Re-activate an earlier version (its domain and strategy stay as they were)."""
-        return self.activate(version_id, reason=reason or "rollback", action="rolled_back")
 
     def reject(self, version_id: int, reason: str) -> None:
         """Record why a candidate was not promoted; it stays registered as a candidate."""

@@ -82,6 +82,24 @@ def test_rollback_restores_an_earlier_version_in_its_domain(registry, tmp_path):
     assert [e["action"] for e in registry.history("momentum")][:2] == ["rolled_back", "activated"]
 
 
+@pytest.mark.parametrize(("active", "target", "message"), [
+    (None, 1, "trading/momentum has no active version to roll back from; `lab models activate {v1}` makes v1 active"),
+    (2, 2, "v2 (id {v2}) is the active trading/momentum version already: nothing to roll back"),
+    (1, 2, "v2 (id {v2}) is newer than the active trading/momentum v1 (id {v1}): a rollback goes back to an earlier "
+           "version; `lab models activate {v2}` makes it active"),
+])
+def test_a_rollback_goes_only_to_an_older_version_than_the_active_one(registry, tmp_path, active, target, message):
+    versions = {n: registry.save_version("trading", "momentum", model_file(tmp_path, str(n).encode())) for n in (1, 2)}
+    if active is not None:
+        registry.activate(versions[active].id)
+    events = registry.history("momentum")
+    with pytest.raises(RegistryError) as refused:
+        registry.rollback_to_version(versions[target].id)
+    assert str(refused.value) == message.format(v1=versions[1].id, v2=versions[2].id)
+    assert registry.history("momentum") == events  # nothing activated, retired or recorded
+    assert [v.is_active for v in registry.list_versions("trading", "momentum")] == [n == active for n in (1, 2)]
+
+
 def test_the_database_itself_rejects_a_second_active_version(registry, engine, tmp_path):
     v1 = registry.save_version("trading", "momentum", model_file(tmp_path, b"1"))
     v2 = registry.save_version("trading", "momentum", model_file(tmp_path, b"2"))
