@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from contextlib import ExitStack
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -13,12 +14,15 @@ from lab.bars import load_bars
 from lab.config import TradingConfig
 from lab.errors import DataError
 from lab.settings import Settings
-from tests.fakes.alphavantage import FakeAlphaVantage
+from tests.fakes.alphavantage import DAILY_QUOTA, FakeAlphaVantage
 from tests.fakes.binance_public import FakeBinance
 from tests.fakes.coingecko import FakeCoinGecko
 from tests.fakes.yahoo import FakeYahoo
 from universe import ingest_universe
-from universe.providers import Endpoints, RetryPolicy, build_chains
+from universe._http import ProviderClient, RateLimiter
+from universe.ingest import SymbolResult, refresh_metadata
+from universe.providers import Chains, Endpoints, RetryPolicy, build_chains
+from universe.providers.alphavantage import AlphaVantage
 from universe.synthetic import synthetic_market
 
 FAST = RetryPolicy(attempts=2, initial_wait=0, max_wait=0, jitter=0, timeout=2, throttle_wait=0)
@@ -138,6 +142,21 @@ def test_live_fetch_is_incremental_after_the_first_run(engine, monkeypatch):
 
 
 # --- user files -------------------------------------------------------------------------------
+
+
+def test_metadata_fetched_before_the_quota_ran_out_is_stored_and_only_the_rest_asked_again(engine):
+    overview = {s: {"Symbol": s, "Name": f"{s} Inc", "Sector": "TECHNOLOGY"} for s in ("AAA", "BBB")}
+    with FakeAlphaVantage({}, overview={**overview, "CCC": DAILY_QUOTA}) as server:
+        alphavantage = AlphaVantage(ProviderClient("alphavantage", server.url, RateLimiter("alphavantage", 100_000),
+                                                   FAST, sleep=lambda s: None), "key")
+        asked_next: list[list[str]] = []
+        fallback = SimpleNamespace(fetch_metadata=lambda symbols, asset_class: asked_next.append(symbols) or [])
+        notes = refresh_metadata(engine, Chains({"stocks": [alphavantage, fallback]}),
+                                 [SymbolResult(s, "stocks", "ok") for s in ("AAA", "BBB", "CCC", "DDD")])
+    with engine.connect() as conn:
+        assert conn.execute(text("SELECT symbol FROM stocks ORDER BY symbol")).scalars().all() == ["AAA", "BBB"]
+    assert asked_next == [["CCC", "DDD"]]
+    assert len(notes) == 1 and "alphavantage: stopped at CCC: daily quota spent" in notes[0]
 
 
 def test_files_with_split_coefficients_are_adjusted_and_validated(engine, tmp_path):

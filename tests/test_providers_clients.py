@@ -13,6 +13,7 @@ from tests.fakes.coingecko import RANGE_ERROR, RATE_LIMITED, FakeCoinGecko
 from tests.fakes.yahoo import FakeYahoo
 from universe._http import ProviderClient, RateLimiter, RetryPolicy
 from universe.providers.alphavantage import AlphaVantage
+from universe.providers.base import MetadataIncomplete
 from universe.providers.binance import Binance
 from universe.providers.coingecko import CoinGecko
 from universe.providers.yahoo import Yahoo
@@ -101,6 +102,15 @@ def test_alphavantage_overview_gives_fundamentals_and_empty_object_means_none():
     assert (infos[0].pe_ratio, infos[0].pb_ratio, infos[0].market_cap) == (49.99, None, 271356035000.0)
 
 
+def test_alphavantage_overview_quota_spent_part_way_hands_back_what_it_fetched():
+    overview = {s: {"Symbol": s, "Name": f"{s} Inc", "Sector": "TECHNOLOGY"} for s in ("AAPL", "MSFT", "KO")}
+    with av.FakeAlphaVantage({}, overview={**overview, "IBM": av.DAILY_QUOTA}) as server:
+        with pytest.raises(MetadataIncomplete, match="stopped at IBM: daily quota spent") as stopped:
+            make(AlphaVantage, server, "alphavantage", "key").fetch_metadata(["AAPL", "MSFT", "IBM", "KO"], "stocks")
+        assert [q["symbol"] for _, q in server.requests] == ["AAPL", "MSFT", "IBM"]  # none asked after the quota
+    assert [i.symbol for i in stopped.value.infos] == ["AAPL", "MSFT"]
+
+
 # --- Yahoo ------------------------------------------------------------------------------
 
 
@@ -181,6 +191,23 @@ def test_coingecko_unknown_coin_is_a_clear_error():
     with FakeCoinGecko({}) as server:
         with pytest.raises(ProviderError, match="coin not found"):
             make(CoinGecko, server, "coingecko").fetch_bars("BTC", "crypto", None)
+
+
+def test_coingecko_metadata_leaves_out_a_symbol_naming_several_coins_and_gives_the_rest():
+    twins = [{"id": "uniswap", "symbol": "uni", "name": "Uniswap"}, {"id": "universe-token", "symbol": "uni", "name": "Universe"}]
+    with FakeCoinGecko({}, coins=twins) as server:
+        with pytest.raises(MetadataIncomplete, match=r"symbol UNI matches 2 coins \(uniswap, universe-token\)") as partial:
+            make(CoinGecko, server, "coingecko").fetch_metadata(["BTC", "UNI", "ETH"], "crypto")
+    assert sorted((i.symbol, i.coingecko_id) for i in partial.value.infos) == [("BTC", "bitcoin"), ("ETH", "ethereum")]
+
+
+def test_coingecko_metadata_of_more_coins_than_one_page_comes_back_whole():
+    coins = [{"id": f"coin-{n}", "symbol": f"c{n}", "name": f"Coin {n}"} for n in range(300)]
+    with FakeCoinGecko({}, coins=coins) as server:
+        infos = make(CoinGecko, server, "coingecko").fetch_metadata([f"C{n}" for n in range(300)], "crypto")
+        pages = [q for path, q in server.requests if path == "/coins/markets"]
+    assert sorted(i.coingecko_id for i in infos) == sorted(c["id"] for c in coins)
+    assert [(len(q["ids"].split(",")), q["per_page"]) for q in pages] == [(250, "250"), (50, "250")]
 
 
 def test_coingecko_markets_give_crypto_metadata():

@@ -26,6 +26,7 @@ from lab.settings import Settings
 from universe.assets import known_symbols, store_assets
 from universe.calendars import last_closed_session
 from universe.providers import Chains, Provider, build_chains
+from universe.providers.base import MetadataIncomplete
 from universe.providers.files import FileProvider
 from universe.quality import refresh_quality
 from universe.store import last_bar, quarantine_bars, upsert_bars
@@ -198,6 +199,9 @@ def refresh_metadata(engine: Engine, chains: Chains, results: list[SymbolResult]
                 break
             try:
                 infos = provider.fetch_metadata(wanted, asset_class)
+            except MetadataIncomplete as exc:
+                notes.append(f"metadata: {exc}")
+                infos = exc.infos  # stored: the next provider is asked only for the rest
             except ProviderError as exc:
                 notes.append(f"metadata: {exc}")
                 continue

@@ -16,16 +16,26 @@ IDS = {"BTC": "bitcoin", "ETH": "ethereum", "SOL": "solana"}
 
 
 class FakeCoinGecko(FakeServer):
+    """``coins``: the /coins/list entries (id, symbol, name) beside the pinned ``IDS``;
+    /coins/markets pages its rows as documented (per_page 1-250, default 100; page from 1)."""
+
+    def __init__(self, bars=None, coins: list[dict[str, str]] | None = None):
+        super().__init__(bars)
+        self.coins = [{"id": i, "symbol": s.lower(), "name": i.title()} for s, i in IDS.items()] + list(coins or [])
+
     def symbol_of(self, path, query):
         parts = path.strip("/").split("/")
         coin = parts[1] if len(parts) > 1 and parts[0] == "coins" else None
         return {v: k for k, v in IDS.items()}.get(coin or "")
 
     def route(self, path, query):
+        if path == "/coins/list":
+            return Reply(200, self.coins)
         if path == "/coins/markets":
-            wanted = query.get("ids", "").split(",")
-            return Reply(200, [{"id": IDS[s], "symbol": s.lower(), "name": IDS[s].title(), "market_cap": 1e9,
-                                "current_price": 1.0} for s in self.bars if IDS.get(s) in wanted])
+            wanted = set(query.get("ids", "").split(","))
+            per_page, page = min(int(query.get("per_page", 100)), 250), int(query.get("page", 1))
+            rows = [{**c, "market_cap": 1e9, "current_price": 1.0} for c in self.coins if c["id"] in wanted]
+            return Reply(200, rows[(page - 1) * per_page:page * per_page])
         symbol = self.symbol_of(path, query)
         if symbol not in self.bars or not path.endswith("/market_chart"):
             return Reply(404, COIN_NOT_FOUND)

@@ -20,7 +20,7 @@ import pandas as pd
 
 from lab.errors import ProviderError
 from universe._http import ProviderClient, Throttled
-from universe.providers.base import AssetInfo, empty_bars, raw_bars
+from universe.providers.base import AssetInfo, MetadataIncomplete, empty_bars, raw_bars
 
 __all__ = ["AlphaVantage"]
 
@@ -112,9 +112,17 @@ class AlphaVantage:
         return frame if since is None else frame[frame["ts"] >= pd.Timestamp(since, tz="UTC")]
 
     def fetch_metadata(self, symbols: list[str], asset_class: str) -> list[AssetInfo]:
-        infos = []
+        """One OVERVIEW request per symbol: when the quota runs out part-way, the ones fetched
+        come back in ``MetadataIncomplete``."""
+        infos: list[AssetInfo] = []
         for symbol in symbols:
-            body = self._query({"function": "OVERVIEW", "symbol": symbol}, "Symbol", empty_ok=True)
+            try:
+                body = self._query({"function": "OVERVIEW", "symbol": symbol}, "Symbol", empty_ok=True)
+            except ProviderError as exc:
+                if not infos:
+                    raise
+                reason = str(exc).removeprefix(f"{self.name}: ")
+                raise MetadataIncomplete(self.name, f"stopped at {symbol}: {reason}", infos) from exc
             if not body.get("Symbol"):
                 continue  # {} = unknown symbol or an ETF: no fundamentals, not an error
             infos.append(AssetInfo(

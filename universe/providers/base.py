@@ -12,7 +12,9 @@ from typing import Protocol
 
 import pandas as pd
 
-__all__ = ["RAW_COLUMNS", "AssetInfo", "Provider", "raw_bars", "empty_bars", "session_ts"]
+from lab.errors import ProviderError
+
+__all__ = ["RAW_COLUMNS", "AssetInfo", "MetadataIncomplete", "Provider", "raw_bars", "empty_bars", "session_ts"]
 
 RAW_COLUMNS = ["ts", "open", "high", "low", "close", "volume"]
 
@@ -34,6 +36,15 @@ class AssetInfo:
     pb_ratio: float | None = None
 
 
+class MetadataIncomplete(ProviderError):
+    """The provider failed part-way through a metadata request: ``infos`` holds what it had
+    fetched before (paid for out of a small daily quota: to be stored, not thrown away)."""
+
+    def __init__(self, provider: str, message: str, infos: list[AssetInfo]):
+        super().__init__(provider, message)
+        self.infos = infos
+
+
 class Provider(Protocol):
     """A source of daily bars. ``fetch_bars`` raises ``ProviderError`` on failure."""
 
@@ -45,7 +56,8 @@ class Provider(Protocol):
         ...
 
     def fetch_metadata(self, symbols: list[str], asset_class: str) -> list[AssetInfo]:
-        """Metadata for the symbols it knows (may be fewer than asked)."""
+        """Metadata for the symbols it knows (may be fewer than asked); ``MetadataIncomplete``
+        when it failed after fetching some."""
         ...
 
 

@@ -19,18 +19,23 @@ import pandas as pd
 
 from lab.errors import ProviderError
 from universe._http import ProviderClient, Throttled, error_text
-from universe.providers.base import AssetInfo, empty_bars, raw_bars
+from universe.providers.base import AssetInfo, MetadataIncomplete, empty_bars, raw_bars
 
 __all__ = ["CoinGecko", "KNOWN_IDS"]
 
 DAY_MS = 86_400_000
 MAX_DAYS = 365
+MARKETS_PAGE = 250  # the most ids /coins/markets returns on one page (per_page 1-250, default 100)
 #: symbols are not unique on CoinGecko; well-known ones are pinned, others looked up in /coins/list
 KNOWN_IDS = {
     "BTC": "bitcoin", "ETH": "ethereum", "SOL": "solana", "BNB": "binancecoin", "XRP": "ripple",
     "ADA": "cardano", "DOGE": "dogecoin", "AVAX": "avalanche-2", "DOT": "polkadot", "LINK": "chainlink",
     "LTC": "litecoin", "MATIC": "matic-network", "TRX": "tron", "BCH": "bitcoin-cash",
 }
+
+
+class UnknownCoin(ProviderError):
+    """A symbol that names no CoinGecko coin, or several."""
 
 
 class CoinGecko:
@@ -55,14 +60,16 @@ class CoinGecko:
             raise ProviderError(self.name, f"error {code or ''} {error_text(body)}".replace("  ", " "))
 
     def coin_id(self, symbol: str) -> str:
+        """The coin a symbol names: pinned (``KNOWN_IDS``), else the one coin with that symbol
+        in ``/coins/list``; ``UnknownCoin`` for none or several."""
         if symbol in KNOWN_IDS:
             return KNOWN_IDS[symbol]
         if self._coin_list is None:
             self._coin_list = self.client.get_json("/coins/list", check=self._check)
         matches = [c["id"] for c in self._coin_list if str(c.get("symbol", "")).upper() == symbol]
         if len(matches) != 1:
-            raise ProviderError(self.name, f"symbol {symbol} matches {len(matches)} coins "
-                                           f"({', '.join(matches[:5]) or 'none'}); cannot pick one")
+            raise UnknownCoin(self.name, f"symbol {symbol} matches {len(matches)} coins "
+                                         f"({', '.join(matches[:5]) or 'none'}); cannot pick one")
         return matches[0]
 
     def fetch_bars(self, symbol: str, asset_class: str, since: date | None) -> pd.DataFrame:
@@ -89,11 +96,32 @@ class CoinGecko:
         return frame if since is None else frame[frame["ts"] >= pd.Timestamp(since, tz="UTC")]
 
     def fetch_metadata(self, symbols: list[str], asset_class: str) -> list[AssetInfo]:
-        ids = {self.coin_id(s): s for s in symbols}
-        rows = self.client.get_json("/coins/markets", {"vs_currency": "usd", "ids": ",".join(ids)},
-                                    check=self._check)
-        if not isinstance(rows, list):
-            raise ProviderError(self.name, "coins/markets did not return a list")
-        return [AssetInfo(symbol=ids[r["id"]], asset_class="crypto", source=self.name, name=r.get("name"),
-                          market_cap=r.get("market_cap"), coingecko_id=r["id"])
-                for r in rows if r.get("id") in ids]
+        """``/coins/markets`` for the symbols' coins, a full page (``MARKETS_PAGE`` ids) at a
+        time. A symbol that names no coin or several is left out, and named in the
+        ``MetadataIncomplete`` raised with the others' metadata."""
+        ids, unresolved = {}, []
+        for symbol in symbols:
+            try:
+                ids[self.coin_id(symbol)] = symbol
+            except UnknownCoin as exc:
+                unresolved.append(str(exc).removeprefix(f"{self.name}: "))
+        infos: list[AssetInfo] = []
+        coins = list(ids)
+        for start in range(0, len(coins), MARKETS_PAGE):
+            page = coins[start:start + MARKETS_PAGE]
+            try:
+                rows = self.client.get_json("/coins/markets", {"vs_currency": "usd", "ids": ",".join(page),
+                                                               "per_page": MARKETS_PAGE, "page": 1}, check=self._check)
+                if not isinstance(rows, list):
+                    raise ProviderError(self.name, "coins/markets did not return a list")
+            except ProviderError as exc:
+                if not infos:
+                    raise
+                reason = str(exc).removeprefix(f"{self.name}: ")
+                raise MetadataIncomplete(self.name, f"stopped after {len(infos)} coins: {reason}", infos) from exc
+            infos += [AssetInfo(symbol=ids[r["id"]], asset_class="crypto", source=self.name, name=r.get("name"),
+                                market_cap=r.get("market_cap"), coingecko_id=r["id"])
+                      for r in rows if r.get("id") in ids]
+        if unresolved:
+            raise MetadataIncomplete(self.name, "; ".join(unresolved), infos)
+        return infos
