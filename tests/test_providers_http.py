@@ -28,10 +28,11 @@ class FakeClock:
             self.sleeps.append(seconds)
 
 
-def client_for(server, policy=FAST, sleeps=None, per_minute=100_000, per_day=None):
-    limiter = RateLimiter("binance", per_minute, per_day)
-    return ProviderClient("binance", server.url, limiter, policy,
-                          sleep=(sleeps.append if sleeps is not None else lambda s: None))
+def client_for(server, policy=FAST, clock=None, per_minute=100_000, per_day=None):
+    """A client whose waits (the limiter's and the retries') are recorded on ``clock``, not slept."""
+    clock = clock or FakeClock()
+    limiter = RateLimiter("binance", per_minute, per_day, clock=clock, sleep=clock.sleep)
+    return ProviderClient("binance", server.url, limiter, policy, sleep=clock.sleep)
 
 
 def test_limiter_spaces_concurrent_callers_by_the_per_minute_budget():
@@ -64,17 +65,39 @@ def test_429_with_retry_after_is_honoured_then_succeeds():
     with FakeBinance() as server:
         server.script.append(Reply(429, TOO_MUCH_WEIGHT, headers={"Retry-After": "7"}))
         server.script.append(Reply(200, []))
-        sleeps: list[float] = []
-        assert client_for(server, sleeps=sleeps).get_json("/api/v3/klines") == []
-    assert sleeps == [7.0]
+        clock = FakeClock()
+        assert client_for(server, clock=clock).get_json("/api/v3/klines") == []
+    assert sum(clock.sleeps) == 7.0
 
 
-def test_retry_after_beyond_the_cap_is_not_waited_for():
+def test_retry_after_holds_back_every_caller_of_the_provider_not_only_the_one_answered():
+    clock = FakeClock()
     with FakeBinance() as server:
-        server.script.append(Reply(418, TOO_MUCH_WEIGHT, headers={"Retry-After": "86400"}))
-        with pytest.raises(ProviderError, match="HTTP 418"):
-            client_for(server).get_json("/api/v3/klines")
-        assert len(server.requests) == 1
+        server.script.extend([Reply(429, TOO_MUCH_WEIGHT, headers={"Retry-After": "7"}), Reply(200, [])])
+        client = client_for(server, policy=RetryPolicy(attempts=1, timeout=0.3), clock=clock)  # no retry of its own
+        with pytest.raises(ProviderError, match="HTTP 429"):
+            client.get_json("/api/v3/klines", {"symbol": "BTCUSDT"})
+        assert clock.sleeps == []
+        assert client.get_json("/api/v3/klines", {"symbol": "ETHUSDT"}) == []  # another symbol's fetch, at once
+    assert clock.sleeps == [7.0]
+
+
+def test_retry_after_beyond_the_cap_is_not_waited_for_and_no_call_goes_out_before_it_ends():
+    clock = FakeClock()
+    with FakeBinance() as server:
+        server.script.append(Reply(418, {"code": -1003, "msg": "Way too much request weight used; IP banned until "
+                                                               "1760000000000."}, headers={"Retry-After": "86400"}))
+        client = client_for(server, clock=clock)
+        with pytest.raises(ProviderError, match=r"HTTP 418 \(rate limited, Retry-After 86400 s\) on /api/v3/klines: "
+                                                r"Way too much request weight used; IP banned until"):
+            client.get_json("/api/v3/klines", {"symbol": "BTCUSDT"})
+        clock.now = 3600.0
+        with pytest.raises(ProviderError, match=r"told to pause \(Retry-After\) for 82800 s more"):
+            client.get_json("/api/v3/klines", {"symbol": "ETHUSDT"})
+        assert len(server.requests) == 1  # asking again during a ban lengthens it
+        clock.now = 86400.0
+        server.script.append(Reply(200, []))
+        assert client.get_json("/api/v3/klines", {"symbol": "ETHUSDT"}) == []
 
 
 def test_5xx_then_success_is_retried():

@@ -8,6 +8,7 @@ honoured when the server sends it, and no retry on a definitive error (unknown s
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -53,6 +54,8 @@ class RateLimiter:
 
     Requests are spaced ``60 / per_minute`` seconds apart (slots are reserved under a lock, so
     concurrent callers queue instead of bursting). ``max_concurrency`` caps requests in flight.
+    A server's ``Retry-After`` holds every caller back (``pause``), not just the one it answered:
+    the limits it enforces are per key or per IP, and calls made during a ban lengthen it.
     """
 
     def __init__(self, provider: str, per_minute: int, per_day: int | None = None, *,
@@ -68,6 +71,7 @@ class RateLimiter:
         self._day = datetime.now(UTC).date()
         self._used_today = 0
         self._exhausted = False
+        self._closed_until = -math.inf  # a pause too long to wait for: refuse every call until then
 
     @property
     def used_today(self) -> int:
@@ -82,11 +86,23 @@ class RateLimiter:
             if self._exhausted or (self.per_day is not None and self._used_today >= self.per_day):
                 raise ProviderError(self.provider, f"daily request budget spent ({self.per_day} per day)")
             now = self._clock()
+            if now < self._closed_until:
+                raise ProviderError(self.provider, f"told to pause (Retry-After) for {self._closed_until - now:.0f} s "
+                                                   "more; not called again before then")
             wait = max(0.0, self._next_slot - now)
             self._next_slot = max(now, self._next_slot) + self.interval
             self._used_today += 1
         if wait > 0:
             self._sleep(wait)
+
+    def pause(self, seconds: float, *, longest_wait: float) -> None:
+        """The server asked for no request during the next ``seconds``: the next slot is after
+        them; a pause over ``longest_wait`` is not waited for, every call is refused until it ends."""
+        with self._lock:
+            until = self._clock() + seconds
+            self._next_slot = max(self._next_slot, until)
+            if seconds > longest_wait:
+                self._closed_until = max(self._closed_until, until)
 
     def exhaust(self) -> None:
         """The provider says today's quota is gone: stop every caller until tomorrow."""
@@ -102,6 +118,14 @@ def _retry_after(response: httpx.Response) -> float | None:
         return max(0.0, float(value))
     except ValueError:
         return None
+
+
+def _text(response: httpx.Response) -> str:
+    """An error response's message: from its JSON envelope, else its first characters."""
+    try:
+        return error_text(response.json())
+    except ValueError:
+        return repr(response.text[:120])
 
 
 def error_text(body: Any) -> str:
@@ -155,12 +179,20 @@ class ProviderClient:
     def _wait(self, state: RetryCallState) -> float:
         exc = state.outcome.exception() if state.outcome else None
         if isinstance(exc, Throttled) and exc.retry_after is not None:
-            return exc.retry_after
+            return 0.0  # the limiter holds the next slot back by the Retry-After (``pause``)
         backoff = wait_exponential_jitter(initial=self.policy.initial_wait, max=self.policy.max_wait,
                                           jitter=self.policy.jitter)
         return backoff(state)
 
     def _attempt(self, path: str, params: dict[str, Any], check: Callable[[Any], None] | None) -> Any:
+        try:
+            return self._request(path, params, check)
+        except Throttled as exc:  # a header's or a throttle body's pause holds back every caller
+            if exc.retry_after is not None:
+                self.limiter.pause(exc.retry_after, longest_wait=self.policy.max_retry_after)
+            raise
+
+    def _request(self, path: str, params: dict[str, Any], check: Callable[[Any], None] | None) -> Any:
         self.limiter.acquire()
         with self.limiter.in_flight:
             try:
@@ -172,8 +204,10 @@ class ProviderClient:
                 raise ProviderError(self.provider, f"cannot connect for {path}: {exc}", retryable=True) from None
         status = response.status_code
         if status in (418, 429):
-            raise Throttled(self.provider, f"HTTP {status} (rate limited) on {path}",
-                            retry_after=_retry_after(response))
+            retry_after = _retry_after(response)
+            asked = "" if retry_after is None else f", Retry-After {retry_after:g} s"
+            raise Throttled(self.provider, f"HTTP {status} (rate limited{asked}) on {path}: {_text(response)}",
+                            retry_after=retry_after)
         if status >= 500 or status == 408:
             raise ProviderError(self.provider, f"HTTP {status} on {path}", retryable=True)
         try:
