@@ -81,6 +81,14 @@ def test_a_large_order_fills_partially_at_the_volume_cap_then_completes():
     assert broker.get_order(first.client_order_id).status is OrderStatus.FILLED
 
 
+def test_the_volume_cap_fills_whole_shares_of_a_stock_and_nothing_below_one():
+    broker = executor(cash=1e9)
+    broker.submit(order(qty=100))
+    assert broker.on_bar("AAPL", bar(TUE, v=5)) == []  # a tenth of 5 shares is no share
+    (fill,) = broker.on_bar("AAPL", bar(WED, v=234.567))
+    assert fill.qty == 23 and broker.positions()[0].qty == 23
+
+
 def test_a_fill_delay_holds_the_order_for_that_many_bars():
     broker = executor(fill_delay_bars=1)
     broker.submit(order())
@@ -152,6 +160,18 @@ def test_each_bad_order_is_rejected_with_its_reason_and_never_raises(kwargs, rea
 
 def test_shorts_are_accepted_when_configured():
     assert executor(allow_shorts=True).submit(order(side=Side.SELL)).status is OrderStatus.PENDING
+
+
+def test_buying_back_a_short_is_never_refused_or_cut_for_cash():
+    broker = executor(cash=1_000.0, allow_shorts=True)
+    broker.submit(order(qty=50, side=Side.SELL))
+    broker.on_bar("AAPL", bar(TUE))  # short 50 at about 100: about 5,990 of cash with the proceeds
+    broker.on_bar("AAPL", bar(WED, c=125.0))  # the price runs up: buying back costs more than the cash
+    cover = broker.submit(order(qty=50, at=WED))
+    assert cover.status is OrderStatus.PENDING, cover.reason
+    (fill,) = broker.on_bar("AAPL", bar(utc(2024, 1, 11), o=130.0))
+    assert fill.qty == 50 and broker.positions() == []
+    assert broker.account().cash < 0  # lent by the margin account, as a broker does
 
 
 def test_open_buy_orders_reserve_cash_for_later_submissions():

@@ -13,7 +13,15 @@ from functools import cached_property
 
 from lab.config import ExecutionConfig
 
-__all__ = ["CostModel", "SlippageModel"]
+__all__ = ["CostModel", "SlippageModel", "round_qty"]
+
+
+def round_qty(qty: float, asset_type: str) -> float:
+    """Whole shares for stocks; crypto to 1e-6 units. Rounds down (past float noise)."""
+    if not math.isfinite(qty) or qty <= 0:
+        return 0.0
+    step = 1.0 if asset_type == "stocks" else 1e-6
+    return math.floor(qty / step + 1e-9) * step
 
 
 @dataclass(frozen=True)

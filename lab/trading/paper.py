@@ -20,7 +20,7 @@ import msgspec
 from lab.config import TradingConfig
 from lab.trading.broker import OrderNotFound
 from lab.trading.calendar import is_market_open, market_clock
-from lab.trading.costs import CostModel, SlippageModel
+from lab.trading.costs import CostModel, SlippageModel, round_qty
 from lab.trading.model import (
     Account,
     Fill,
@@ -182,18 +182,19 @@ class PaperTradingExecutor:
         price = self._trigger_price(order, bar)
         if price is None:
             return None
-        if bar.volume <= 0:
-            return None  # nothing traded on this bar
-        cap = self._max_volume_share * bar.volume
+        costs, asset_type = self._costs, order.asset_type
+        cap = round_qty(self._max_volume_share * bar.volume, asset_type)  # whole shares of a stock
+        if cap <= 0:
+            return None  # too little traded on this bar for one unit
         qty = min(order.remaining_qty, cap)
         if order.order_type in (OrderType.MARKET, OrderType.STOP):
             price *= 1 + self._costs.slippage.fraction(qty, bar.volume) * order.side.sign
-        costs, asset_type = self._costs, order.asset_type
         if order.side is Side.BUY:
             if order.notional is not None and not order.fills:  # sized in cash: resolved at this price
                 order = order.evolve(qty=costs.affordable(min(order.notional, self._cash), price, asset_type))
                 qty = min(order.qty, cap)
-            qty = min(qty, costs.affordable(self._cash, price, asset_type))
+            # buying back a short is never held back for cash (a margin account lends it)
+            qty = min(qty, max(self._short(order.symbol), costs.affordable(self._cash, price, asset_type)))
         elif not self._allow_shorts:
             qty = min(qty, self._sellable(order.symbol, exclude=order.client_order_id))
         if qty <= 0:
@@ -256,6 +257,8 @@ class PaperTradingExecutor:
                 return (f"short selling disabled: selling {order.qty:g} {order.symbol} "
                         f"but only {held:g} held")
             return None
+        if order.qty <= self._short(order.symbol) - self._covering(order.symbol, exclude=order.client_order_id):
+            return None  # a cover: closing risk is never refused for cash
         available = self._available_cash()
         if order.notional is not None:
             needed = order.notional
@@ -282,6 +285,16 @@ class PaperTradingExecutor:
         pending = math.fsum(o.remaining_qty for o in self._open.get(symbol, {}).values()
                             if o.side is Side.SELL and o.client_order_id != exclude)
         return held - pending
+
+    def _short(self, symbol: str) -> float:
+        """The quantity held short in ``symbol`` (0 if none)."""
+        held = self._positions[symbol].qty if symbol in self._positions else 0.0
+        return -held if held < 0 else 0.0
+
+    def _covering(self, symbol: str, *, exclude: str) -> float:
+        """What the other open buys in ``symbol`` may still buy."""
+        return math.fsum(o.remaining_qty for o in self._open.get(symbol, {}).values()
+                         if o.side is Side.BUY and o.client_order_id != exclude)
 
     def _opening_positions(self, positions: Iterable[Position]) -> dict[str, Position]:
         """Per-symbol totals of the lab's per-strategy positions (the account we resume)."""
