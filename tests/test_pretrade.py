@@ -57,6 +57,12 @@ def test_a_price_outside_the_band_around_the_last_price_is_refused(field, price)
     assert reason == (f"{field.replace('_', ' ')} {price} is outside the 10% band around the last price 100.0")
 
 
+def test_a_cash_sized_order_is_checked_at_the_cash_it_may_spend() -> None:
+    # its quantity is an estimate at the decision's price: a lower open buys more
+    assert check(order(qty=25, notional=25_999.0), last_price=1_000.0) == (
+        "order notional 25,999.00 exceeds max_order_notional 25,000.00")
+
+
 def test_an_order_above_max_order_notional_is_refused() -> None:
     assert check(order(qty=300)) == "order notional 30,000.00 exceeds max_order_notional 25,000.00"
 

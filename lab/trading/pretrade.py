@@ -41,7 +41,9 @@ def validate_order(order: Order, *, last_price: float, config: TradingConfig, no
                     f"around the last price {last_price}")
     if order.intent is not Intent.ENTRY:
         return None  # an exit closes what is held, whatever it is worth now
-    notional = order.qty * (order.limit_price or order.stop_price or last_price)
+    # a cash-sized order may spend its notional whatever its estimated quantity
+    notional = order.notional if order.notional is not None else \
+        order.qty * (order.limit_price or order.stop_price or last_price)
     if notional > limits.max_order_notional:
         return f"order notional {notional:,.2f} exceeds max_order_notional {limits.max_order_notional:,.2f}"
     if notional_today + notional > limits.max_daily_notional:
