@@ -131,3 +131,25 @@ def test_result_frames_keep_their_columns_types(shared_data):
     buys = result.fills[result.fills["side"] == "buy"]
     # an entry realizes only its fee (as the difference of running totals, so to rounding)
     assert buys["realized_pnl"].to_numpy() == pytest.approx(-buys["fee"].to_numpy(), abs=1e-6)
+
+
+def test_a_crypto_entry_on_a_weekend_counts_the_stock_entry_pending_since_friday_at_the_stocks_price():
+    stocks = pd.date_range("2024-01-01", "2024-01-31", freq="B", tz="UTC")
+    days = pd.date_range("2024-01-01", "2024-01-31", freq="D", tz="UTC")
+    bars = {"AAA": pd.DataFrame({"open": 10.0, "high": 10.0, "low": 10.0, "close": 10.0, "volume": 1e6}, index=stocks),
+            "BTC": pd.DataFrame({"open": 30_000.0, "high": 30_000.0, "low": 30_000.0, "close": 30_000.0,
+                                 "volume": 1e3}, index=days)}
+    entries = pd.DataFrame(False, index=days, columns=["AAA", "BTC"])
+    entries.loc["2024-01-05", "AAA"] = True  # a Friday: its order waits for Monday's open
+    entries.loc["2024-01-06", "BTC"] = True  # the Saturday after
+    spec = BacktestSpec(strategies=["sma_cross"], start=days[0].date(), end=days[-1].date(), symbols=["AAA", "BTC"],
+                        benchmark="AAA", accounts="shared", config_overrides={
+                            "strategies": {}, "sizing": {"method": "fixed", "fixed_amount": 20_000.0},
+                            "risk": {"max_positions": 10, "max_position_pct": 1.0, "cash_reserve_pct": 0.15}})
+    asset_types = {"AAA": "stocks", "BTC": "crypto"}
+    config = backtest_config(load_config(CONFIG), spec, asset_types)
+    decisions = CrossoverDecisions("sma_cross", entries, entries & False)
+    result = run_with_decisions(config, spec, bars, decisions, strategies=["sma_cross"], asset_types=asset_types)
+    funnel = result.funnel["sma_cross"]
+    assert (funnel["signals"], funnel["ordered"]) == (2, 2), funnel["reasons"]  # 20,000 pending is not 60 million
+    assert sorted(result.fills["symbol"]) == ["AAA", "BTC"]

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from lab.config import load_config
-from lab.trading.model import Fill, Intent, Order, Position, Side, cash_delta
+from lab.trading.model import Fill, Intent, Order, OrderStatus, Position, Side, cash_delta
 from lab.trading.paper import Bar, PaperTradingExecutor
 from lab.trading.portfolio import PortfolioManager
 from tests.fakes.trading import STOCKS, utc, write_config
@@ -87,6 +87,53 @@ def test_the_sector_cap_limits_entries(config):
     decision = pm.size_entry(strategy="momentum", symbol="AAPL", side=Side.BUY, entry=100.0, qty=40,
                              asset_type="stocks")
     assert "sector Tech" in decision.reason and decision.qty * 100 <= 0.30 * pm.equity - 29_000
+
+
+def pending_entry(symbol: str, qty: float, strategy: str = "breakout", **extra) -> Order:
+    return Order(client_order_id=f"pending-{symbol}", portfolio="paper", strategy=strategy, symbol=symbol,
+                 asset_type="crypto" if symbol == "BTC" else "stocks", side=Side.BUY, qty=qty,
+                 created_at=utc(2024, 1, 2), intent=Intent.ENTRY, **extra)
+
+
+def test_a_pending_entry_counts_against_the_cash_at_its_own_symbols_price(tmp_path):
+    pm = PortfolioManager(configured(tmp_path, risk={"max_position_pct": 0.9, "cash_reserve_pct": 0.15}))
+    btc = pending_entry("BTC", 1.4)  # about 70,000 once it fills at 50,000
+    decision = pm.size_entry(strategy="momentum", symbol="AAPL", side=Side.BUY, entry=100.0, qty=250,
+                             asset_type="stocks", pending=[btc], prices={"BTC": 50_000.0, "AAPL": 100.0})
+    btc_cost = 1.4 * pm.costs.unit_cost(50_000.0, "crypto")
+    assert "cash reserve" in decision.reason
+    assert 0 < decision.qty * pm.costs.unit_cost(100.0, "stocks") <= pm.cash - btc_cost - 0.15 * pm.equity
+
+
+def test_a_pending_entry_counts_towards_its_sectors_cap(tmp_path):
+    pm = PortfolioManager(configured(tmp_path, risk={"max_position_pct": 0.2, "cash_reserve_pct": 0.0,
+                                                     "max_sector_pct": 0.3}), sectors={"AAPL": "Tech", "MSFT": "Tech"})
+    aapl = pending_entry("AAPL", 190, strategy="momentum")
+    decision = pm.size_entry(strategy="momentum", symbol="MSFT", side=Side.BUY, entry=100.0, qty=190,
+                             asset_type="stocks", pending=[aapl], prices={"AAPL": 100.0, "MSFT": 100.0})
+    assert "sector Tech" in decision.reason
+    assert (190 + decision.qty) * pm.costs.unit_cost(100.0, "stocks") <= 0.3 * pm.equity
+
+
+def test_the_cash_owed_on_a_short_position_is_not_spent_on_entries(tmp_path):
+    short, long = (Position(portfolio="paper", strategy="momentum", symbol=s, asset_type="stocks", qty=q,
+                            avg_price=100.0, last_price=100.0) for s, q in (("AAPL", -499), ("IBM", 499)))
+    # the short's 49,900 of proceeds bought the IBM shares: 100,000 of cash, 49,900 of it owed
+    pm = PortfolioManager(configured(tmp_path, risk={"max_position_pct": 0.5, "cash_reserve_pct": 0.15,
+                                                     "allow_shorts": True}), cash=100_000.0, positions=[short, long])
+    decision = pm.size_entry(strategy="momentum", symbol="MSFT", side=Side.BUY, entry=100.0, qty=1_000,
+                             asset_type="stocks")
+    assert "cash reserve" in decision.reason  # not the 50% per position: the short's proceeds are owed
+    assert decision.qty * pm.costs.unit_cost(100.0, "stocks") <= pm.cash - 49_900.0 - 0.15 * pm.equity
+
+
+def test_a_part_filled_entry_counts_once_towards_max_positions(tmp_path):
+    pm = PortfolioManager(configured(tmp_path, risk={"max_positions": 2}), positions=[
+        Position(portfolio="paper", strategy="momentum", symbol="IBM", asset_type="stocks", qty=5, avg_price=10.0)])
+    part_filled = pending_entry("IBM", 10, strategy="momentum", status=OrderStatus.PARTIALLY_FILLED)
+    decision = pm.size_entry(strategy="momentum", symbol="AAPL", side=Side.BUY, entry=10.0, qty=5,
+                             asset_type="stocks", pending=[part_filled])
+    assert decision.qty == 5
 
 
 @pytest.mark.parametrize(("risk", "held", "reason"), [
@@ -185,12 +232,12 @@ def test_no_order_breaks_a_risk_rule_cash_stays_positive_and_the_ledger_replays(
             entry = prices[s]
             qty = pm.target_qty(entry=entry, stop_loss=entry * 0.95, confidence=0.7, rr=2.0, asset_type="stocks")
             decision = pm.size_entry(strategy="momentum", symbol=s, side=Side.BUY, entry=entry, qty=qty,
-                                     asset_type="stocks", pending=pending)
+                                     asset_type="stocks", pending=pending, prices=prices)
             if decision.qty <= 0:
                 continue
             equity = pm.equity
             assert decision.qty * entry <= risk.max_position_pct * equity + 1e-9
-            reserved = sum(o.remaining_qty * entry for o in pending)
+            reserved = sum(o.remaining_qty * prices[o.symbol] for o in pending)  # each at its own price
             assert pm.cash - reserved - decision.qty * entry >= risk.cash_reserve_pct * equity - 1e-6
             assert len(pm.open_positions()) + len(pending) < risk.max_positions
             broker.submit(Order(client_order_id=f"{day}-{s}", portfolio="paper", strategy="momentum", symbol=s,

@@ -223,6 +223,7 @@ def replay(
     booked = np.zeros(n_bars, dtype=bool)
     booked[0] = True
     closes = pd.DataFrame(market.arrays["close"]).ffill().to_numpy()
+    known = np.isfinite(closes)
     allocation = cash * len(groups) / len(strategies)
     fills: list[Fill] = []
     fill_realized: list[float] = []  # the P&L each fill realized
@@ -260,7 +261,8 @@ def replay(
         for t in range(n_bars):
             as_of = market.stamps[t]
             present = market.has_bar[t]
-            prices = _Prices(closes[t], column, present)
+            prices = _Prices(closes[t], column, present)  # the symbols with a bar now, to decide on
+            last_prices = _Prices(closes[t], column, known[t])  # every symbol's last close, as the cycle's books see
             closed = closed_at[t]
             wanted: dict[int, list[Candidate]] = {}
             for candidate in decisions.entries(as_of, prices, closed):
@@ -281,8 +283,8 @@ def replay(
                                          | {leg for c in candidates for leg in c.symbol.split("/")}):
                         if present[column[symbol]]:
                             account.broker.on_bar(symbol, market.bar(t, column[symbol]))
-                account.pretrade.as_of, account.pretrade.prices = as_of, prices
-                step = trade_step(account.manager, account.broker, account.journal, as_of=as_of, prices=prices,
+                account.pretrade.as_of, account.pretrade.prices = as_of, last_prices
+                step = trade_step(account.manager, account.broker, account.journal, as_of=as_of, prices=last_prices,
                                   asset_types=market.asset_types, checks=(account.pretrade,), closed=closed,
                                   exits=partial(decisions.exits, as_of, account.manager), entries=candidates.copy)
                 if candidates and account.manager.halted:  # the step asked for no entries

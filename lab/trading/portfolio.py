@@ -17,7 +17,7 @@ import msgspec
 
 from lab.config import TradingConfig
 from lab.strategy import get_strategy
-from lab.trading.costs import CostModel
+from lab.trading.costs import CostModel, round_qty
 from lab.trading.model import Fill, Intent, Order, Position, Side, cash_delta
 
 __all__ = ["PortfolioManager", "EntryDecision", "ExitDecision", "strategy_levels"]
@@ -178,9 +178,13 @@ class PortfolioManager:
         return max(min(sizing.all_in_fraction * self.equity, self.cash), 0.0)
 
     def size_entry(self, *, strategy: str, symbol: str, side: Side, entry: float, qty: float,
-                   asset_type: str, pending: Iterable[Order] = (), pair: str | None = None) -> EntryDecision:
+                   asset_type: str, pending: Iterable[Order] = (), pair: str | None = None,
+                   prices: Mapping[str, float] | None = None) -> EntryDecision:
         """The largest quantity up to ``qty`` that breaks no risk rule (0 with the reason).
-        A leg of ``pair`` counts with its pair as one position of its strategy."""
+        A leg of ``pair`` counts with its pair as one position of its strategy. The pending
+        entries count against the cash and their sector's cap at what they may cost
+        (``_commitment``: a market order at its symbol's price in ``prices``, else at ``entry``);
+        the cash owed back on short positions is not free to spend."""
         risk, equity = self.config.risk, self.equity
         pending = [o for o in pending if o.status.is_open and o.intent is Intent.ENTRY]
         if self.halted:
@@ -193,7 +197,7 @@ class PortfolioManager:
         held = {(p.strategy, p.symbol) for p in positions}
         if (strategy, symbol) in held or any(o.strategy == strategy and o.symbol == symbol for o in pending):
             return EntryDecision(0.0, "already held or being entered")  # the signal names strategy and symbol
-        open_count = len(held) + len(pending)
+        open_count = len(held | {(o.strategy, o.symbol) for o in pending})  # a part-filled entry is held already
         if open_count >= risk.max_positions:
             return EntryDecision(0.0, f"max positions reached ({risk.max_positions})")
         strategy_cap = self.config.strategies[strategy].max_positions if strategy in self.config.strategies else None
@@ -204,13 +208,17 @@ class PortfolioManager:
             if len(mine) >= strategy_cap:
                 return EntryDecision(0.0, f"max positions for {strategy} reached ({strategy_cap})")
         cost_rate = self.costs.unit_cost(entry, asset_type)
-        pending_cost = math.fsum(o.remaining_qty * (o.limit_price or entry) for o in pending)
+        committed = [(o, self._commitment(o, entry if o.symbol == symbol else (prices or {}).get(o.symbol, entry)))
+                     for o in pending]
+        owed = math.fsum(-p.market_value for p in positions if p.qty < 0)  # buying the shorts back
+        free_cash = self.cash - owed - math.fsum(cost for _, cost in committed)
         # (cap in money, the rule's name): a name is written out only for the rule that binds
         caps = [(equity * risk.max_position_pct, "max {risk.max_position_pct:.0%} of equity per position"),
-                (self.cash - pending_cost - risk.cash_reserve_pct * equity, "{risk.cash_reserve_pct:.0%} cash reserve")]
+                (free_cash - risk.cash_reserve_pct * equity, "{risk.cash_reserve_pct:.0%} cash reserve")]
         sector = self.sectors.get(symbol)
         if sector is not None:
-            used = math.fsum(abs(p.market_value) for p in positions if p.sector == sector)
+            used = math.fsum([abs(p.market_value) for p in positions if p.sector == sector]
+                             + [cost for o, cost in committed if self.sectors.get(o.symbol) == sector])
             caps.append((equity * risk.max_sector_pct - used, "sector {sector} cap {risk.max_sector_pct:.0%}"))
         allowed, rule = qty, None
         for money, name in caps:
@@ -221,6 +229,14 @@ class PortfolioManager:
         if allowed <= 0:
             return EntryDecision(0.0, f"no room: {reason}")
         return EntryDecision(allowed, reason)
+
+    def _commitment(self, order: Order, price: float) -> float:
+        """What a pending entry may still cost with fees and slippage: its cash if sized in
+        cash, else its remaining quantity at its limit or stop, or (a market order) at ``price``."""
+        if order.notional is not None and not order.fills:
+            return order.notional
+        return order.remaining_qty * self.costs.unit_cost(order.limit_price or order.stop_price or price,
+                                                          order.asset_type)
 
     def exits(self, as_of: datetime, pending: Iterable[Order] = ()) -> list[ExitDecision]:
         """Positions to close now: stop-loss, take-profit, or held past the strategy's days.
@@ -278,10 +294,4 @@ class PortfolioManager:
             return []
         return [ExitDecision(p, intent, reason) for p in legs]
 
-    @staticmethod
-    def round_qty(qty: float, asset_type: str) -> float:
-        """Whole shares for stocks; crypto to 1e-6 units. Rounds down (past float noise)."""
-        if not math.isfinite(qty) or qty <= 0:
-            return 0.0
-        step = 1.0 if asset_type == "stocks" else 1e-6
-        return math.floor(qty / step + 1e-9) * step
+    round_qty = staticmethod(round_qty)

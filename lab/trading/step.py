@@ -196,7 +196,7 @@ class _Placer:
         wanted = self.manager.target_qty(entry=c.entry, stop_loss=c.stop_loss, confidence=c.confidence, rr=c.rr,
                                          asset_type=asset_type)
         decision = self.manager.size_entry(strategy=c.strategy, symbol=c.symbol, side=c.side, entry=c.entry,
-                                           qty=wanted, asset_type=asset_type, pending=pending)
+                                           qty=wanted, asset_type=asset_type, pending=pending, prices=self.prices)
         if decision.qty <= 0:
             self.journal.outcome(c, "skipped", decision.reason or "sized to zero")
             return
@@ -243,7 +243,8 @@ class _Placer:
         asked, wanted, limited, seen = units, legs(units), None, list(pending)
         for leg in (first, second):
             decision = self.manager.size_entry(strategy=c.strategy, symbol=leg, side=side[leg], entry=price[leg],
-                                               qty=wanted[leg], asset_type=asset_type, pending=seen, pair=c.symbol)
+                                               qty=wanted[leg], asset_type=asset_type, pending=seen, pair=c.symbol,
+                                               prices=self.prices)
             if decision.qty <= 0:
                 self.journal.outcome(c, "skipped", f"pair {c.symbol}: {leg} leg: {decision.reason or 'sized to zero'}")
                 return
