@@ -153,3 +153,23 @@ def test_a_crypto_entry_on_a_weekend_counts_the_stock_entry_pending_since_friday
     funnel = result.funnel["sma_cross"]
     assert (funnel["signals"], funnel["ordered"]) == (2, 2), funnel["reasons"]  # 20,000 pending is not 60 million
     assert sorted(result.fills["symbol"]) == ["AAA", "BTC"]
+
+
+def test_a_cash_sized_entry_spends_no_more_than_the_position_cap_when_rounding_hides_the_cut():
+    days = pd.date_range("2024-01-02", periods=5, freq="B", tz="UTC")
+    bars = {"AAA": pd.DataFrame({"open": [1000.0, 999.5, 999.5, 999.5, 999.5], "high": 1001.0, "low": 999.0,
+                                 "close": 1000.0, "volume": 1e9}, index=days)}
+    entries = pd.DataFrame(False, index=days, columns=["AAA"])
+    entries.iloc[0] = True
+    spec = BacktestSpec(strategies=["sma_cross"], start=days[0].date(), end=days[-1].date(), symbols=["AAA"],
+                        benchmark="AAA", accounts="shared", config_overrides={
+                            "strategies": {}, "execution": {"initial_cash": 100_000.0, "slippage_bps": 10.0,
+                                                            "fee_bps": {"stocks": 1.0, "crypto": 1.0}},
+                            # 5.004% of the equity is 5,004: 4 shares at 1,000 with the costs, as the 5% cap's 5,000
+                            "sizing": {"method": "all_in", "all_in_fraction": 0.05004},
+                            "risk": {"max_positions": 10, "max_position_pct": 0.05, "cash_reserve_pct": 0.15}})
+    config = backtest_config(load_config(CONFIG), spec, {"AAA": "stocks"})
+    result = run_with_decisions(config, spec, bars, CrossoverDecisions("sma_cross", entries, entries & False),
+                                strategies=["sma_cross"], asset_types={"AAA": "stocks"})
+    (fill,) = result.fills.itertuples()
+    assert fill.qty * fill.price <= 0.05 * 100_000  # at the lower open the whole 5,004 bought a 5th share

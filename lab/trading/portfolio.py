@@ -26,6 +26,9 @@ __all__ = ["PortfolioManager", "EntryDecision", "ExitDecision", "strategy_levels
 class EntryDecision(msgspec.Struct, frozen=True, gc=False):
     qty: float
     reason: str | None = None  # why the entry is refused or smaller than asked
+    #: the most money the entry may spend under the risk rules' caps (a cash-sized order's
+    #: ceiling: at a lower fill price the same cash would buy past a cap)
+    budget: float = math.inf
 
 
 class ExitDecision(msgspec.Struct, frozen=True, gc=False):
@@ -228,7 +231,7 @@ class PortfolioManager:
         reason = None if rule is None else rule.format(risk=risk, sector=sector)
         if allowed <= 0:
             return EntryDecision(0.0, f"no room: {reason}")
-        return EntryDecision(allowed, reason)
+        return EntryDecision(allowed, reason, budget=min(money for money, _ in caps))
 
     def _commitment(self, order: Order, price: float) -> float:
         """What a pending entry may still cost with fees and slippage: its cash if sized in

@@ -200,8 +200,10 @@ class _Placer:
         if decision.qty <= 0:
             self.journal.outcome(c, "skipped", decision.reason or "sized to zero")
             return
-        # sized in cash (resolved at the fill price) unless a risk limit cut the quantity
+        # sized in cash (resolved at the fill price, within the caps) unless a risk limit cut the quantity
         notional = self.manager.entry_notional() if decision.reason is None else None
+        if notional is not None:
+            notional = min(notional, decision.budget)
         order = self.order(c.strategy, c.symbol, c.side, decision.qty, Intent.ENTRY, stop_loss=c.stop_loss,
                            take_profit=c.take_profit, notional=notional)
         answer = self(order, ref=c.ref)
