@@ -56,15 +56,18 @@ class Metrics:
     positive_months: float
     months: int
 
-    def as_dict(self) -> dict[str, float | int | None]:
-        """JSON-safe: NaN and infinities become None."""
-        return {k: (None if isinstance(v, float) and not math.isfinite(v) else v)
+    def as_dict(self) -> dict[str, float | int | str | None]:
+        """JSON-safe: NaN (undefined) becomes None, an infinity "inf" or "-inf" (a profit
+        factor without a losing trade is infinite, and passes the gate: it must come back so)."""
+        return {k: (v if not isinstance(v, float) or math.isfinite(v) else None if math.isnan(v) else str(v))
                 for k, v in asdict(self).items()}
 
     @classmethod
-    def from_dict(cls, values: dict[str, float | int | None]) -> Metrics:
-        return cls(**{f.name: (math.nan if values.get(f.name) is None else values[f.name])
-                      for f in fields(cls)})
+    def from_dict(cls, values: dict[str, float | int | str | None]) -> Metrics:
+        def value(v: float | int | str | None) -> float | int:
+            return math.nan if v is None else float(v) if isinstance(v, str) else v
+
+        return cls(**{f.name: value(values.get(f.name)) for f in fields(cls)})
 
 
 @dataclass(frozen=True)
@@ -160,7 +163,8 @@ def _annualized(returns: pd.Series, periods_per_year: int) -> tuple[float, float
     mean = float(np.mean(r))
     sharpe = mean / std * math.sqrt(periods_per_year) if std > 0 else math.nan
     downside = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2))) * math.sqrt(periods_per_year)
-    sortino = mean * periods_per_year / downside if downside > 0 else math.nan
+    # no losing period: infinite when the mean is positive, as empyrical's sortino_ratio
+    sortino = mean * periods_per_year / downside if downside > 0 else math.inf if mean > 0 else math.nan
     return cagr, volatility, sharpe, sortino
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import math
 
 import empyrical
@@ -150,6 +151,22 @@ def test_metrics_round_trip_through_json_dict(random_equity):
     metrics = compute_metrics(random_equity)
     again = Metrics.from_dict(metrics.as_dict())
     assert again.sharpe == metrics.sharpe and math.isnan(again.win_rate)
+
+
+def test_an_infinite_profit_factor_and_sortino_survive_the_json_dict_and_still_pass_the_gate():
+    winning = Metrics(total_return=0.3, cagr=0.2, volatility=0.1, sharpe=1.4, sortino=math.inf, max_drawdown=0.0,
+                      max_drawdown_days=0, trades=40, win_rate=1.0, profit_factor=math.inf, avg_win=10,
+                      avg_loss=math.nan, exposure=0.5, turnover=3.0, positive_months=1.0, months=24)
+    stored = json.loads(json.dumps(winning.as_dict(), allow_nan=False))
+    again = Metrics.from_dict(stored)
+    assert (again.profit_factor, again.sortino) == (math.inf, math.inf) and math.isnan(again.avg_loss)
+    assert all(c.passed for c in SuccessGate().evaluate(again))
+
+
+def test_sortino_without_a_losing_period_is_infinite_as_empyricals():
+    equity = pd.Series([100.0, 101.0, 103.02, 103.54, 104.57],
+                       index=pd.date_range("2024-01-02", periods=5, freq="B", tz="UTC"))
+    assert compute_metrics(equity).sortino == empyrical.sortino_ratio(returns_of(equity)) == math.inf
 
 
 def test_success_gate_reports_each_criterion_with_its_value():

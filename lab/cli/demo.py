@@ -38,6 +38,9 @@ def demo(
 
 
 def _fmt(value: object, pct: bool = False) -> str:
+    """A figure as stored (``Metrics.as_dict``: None when undefined, "inf" when infinite)."""
+    if value in ("inf", "-inf"):
+        return str(value)
     if not isinstance(value, int | float):
         return "-"
     if isinstance(value, int) and not pct:
