@@ -3,10 +3,12 @@ variables and macros expanded the way Grafana does, and returns what its panel n
 
 from __future__ import annotations
 
+import math
 import re
 from datetime import timedelta
 from numbers import Number
 
+import pandas as pd
 import pytest
 from sqlalchemy import text
 
@@ -215,6 +217,12 @@ def test_strategy_summary_counts_trades_and_pnl_as_the_backtest_report_does(pg_u
     assert row["win_rate"] == pytest.approx(metrics.win_rate, rel=1e-12)
     realized = result.fills.loc[result.fills["strategy"] == run, "realized_pnl"].sum()
     assert row["roi"] == pytest.approx(realized / result.initial_cash, rel=1e-9)
+    # Sharpe over every calendar day of the range (none traded is a 0 return), annualized as such
+    days = pd.date_range(pd.Timestamp(start).floor("D"), pd.Timestamp(end).floor("D"), freq="D")
+    fills = result.fills[result.fills["strategy"] == run]
+    daily = (fills.groupby(fills["ts"].dt.floor("D"))["realized_pnl"].sum().reindex(days, fill_value=0.0)
+             / result.initial_cash)
+    assert row["sharpe"] == pytest.approx(daily.mean() / daily.std() * math.sqrt(365), rel=1e-9)
     [cumulative] = [q for q in panel_queries(BOARDS["lab-trades"]) if q.panel.startswith("Cumulative realized")]
     symbols = sorted(set(result.fills["symbol"]))
     with engine.connect() as conn:

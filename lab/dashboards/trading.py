@@ -142,7 +142,7 @@ curve AS (SELECT day, strategy, ret,
                  sum(ret) OVER (PARTITION BY strategy ORDER BY day) AS roi,
                  sum(wins) OVER (PARTITION BY strategy ORDER BY day) AS wins,
                  sum(closes) OVER (PARTITION BY strategy ORDER BY day) AS closes,
-                 avg(ret) OVER last20 / NULLIF(stddev_samp(ret) OVER last20, 0) * sqrt(252) AS sharpe
+                 avg(ret) OVER last20 / NULLIF(stddev_samp(ret) OVER last20, 0) * sqrt(365) AS sharpe
           FROM daily WINDOW last20 AS (PARTITION BY strategy ORDER BY day ROWS 19 PRECEDING))
 """
 
@@ -157,7 +157,8 @@ def strategy_performance() -> gdb.Dashboard:
     return (
         _board("lab-strategy", "Lab / Strategy performance", time_from="now-180d")
         .description("Per-strategy results from realized P&L after fees, relative to the portfolio's "
-                     "starting equity; Sharpe is annualized over a rolling 20-day window.")
+                     "starting equity, per calendar day; Sharpe is annualized over 365 such days (a "
+                     "stock's weekend is a day without P&L), over a rolling 20-day window.")
         .with_variable(sql_variable("portfolio", PORTFOLIO_VAR))
         .with_variable(sql_variable(
             "strategy", "SELECT DISTINCT strategy FROM trades WHERE portfolio = '${portfolio}' ORDER BY 1", multi=True))
@@ -170,7 +171,7 @@ def strategy_performance() -> gdb.Dashboard:
             table.Panel().title("Summary").datasource(PG).height(8).span(24)
             .with_target(sql(f"""{_DAILY}
                 SELECT strategy, sum(closes) AS closed_trades, sum(wins)::float / NULLIF(sum(closes), 0) AS win_rate,
-                       sum(ret) AS roi, avg(ret) / NULLIF(stddev_samp(ret), 0) * sqrt(252) AS sharpe
+                       sum(ret) AS roi, avg(ret) / NULLIF(stddev_samp(ret), 0) * sqrt(365) AS sharpe
                 FROM daily GROUP BY strategy ORDER BY strategy""")))
     )
 
