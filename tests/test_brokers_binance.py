@@ -242,3 +242,46 @@ def test_fitted_orders_always_pass_the_filters_and_never_grow(qty, price, side) 
     assert (new_price - Decimal("0.01")) % Decimal("0.01") == 0 and abs(new_price - price) < Decimal("0.01")
     assert (new_price <= price) if side is Side.BUY else (new_price >= price)
     assert new_qty * new_price >= 5
+
+
+def test_a_cycle_books_the_fill_binance_answers_a_market_order_with(engine, tmp_path, monkeypatch, waits) -> None:
+    """A market order comes back FILLED with its fills (the FULL response): the cycle that
+    placed it books them, and the next cycle finds the books and the account in agreement."""
+    from datetime import timedelta
+
+    import pandas as pd
+    from sqlalchemy import insert, select
+
+    from lab.db import models as db
+    from lab.runtime import LabContext
+    from lab.settings import Settings
+    from lab.trading.cycle import run_trading_cycle
+    from tests.fakes.trading import FixedPredictions, make_bars, sessions, write_config
+
+    monkeypatch.setenv("LAB_CONFIG", str(write_config(
+        tmp_path / "trading.json", universe={"crypto": {"symbols": ["BTC"], "benchmark": "BTC"}},
+        strategies={"breakout": {"asset_classes": ["crypto"], "min_confidence": 0.65, "max_positions": 1,
+                                 "params": {"max_width_pctile": 0.6, "min_volume_ratio": 0.5}}})))
+    # the test world's BTC bars up to a day its breakout fires, moved to end yesterday at the fake's 50,000
+    bars = make_bars(sessions("crypto", "2022-01-01", "2023-12-29"), seed=4, start_price=500.0).loc[:"2023-03-01"]
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    bars.index = bars.index + (pd.Timestamp(now).floor("D") - pd.Timedelta(days=1) - bars.index[-1])
+    bars[["open", "high", "low", "close"]] *= 50_000 / bars["close"].iloc[-1]
+    with engine.begin() as conn:
+        conn.execute(insert(db.PriceBar), [
+            {"asset_type": "crypto", "symbol": "BTC", "interval": "1d", "ts": ts.to_pydatetime(), "source": "test",
+             **{k: float(v) for k, v in row.items()}} for ts, row in bars.iterrows()])
+    ctx = LabContext(settings=Settings(), engine=engine)
+    with FakeBinance(balances={"USDT": "100000", "BTC": "0"}) as fake:
+        broker = make_broker(fake, waits, portfolio="binance")
+        first = run_trading_cycle(ctx, now, portfolio="binance", predictions=FixedPredictions(), broker=broker)
+        second = run_trading_cycle(ctx, now + timedelta(minutes=1), portfolio="binance",
+                                   predictions=FixedPredictions(), broker=broker)
+        held_at_broker = float(fake.balances["BTC"])
+    assert first.orders_placed == first.fills == 1
+    with engine.connect() as conn:
+        (status, qty, filled), = conn.execute(select(db.Order.status, db.Order.qty, db.Order.filled_qty)).all()
+        held = conn.execute(select(db.Position.qty).where(db.Position.symbol == "BTC")).scalar_one()
+    assert status == "filled" and filled == qty == held == held_at_broker
+    assert not second.halted, second.notes
+

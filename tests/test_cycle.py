@@ -314,3 +314,57 @@ def test_a_second_cycle_on_a_portfolio_is_refused_while_one_runs_on_it(ctx, tmp_
     later = run_trading_cycle(ctx, DAYS[0].replace(hour=15), predictions=FixedPredictions())
     assert later.orders_placed == 0 and later.signals > 0  # the first cycle's entries are pending
     assert_books_consistent(ctx)
+
+
+def test_an_order_recorded_before_a_crash_and_not_sent_is_refused_once_the_kill_switch_is_on(ctx):
+    from lab.trading import killswitch
+
+    def crash(stage: str) -> None:
+        if stage == "order_stored":
+            raise RuntimeError("killed between recording an order and sending it")
+
+    with pytest.raises(RuntimeError):
+        run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions(), hook=crash)
+    killswitch.engage(ctx.engine, "paper", "operator stop")
+    resumed = run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions())
+    second = run_trading_cycle(ctx, DAYS[1], predictions=FixedPredictions())
+    with ctx.engine.connect() as conn:
+        orders = conn.execute(select(db.Order.status, db.Order.reason)).all()
+    assert resumed.orders_placed == 0 and second.fills == 0
+    assert orders and all(status == "rejected" and "kill switch" in reason for status, reason in orders)
+
+
+def test_a_cycle_at_a_time_in_another_zone_is_the_cycle_at_that_instant(ctx):
+    from zoneinfo import ZoneInfo
+
+    first = run_trading_cycle(ctx, DAYS[0].astimezone(ZoneInfo("America/New_York")), predictions=FixedPredictions())
+    again = run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions())
+    assert first.as_of == DAYS[0] and first.as_of.tzinfo is UTC
+    assert again.already_completed and count(ctx, db.TradingCycle) == 1
+
+
+def test_a_cash_sized_entry_killed_after_its_fill_was_booked_resumes_without_a_second_fill(engine, tmp_path,
+                                                                                              monkeypatch):
+    monkeypatch.setenv("LAB_CONFIG", str(write_config(
+        tmp_path / "trading.json", sizing={"method": "all_in", "all_in_fraction": 0.2},
+        risk={"max_positions": 6, "max_position_pct": 1.0, "cash_reserve_pct": 0.0, "max_sector_pct": 1.0},
+        execution={"initial_cash": 100_000, "slippage_bps": 10, "fee_bps": {"stocks": 1.0, "crypto": 10.0},
+                   "max_order_notional": 1e9, "max_daily_notional": 1e9})))
+    seed_bars(engine)
+    ctx = LabContext(settings=Settings(), engine=engine)
+    run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions())
+
+    def crash(stage: str) -> None:
+        if stage == "fill_booked":
+            raise RuntimeError("killed after booking a fill")
+
+    with pytest.raises(RuntimeError):
+        run_trading_cycle(ctx, DAYS[1], predictions=FixedPredictions(0.5), hook=crash)
+    run_trading_cycle(ctx, DAYS[1], predictions=FixedPredictions(0.5))
+    run_trading_cycle(ctx, DAYS[2], predictions=FixedPredictions(0.5))
+    with ctx.engine.connect() as conn:
+        orders = conn.execute(select(db.Order.qty, db.Order.filled_qty, db.Order.notional, db.Order.status)).all()
+        fills_per_order = conn.execute(select(func.count()).select_from(db.Trade).group_by(db.Trade.order_id)).scalars()
+    assert orders and all(status == "filled" and filled == qty for qty, filled, _, status in orders)
+    assert set(fills_per_order) == {1}  # each resolved at its fill price, once; no top-up to the estimate
+    assert_books_consistent(ctx)

@@ -89,6 +89,14 @@ def test_the_volume_cap_fills_whole_shares_of_a_stock_and_nothing_below_one():
     assert fill.qty == 23 and broker.positions()[0].qty == 23
 
 
+def test_a_bar_that_filled_part_of_an_order_fills_no_more_of_it_when_seen_again():
+    broker = executor(cash=1e9)  # a cycle rebuilds the paper account and replays the bars since its orders
+    broker.submit(order(qty=150))
+    assert [f.qty for f in broker.on_bar("AAPL", bar(TUE, v=1_000))] == [100]
+    assert broker.on_bar("AAPL", bar(TUE, v=1_000)) == []
+    assert [f.qty for f in broker.on_bar("AAPL", bar(WED, v=1_000))] == [50]
+
+
 def test_a_fill_delay_holds_the_order_for_that_many_bars():
     broker = executor(fill_delay_bars=1)
     broker.submit(order())

@@ -143,3 +143,67 @@ def test_a_real_brokers_cycle_decides_at_the_brokers_present_or_not_at_all(trade
     fake.now = "2025-01-06T15:00:00.000000-05:00"  # hours later, re-running it is still the no-op it was
     assert run_trading_cycle(_ctx(engine), late, portfolio="alpaca", predictions=FixedPredictions(0.9),
                              broker=broker).already_completed
+
+
+def test_what_the_broker_filled_since_the_last_cycle_is_booked_to_its_strategy_before_reconciling(traded) -> None:
+    from lab.trading.cycle import run_trading_cycle
+    from tests.fakes.trading import FixedPredictions
+
+    engine, broker, fake = traded
+    fake._match = lambda order: None  # the order rests at the broker
+    order = broker.submit(Order(client_order_id=client_order_id("alpaca", NOW, "swing", "AAPL", Intent.ENTRY),
+                                portfolio="alpaca", strategy="swing", symbol="AAPL", asset_type="stocks",
+                                side=Side.BUY, qty=5, created_at=NOW))
+    store_order(engine, order, broker="alpaca")  # recorded by the cycle that placed it, still open
+    fake.fill(next(i for i, o in fake.orders.items() if o["client_order_id"] == order.client_order_id))  # filled since
+    result = run_trading_cycle(_ctx(engine), NOW, portfolio="alpaca", predictions=FixedPredictions(0.9),
+                               broker=broker)
+    assert not result.halted and halted(engine) == (False, None), result.notes
+    with session_scope(engine) as session:
+        trade = session.query(db.Trade).filter(db.Trade.qty == 5.0).one()
+        assert (trade.strategy, trade.symbol) == ("swing", "AAPL")
+    assert reconcile(engine, broker, "alpaca").ok
+
+
+
+def test_a_drawdown_halt_that_a_cycles_last_fills_start_holds_for_the_next_cycle(engine, tmp_path, monkeypatch) -> None:
+    """Fills booked at a cycle's end (a real broker fills while the cycle runs) can take the
+    account past the drawdown limit: the halt is kept, not only reported."""
+    import pandas as pd
+    from sqlalchemy import insert
+
+    from lab.trading.cycle import run_trading_cycle
+    from tests.fakes.trading import STOCKS, FixedPredictions, make_bars, sessions, write_config
+    from universe.calendars import xnys
+
+    monkeypatch.setenv("LAB_CONFIG", str(write_config(
+        tmp_path / "trading.json", universe={"stocks": {"symbols": STOCKS, "benchmark": "AAPL"}},
+        strategies={"momentum": {"asset_classes": ["stocks"], "min_confidence": 0.6, "max_positions": 3,
+                                 "params": {"top_quantile": 0.5, "min_volume_ratio": 0.5}}})))
+    labels = pd.DatetimeIndex(xnys().sessions_in_range("2022-01-01", "2025-01-06")).tz_localize("UTC")
+    rows, quotes = [], {}
+    for i, symbol in enumerate(STOCKS):  # the test world's bars, moved to end on the fake's today
+        bars = make_bars(sessions("stocks", "2022-01-01", "2023-12-29"), seed=i, start_price=100.0 * (i + 1))
+        bars = bars.loc[:"2023-03-01"]
+        bars.index = labels[-len(bars):]
+        quotes[symbol] = f"{bars['close'].iloc[-1] * 1.03:.2f}"  # the entries fill 3% above the last close
+        rows += [{"asset_type": "stocks", "symbol": symbol, "interval": "1d", "ts": ts.to_pydatetime(),
+                  "source": "test", **{k: float(v) for k, v in r.items()}} for ts, r in bars.iterrows()]
+    with engine.begin() as conn:
+        conn.execute(insert(db.PriceBar), rows)
+    with session_scope(engine) as session:  # 19.99% below its peak before the cycle
+        session.add(db.Account(portfolio="alpaca", initial_cash=100_000, cash=100_000, peak_equity=124_990))
+    with FakeAlpaca(cash="100000", quotes=quotes) as fake:
+        fake._match = lambda order: None  # market orders rest until the hook fills them, as the cycle runs
+
+        def fill_entries(stage: str) -> None:
+            if stage == "entries_placed":
+                for order in [o for o in fake.orders_open() if not o["_parent"]]:
+                    fake.fill(order["id"])
+
+        broker = AlpacaBroker(SecretStr(KEY_ID), SecretStr(SECRET_KEY), base_url=fake.url, portfolio="alpaca",
+                              policy=RetryPolicy(attempts=2, backoff_s=0.001))
+        result = run_trading_cycle(_ctx(engine), NOW, portfolio="alpaca", predictions=FixedPredictions(),
+                                   broker=broker, hook=fill_entries)
+    assert result.fills > 0 and result.halted
+    assert halted(engine)[0] and "drawdown" in halted(engine)[1]

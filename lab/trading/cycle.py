@@ -36,7 +36,7 @@ from lab.trading.portfolio import ExitDecision, PortfolioManager
 from lab.trading.predictions import PredictionSource
 from lab.trading.reconcile import reconcile
 from lab.trading.signals import FeatureSource, TradeSignalEngine, exit_decisions
-from lab.trading.step import Candidate, PreTradeCheck, sync, trade_step
+from lab.trading.step import Candidate, PreTradeCheck, StepResult, sync, trade_step
 from lab.trading.store import (
     book_fill,
     check_portfolio_name,
@@ -136,6 +136,7 @@ def run_trading_cycle(
     """
     if as_of.tzinfo is None:
         raise TradingError(f"as_of must be timezone-aware, got {as_of.isoformat()}")
+    as_of = as_of.astimezone(UTC)  # one instant, one cycle; and the daily limits count UTC days
     if in_future(as_of, now := datetime.now(UTC)):
         raise TradingError(f"as_of {as_of.isoformat()} is in the future (now {now.isoformat(timespec='seconds')}): "
                            f"a cycle decides on bars that exist; leave out --as-of to decide now")
@@ -162,7 +163,13 @@ def run_trading_cycle(
         market = load_market(engine, config, as_of, extra_symbols=held, since=since)
         if broker is None:
             broker = _paper_broker(config, manager, open_orders, market)
+        checks = (list(pre_trade_checks) if pre_trade_checks is not None
+                  else _default_checks(ctx, portfolio, as_of, market.prices()))
+        journal = _SqlJournal(ctx, portfolio, as_of, manager, broker.name, hook)
+        synced = StepResult()
         if broker.name != "paper":
+            # what the broker filled since the last cycle is booked first: it is no mismatch
+            sync(broker, journal, open_orders, synced, checks)
             reconciliation = reconcile(engine, broker, portfolio)
             if not reconciliation.ok:
                 result = CycleResult(portfolio=portfolio, as_of=as_of, already_completed=False, cash=manager.cash,
@@ -171,9 +178,6 @@ def run_trading_cycle(
                                             for m in reconciliation.mismatches])
                 _complete(ctx, portfolio, as_of, result)
                 return result
-        checks = (list(pre_trade_checks) if pre_trade_checks is not None
-                  else _default_checks(ctx, portfolio, as_of, market.prices()))
-        journal = _SqlJournal(ctx, portfolio, as_of, manager, broker.name, hook)
         # the markets this cycle may act in: those it enters, and those it holds positions in
         wanted = {ac for ac in config.universe.asset_classes() if asset_classes is None or ac in asset_classes}
         closed = _closed_markets(broker, wanted | {p.asset_type for p in manager.open_positions()}, as_of)
@@ -206,14 +210,17 @@ def run_trading_cycle(
 
         step = trade_step(manager, broker, journal, as_of=as_of, prices=prices, asset_types=journal.asset_types,
                           exits=exits, entries=entries, checks=checks, closed=closed)
-        sync(broker, journal, load_open_orders(engine, portfolio), step)
+        sync(broker, journal, load_open_orders(engine, portfolio), step, checks)
         manager.mark(prices)
-        manager.update_drawdown()
+        if manager.update_drawdown():  # the halt holds for the next cycles until lifted
+            journal.halted(manager.halt_reason or "halted")
+            step.notes.append(manager.halt_reason or "halted")
         benchmark = next(iter(config.universe.asset_classes().values())).benchmark
         save_snapshot(engine, manager, as_of, benchmark_close=prices.get(benchmark))
         hook("snapshot")
-        result = CycleResult(portfolio=portfolio, as_of=as_of, already_completed=False, fills=step.fills,
-                             orders_placed=step.placed, rejected=step.rejected, exits=step.exits, signals=signal_count,
+        result = CycleResult(portfolio=portfolio, as_of=as_of, already_completed=False,
+                             fills=synced.fills + step.fills, orders_placed=step.placed,
+                             rejected=synced.rejected + step.rejected, exits=step.exits, signals=signal_count,
                              cash=manager.cash, equity=manager.equity, halted=manager.halted,
                              notes=journal.notes + step.notes, screening=screening)
         _complete(ctx, portfolio, as_of, result)
@@ -295,12 +302,14 @@ def _complete(ctx: LabContext, portfolio: str, as_of: datetime, result: CycleRes
 
 def _paper_broker(config, manager: PortfolioManager, open_orders: list[Order],
                   market: MarketSnapshot) -> PaperTradingExecutor:
-    """The paper account as the books left it, with every bar since its open orders replayed."""
-    executor = PaperTradingExecutor.from_config(
-        config, cash=manager.cash, positions=manager.open_positions(), orders=open_orders,
-        last_prices=market.prices())
-    for symbol in sorted({o.symbol for o in open_orders}):
-        earliest = min(o.created_at for o in open_orders if o.symbol == symbol)
+    """The paper account as the books left it, with every bar since its open orders replayed.
+    An order recorded but never submitted (a crash between the two) is not the account's: the
+    step's sync submits it, once it passes the pre-trade checks."""
+    submitted = [o for o in open_orders if o.broker_order_id is not None]
+    executor = PaperTradingExecutor.from_config(config, cash=manager.cash, positions=manager.open_positions(),
+                                                orders=submitted, last_prices=market.prices())
+    for symbol in sorted({o.symbol for o in submitted}):
+        earliest = min(o.created_at for o in submitted if o.symbol == symbol)
         for ts, bar in market.bars_after(symbol, earliest).iterrows():
             executor.on_bar(symbol, Bar(ts.to_pydatetime(), *(float(bar[c]) for c in
                                                               ("open", "high", "low", "close", "volume"))))

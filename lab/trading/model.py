@@ -180,6 +180,13 @@ class Order(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     def cancelled(self, reason: str) -> Order:
         return self.evolve(status=OrderStatus.CANCELLED, reason=reason)
 
+    def with_broker_state(self, remote: Order) -> Order:
+        """This order with a broker's view of it: status, reason, id, and the fills tagged with
+        this order's portfolio and strategy (a real broker knows neither)."""
+        fills = tuple(_replace(f, portfolio=self.portfolio, strategy=self.strategy) for f in remote.fills)
+        return self.evolve(status=remote.status, reason=remote.reason or self.reason,
+                           broker_order_id=remote.broker_order_id, fills=fills)
+
     def with_fill(self, fill: Fill) -> Order:
         fills = (*self.fills, fill)
         done = (fill.qty if not self.fills else math.fsum(f.qty for f in fills)) >= self.qty * (1 - 1e-12)

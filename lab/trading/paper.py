@@ -154,8 +154,8 @@ class PaperTradingExecutor:
             return []
         fills = []
         for order in list(waiting.values()):
-            if bar.ts <= order.created_at:
-                continue
+            if bar.ts <= order.created_at or (order.fills and bar.ts <= order.fills[-1].ts):
+                continue  # decided on this bar, or filled on it already (a cycle replays the bars since)
             if self._fill_delay_bars:
                 seen = self._bars_seen[order.client_order_id] = self._bars_seen.get(order.client_order_id, 0) + 1
                 if seen <= self._fill_delay_bars:

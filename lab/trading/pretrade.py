@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import Engine, func, select
 
@@ -63,7 +63,7 @@ def notional_today(engine: Engine, portfolio: str, now: datetime, prices: Mappin
     open orders decided that day may still fill (``open_notional``; a market order at its
     symbol's last price). Both by the market's time, not the clock's, so a paper cycle
     replaying a past day counts that day."""
-    start = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     end = start + timedelta(days=1)
     with session_scope(engine) as session:
         filled = session.scalar(select(func.coalesce(func.sum(db.Trade.qty * db.Trade.price), 0.0)).where(

@@ -96,19 +96,42 @@ class StepResult(msgspec.Struct):
     notes: list[str] = msgspec.field(default_factory=list)
 
 
-def sync(broker: BrokerInterface, journal: Journal, orders: Iterable[Order], result: StepResult) -> None:
-    """Book every new fill of the given recorded orders; submit any the broker never got."""
+def sync(broker: BrokerInterface, journal: Journal, orders: Iterable[Order], result: StepResult,
+         checks: Sequence[PreTradeCheck] = ()) -> None:
+    """Book every new fill of the given recorded orders; submit any the broker never got
+    (recorded before a crash), once it passes the pre-trade checks as a new order must (the
+    kill switch engaged since then included)."""
     for recorded in orders:
         try:
             current = broker.get_order(recorded.client_order_id)
         except OrderNotFound:
+            if (refusal := _refusal(checks, recorded)) is not None:
+                journal.update(recorded.rejected(refusal))
+                result.rejected += 1
+                continue
             current = broker.submit(recorded)
-        for fill in current.fills:
-            if journal.book(current, fill):
-                result.fills += 1
-                journal.stage("fill_booked")
+            journal.update(current)  # the broker's order now: its id and status are recorded
+        if current.strategy != recorded.strategy:  # a real broker's view names no strategy
+            current = recorded.with_broker_state(current)
+        _book(journal, current, result)
         if not current.status.is_open:
             journal.update(current)
+
+
+def _book(journal: Journal, order: Order, result: StepResult) -> None:
+    """Book the fills of the broker's answer that are not booked yet."""
+    for fill in order.fills:
+        if journal.book(order, fill):
+            result.fills += 1
+            journal.stage("fill_booked")
+
+
+def _refusal(checks: Sequence[PreTradeCheck], order: Order) -> str | None:
+    """The first pre-trade check's reason to refuse the order, if any."""
+    for check in checks:
+        if (reason := check(order)) is not None:
+            return reason
+    return None
 
 
 def trade_step(
@@ -135,7 +158,7 @@ def trade_step(
     result = StepResult()
     pending = journal.open_orders()
     if pending:
-        sync(broker, journal, pending, result)
+        sync(broker, journal, pending, result, checks)
         pending = journal.open_orders()
     journal.stage("synced")
     manager.mark(prices)
@@ -281,11 +304,7 @@ class _Placer:
         self.journal.outcome(c, "ordered", limited)
 
     def refusal(self, order: Order) -> str | None:
-        """The first pre-trade check's reason to refuse the order, if any."""
-        for check in self.checks:
-            if (reason := check(order)) is not None:
-                return reason
-        return None
+        return _refusal(self.checks, order)
 
     def __call__(self, order: Order, *, ref: Any = None, note: str | None = None) -> Order | None:
         """Check, record, submit; the broker's answer, or the order rejected with the check's
@@ -299,6 +318,7 @@ class _Placer:
             return None
         self.journal.stage("order_stored")
         answer = self.broker.submit(order)
+        _book(self.journal, answer, self.result)  # a broker may fill it at once (Binance's FULL answer)
         self.journal.update(answer)
         if answer.status is OrderStatus.REJECTED:
             self.result.rejected += 1

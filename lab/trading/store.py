@@ -180,6 +180,8 @@ def book_fill(engine: Engine, manager: PortfolioManager, order: Order, fill: Fil
         account = session.get(db.Account, manager.portfolio)
         account.cash = manager.cash
         booked = session.scalars(select(db.Trade).where(db.Trade.order_id == row.id)).all()
+        if row.notional is not None:  # sized in cash: the quantity the broker resolved it to at the fill
+            row.qty = order.qty
         row.filled_qty = math.fsum(t.qty for t in booked)
         row.avg_fill_price = math.fsum(t.qty * t.price for t in booked) / row.filled_qty
         row.status = (OrderStatus.FILLED if row.filled_qty >= row.qty * (1 - 1e-12)

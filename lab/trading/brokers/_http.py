@@ -17,14 +17,13 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import httpx
-import msgspec
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt
 
 from lab.errors import ConfigError, TradingError
 from lab.trading.model import Order
 
 __all__ = ["BrokerError", "BrokerAuthError", "OrderNotFound", "RetryPolicy", "BrokerHttp", "json_body", "endpoint",
-           "unsendable", "merge_remote"]
+           "unsendable"]
 
 T = TypeVar("T")
 
@@ -133,11 +132,3 @@ def unsendable(order: Order) -> str | None:
         if value is not None and not math.isfinite(value):
             return f"invalid order: {name} is {value}"
     return None
-
-
-def merge_remote(order: Order, remote: Order) -> Order:
-    """The lab's order with the broker's state: status, reason, id, and the fills tagged with
-    the lab's portfolio and strategy (the broker knows neither)."""
-    fills = tuple(msgspec.structs.replace(f, portfolio=order.portfolio, strategy=order.strategy) for f in remote.fills)
-    return order.evolve(status=remote.status, reason=remote.reason or order.reason,
-                        broker_order_id=remote.broker_order_id, fills=fills)

@@ -31,7 +31,6 @@ from lab.trading.brokers._http import (
     RetryPolicy,
     endpoint,
     json_body,
-    merge_remote,
     unsendable,
 )
 from lab.trading.model import Account, Fill, Intent, MarketClock, Order, OrderStatus, OrderType, Position, Side
@@ -177,11 +176,11 @@ class AlpacaBroker:
                 raise
             held = self._held(order.client_order_id)
             if held is not None:  # it reached Alpaca before (a lost answer, a retry): adopt it
-                return merge_remote(order, self._order(held))
+                return order.with_broker_state(self._order(held))
             if exc.outcome_unknown:
                 raise
             return order.rejected(str(exc))
-        return merge_remote(order, self._order(doc))
+        return order.with_broker_state(self._order(doc))
 
     def _held(self, client_order_id: str) -> dict[str, Any] | None:
         try:

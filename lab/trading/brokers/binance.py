@@ -34,7 +34,6 @@ from lab.trading.brokers._http import (
     RetryPolicy,
     endpoint,
     json_body,
-    merge_remote,
     unsendable,
 )
 from lab.trading.model import Account, Fill, MarketClock, Order, OrderStatus, OrderType, Position, Side
@@ -243,12 +242,12 @@ class BinanceBroker:
                 raise
             held = self._held(params["symbol"], order.client_order_id)
             if held is not None:  # it reached Binance before (a lost answer, a re-run): adopt it
-                return merge_remote(order, self._order(held, self._trades(held)))
+                return order.with_broker_state(self._order(held, self._trades(held)))
             if exc.outcome_unknown:
                 raise
             return order.rejected(str(exc))
         fills = [{**f, "time": doc["transactTime"]} for f in doc.get("fills", ())]
-        return merge_remote(order, self._order(doc, fills))
+        return order.with_broker_state(self._order(doc, fills))
 
     def _held(self, pair: str, client_order_id: str) -> dict[str, Any] | None:
         try:
