@@ -368,3 +368,17 @@ def test_a_cash_sized_entry_killed_after_its_fill_was_booked_resumes_without_a_s
     assert orders and all(status == "filled" and filled == qty for qty, filled, _, status in orders)
     assert set(fills_per_order) == {1}  # each resolved at its fill price, once; no top-up to the estimate
     assert_books_consistent(ctx)
+
+
+def test_a_resumed_cycle_records_each_signals_outcome_as_its_order_stands(ctx):
+    def crash(stage: str) -> None:
+        if stage == "order_stored":
+            raise RuntimeError("killed between recording an order and the signal's outcome")
+
+    with pytest.raises(RuntimeError):
+        run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions(), hook=crash)
+    run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions())
+    with ctx.engine.connect() as conn:
+        outcomes = conn.execute(select(db.Signal.status, db.Order.status).join(
+            db.Order, db.Order.signal_id == db.Signal.id)).all()
+    assert outcomes and all(signal == ("skipped" if order == "rejected" else "ordered") for signal, order in outcomes)

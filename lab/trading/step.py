@@ -214,7 +214,8 @@ class _Placer:
         pending = self.journal.open_orders()
         coid = self.order_id(c.strategy, c.symbol, Intent.ENTRY)
         if any(o.client_order_id == coid for o in pending):
-            return  # placed before a crash; already counted
+            self.journal.outcome(c, "ordered", None)  # placed before a crash (its outcome may be unrecorded)
+            return
         asset_type = self.asset_types.get(c.symbol, "stocks")
         wanted = self.manager.target_qty(entry=c.entry, stop_loss=c.stop_loss, confidence=c.confidence, rr=c.rr,
                                          asset_type=asset_type)
@@ -230,7 +231,9 @@ class _Placer:
         order = self.order(c.strategy, c.symbol, c.side, decision.qty, Intent.ENTRY, stop_loss=c.stop_loss,
                            take_profit=c.take_profit, notional=notional)
         answer = self(order, ref=c.ref)
-        if answer is not None and answer.status is OrderStatus.REJECTED:
+        if answer is None:
+            return  # decided and recorded before a crash, outcome included: it is done with
+        if answer.status is OrderStatus.REJECTED:
             self.journal.outcome(c, "skipped", f"pre-trade: {answer.reason}")
         else:
             self.journal.outcome(c, "ordered", decision.reason)
