@@ -74,6 +74,7 @@ class ProviderError(DataError):
     def __init__(self, provider: str, message: str, *, retryable: bool = False):
         self.provider = provider
         self.retryable = retryable
+        self.detail = message  # without the provider's name
         super().__init__(f"{provider}: {message}")
 
 

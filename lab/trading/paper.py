@@ -3,8 +3,10 @@
 Backtests and the paper-trading cycle use this one matcher. An order decided on bar t can
 only fill on a later bar (``on_bar`` ignores bars at or before ``created_at``): market and
 triggered stop orders at that bar's open plus slippage, limit orders at the better of the
-open and the limit. A fill takes at most ``max_volume_share`` of the bar's volume (the rest
-stays open: partially filled), and pays the asset class's fee. Refusals come back as
+open and the limit. A fill takes at most ``max_volume_share`` of the bar's volume, in whole
+shares of a stock (the rest stays open: partially filled, for a later bar: an order fills at
+most once per bar), and pays the asset class's fee. Buying back a short is never refused or
+cut for cash (a margin account lends it). Refusals come back as
 ``rejected`` orders with a reason; nothing here raises for a bad order.
 """
 

@@ -287,7 +287,7 @@ class _Placer:
         orders = [self.order(c.strategy, leg, side[leg], sized[leg], Intent.ENTRY, pair=c.symbol)
                   for leg in (first, second)]
         for order in orders:
-            if (refusal := self.refusal(order)) is not None:
+            if (refusal := _refusal(self.checks, order)) is not None:
                 for o in orders:
                     if self.journal.store(o.rejected(f"pair {c.symbol}: {order.symbol} leg: {refusal}"), ref=c.ref):
                         self.result.rejected += 1
@@ -306,13 +306,10 @@ class _Placer:
             return
         self.journal.outcome(c, "ordered", limited)
 
-    def refusal(self, order: Order) -> str | None:
-        return _refusal(self.checks, order)
-
     def __call__(self, order: Order, *, ref: Any = None, note: str | None = None) -> Order | None:
         """Check, record, submit; the broker's answer, or the order rejected with the check's
         reason when a pre-trade check refused it. None when this decision was already placed."""
-        if (refusal := self.refusal(order)) is not None:
+        if (refusal := _refusal(self.checks, order)) is not None:
             rejected = order.rejected(refusal)
             if self.journal.store(rejected, ref=ref):
                 self.result.rejected += 1

@@ -121,8 +121,7 @@ class AlphaVantage:
             except ProviderError as exc:
                 if not infos:
                     raise
-                reason = str(exc).removeprefix(f"{self.name}: ")
-                raise MetadataIncomplete(self.name, f"stopped at {symbol}: {reason}", infos) from exc
+                raise MetadataIncomplete(self.name, f"stopped at {symbol}: {exc.detail}", infos) from exc
             if not body.get("Symbol"):
                 continue  # {} = unknown symbol or an ETF: no fundamentals, not an error
             infos.append(AssetInfo(

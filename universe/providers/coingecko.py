@@ -104,7 +104,7 @@ class CoinGecko:
             try:
                 ids[self.coin_id(symbol)] = symbol
             except UnknownCoin as exc:
-                unresolved.append(str(exc).removeprefix(f"{self.name}: "))
+                unresolved.append(exc.detail)
         infos: list[AssetInfo] = []
         coins = list(ids)
         for start in range(0, len(coins), MARKETS_PAGE):
@@ -117,8 +117,7 @@ class CoinGecko:
             except ProviderError as exc:
                 if not infos:
                     raise
-                reason = str(exc).removeprefix(f"{self.name}: ")
-                raise MetadataIncomplete(self.name, f"stopped after {len(infos)} coins: {reason}", infos) from exc
+                raise MetadataIncomplete(self.name, f"stopped after {len(infos)} coins: {exc.detail}", infos) from exc
             infos += [AssetInfo(symbol=ids[r["id"]], asset_class="crypto", source=self.name, name=r.get("name"),
                                 market_cap=r.get("market_cap"), coingecko_id=r["id"])
                       for r in rows if r.get("id") in ids]
