@@ -244,9 +244,12 @@ def test_fitted_orders_always_pass_the_filters_and_never_grow(qty, price, side) 
     assert new_qty * new_price >= 5
 
 
-def test_a_cycle_books_the_fill_binance_answers_a_market_order_with(engine, tmp_path, monkeypatch, waits) -> None:
+@pytest.mark.parametrize("fee_in_bought_coin", [False, True])
+def test_a_cycle_books_the_fill_binance_answers_a_market_order_with(engine, tmp_path, monkeypatch, waits,
+                                                                    fee_in_bought_coin) -> None:
     """A market order comes back FILLED with its fills (the FULL response): the cycle that
-    placed it books them, and the next cycle finds the books and the account in agreement."""
+    placed it books them, and the next cycle finds the books and the account in agreement
+    (the commission paid in USDT, or in the BTC bought)."""
     from datetime import timedelta
 
     import pandas as pd
@@ -272,7 +275,7 @@ def test_a_cycle_books_the_fill_binance_answers_a_market_order_with(engine, tmp_
             {"asset_type": "crypto", "symbol": "BTC", "interval": "1d", "ts": ts.to_pydatetime(), "source": "test",
              **{k: float(v) for k, v in row.items()}} for ts, row in bars.iterrows()])
     ctx = LabContext(settings=Settings(), engine=engine)
-    with FakeBinance(balances={"USDT": "100000", "BTC": "0"}) as fake:
+    with FakeBinance(balances={"USDT": "100000", "BTC": "0"}, fee_in_bought_coin=fee_in_bought_coin) as fake:
         broker = make_broker(fake, waits, portfolio="binance")
         first = run_trading_cycle(ctx, now, portfolio="binance", predictions=FixedPredictions(), broker=broker)
         second = run_trading_cycle(ctx, now + timedelta(minutes=1), portfolio="binance",
@@ -282,6 +285,16 @@ def test_a_cycle_books_the_fill_binance_answers_a_market_order_with(engine, tmp_
     with engine.connect() as conn:
         (status, qty, filled), = conn.execute(select(db.Order.status, db.Order.qty, db.Order.filled_qty)).all()
         held = conn.execute(select(db.Position.qty).where(db.Position.symbol == "BTC")).scalar_one()
-    assert status == "filled" and filled == qty == held == held_at_broker
+    assert status == "filled" and filled == held == held_at_broker and qty * 0.998 < filled <= qty
     assert not second.halted, second.notes
 
+
+
+def test_a_buy_whose_commission_is_paid_in_the_bought_coin_books_what_the_account_received(waits) -> None:
+    with FakeBinance(balances={"USDT": "10000", "BTC": "0"}, fee_in_bought_coin=True) as fake:
+        answer = make_broker(fake, waits).submit(order(qty=0.1))
+        held, cash = fake.balances["BTC"], fake.balances["USDT"]
+    (fill,) = answer.fills
+    assert fill.qty == float(held) == pytest.approx(0.0999)  # 0.1 bought, 0.0001 of it the commission
+    assert 10_000 - fill.qty * fill.price - fill.fee == pytest.approx(float(cash), abs=1e-9)  # cash as the account's
+    assert fill.fee == pytest.approx(0.0001 * 50_000)

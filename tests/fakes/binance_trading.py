@@ -53,13 +53,16 @@ def _error(status: int, code: int, msg: str) -> Reply:
 
 class FakeBinance(FakeBrokerServer):
     def __init__(self, *, balances: dict[str, str] | None = None, quotes: dict[str, str] | None = None,
-                 api_key: str = API_KEY, api_secret: str = API_SECRET, fee_rate: str = "0.001") -> None:
+                 api_key: str = API_KEY, api_secret: str = API_SECRET, fee_rate: str = "0.001",
+                 fee_in_bought_coin: bool = False) -> None:
         super().__init__()
         self.api_key, self.api_secret = api_key, api_secret
         self.balances = {a: Decimal(v) for a, v in (balances or {"USDT": "10000", "BTC": "0"}).items()}
         self.quotes = {s: Decimal(p) for s, p in (quotes or {"BTCUSDT": "50000", "ETHUSDT": "3000"}).items()}
         self.filters = default_filters()
         self.fee_rate = Decimal(fee_rate)
+        #: Binance's default without BNB fees: a buy pays its commission in the coin it buys
+        self.fee_in_bought_coin = fee_in_bought_coin
         self.fill_ratio = Decimal(1)
         self.clock_offset_ms = 0
         self.orders: dict[int, dict[str, Any]] = {}
@@ -181,19 +184,22 @@ class FakeBinance(FakeBrokerServer):
             return
         price = self.quotes[order["symbol"]]
         base, quote = order["symbol"][:-4], order["symbol"][-4:]
-        fee = qty * price * self.fee_rate
         sign = 1 if order["side"] == "BUY" else -1
-        self.balances[base] = self.balances.get(base, Decimal(0)) + sign * qty
-        self.balances[quote] = self.balances.get(quote, Decimal(0)) - sign * qty * price - fee
+        if sign > 0 and self.fee_in_bought_coin:
+            fee, fee_asset, base_fee, quote_fee = qty * self.fee_rate, base, qty * self.fee_rate, Decimal(0)
+        else:
+            fee, fee_asset, base_fee, quote_fee = qty * price * self.fee_rate, quote, Decimal(0), qty * price * self.fee_rate
+        self.balances[base] = self.balances.get(base, Decimal(0)) + sign * qty - base_fee
+        self.balances[quote] = self.balances.get(quote, Decimal(0)) - sign * qty * price - quote_fee
         executed = Decimal(order["executedQty"]) + qty
         order["executedQty"] = f"{executed:.8f}"
         order["cummulativeQuoteQty"] = f"{Decimal(order['cummulativeQuoteQty']) + qty * price:.8f}"
         order["status"] = "FILLED" if executed >= Decimal(order["origQty"]) else "PARTIALLY_FILLED"
         order["_fills"].append({"price": f"{price:.8f}", "qty": f"{qty:.8f}", "commission": f"{fee:.8f}",
-                                "commissionAsset": quote, "tradeId": self._trade_id})
+                                "commissionAsset": fee_asset, "tradeId": self._trade_id})
         self.trades.append({"symbol": order["symbol"], "id": self._trade_id, "orderId": order["orderId"],
                             "orderListId": -1, "price": f"{price:.8f}", "qty": f"{qty:.8f}",
-                            "quoteQty": f"{qty * price:.8f}", "commission": f"{fee:.8f}", "commissionAsset": quote,
+                            "quoteQty": f"{qty * price:.8f}", "commission": f"{fee:.8f}", "commissionAsset": fee_asset,
                             "time": self.server_time(), "isBuyer": sign > 0, "isMaker": False, "isBestMatch": True})
         self._trade_id += 1
 

@@ -311,14 +311,20 @@ class BinanceBroker:
         )
 
     def _fill(self, doc: dict[str, Any], symbol: str, trade: dict[str, Any]) -> Fill:
-        price, commission = Decimal(trade["price"]), Decimal(trade["commission"])
-        asset = trade["commissionAsset"]
-        # fees in the quote asset are cash; in the base asset, worth their price; others (BNB) unpriced here
-        fee = commission if asset == self.quote_asset else commission * price if asset == symbol else Decimal(0)
+        """One trade as a fill. A commission in the quote asset is cash; one in the coin traded
+        (Binance's default for a buy without BNB fees) is coin the account does not get, so the
+        fill's quantity is what the account's balance moved by, and the fee that coin's worth
+        (the cash paid is the same: the books and the balances agree). BNB fees are unpriced."""
+        side, qty = Side(doc["side"].lower()), Decimal(trade["qty"])
+        price, commission, asset = Decimal(trade["price"]), Decimal(trade["commission"]), trade["commissionAsset"]
+        fee = Decimal(0)
+        if asset == self.quote_asset:
+            fee = commission
+        elif asset == symbol:
+            qty, fee = qty - side.sign * commission, commission * price
         return Fill(fill_id=f"binance:{doc['symbol']}:{trade.get('id', trade.get('tradeId'))}",
                     client_order_id=doc["clientOrderId"], portfolio=self.portfolio, strategy="*", symbol=symbol,
-                    side=Side(doc["side"].lower()), qty=float(trade["qty"]), price=float(price), fee=float(fee),
-                    ts=_ms(trade["time"]))
+                    side=side, qty=float(qty), price=float(price), fee=float(fee), ts=_ms(trade["time"]))
 
 
 
