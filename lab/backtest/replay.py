@@ -44,7 +44,7 @@ from lab.trading.calendar import open_at
 from lab.trading.model import Fill, Intent, Order, OrderStatus, OrderType, Side
 from lab.trading.paper import Bar, PaperTradingExecutor
 from lab.trading.portfolio import PortfolioManager
-from lab.trading.pretrade import open_notional, validate_order
+from lab.trading.pretrade import validate_order
 from lab.trading.step import Candidate, trade_step
 
 __all__ = ["Market", "replay"]
@@ -180,7 +180,7 @@ class _PreTrade:
         filled = self._filled if self._day == day else 0.0
         if not self.journal.open:
             return filled
-        return filled + math.fsum(open_notional(o.remaining_qty, o.limit_price, o.stop_price, self.prices.get(o.symbol))
+        return filled + math.fsum(o.open_notional(self.prices.get(o.symbol))
                                   for o in self.journal.open.values() if o.created_at.date() == day)
 
 

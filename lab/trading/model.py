@@ -170,6 +170,19 @@ class Order(msgspec.Struct, frozen=True, kw_only=True, gc=False):
             return self.fills[0].qty * self.fills[0].price / filled
         return math.fsum(f.qty * f.price for f in self.fills) / filled
 
+    @property
+    def cash_sized(self) -> bool:
+        """Sized in cash and not filled yet: its quantity is an estimate, its notional the cap."""
+        return self.notional is not None and not self.fills
+
+    def open_notional(self, last_price: float | None) -> float:
+        """What the order may still trade, in money: its notional when ``cash_sized``, else
+        its remaining quantity at its limit or stop price, or (a market order) at ``last_price``
+        (nothing when that is unknown)."""
+        if self.cash_sized:
+            return self.notional
+        return self.remaining_qty * (self.limit_price or self.stop_price or last_price or 0.0)
+
     def evolve(self, **changes) -> Order:
         """A copy with ``changes`` (an unknown field is a TypeError)."""
         return _replace(self, **changes)

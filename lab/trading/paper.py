@@ -192,7 +192,7 @@ class PaperTradingExecutor:
         if order.order_type in (OrderType.MARKET, OrderType.STOP):
             price *= 1 + self._costs.slippage.fraction(qty, bar.volume) * order.side.sign
         if order.side is Side.BUY:
-            if order.notional is not None and not order.fills:  # sized in cash: resolved at this price
+            if order.cash_sized:  # resolved at this price
                 order = order.evolve(qty=costs.affordable(min(order.notional, self._cash), price, asset_type))
                 qty = min(order.qty, cap)
             # buying back a short is never held back for cash (a margin account lends it)
@@ -277,10 +277,7 @@ class PaperTradingExecutor:
     def _available_cash(self) -> float:
         """Cash less what open buy orders may still spend (at their reference price; a cash-sized
         order not filled yet: its notional)."""
-        return self._cash - math.fsum(
-            o.notional if o.notional is not None and not o.fills
-            else o.remaining_qty * (o.limit_price or o.stop_price or self._last.get(o.symbol, 0.0))
-            for o in self._open_buys.values())
+        return self._cash - math.fsum(o.open_notional(self._last.get(o.symbol)) for o in self._open_buys.values())
 
     def _sellable(self, symbol: str, *, exclude: str | None = None) -> float:
         held = self._positions[symbol].qty if symbol in self._positions else 0.0

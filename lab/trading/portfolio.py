@@ -234,12 +234,10 @@ class PortfolioManager:
         return EntryDecision(allowed, reason, budget=min(money for money, _ in caps))
 
     def _commitment(self, order: Order, price: float) -> float:
-        """What a pending entry may still cost with fees and slippage: its cash if sized in
-        cash, else its remaining quantity at its limit or stop, or (a market order) at ``price``."""
-        if order.notional is not None and not order.fills:
-            return order.notional
-        return order.remaining_qty * self.costs.unit_cost(order.limit_price or order.stop_price or price,
-                                                          order.asset_type)
+        """What a pending entry may still cost: ``Order.open_notional`` (a market order at
+        ``price``) with fees and slippage; a cash-sized order's notional has them already."""
+        value = order.open_notional(price)
+        return value if order.cash_sized else value * self.costs.unit_cost(1.0, order.asset_type)
 
     def exits(self, as_of: datetime, pending: Iterable[Order] = ()) -> list[ExitDecision]:
         """Positions to close now: stop-loss, take-profit, or held past the strategy's days.

@@ -19,10 +19,10 @@ from sqlalchemy import Engine, func, select
 from lab.config import TradingConfig
 from lab.db import models as db
 from lab.db import session_scope
-from lab.trading.model import Intent, Order, OrderStatus
-from lab.trading.store import store_order
+from lab.trading.model import Intent, Order
+from lab.trading.store import load_open_orders, store_order
 
-__all__ = ["validate_order", "open_notional", "notional_today", "record_rejection"]
+__all__ = ["validate_order", "notional_today", "record_rejection"]
 
 
 def validate_order(order: Order, *, last_price: float, config: TradingConfig, notional_today: float) -> str | None:
@@ -41,9 +41,7 @@ def validate_order(order: Order, *, last_price: float, config: TradingConfig, no
                     f"around the last price {last_price}")
     if order.intent is not Intent.ENTRY:
         return None  # an exit closes what is held, whatever it is worth now
-    # a cash-sized order may spend its notional whatever its estimated quantity
-    notional = order.notional if order.notional is not None else \
-        order.qty * (order.limit_price or order.stop_price or last_price)
+    notional = order.open_notional(last_price)  # a cash-sized order: its notional, whatever its estimated qty
     if notional > limits.max_order_notional:
         return f"order notional {notional:,.2f} exceeds max_order_notional {limits.max_order_notional:,.2f}"
     if notional_today + notional > limits.max_daily_notional:
@@ -52,28 +50,18 @@ def validate_order(order: Order, *, last_price: float, config: TradingConfig, no
     return None
 
 
-def open_notional(remaining: float, limit: float | None, stop: float | None, last_price: float | None) -> float:
-    """What an open order may still trade, in money: its remaining quantity at its limit or
-    stop price, else (a market order) at the last price."""
-    return remaining * (limit or stop or last_price or 0.0)
-
-
 def notional_today(engine: Engine, portfolio: str, now: datetime, prices: Mapping[str, float]) -> float:
     """Notional traded on ``now``'s UTC day: fills booked (at their bar's time), plus what the
-    open orders decided that day may still fill (``open_notional``; a market order at its
-    symbol's last price). Both by the market's time, not the clock's, so a paper cycle
+    open orders decided that day may still fill (``Order.open_notional``; a market order at
+    its symbol's last price). Both by the market's time, not the clock's, so a paper cycle
     replaying a past day counts that day."""
     start = now.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
     end = start + timedelta(days=1)
     with session_scope(engine) as session:
         filled = session.scalar(select(func.coalesce(func.sum(db.Trade.qty * db.Trade.price), 0.0)).where(
             db.Trade.portfolio == portfolio, db.Trade.ts >= start, db.Trade.ts < end))
-        open_rows = session.execute(select(db.Order.symbol, db.Order.qty, db.Order.filled_qty, db.Order.limit_price,
-                                           db.Order.stop_price, db.Order.avg_fill_price).where(
-            db.Order.portfolio == portfolio, db.Order.cycle_as_of >= start, db.Order.cycle_as_of < end,
-            db.Order.status.in_([OrderStatus.PENDING.value, OrderStatus.PARTIALLY_FILLED.value]))).all()
-    pending = math.fsum(open_notional(qty - filled_qty, limit, stop, prices.get(symbol, avg))
-                        for symbol, qty, filled_qty, limit, stop, avg in open_rows)
+    pending = math.fsum(o.open_notional(prices.get(o.symbol, o.avg_fill_price))
+                        for o in load_open_orders(engine, portfolio) if start <= o.created_at < end)
     return float(filled) + pending
 
 
