@@ -90,7 +90,8 @@ class SuccessGate:
     calendar months in the period have a positive return. Two more checks say whether there
     is enough to judge by: a win rate and a profit factor over a handful of trades, or
     "consistent" months over two, pass by luck as often as not, so a run needs
-    ``min_trades`` round trips and ``min_months`` calendar months to pass.
+    ``min_trades`` round trips and ``min_months`` whole months from its first bar to its last
+    (the calendar months it touches would let a 124-day run from late January count six).
     """
 
     min_sharpe: float = 1.0
@@ -130,6 +131,15 @@ def drawdown(equity: pd.Series) -> pd.Series:
     """Fraction below the running peak at each bar (0 at a new high, positive below it)."""
     equity = equity.astype(float)
     return 1.0 - equity / equity.cummax()
+
+
+def _whole_months(index: pd.DatetimeIndex) -> int:
+    """Whole months from the first stamp to the last (Jan 15 to Jul 14 is five, to Jul 15 six)."""
+    if len(index) < 2:
+        return 0
+    first, last = index[0], index[-1]
+    months = (last.year - first.year) * 12 + last.month - first.month
+    return months - 1 if first + pd.DateOffset(months=months) > last else months
 
 
 def _max_drawdown_days(dd: pd.Series) -> int:
@@ -260,7 +270,7 @@ def compute_metrics(
         else math.nan,
         turnover=traded / years / mean_equity if mean_equity and len(returns) else math.nan,
         positive_months=float((months > 0).mean()) if len(months) else math.nan,
-        months=len(months),
+        months=_whole_months(pd.DatetimeIndex(equity.index)),
     )
 
 

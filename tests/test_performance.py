@@ -193,6 +193,18 @@ def test_success_gate_fails_a_run_too_short_to_judge_however_good_its_figures():
     assert failed == ["trades 6 >= 30: FAIL", "months 2 >= 6: FAIL"]
 
 
+@pytest.mark.parametrize(("start", "end", "months"), [
+    ("2021-01-28", "2021-06-01", 4),  # 124 days touching six calendar months
+    ("2021-01-15", "2021-07-14", 5),
+    ("2021-01-15", "2021-07-15", 6),
+    ("2021-01-31", "2021-02-28", 1),  # a month on from the 31st ends on the month's last day
+])
+def test_the_gate_counts_whole_months_from_the_first_bar_to_the_last(start, end, months):
+    index = pd.date_range(start, end, freq="D", tz="UTC")
+    equity = pd.Series(np.linspace(100_000.0, 120_000.0, len(index)), index=index)
+    assert compute_metrics(equity, periods_per_year=365).months == months
+
+
 def test_a_profit_factor_without_a_losing_trade_passes_and_none_without_trades_fails():
     base = Metrics(total_return=0.3, cagr=0.2, volatility=0.1, sharpe=1.4, sortino=2.0, max_drawdown=0.08,
                    max_drawdown_days=30, trades=40, win_rate=1.0, profit_factor=math.inf, avg_win=10,
