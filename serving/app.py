@@ -96,9 +96,9 @@ class PredictRequest(BaseModel):
     symbols: list[str] | None = Field(default=None, description="compute the features of these symbols instead")
     as_of: datetime | date | None = Field(
         default=None,
-        description="decision time for `symbols`: an ISO datetime (naive = UTC) or a date, meaning the end of "
-                    "that UTC day (its bar included); default: now. Only bars up to as_of are used; one in the "
-                    "future is refused")
+        description="decision time for `symbols`: an ISO datetime (naive = UTC; only the bars complete by "
+                    "then are used) or a date, meaning that day's bar (as_of is its midnight-UTC label); "
+                    "default: now. One in the future is refused")
     ignore_extra: bool = Field(default=False, description="drop features the model does not use instead of a 422")
 
     @model_validator(mode="after")

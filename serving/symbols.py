@@ -5,10 +5,12 @@ There is one feature-assembly path in the lab: ``lab.trading.market.load_market`
 its ``MarketSnapshot.latest``. This module only decides which symbols to load, explains the
 symbols that got no usable row, and picks the model's columns.
 
-Rules (documented in the API): a date ``as_of`` means the end of that UTC day (that day's bar
-is included), a naive datetime is UTC, and no ``as_of`` means now; one in the future (a date
-after today, a time more than ``lab.trading.calendar.SKEW`` ahead) is refused (422, ``invalid_request``): no bar
-exists there, and the answer would be now's under a later name. A symbol is refused (422,
+Rules (documented in the API): a date ``as_of`` means that day's bar, as a trading cycle's
+date does (its midnight-UTC label; ``universe.calendars.last_bar_at``); a time reads only the
+bars complete by then (a stock session's bar after its close); a naive datetime is UTC, and no
+``as_of`` means now. One in the future (a date after today, a time more than
+``lab.trading.calendar.SKEW`` ahead) is refused (422, ``invalid_request``): no bar exists
+there, and the answer would be now's under a later name. A symbol is refused (422,
 ``bad_symbols``) when nothing is stored for it (``unknown``), when it has no bar at or before
 ``as_of`` within the feature lookback (``no_bars``), or when a feature the model uses is
 undefined (NaN) at ``as_of``, e.g. in its warm-up window (``undefined``: symbol -> features).
@@ -66,7 +68,7 @@ def decision_time(as_of: datetime | date | None, now: datetime) -> datetime:
     if as_of is None:
         return now
     if not isinstance(as_of, datetime):
-        return datetime.combine(as_of, time.max, tzinfo=UTC)
+        return datetime.combine(as_of, time.min, tzinfo=UTC)
     return as_of.astimezone(UTC) if as_of.tzinfo is not None else as_of.replace(tzinfo=UTC)
 
 

@@ -200,20 +200,29 @@ def test_a_cycle_on_books_no_account_may_have_is_refused_and_changes_nothing(ctx
     assert [count(ctx, model) for model in (db.TradingCycle, db.Signal, db.Order, db.Account)] == [0, 0, 0, 0]
 
 
-def test_symbols_whose_bars_stop_before_the_last_complete_session_get_no_entries(ctx):
+def test_symbols_without_the_bar_a_cycle_decides_on_get_no_entries(ctx):
     run_trading_cycle(ctx, DAYS[1], portfolio="fresh", predictions=FixedPredictions())
     with ctx.engine.connect() as conn:
         symbols = set(conn.execute(select(db.Order.symbol).where(db.Order.portfolio == "fresh")).scalars())
     stale = sorted(symbols - {"BTC"})[0]
-    with ctx.engine.begin() as conn:  # its bars of 2023-03-01 (the last complete session) on are missing
-        conn.execute(delete(db.PriceBar).where(db.PriceBar.symbol == stale, db.PriceBar.ts >= DAYS[0]))
+    with ctx.engine.begin() as conn:  # a cycle at a date decides on that session's bar: it is missing
+        conn.execute(delete(db.PriceBar).where(db.PriceBar.symbol == stale, db.PriceBar.ts >= DAYS[1]))
     result = run_trading_cycle(ctx, DAYS[1], portfolio="stale", predictions=FixedPredictions())
     with ctx.engine.connect() as conn:
         stored = set(conn.execute(select(db.Order.symbol).where(db.Order.portfolio == "stale")).scalars())
     assert stale not in stored and stored  # the others still trade (another may take its place)
     assert result.screening["momentum"]["screened"] == 3
-    assert f"no entries in {stale} (latest bar 2023-02-28; the last complete stocks bar at " \
-           f"2023-03-02T00:00:00+00:00 is 2023-03-01): ingest first (`lab ingest`)" in result.notes
+    assert f"no entries in {stale} (latest bar 2023-03-01; a cycle at 2023-03-02T00:00:00+00:00 decides on the " \
+           f"stocks bar of 2023-03-02): ingest first (`lab ingest`)" in result.notes
+
+
+def test_a_cycle_at_a_past_time_in_market_hours_decides_on_the_last_closed_sessions_bars(ctx):
+    in_hours = DAYS[1].replace(hour=15)  # that session trades until 21:00 UTC: its bar is not known yet
+    run_trading_cycle(ctx, in_hours, predictions=FixedPredictions())
+    with ctx.engine.connect() as conn:
+        entries = dict(conn.execute(select(db.Signal.symbol, db.Signal.entry)).all())
+        closes = dict(conn.execute(select(db.PriceBar.symbol, db.PriceBar.close).where(db.PriceBar.ts == DAYS[0])).all())
+    assert entries and entries == {symbol: closes[symbol] for symbol in entries}  # BTC's day of DAYS[0] too
 
 
 def test_several_days_keep_the_books_consistent(ctx):
@@ -312,7 +321,9 @@ def test_a_second_cycle_on_a_portfolio_is_refused_while_one_runs_on_it(ctx, tmp_
         cycles = conn.execute(select(db.TradingCycle.as_of).where(db.TradingCycle.portfolio == "paper")).scalars()
         assert list(cycles) == [DAYS[0]]  # the refused one left no row
     later = run_trading_cycle(ctx, DAYS[0].replace(hour=15), predictions=FixedPredictions())
-    assert later.orders_placed == 0 and later.signals > 0  # the first cycle's entries are pending
+    with ctx.engine.connect() as conn:
+        entered = conn.execute(select(db.Order.strategy, db.Order.symbol).where(db.Order.portfolio == "paper")).all()
+    assert later.signals > 0 and len(entered) == len(set(entered))  # the first cycle's entries are pending
     assert_books_consistent(ctx)
 
 

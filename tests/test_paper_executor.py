@@ -14,7 +14,7 @@ from lab.trading.calendar import is_market_open, open_at
 from lab.trading.model import Order, OrderStatus, OrderType, Side
 from lab.trading.paper import Bar, PaperTradingExecutor, SlippageModel
 from tests.fakes.trading import utc
-from universe.calendars import last_closed_session
+from universe.calendars import last_bar_at, last_closed_session
 
 NY = ZoneInfo("America/New_York")
 MON, TUE, WED = utc(2024, 1, 8), utc(2024, 1, 9), utc(2024, 1, 10)
@@ -231,6 +231,18 @@ def test_a_clock_of_stamps_is_open_where_each_stamp_is(asset_type):
 ])
 def test_the_last_complete_daily_bar_comes_from_the_exchange_calendar(asset_type, when, last_bar):
     assert last_closed_session(asset_type, when) == last_bar
+
+
+@pytest.mark.parametrize(("asset_type", "as_of", "last_bar"), [
+    ("stocks", utc(2024, 1, 9), utc(2024, 1, 9)),  # a date: that session's bar
+    ("stocks", utc(2024, 1, 13), utc(2024, 1, 12)),  # a Saturday's label: Friday's session
+    ("stocks", utc(2024, 1, 9, 15), utc(2024, 1, 8)),  # in market hours: the session before
+    ("stocks", utc(2024, 1, 9, 22), utc(2024, 1, 9)),  # after the close
+    ("crypto", utc(2024, 1, 9), utc(2024, 1, 9)),
+    ("crypto", utc(2024, 1, 9, 15), utc(2024, 1, 8)),
+])
+def test_a_decision_reads_its_dates_bar_or_the_bars_complete_at_its_time(asset_type, as_of, last_bar):
+    assert last_bar_at(asset_type, as_of) == last_bar
 
 
 # --- orders sized in cash ----------------------------------------------------------------------

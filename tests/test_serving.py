@@ -323,10 +323,10 @@ def test_symbol_predictions_equal_the_predictor_on_the_engines_feature_rows(
     response = client.post("/predict", json={"strategy": "momentum", "symbols": symbols, "as_of": str(AS_OF)})
     assert response.status_code == 200, response.text
     body = response.json()
-    end_of_day = datetime.combine(AS_OF, clock.max, tzinfo=UTC)  # a date means "after that day's bars"
-    rows = _engine_rows(service, symbols, end_of_day)
+    session = datetime.combine(AS_OF, clock.min, tzinfo=UTC)  # a date means that day's bar, by its label
+    rows = _engine_rows(service, symbols, session)
     assert body["symbols"] == symbols and body["model_version"] == 1
-    assert datetime.fromisoformat(body["as_of"]) == end_of_day
+    assert datetime.fromisoformat(body["as_of"]) == session
     np.testing.assert_array_equal(np.asarray(body["predictions"]),
                                   service.predictor(service.momentum[0]).predict(rows.loc[symbols]))
 

@@ -7,7 +7,7 @@ from functools import cache
 
 import pandas as pd
 
-__all__ = ["xnys", "expected_days", "last_closed_session"]
+__all__ = ["xnys", "expected_days", "last_bar_at", "last_closed_session"]
 
 
 @cache
@@ -36,3 +36,20 @@ def last_closed_session(asset_class: str, ts: datetime) -> pd.Timestamp:
     if asset_class == "crypto":
         return stamp.floor("D") - pd.Timedelta(days=1)
     return xnys().minute_to_past_session(stamp).tz_localize("UTC")
+
+
+def last_bar_at(asset_class: str, as_of: datetime) -> pd.Timestamp:
+    """The label of the latest daily bar a decision at ``as_of`` may read. A midnight-UTC
+    ``as_of`` is a bar's label (a cycle "at 2024-03-01" decides on that session's bar, after its
+    close; for stocks, a weekend or holiday label means the session before it); any other time
+    reads only the bars complete by then (``last_closed_session``): at 15:00 UTC the stock
+    session of that day is still trading, though a replay later finds its bar stored."""
+    stamp = pd.Timestamp(as_of)
+    if stamp.tzinfo is None:
+        raise ValueError(f"last_bar_at needs a tz-aware time, got {as_of!r}")
+    stamp = stamp.tz_convert("UTC")
+    if stamp != stamp.normalize():
+        return last_closed_session(asset_class, as_of)
+    if asset_class == "crypto":
+        return stamp
+    return xnys().date_to_session(stamp.tz_convert(None), direction="previous").tz_localize("UTC")

@@ -47,7 +47,7 @@ from lab.trading.store import (
     sole_writer,
     store_order,
 )
-from universe.calendars import last_closed_session
+from universe.calendars import last_bar_at
 
 __all__ = ["CycleResult", "PreTradeCheck", "decision_time", "run_trading_cycle", "STAGES"]
 
@@ -253,15 +253,15 @@ def _closed_markets(broker: BrokerInterface, classes: set[str], as_of: datetime)
 
 
 def _stale_notes(asset_class: str, behind: Mapping[str, pd.Timestamp | None], as_of: datetime) -> list[str]:
-    """Why symbols got no entry this cycle: their bars stop before the last complete one."""
+    """Why symbols got no entry this cycle: their bars stop before the one it decides on."""
     if not behind:
         return []
-    due = last_closed_session(asset_class, as_of).date()
+    due = last_bar_at(asset_class, as_of).date()
     by_last: dict[str, list[str]] = {}
     for symbol, last in behind.items():
         by_last.setdefault("no bars" if last is None else f"latest bar {last.date()}", []).append(symbol)
-    return [f"no entries in {', '.join(symbols)} ({what}; the last complete {asset_class} bar at "
-            f"{as_of.isoformat()} is {due}): ingest first (`lab ingest`)" for what, symbols in by_last.items()]
+    return [f"no entries in {', '.join(symbols)} ({what}; a cycle at {as_of.isoformat()} decides on the "
+            f"{asset_class} bar of {due}): ingest first (`lab ingest`)" for what, symbols in by_last.items()]
 
 
 def _stored_result(ctx: LabContext, portfolio: str, as_of: datetime) -> CycleResult | None:

@@ -13,7 +13,7 @@ from sqlalchemy import Engine
 from lab.bars import bars_by_symbol, load_bars
 from lab.config import TradingConfig
 from lab.features import compute_features, get_feature_set, load_fundamentals, pair_bars
-from universe.calendars import last_closed_session
+from universe.calendars import last_bar_at
 
 __all__ = ["FeatureFrames", "MarketSnapshot", "load_market"]
 
@@ -83,9 +83,9 @@ class MarketSnapshot(FeatureFrames):
         return {s: float(frame["close"].iloc[-1]) for s, frame in self.bars.items() if len(frame)}
 
     def behind(self, symbols: Iterable[str], asset_type: str, as_of: datetime) -> dict[str, pd.Timestamp | None]:
-        """The symbols whose latest bar is older than the last complete one at ``as_of``
-        (``last_closed_session``), with that bar's time (``None``: no bars at all)."""
-        due = last_closed_session(asset_type, as_of)
+        """The symbols whose latest bar is older than the one a decision at ``as_of`` reads
+        (``last_bar_at``), with that bar's time (``None``: no bars at all)."""
+        due = last_bar_at(asset_type, as_of)
         out = {}
         for symbol in symbols:
             frame = self.bars.get(symbol)
@@ -102,7 +102,8 @@ class MarketSnapshot(FeatureFrames):
 def load_market(engine: Engine, config: TradingConfig, as_of: datetime, *,
                 extra_symbols: Iterable[str] = (), since: datetime | None = None) -> MarketSnapshot:
     """Bars of the universe (and ``extra_symbols``) from the earlier of ``since`` and the
-    feature lookback, up to ``as_of``."""
+    feature lookback, up to the last bar each asset class has at ``as_of`` (``last_bar_at``:
+    a past intraday time does not read its session's bar, stored since)."""
     benchmarks = {}
     for universe in config.universe.asset_classes().values():
         for symbol in (*universe.symbols, universe.benchmark):
@@ -112,6 +113,8 @@ def load_market(engine: Engine, config: TradingConfig, as_of: datetime, *,
     if since is not None:
         start = min(start, since)
     frame = load_bars(engine, symbols, start=start, end=as_of)
+    for asset_type in frame["asset_type"].unique():
+        frame = frame[(frame["asset_type"] != asset_type) | (frame["ts"] <= last_bar_at(asset_type, as_of))]
     fundamentals = None
     if any(s.enabled and get_feature_set(_feature_set(n)).kind == "fundamental"
            for n, s in config.strategies.items()):
