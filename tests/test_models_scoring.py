@@ -3,12 +3,16 @@
 import math
 
 import numpy as np
+import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
 
+from benchmarks.backtest import load
+from lab.features import labelled_rows
 from lab.models import deflated_sharpe_ratio, sharpe_ratio
-from lab.models.scoring import classification_scores, expected_max_sharpe, period_returns
+from lab.models.scoring import classification_scores, expected_max_sharpe, holding_periods, period_returns
+from lab.strategy import get_strategy
 
 
 @settings(max_examples=50, deadline=None)
@@ -24,12 +28,36 @@ def test_auc_is_the_share_of_correctly_ordered_pairs(pairs):
     assert abs(classification_scores(y, p)["auc"] - brute) < 1e-12
 
 
-def test_period_returns_use_non_overlapping_holds_and_pay_costs():
-    bar = np.array([0, 0, 1, 2, 2, 3, 4, 4])
+def test_period_returns_average_each_periods_trades_and_pay_costs():
+    period = np.array([0, 0, -1, 1, 1, -1, 2, 2])
     take = np.array([True, True, True, True, False, True, False, False])
     forward = np.array([0.02, 0.04, 9.0, -0.01, 5.0, 9.0, 0.5, 0.5])
-    # horizon 2: periods start at bars 0, 2, 4; bar 4 has no trade (cash)
-    np.testing.assert_allclose(period_returns(bar, take, forward, 2, 0.001), [0.029, -0.011, 0.0])
+    # rows inside a holding (-1) open nothing; period 2 has no trade (cash)
+    np.testing.assert_allclose(period_returns(period, take, forward, 0.001), [0.029, -0.011, 0.0])
+
+
+def test_a_holding_period_lasts_until_every_symbols_label_has_ended():
+    day = pd.date_range("2024-01-01", periods=12, freq="D", tz="UTC")
+    a = [(day[i], day[i + 2]) for i in range(6)]  # every day, labels two bars ahead
+    b = [(day[0], day[4]), (day[3], day[8]), (day[4], day[9]), (day[8], day[10])]  # gaps: two bars reach further
+    stamps, ends = (pd.DatetimeIndex([row[k] for row in a + b]).asi8 for k in (0, 1))
+    period = holding_periods(np.array(["A"] * 6 + ["B"] * 4), stamps, ends)
+    # period 0 opens at day 0 and runs to B's label end, day 4; period 1 runs past the data
+    np.testing.assert_array_equal(period, [0, -1, -1, -1, 1, -1] + [0, -1, 1, -1])
+
+
+def test_no_symbols_holdings_overlap_when_a_stock_is_scored_beside_crypto(shared_data):
+    """Ten bars of a stock are two weeks, ten of the combined calendar ten days."""
+    raw = pd.read_csv(shared_data / "crypto" / "BTC-USD.csv", parse_dates=["datetime"]).set_index("datetime")
+    bars = {"AAPL": load("AAPL", shared_data / "stocks").loc["2015":"2021"],
+            "BTC": raw.set_axis(raw.index.tz_localize("UTC")).loc["2015":"2021"]}
+    momentum = get_strategy("momentum")
+    rows = labelled_rows(bars, momentum.feature_set, momentum.label).dropna(subset=["label"])
+    stamps, ends = (pd.DatetimeIndex(rows[c]).asi8 for c in ("timestamp", "label_end"))
+    opened = rows[holding_periods(rows["symbol"].to_numpy(), stamps, ends) >= 0]
+    for _, holdings in opened.groupby("symbol"):
+        assert (holdings["timestamp"].iloc[1:].to_numpy() >= holdings["label_end"].iloc[:-1].to_numpy()).all()
+    assert len(opened[opened.symbol == "AAPL"]) > 0.9 * len(rows[rows.symbol == "AAPL"]) / 10  # none needlessly skipped
 
 
 def test_deflated_sharpe_with_one_trial_is_the_probabilistic_sharpe_ratio():

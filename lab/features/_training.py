@@ -2,7 +2,9 @@
 
 Bars are cut at ``end`` before anything is computed, so neither a feature nor a label of a
 training row can see a bar after the training window; rows whose label would need one are
-dropped, never filled.
+dropped, never filled. Each row keeps ``label_end``, the time of the last bar its label
+reads: on the symbol's own calendar, so a walk-forward can purge by it whatever calendars
+the symbols trade on and whatever gaps their data has.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ def create_training_data(
     benchmark: pd.DataFrame | None = None, fundamentals: pd.DataFrame | None = None,
     cache_dir: Path | None = None, use_ray: bool = False,
 ) -> pd.DataFrame:
-    """Columns ``symbol, timestamp, <feature set columns>, label`` for start <= timestamp <= end.
+    """Columns ``symbol, timestamp, <feature set columns>, label, label_end`` for start <= timestamp <= end.
 
     ``bars`` ({symbol: OHLCV frame} or the long frame of ``load_bars``) or else ``engine``
     supplies the prices. For a pair set, ``symbol`` names the pair ("AAA/BBB").
@@ -82,12 +84,12 @@ def labelled_rows(
             pd.DatetimeIndex([pd.NaT] * min(label.horizon, len(priced)), tz=priced.index.tz))
         parts.append(part.reset_index(drop=True))
     if not parts:
-        return pd.DataFrame(columns=[*_columns(fs), "label_end"])
+        return pd.DataFrame(columns=_columns(fs))
     return pd.concat(parts, ignore_index=True)
 
 
 def _columns(fs: FeatureSet) -> list[str]:
-    return ["symbol", "timestamp", *fs.columns, "label"]
+    return ["symbol", "timestamp", *fs.columns, "label", "label_end"]
 
 
 def load_fundamentals(engine: Engine, symbols: Iterable[str] | None = None) -> pd.DataFrame:

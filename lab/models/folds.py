@@ -4,12 +4,15 @@ Folds are cut on the unique, sorted timestamps (one "bar" each), so a frame hold
 symbols per day splits by day, never inside a day. Test windows are consecutive blocks at
 the end of the history; each fold trains on everything before its test window except:
 
-* purged rows: a row at bar ``i`` carries a label built from bars ``i+1 .. i+horizon``;
-  when that window reaches into the test window the row is dropped from training;
+* purged rows: a row's label reads its symbol's bars up to ``label_end``; when that is at or
+  after the first bar of the test window the row is dropped from training. The purge reads
+  each row's own label end, not a count of bars, because symbols on other calendars
+  (stocks' five-day weeks beside crypto's seven) or with gaps in their data reach further
+  in time over the same number of their own bars;
 * embargoed rows: the ``embargo`` bars right after every earlier test window, whose
   features still overlap the serially correlated bars that were scored there.
 
-No fold ever trains on a bar at or after its own test window.
+No fold ever trains on a row whose label reads a bar of its own test window.
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ import pandas as pd
 from lab.errors import DataError
 
 __all__ = ["Fold", "walk_forward_folds"]
+
+_Stamps = pd.Series | pd.Index | np.ndarray | list
 
 
 @dataclass(frozen=True)
@@ -39,31 +44,40 @@ class Fold:
                 "test_start": self.test_start.isoformat(), "test_end": self.test_end.isoformat()}
 
 
-def walk_forward_folds(timestamps: pd.Series | pd.Index | np.ndarray | list, n_folds: int,
-                       horizon: int, embargo: int = 0) -> list[Fold]:
-    """``n_folds`` time-ordered folds over ``timestamps`` (one entry per row, any order)."""
+def _utc(values: _Stamps, what: str) -> pd.DatetimeIndex:
+    stamps = pd.DatetimeIndex(pd.to_datetime(np.asarray(values), utc=True))
+    if stamps.hasnans:
+        raise DataError(f"{what} contain missing values")
+    return stamps
+
+
+def walk_forward_folds(timestamps: _Stamps, label_ends: _Stamps, n_folds: int, embargo: int = 0) -> list[Fold]:
+    """``n_folds`` time-ordered folds over rows given by their ``timestamps`` and the time of
+    the last bar each row's label reads (``label_ends``, one per row, any row order)."""
     if n_folds < 1:
         raise ValueError(f"n_folds must be >= 1, got {n_folds}")
-    if horizon < 0 or embargo < 0:
-        raise ValueError(f"horizon and embargo must be >= 0, got {horizon} and {embargo}")
-    stamps = pd.DatetimeIndex(pd.to_datetime(np.asarray(timestamps), utc=True))
-    if stamps.hasnans:
-        raise DataError("timestamps contain missing values")
+    if embargo < 0:
+        raise ValueError(f"embargo must be >= 0, got {embargo}")
+    stamps, ends = _utc(timestamps, "timestamps"), _utc(label_ends, "label ends")
+    if len(ends) != len(stamps):
+        raise DataError(f"{len(ends)} label ends for {len(stamps)} timestamps")
+    if (ends < stamps).any():
+        raise DataError(f"{int((ends < stamps).sum())} label end(s) fall before their row's timestamp")
     bars = stamps.unique().sort_values()
     position = bars.get_indexer(stamps)  # the bar number of each row
     test_size = len(bars) // (n_folds + 1)
     first_test = len(bars) - n_folds * test_size
-    if test_size < 1 or first_test - horizon < 1:
-        raise DataError(f"{len(bars)} distinct timestamps are too few for {n_folds} walk-forward folds "
-                        f"with a {horizon}-bar label horizon")
+    if test_size < 1:
+        raise DataError(f"{len(bars)} distinct timestamps are too few for {n_folds} walk-forward folds")
     blocked = np.zeros(len(bars), dtype=bool)  # embargoed bars after earlier test windows
     folds = []
     for k in range(n_folds):
         start, end = first_test + k * test_size, first_test + (k + 1) * test_size  # [start, end)
-        trainable = np.zeros(len(bars), dtype=bool)
-        trainable[: max(start - horizon, 0)] = True  # purge: label window must end before start
-        trainable &= ~blocked
-        train = np.flatnonzero(trainable[position])
+        clear = ends < bars[start]  # purge: the label reads no bar of the test window
+        if not clear.any():
+            raise DataError(f"{len(bars)} distinct timestamps are too few for {n_folds} walk-forward folds: "
+                            f"no row's label ends before fold {k}'s test window")
+        train = np.flatnonzero(clear & ~blocked[position])
         test = np.flatnonzero((position >= start) & (position < end))
         if train.size == 0:
             raise DataError(f"fold {k} has no training rows left after purging and embargo")

@@ -20,7 +20,7 @@ import pandas as pd
 
 from lab.bars import bars_by_symbol, load_bars
 from lab.errors import ConfigError, DataError, LabError
-from lab.models.problem import RETURN_COLUMN
+from lab.models.problem import LABEL_END_COLUMN, RETURN_COLUMN
 from lab.models.promotion import Gate, PromotionDecision, promote
 from lab.models.tuning import TuneJob, TuningResult, code_version, tune_strategies
 from lab.registry import ModelRegistry, VersionInfo
@@ -101,7 +101,7 @@ def _training_data(ctx: LabContext, strategy: type[Strategy], asset_classes: lis
                               .assign(symbol=pair) for pair in data["symbol"].unique()
                               for a, b in [pair.split("/")]], ignore_index=True) if len(data) else bars
         parts.append(with_forward_returns(data, bars, strategy.label.horizon))
-    columns = ["symbol", "timestamp", *fs.columns, "label", RETURN_COLUMN]
+    columns = ["symbol", "timestamp", *fs.columns, "label", LABEL_END_COLUMN, RETURN_COLUMN]
     data = pd.concat(parts, ignore_index=True)[columns].sort_values(["timestamp", "symbol"], ignore_index=True)
     return data, last_bar
 

@@ -19,13 +19,22 @@ import pandas as pd
 from lab.errors import ConfigError, DataError
 from lab.models.folds import Fold, walk_forward_folds
 from lab.models.predictor import XGBPredictor, predictor_class
-from lab.models.scoring import classification_scores, period_returns, regression_scores, sharpe_ratio
+from lab.models.scoring import (
+    classification_scores,
+    holding_periods,
+    period_returns,
+    regression_scores,
+    sharpe_ratio,
+)
 from lab.strategy import Param
 
-__all__ = ["Problem", "FoldScore", "RESERVED_COLUMNS", "RETURN_COLUMN", "TUNABLE", "check_search_space"]
+__all__ = ["Problem", "FoldScore", "LABEL_END_COLUMN", "RESERVED_COLUMNS", "RETURN_COLUMN", "TUNABLE",
+           "check_search_space"]
 
 RETURN_COLUMN = "forward_return"
-RESERVED_COLUMNS = ("symbol", "timestamp", "label", RETURN_COLUMN, "asset_class")
+#: the time of the last bar a row's label reads (its symbol's bar ``horizon`` bars later)
+LABEL_END_COLUMN = "label_end"
+RESERVED_COLUMNS = ("symbol", "timestamp", "label", LABEL_END_COLUMN, RETURN_COLUMN, "asset_class")
 
 #: XGBoost hyper-parameters the lab tunes, with the range XGBoost accepts for each
 _DOMAINS: dict[str, tuple[float, float]] = {
@@ -80,23 +89,23 @@ class Problem:
     X: np.ndarray = field(repr=False)
     y: np.ndarray = field(repr=False)
     forward_return: np.ndarray = field(repr=False)
-    bar: np.ndarray = field(repr=False)
     folds: list[Fold] = field(repr=False)
-    horizon: int
+    #: per fold, the holding period each test row opens (see ``holding_periods``)
+    periods: list[np.ndarray] = field(repr=False)
     cost: float
     seed: int
     data_fingerprint: str
     feature_fingerprint: str
 
     @classmethod
-    def build(cls, strategy: str, data: pd.DataFrame, *, task: str, label: dict[str, Any], horizon: int,
-              n_folds: int, embargo: int, cost: float, seed: int, asset_class: str | None = None,
+    def build(cls, strategy: str, data: pd.DataFrame, *, task: str, label: dict[str, Any], n_folds: int,
+              embargo: int, cost: float, seed: int, asset_class: str | None = None,
               features: list[str] | None = None, feature_fingerprint: str | None = None) -> Problem:
-        """Validate ``data`` (symbol, timestamp, <features>, label, forward_return) and cut folds."""
+        """Validate ``data`` (symbol, timestamp, <features>, label, label_end, forward_return) and cut folds."""
         where = f"training data for {strategy!r}"
         if data is None or len(data) == 0:
             raise DataError(f"{where} is empty")
-        needed = ["timestamp", "label", RETURN_COLUMN]
+        needed = ["symbol", "timestamp", "label", LABEL_END_COLUMN, RETURN_COLUMN]
         absent = [c for c in needed if c not in data.columns]
         if absent:
             raise DataError(f"{where} lacks column(s) {', '.join(absent)}")
@@ -107,9 +116,9 @@ class Problem:
             raise DataError(f"{where} lacks feature column(s): {', '.join(missing)}")
         if not features:
             raise DataError(f"{where} has no feature columns")
-        if data["label"].isna().any() or data[RETURN_COLUMN].isna().any():
-            raise DataError(f"{where} has missing labels or forward returns; drop those rows first")
-        data = data.sort_values(["timestamp", *(["symbol"] if "symbol" in data.columns else [])], kind="stable")
+        if data[["label", LABEL_END_COLUMN, RETURN_COLUMN]].isna().any().any():
+            raise DataError(f"{where} has missing labels, label ends or forward returns; drop those rows first")
+        data = data.sort_values(["timestamp", "symbol"], kind="stable")
         y = _binary(data["label"]) if task == "classification" else data["label"].to_numpy(dtype=float)
         if task == "classification" and np.unique(y).size < 2:
             raise DataError(f"{where} has a single-class label ({int(y[0])} everywhere); nothing to learn")
@@ -118,16 +127,19 @@ class Problem:
         except (TypeError, ValueError) as exc:
             raise DataError(f"{where}: features must be numeric ({exc})") from None
         stamps = pd.DatetimeIndex(pd.to_datetime(data["timestamp"], utc=True))
-        folds = walk_forward_folds(stamps, n_folds, horizon, embargo)
+        ends = pd.DatetimeIndex(pd.to_datetime(data[LABEL_END_COLUMN], utc=True))
+        folds = walk_forward_folds(stamps, ends, n_folds, embargo)
         for fold in folds:
             if task == "classification" and np.unique(y[fold.train]).size < 2:
                 raise DataError(f"{where}: fold {fold.index} trains on a single class; use fewer folds")
         digest = hashlib.blake2b(digest_size=16)
         digest.update(pd.util.hash_pandas_object(data[[*features, "label", RETURN_COLUMN]], index=False).to_numpy())
         digest.update(stamps.asi8.tobytes())
+        digest.update(ends.asi8.tobytes())
+        symbols = data["symbol"].to_numpy()
         return cls(strategy=strategy, task=task, asset_class=asset_class, label=label, feature_names=list(features),
-                   X=X, y=y, forward_return=data[RETURN_COLUMN].to_numpy(dtype=float),
-                   bar=stamps.unique().sort_values().get_indexer(stamps), folds=folds, horizon=horizon,
+                   X=X, y=y, forward_return=data[RETURN_COLUMN].to_numpy(dtype=float), folds=folds,
+                   periods=[holding_periods(symbols[f.test], stamps.asi8[f.test], ends.asi8[f.test]) for f in folds],
                    cost=cost, seed=seed, data_fingerprint=digest.hexdigest(),
                    feature_fingerprint=feature_fingerprint
                    or hashlib.blake2b("|".join(features).encode(), digest_size=16).hexdigest())
@@ -143,7 +155,7 @@ class Problem:
 
     def walk_forward(self, params: Mapping[str, Any]) -> Iterator[FoldScore]:
         """Fit on each fold's training rows, score its test rows; one FoldScore per fold."""
-        for fold in self.folds:
+        for fold, period in zip(self.folds, self.periods, strict=True):
             model = self.predictor(params).train(self.X[fold.train], self.y[fold.train])
             pred = model.predict(self.X[fold.test])
             y = self.y[fold.test]
@@ -154,8 +166,7 @@ class Problem:
                 metrics = regression_scores(y, pred)
                 metrics["neg_rmse"] = -metrics["rmse"]
                 take = pred > self.cost
-            returns = period_returns(self.bar[fold.test], take, self.forward_return[fold.test],
-                                     self.horizon, self.cost)
+            returns = period_returns(period, take, self.forward_return[fold.test], self.cost)
             metrics |= {"return": float(np.prod(1 + returns) - 1), "sharpe": sharpe_ratio(returns),
                         "trades": int(take.sum())}
             yield FoldScore(fold.index, metrics, returns)

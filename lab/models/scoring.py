@@ -4,8 +4,8 @@ Trading rule used for scoring (long-only, like every strategy's ``side="buy"``):
 position over the label horizon when P(up) > 0.5 (classification) or the predicted return
 exceeds the round-trip cost (regression). Each trade earns its realised forward return
 minus fees and slippage on entry and exit. To keep Sharpe statistics honest the trades are
-grouped into non-overlapping holding periods (every ``horizon``-th bar), so one observation
-is one period's equal-weighted portfolio return.
+grouped into holding periods that overlap for no symbol (``holding_periods``), so one
+observation is one period's equal-weighted portfolio return.
 
 The deflated Sharpe ratio (Bailey & Lopez de Prado, 2014) is the probability that the true
 Sharpe exceeds the best Sharpe one would expect from ``n_trials`` unskilled trials.
@@ -16,9 +16,10 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 
-__all__ = ["classification_scores", "regression_scores", "period_returns", "sharpe_ratio",
+__all__ = ["classification_scores", "regression_scores", "holding_periods", "period_returns", "sharpe_ratio",
            "deflated_sharpe_ratio", "expected_max_sharpe"]
 
 _EULER_GAMMA = 0.5772156649015329
@@ -46,22 +47,48 @@ def regression_scores(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
     return {"rmse": rmse, "ic": ic}
 
 
-def period_returns(bar: np.ndarray, take: np.ndarray, forward_return: np.ndarray, horizon: int,
-                   cost: float) -> np.ndarray:
-    """Equal-weighted after-cost return of each non-overlapping holding period.
+def holding_periods(symbol: np.ndarray, timestamp: np.ndarray, label_end: np.ndarray) -> np.ndarray:
+    """The holding period each row opens (0, 1, ...), or -1 for a row inside one.
 
-    ``bar`` is each row's bar number, ``take`` whether the row is traded, ``cost`` the
-    round-trip cost as a fraction. A period with no trade earns 0 (cash).
+    A period starts at a bar: every symbol opens it at its first row at or after that bar
+    and holds to the end of that row's label; the next period starts at the first bar at or
+    after the last of those ends. Following each row's own label end (not a count of bars of
+    the combined calendar) keeps a symbol's holdings apart whatever its calendar: a stock's
+    ten bars beside crypto's ten days, or ten bars across a gap in its data.
     """
-    step = max(horizon, 1)
-    first = int(bar.min()) if bar.size else 0
-    starts = (bar - first) % step == 0
-    period = (bar - first)[starts] // step
-    net = np.where(take[starts], forward_return[starts] - cost, 0.0)
-    traded = take[starts].astype(float)
-    n = int(period.max()) + 1 if period.size else 0
-    gross = np.bincount(period, weights=net, minlength=n)
-    count = np.bincount(period, weights=traded, minlength=n)
+    period = np.full(len(timestamp), -1)
+    bars, bar = np.unique(timestamp, return_inverse=True)
+    codes, names = pd.factorize(np.asarray(symbol))
+    key = codes * len(bars) + bar  # sorts by symbol, then time
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    starts = np.arange(len(names)) * len(bars)  # the key of each symbol's bar 0
+    start, number = 0, 0
+    while start < len(bars):
+        first = np.searchsorted(key, starts + start)  # each symbol's first row at or after ``start``
+        present = first < len(key)
+        present[present] &= key[first[present]] // len(bars) == np.flatnonzero(present)
+        if not present.any():
+            break
+        opening = order[first[present]]
+        period[opening] = number
+        start = max(int(np.searchsorted(bars, label_end[opening].max())), start + 1)
+        number += 1
+    return period
+
+
+def period_returns(period: np.ndarray, take: np.ndarray, forward_return: np.ndarray, cost: float) -> np.ndarray:
+    """Equal-weighted after-cost return of each holding period.
+
+    ``period`` is the period each row opens (-1: none, see ``holding_periods``), ``take``
+    whether the row is traded, ``cost`` the round-trip cost as a fraction. A period with no
+    trade earns 0 (cash).
+    """
+    opens = period >= 0
+    n = int(period.max()) + 1 if opens.any() else 0
+    net = np.where(take[opens], forward_return[opens] - cost, 0.0)
+    gross = np.bincount(period[opens], weights=net, minlength=n)
+    count = np.bincount(period[opens], weights=take[opens].astype(float), minlength=n)
     return np.divide(gross, count, out=np.zeros(n), where=count > 0)
 
 

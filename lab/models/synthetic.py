@@ -15,7 +15,7 @@ __all__ = ["random_walk_market"]
 
 def random_walk_market(*, symbols: int = 6, days: int = 800, horizon: int = 5, signal: float = 0.0,
                        noise_features: int = 3, seed: int = 0) -> pd.DataFrame:
-    """symbol, timestamp, ret_1, ret_5, hint, noise_*, label (forward up = 1), forward_return."""
+    """symbol, timestamp, ret_1, ret_5, hint, noise_*, label (forward up = 1), label_end, forward_return."""
     rng = np.random.default_rng(seed)
     dates = pd.bdate_range("2015-01-02", periods=days + horizon, tz="UTC")
     frames = []
@@ -27,7 +27,8 @@ def random_walk_market(*, symbols: int = 6, days: int = 800, horizon: int = 5, s
             "ret_1": close.pct_change().to_numpy(), "ret_5": close.pct_change(5).to_numpy(),
             "hint": signal * (forward / forward.std()).to_numpy() + rng.normal(size=dates.size),
             **{f"noise_{k}": rng.normal(size=dates.size) for k in range(noise_features)},
-            "label": (forward > 0).astype(float).to_numpy(), "forward_return": forward.to_numpy(),
+            "label": (forward > 0).astype(float).to_numpy(), "label_end": dates.shift(horizon),
+            "forward_return": forward.to_numpy(),
         })
         frames.append(frame.iloc[:days])  # rows whose label reaches past the data are dropped
     return pd.concat(frames, ignore_index=True)

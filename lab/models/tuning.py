@@ -118,7 +118,7 @@ def prepare_problem(strategy: type[Strategy], data: pd.DataFrame, *, folds: int,
     return Problem.build(
         strategy.name, data, task="classification" if label.is_classification else "regression",
         label={"kind": label.kind, "horizon": label.horizon, "threshold": label.threshold, "stop": label.stop},
-        horizon=label.horizon, n_folds=folds, embargo=label.horizon, cost=cost, seed=seed,
+        n_folds=folds, embargo=label.horizon, cost=cost, seed=seed,
         asset_class=asset_class, features=features, feature_fingerprint=feature_fingerprint)
 
 
@@ -285,8 +285,9 @@ def _progress_callback(progress: StrategyProgress, per_strategy: int):
 class TuneJob:
     """One strategy's inputs to ``tune_strategies`` (the budget is the run's).
 
-    ``data``: symbol, timestamp, <features>, label, forward_return (the realised return over
-    the label horizon, used to score trading). ``cost``: round-trip fees + slippage as a
+    ``data``: symbol, timestamp, <features>, label, label_end (the time of the last bar the
+    label reads, which purges the folds), forward_return (the realised return over the label
+    horizon, used to score trading). ``cost``: round-trip fees + slippage as a
     fraction.
     """
 
