@@ -136,8 +136,11 @@ def test_too_little_history_leaves_the_lookback_nan() -> None:
     assert len(compute_features(random_bars(0), "technical@1")) == 0
 
 
-def test_constant_price_gives_nan_where_indicators_are_undefined() -> None:
-    bars = random_bars(300).assign(open=10.0, high=10.0, low=10.0, close=10.0)
+@pytest.mark.parametrize("price", [10.0, 1.1, 0.1, 0.07, 0.0021])
+def test_constant_price_gives_nan_where_indicators_are_undefined(price: float) -> None:
+    """At any price level: twenty equal prices have a band of exactly zero width (their
+    summed mean is not exactly the price, which left a 1e-17 band and a %b of 0.25)."""
+    bars = random_bars(300).assign(open=price, high=price, low=price, close=price)
     f = compute_features(bars, "technical@1")
     assert f["rsi_14"].isna().all()
     assert f["bb_pctb"].isna().all()

@@ -70,18 +70,24 @@ def _nz_div(num: float, den: float) -> float:
 
 @njit(cache=True, error_model="numpy")
 def _rolling_mean_into(x: np.ndarray, n: int, out: np.ndarray) -> None:
-    """out[t] = the mean of x[t-n+1..t], each window summed directly (NaN if any NaN in it)."""
+    """out[t] = the mean of x[t-n+1..t], each window summed directly (NaN if any NaN in it).
+
+    A flat window's mean is its value exactly: twenty 0.1s summed and divided by 20 are not
+    0.1, and that ulp would give a flat window a standard deviation of 1e-17 instead of 0
+    (a Bollinger band of no width, whose %b is undefined, would get a made-up value)."""
     size = len(x)
     out[:min(n - 1, size)] = np.nan
     if size < n:
         return
     m = size - n + 1
     acc = np.zeros(m)
+    moved = np.zeros(m, dtype=np.bool_)  # a value differs from the window's first (NaN always does)
     for j in range(n):
         for t in range(m):
             acc[t] += x[t + j]
+            moved[t] |= x[t + j] != x[t]
     for t in range(m):
-        out[t + n - 1] = acc[t] / n
+        out[t + n - 1] = acc[t] / n if moved[t] else x[t]
 
 
 @njit(cache=True, error_model="numpy")
