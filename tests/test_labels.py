@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from lab.errors import ConfigError
-from lab.features import barrier_outcome, make_label
+from lab.features import LABEL_KINDS, barrier_outcome, make_label
 from lab.strategy import Label
 from tests.test_features_support import random_bars
 
@@ -61,6 +61,18 @@ def test_a_missing_price_inside_the_horizon_gives_nan_not_a_guess() -> None:
     assert label.iloc[7:11].isna().all() and label.iloc[[6, 11]].notna().all()
 
 
+@pytest.mark.parametrize("kind", LABEL_KINDS)
+@pytest.mark.parametrize(("column", "price"), [("high", 0.0), ("low", 0.0), ("low", -1.0), ("low", np.nan)])
+def test_a_non_positive_or_missing_high_or_low_inside_the_horizon_gives_nan(kind: str, column: str,
+                                                                            price: float) -> None:
+    """The bar the features call invalid is no barrier hit either (a low of 0 is no stop-loss)."""
+    bars = random_bars(30, seed=4)
+    bars.iloc[10, bars.columns.get_loc(column)] = price
+    label = Label(kind=kind, horizon=3, threshold=0.10, stop=0.06)
+    assert make_label(bars, label).iloc[7:11].isna().all() and make_label(bars, label).iloc[[6, 11]].notna().all()
+    assert barrier_outcome(bars, label).iloc[7:11].isna().all()
+
+
 def test_label_depends_only_on_bars_t_to_t_plus_h() -> None:
     bars = random_bars(60, seed=5)
     changed = bars.copy()
@@ -76,3 +88,4 @@ def test_a_bad_label_declaration_is_a_clear_error() -> None:
         make_label(random_bars(20), Label(kind="sideways"))
     with pytest.raises(ConfigError, match="horizon must be >= 1"):
         make_label(random_bars(20), Label(kind="direction", horizon=0))
+

@@ -4,7 +4,8 @@ Classification labels are 0/1 (what a binary model learns). The triple barrier m
 the take-profit is hit before the stop-loss and the time limit, the exits the strategies use;
 ``barrier_outcome`` keeps all three outcomes. A bar that touches both barriers counts as the
 stop (the conservative reading of a daily bar). A horizon window holding a bar with a
-missing or non-positive price gives NaN.
+missing or non-positive close, high or low gives NaN: the bar the features call invalid is no
+barrier hit (a low of 0 is a bad tick, not a stop-loss).
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def _prices(bars: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.
     close = bars["close"].to_numpy(dtype=float)
     high = bars["high"].to_numpy(dtype=float) if "high" in bars else close
     low = bars["low"].to_numpy(dtype=float) if "low" in bars else close
-    ok = np.isfinite(close) & (close > 0) & np.isfinite(high) & np.isfinite(low)
+    prices = np.vstack([close, high, low])
+    ok = (np.isfinite(prices) & (prices > 0)).all(axis=0)
     return close, high, low, ok
 
 
