@@ -10,10 +10,12 @@ class VolatilityBreakout(Strategy):
     description = "Bollinger squeeze + ML breakout probability + volume (crypto)."
     asset_classes = ("crypto",)
     feature_set = "breakout@1"
-    label = Label(kind="triple_barrier", horizon=10, threshold=0.10, stop=0.06)
     holding_days = (1, 10)
     stop_loss = 0.06
     take_profit = 0.15
+    # the model learns the odds of this trade's own exits (the signal engine prices its
+    # expected value at them): the take-profit before the stop-loss within the holding time
+    label = Label(kind="triple_barrier", horizon=holding_days[1], threshold=take_profit, stop=stop_loss)
     min_confidence = 0.65
     params = {
         "max_width_pctile": Param(default=0.3, low=0.05, high=0.6),

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 
+from lab.config import load_config
 from lab.errors import ConfigError
 from lab.features import LABEL_KINDS, barrier_outcome, make_label
-from lab.strategy import Label
+from lab.strategy import Label, available_strategies
+from lab.trading.portfolio import strategy_levels
 from tests.test_features_support import random_bars
 
 
@@ -89,3 +93,12 @@ def test_a_bad_label_declaration_is_a_clear_error() -> None:
     with pytest.raises(ConfigError, match="horizon must be >= 1"):
         make_label(random_bars(20), Label(kind="direction", horizon=0))
 
+
+@pytest.mark.parametrize("name", sorted(n for n, s in available_strategies().items() if s.label.kind == "triple_barrier"))
+def test_a_triple_barrier_strategy_learns_the_exits_it_trades(name: str) -> None:
+    """Its model's odds are of the take-profit before the stop-loss within the horizon: the
+    signal engine prices them at the levels the trade uses (the shipped config included),
+    so the two must be the same, or the expected value is of another trade."""
+    label = available_strategies()[name].label
+    config = load_config(Path(__file__).resolve().parents[1] / "config" / "trading.json")
+    assert strategy_levels(config, name) == (label.stop, label.threshold, label.horizon)
