@@ -203,6 +203,18 @@ def test_fundamentals_are_used_only_from_when_they_were_known() -> None:
     assert f.loc["2020-01-10", "sector_code"] == 3.0 and np.isnan(f.loc["2020-02-15", "sector_code"])
 
 
+@pytest.mark.parametrize(("broken", "message"), [
+    (lambda facts: facts.drop(columns="market_cap"), "fundamentals: missing column.*market_cap"),
+    (lambda facts: facts.assign(known_at=[pd.NaT, facts["known_at"][1]]), "fundamentals: 1 row.* without known_at"),
+], ids=["missing-column", "null-known-at"])
+def test_bad_fundamentals_are_a_data_error_naming_the_problem(broken, message: str) -> None:
+    facts = pd.DataFrame({"symbol": "X", "known_at": pd.to_datetime(["2020-01-10", "2020-02-15"], utc=True),
+                          "pe_ratio": [12.0, 15.0], "pb_ratio": [1.5, 2.0], "market_cap": [1e9, 2e9],
+                          "sector": ["Energy", "Energy"]})
+    with pytest.raises(DataError, match=message):
+        compute_features(random_bars(100, start="2020-01-01"), "value@1", fundamentals=broken(facts))
+
+
 def test_pair_features_follow_a_cointegrated_pair() -> None:
     b = random_bars(300, seed=8)
     noise = np.random.default_rng(9).normal(0, 0.002, 300)

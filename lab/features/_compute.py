@@ -4,7 +4,8 @@ Bad input gives defined results, never an exception: bars whose prices are missi
 positive are skipped by the indicators and get NaN features; too little history leaves the
 lookback NaN; a benchmark or fundamentals gap leaves its columns NaN. What was wrong is
 returned as problem lines, which the universe run reports per symbol. Only a frame that is
-not bars at all (missing columns, duplicated or unsorted timestamps) raises ``DataError``.
+not bars at all (missing columns, duplicated or unsorted timestamps), or fundamentals that
+are not that table (a missing column, a row without ``known_at``), raises ``DataError``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ __all__ = ["compute_features", "pair_bars", "output_columns", "compute_with_prob
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 FUNDAMENTAL_COLUMNS = ("pe_ratio", "pb_ratio", "log_market_cap", "sector_code")
+_FUNDAMENTAL_INPUTS = ("known_at", "pe_ratio", "pb_ratio", "market_cap", "sector")
 LONGEST_LOOKBACK = 200
 GAP_DAYS = 5
 #: GICS sectors; ``sector_code`` is the position here (NaN for an unknown sector)
@@ -310,6 +312,11 @@ def _fundamental_values(stamps: np.ndarray, fundamentals: pd.DataFrame | None,
         return out
     if "symbol" in fundamentals.columns and fundamentals["symbol"].nunique() > 1:
         raise DataError("fundamentals: pass one symbol's rows to compute_features")
+    absent = [c for c in _FUNDAMENTAL_INPUTS if c not in fundamentals.columns]
+    if absent:
+        raise DataError(f"fundamentals: missing column(s) {', '.join(absent)}")
+    if unknown := int(fundamentals["known_at"].isna().sum()):
+        raise DataError(f"fundamentals: {unknown} row(s) without known_at (when each value became known)")
     facts = fundamentals.assign(known_at=pd.to_datetime(fundamentals["known_at"], utc=True)).sort_values("known_at")
     left = pd.DataFrame({"ts": pd.to_datetime(stamps, utc=True)})
     right = facts.assign(known_at=facts["known_at"].dt.as_unit("ns"))
