@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from sqlalchemy import func, select
 
+from benchmarks.backtest import load
 from lab.db.models import Indicator
 from lab.errors import DataError
 from lab.features import (
@@ -123,12 +124,22 @@ def test_bad_symbols_are_reported_and_never_stop_the_universe(ray_session: None,
     assert report.failed.keys() == {"BROKEN"} and "missing column(s) volume" in report.failed["BROKEN"]
     assert any("too little history" in p for p in report.problems["SHORT"])
     assert any("constant price" in p for p in report.problems["FLAT"])
-    assert any("gaps longer than 5 days" in p for p in report.problems["GAPS"])
+    assert any("1 gap of more than 2 missing NYSE sessions" in p for p in report.problems["GAPS"])
     assert any("missing volume" in p for p in report.problems["NANVOL"])
     assert any("benchmark missing for" in p for p in report.problems["GOOD"])
     assert set(report.affected) == set(bars)
     warm = compute_universe_features(bars, "momentum@1", benchmark=bench, cache_dir=tmp_path)
     assert warm.report.problems == report.problems
+
+
+def test_a_stock_gap_is_missing_nyse_sessions_not_calendar_days(shared_data: Path) -> None:
+    """The NYSE closed for four sessions after 2001-09-11 (seven days without a bar, no
+    missing session); a week of a stock's own sessions missing is a gap."""
+    ko = load("KO", shared_data / "stocks").loc["2001-01-01":"2002-12-31"]
+    holey = ko.drop(ko.loc["2002-03-04":"2002-03-08"].index)
+    report = compute_universe_features({"KO": ko, "HOLEY": holey}, "technical@1", use_ray=False).report
+    assert not [p for p in report.problems.get("KO", []) if "gap" in p]
+    assert any("1 gap of more than 2 missing NYSE sessions (largest: 5 sessions)" in p for p in report.problems["HOLEY"])
 
 
 def test_progress_is_reported_up_to_the_total(ray_session: None) -> None:

@@ -28,7 +28,8 @@ PRICE_COLUMNS = ("open", "high", "low", "close")
 FUNDAMENTAL_COLUMNS = ("pe_ratio", "pb_ratio", "log_market_cap", "sector_code")
 _FUNDAMENTAL_INPUTS = ("known_at", "pe_ratio", "pb_ratio", "market_cap", "sector")
 LONGEST_LOOKBACK = 200
-GAP_DAYS = 5
+#: more NYSE sessions than this missing between two bars is a gap
+GAP_SESSIONS = 2
 #: GICS sectors; ``sector_code`` is the position here (NaN for an unknown sector)
 SECTORS = (
     "Communication Services", "Consumer Discretionary", "Consumer Staples", "Energy", "Financials",
@@ -155,7 +156,8 @@ def features_into(values: np.ndarray, all_stamps: np.ndarray, feature_set: Featu
     if feature_set.kind == "pair":
         return _pair_features(values, out)
     valid = np.empty(len(all_stamps), dtype=np.bool_)
-    n_valid, nan_volume, zero_volume, gaps, largest, flat = _scan_bars(values, all_stamps, GAP_DAYS * 86_400 * 10**9, valid)
+    n_valid, nan_volume, zero_volume, flat = _scan_bars(values, valid)
+    gaps, largest = _session_gaps(all_stamps)
     all_valid = n_valid == len(valid)
     if not all_valid:
         values = values[:, valid]
@@ -262,12 +264,11 @@ def _check_frame(frame: pd.DataFrame, columns: tuple[str, ...], what: str) -> li
 
 
 @njit(cache=True)
-def _scan_bars(values: np.ndarray, stamps: np.ndarray, gap_ns: int,
-               valid: np.ndarray) -> tuple[int, int, int, int, int, bool]:
+def _scan_bars(values: np.ndarray, valid: np.ndarray) -> tuple[int, int, int, bool]:
     """One pass over the bars: ``valid`` (every price finite and > 0), and the counts the
-    problem lines need (valid bars; their missing and zero volumes; timestamp gaps over
-    ``gap_ns``, the largest step; whether the valid closes are all equal)."""
-    n_valid = nan_volume = zero_volume = gaps = largest = 0
+    problem lines need (valid bars; their missing and zero volumes; whether the valid closes
+    are all equal)."""
+    n_valid = nan_volume = zero_volume = 0
     low, high = np.inf, -np.inf
     for i in range(values.shape[1]):
         o, h, lo, c, v = values[0, i], values[1, i], values[2, i], values[3, i], values[4, i]
@@ -278,11 +279,26 @@ def _scan_bars(values: np.ndarray, stamps: np.ndarray, gap_ns: int,
             nan_volume += v != v
             zero_volume += v == 0
             low, high = min(low, c), max(high, c)
-    for i in range(1, len(stamps)):
-        step = stamps[i] - stamps[i - 1]
-        gaps += step > gap_ns
-        largest = max(largest, step)
-    return n_valid, nan_volume, zero_volume, gaps, largest, n_valid > 1 and low == high
+    return n_valid, nan_volume, zero_volume, n_valid > 1 and low == high
+
+
+@cache
+def _nyse_sessions() -> np.ndarray:
+    from universe.calendars import xnys
+
+    return xnys().sessions.asi8
+
+
+def _session_gaps(stamps: np.ndarray) -> tuple[int, int]:
+    """How many steps between consecutive bars skip more than ``GAP_SESSIONS`` NYSE
+    sessions, and the most any step skips. Counted in sessions, not days: the market's own
+    closures (four days after 2001-09-11) are no gap in a stock's bars; a crypto coin's
+    missing days count the weekdays among them."""
+    if len(stamps) < 2:
+        return 0, 0
+    sessions = _nyse_sessions()
+    skipped = np.searchsorted(sessions, stamps[1:], side="left") - np.searchsorted(sessions, stamps[:-1], side="right")
+    return int((skipped > GAP_SESSIONS).sum()), int(skipped.max(initial=0))
 
 
 def _bar_problems(n_bars: int, n_valid: int, nan_volume: int, zero_volume: int, gaps: int, largest: int,
@@ -297,7 +313,8 @@ def _bar_problems(n_bars: int, n_valid: int, nan_volume: int, zero_volume: int, 
     if zero_volume:
         problems.append(f"{zero_volume} bars with zero volume")
     if gaps:
-        problems.append(f"{gaps} gaps longer than {GAP_DAYS} days (largest {largest / 86_400e9:.0f} days)")
+        problems.append(f"{gaps} gap{'s' if gaps > 1 else ''} of more than {GAP_SESSIONS} missing NYSE sessions "
+                        f"(largest: {largest} sessions)")
     if flat:
         problems.append("constant price: RSI and Bollinger %b are undefined (NaN)")
     return problems
