@@ -20,7 +20,7 @@ from lab.dashboards import build_dashboards
 from lab.dashboards.ops import SERVE_EXPRS
 from lab.dashboards.queries import panel_queries, render_promql
 from lab.db import connect, session_scope
-from lab.db.models import Order, PortfolioSnapshot, TradingControl
+from lab.db.models import Order, PortfolioSnapshot, Signal, TradingControl
 from lab.observability import LabCollector, lab_registry, start_exporter
 from tests.observability_seed import seed_lab
 
@@ -75,6 +75,21 @@ def test_orders_are_counted_by_status_and_backtests_are_not_labels(engine) -> No
     assert _sample(registry, "lab_orders", portfolio="paper", status="filled") == 6
     assert _sample(registry, "lab_orders", portfolio="paper", status="rejected") == 1
     assert "backtest:" not in generate_latest(registry).decode()
+
+
+def test_signals_created_never_decrease_when_a_signal_gets_its_outcome(engine) -> None:
+    """A cycle journals a signal as 'new' and then marks it ordered or skipped: the counter
+    counts signals made (it may only grow), the gauge shows where they stand now."""
+    seed_lab(engine)
+    registry = lab_registry(engine, min_interval_s=0)
+    created = _sample(registry, "lab_signals_created_total", portfolio="paper", strategy="momentum")
+    assert created
+    assert _sample(registry, "lab_signals", portfolio="paper", strategy="momentum", status="new") == 1
+    with session_scope(engine) as s:
+        s.scalars(select(Signal).where(Signal.status == "new")).one().status = "skipped"
+    assert _sample(registry, "lab_signals_created_total", portfolio="paper", strategy="momentum") == created
+    assert _sample(registry, "lab_signals", portfolio="paper", strategy="momentum", status="new") is None
+    assert _sample(registry, "lab_signals", portfolio="paper", strategy="momentum", status="skipped") == 1
 
 
 def test_kill_switch_and_halt_flags_follow_trading_controls(engine) -> None:

@@ -199,7 +199,7 @@ def signals() -> gdb.Dashboard:
                 WHERE {where} AND $__timeFilter(as_of) GROUP BY 1, 2 ORDER BY 1""", fmt="time_series")))
         .with_panel(
             timeseries.Panel().title("Signals by outcome (live)").datasource(PROM).height(8).span(12)
-            .with_target(promql('sum by (strategy, status) (lab_signals_total{strategy=~"$strategy"})',
+            .with_target(promql('sum by (strategy, status) (lab_signals{portfolio="$portfolio", strategy=~"$strategy"})',
                                 legend="{{strategy}} {{status}}")))
         .with_panel(
             table.Panel().title("Signal history").datasource(PG).height(12).span(24)

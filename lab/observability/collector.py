@@ -152,16 +152,25 @@ class LabCollector(Collector):
             orders.add_metric([portfolio, status], float(count))
         yield orders
 
-        signals = CounterMetricFamily("lab_signals", "Signals generated, by strategy and outcome",
-                                      labels=["strategy", "status"])
+        # A signal is journaled as 'new' and then marked ordered or skipped, so counts by status
+        # go down as well as up: a gauge. Only the number made, whatever became of them, is a counter.
+        created = CounterMetricFamily("lab_signals_created", "Signals generated, whatever their outcome",
+                                      labels=["portfolio", "strategy"])
+        by_outcome = GaugeMetricFamily("lab_signals", "Signals by current outcome (new, ordered, skipped)",
+                                       labels=["portfolio", "strategy", "status"])
         rows = session.execute(
-            select(Signal.strategy, Signal.status, func.count())
+            select(Signal.portfolio, Signal.strategy, Signal.status, func.count())
             .where(Signal.portfolio.not_like(f"{BACKTEST_PREFIX}%"))
-            .group_by(Signal.strategy, Signal.status)
+            .group_by(Signal.portfolio, Signal.strategy, Signal.status)
         )
-        for strategy, status, count in rows:
-            signals.add_metric([strategy, status], float(count))
-        yield signals
+        made: dict[tuple[str, str], float] = {}
+        for portfolio, strategy, status, count in rows:
+            by_outcome.add_metric([portfolio, strategy, status], float(count))
+            made[portfolio, strategy] = made.get((portfolio, strategy), 0.0) + count
+        for labels, count in made.items():
+            created.add_metric(list(labels), count)
+        yield created
+        yield by_outcome
 
     # --- market data --------------------------------------------------------------------
 
