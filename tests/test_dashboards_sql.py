@@ -93,6 +93,39 @@ def test_macros_and_variables_expand_like_grafana() -> None:
 
 
 @pytest.mark.postgres
+def test_price_fill_markers_are_the_chosen_portfolios_fills(seeded) -> None:
+    """A backtest that bought the same symbol on the same day at another price does not move
+    the paper portfolio's buy marker."""
+    from sqlalchemy import select
+
+    from lab.db import session_scope
+    from lab.db.models import Order, Trade
+
+    engine, _ = seeded
+    with session_scope(engine) as s:
+        paper = s.scalars(select(Trade).where(Trade.portfolio == "paper", Trade.side == "buy")
+                          .order_by(Trade.id).limit(1)).one()
+        symbol, ts, price = paper.symbol, paper.ts, paper.price
+        order = Order(client_order_id="bt-1", portfolio="backtest:1", strategy="momentum", symbol=symbol,
+                      asset_type="stocks", side="buy", order_type="market", qty=1, status="filled")
+        s.add(order)
+        s.flush()
+        s.add(Trade(fill_id="bt-1-1", order_id=order.id, portfolio="backtest:1", strategy="momentum",
+                    symbol=symbol, side="buy", qty=1, price=price * 2, fee=0, realized_pnl=0, ts=ts))
+    [candles] = [q for q in panel_queries(BOARDS["lab-prices"]) if q.panel_type == "candlestick"]
+
+    def buy_markers(portfolio: str) -> list[float]:
+        values = {"interval": ["1d"], "symbol": [symbol], "portfolio": [portfolio]}
+        with engine.connect() as conn:
+            rows = conn.execute(text(render_sql(candles.text, values, ts - timedelta(days=1),
+                                                ts + timedelta(days=1)))).mappings().all()
+        return [row["buy_fill"] for row in rows if row["buy_fill"] is not None]
+
+    assert buy_markers("paper") == [pytest.approx(price)]
+    assert buy_markers("backtest:1") == [pytest.approx(price * 2)]
+
+
+@pytest.mark.postgres
 @pytest.mark.slow
 def test_portfolio_board_runs_on_a_database_filled_by_real_ingestion_and_trading_cycles(
         pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -18,8 +18,8 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import dashboard as gm
 
 __all__ = [
-    "PG", "PROM", "PG_TYPE", "PROM_TYPE", "SqlQuery", "sql", "promql", "sql_variable", "to_json",
-    "value_text",
+    "PG", "PROM", "PG_TYPE", "PROM_TYPE", "SqlQuery", "sql", "promql", "sql_variable", "portfolio_variable",
+    "to_json", "value_text",
 ]
 
 PG_TYPE = "grafana-postgresql-datasource"
@@ -63,6 +63,12 @@ def sql_variable(name: str, query: str, *, multi: bool = False, label: str | Non
                 .query(" ".join(query.split())).refresh(gm.VariableRefresh.ON_DASHBOARD_LOAD)
                 .sort(gm.VariableSort.ALPHABETICAL_ASC).multi(multi).include_all(multi))
     return variable
+
+
+def portfolio_variable() -> gdb.QueryVariable:
+    """The one portfolio a board shows: paper, live, or a stored backtest (each writes snapshots
+    under its own name, and mixing their fills or equity would mean nothing)."""
+    return sql_variable("portfolio", "SELECT DISTINCT portfolio FROM portfolio ORDER BY 1")
 
 
 def value_text(mapping: dict[str, tuple[str, str]]) -> list[gm.ValueMapping]:

@@ -1,4 +1,4 @@
-"""The Prices board: candlesticks with SMA and Bollinger overlays, trade markers, RSI and MACD.
+"""The Prices board: candlesticks with SMA and Bollinger overlays, one portfolio's fill markers, RSI and MACD.
 
 Indicators are read from the ``indicators`` table in long form under the names in
 ``INDICATORS`` (whoever computes features writes them under these names).
@@ -12,7 +12,7 @@ from grafana_foundation_sdk.models import candlestick as cdm
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as gm
 
-from lab.dashboards._sdk import PG, sql, sql_variable
+from lab.dashboards._sdk import PG, portfolio_variable, sql, sql_variable
 
 __all__ = ["INDICATORS", "prices"]
 
@@ -32,12 +32,16 @@ def _indicator_sql(names: tuple[str, ...]) -> str:
         GROUP BY i.ts ORDER BY i.ts"""
 
 
+def _fills(side: str) -> str:
+    """The chosen portfolio's average fill price on the bar's day (paper and every stored
+    backtest trade the same symbols: averaged together, the marker matched no real fill)."""
+    return f"""(SELECT avg(t.price) FROM trades t WHERE t.portfolio = '${{portfolio}}' AND t.symbol = p.symbol
+              AND t.side = '{side}' AND date_trunc('day', t.ts) = date_trunc('day', p.ts)) AS {side}_fill"""
+
+
 CANDLES = f"""
     SELECT p.ts AS time, p.open, p.high, p.low, p.close, p.volume, {_pivot(OVERLAYS)},
-           (SELECT avg(t.price) FROM trades t WHERE t.symbol = p.symbol AND t.side = 'buy'
-              AND date_trunc('day', t.ts) = date_trunc('day', p.ts)) AS buy_fill,
-           (SELECT avg(t.price) FROM trades t WHERE t.symbol = p.symbol AND t.side = 'sell'
-              AND date_trunc('day', t.ts) = date_trunc('day', p.ts)) AS sell_fill
+           {_fills("buy")}, {_fills("sell")}
     FROM price_history p
     LEFT JOIN indicators i ON i.symbol = p.symbol AND i.interval = p.interval AND i.ts = p.ts
     WHERE p.symbol = '${{symbol}}' AND p.interval = '${{interval}}' AND $__timeFilter(p.ts)
@@ -71,6 +75,7 @@ def prices() -> gdb.Dashboard:
         .with_variable(sql_variable("interval", "SELECT DISTINCT interval FROM price_history ORDER BY 1"))
         .with_variable(sql_variable(
             "symbol", "SELECT DISTINCT symbol FROM price_history WHERE interval = '${interval}' ORDER BY 1"))
+        .with_variable(portfolio_variable())
         .with_panel(candles)
         .with_panel(
             timeseries.Panel().title("RSI (14)").datasource(PG).min(0).max(100).height(7).span(24)

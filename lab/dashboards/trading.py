@@ -10,11 +10,10 @@ from grafana_foundation_sdk.builders import common, stat, table, timeseries
 from grafana_foundation_sdk.builders import dashboard as gdb
 from grafana_foundation_sdk.models import common as cm
 
-from lab.dashboards._sdk import PG, PROM, promql, sql, sql_variable, value_text
+from lab.dashboards._sdk import PG, PROM, portfolio_variable, promql, sql, sql_variable, value_text
 
 __all__ = ["portfolio_overview", "positions", "trade_history", "strategy_performance", "signals"]
 
-PORTFOLIO_VAR = "SELECT DISTINCT portfolio FROM portfolio ORDER BY 1"
 FILLS = "portfolio = '${portfolio}' AND strategy IN (${strategy:sqlstring}) AND symbol IN (${symbol:sqlstring})"
 
 
@@ -38,7 +37,7 @@ def portfolio_overview() -> gdb.Dashboard:
     snap = "FROM portfolio WHERE portfolio = '${portfolio}' AND $__timeFilter(ts) ORDER BY ts"
     return (
         _board("lab-portfolio", "Lab / Portfolio overview")
-        .with_variable(sql_variable("portfolio", PORTFOLIO_VAR))
+        .with_variable(portfolio_variable())
         .with_panel(_last("Total value", f"SELECT ts AS time, equity AS value {snap}", "currencyUSD"))
         .with_panel(_last("Cash", f"SELECT ts AS time, cash AS value {snap}", "currencyUSD"))
         .with_panel(_last("P&L (realized + unrealized)",
@@ -68,7 +67,7 @@ def portfolio_overview() -> gdb.Dashboard:
 def positions() -> gdb.Dashboard:
     return (
         _board("lab-positions", "Lab / Positions")
-        .with_variable(sql_variable("portfolio", PORTFOLIO_VAR))
+        .with_variable(portfolio_variable())
         .with_panel(
             table.Panel().title("Open positions").datasource(PG).height(12).span(24)
             .with_target(sql("""
@@ -91,7 +90,7 @@ def positions() -> gdb.Dashboard:
 def trade_history() -> gdb.Dashboard:
     return (
         _board("lab-trades", "Lab / Trade history")
-        .with_variable(sql_variable("portfolio", PORTFOLIO_VAR))
+        .with_variable(portfolio_variable())
         .with_variable(sql_variable(
             "strategy", "SELECT DISTINCT strategy FROM trades WHERE portfolio = '${portfolio}' ORDER BY 1", multi=True))
         .with_variable(sql_variable(
@@ -159,7 +158,7 @@ def strategy_performance() -> gdb.Dashboard:
         .description("Per-strategy results from realized P&L after fees, relative to the portfolio's "
                      "starting equity, per calendar day; Sharpe is annualized over 365 such days (a "
                      "stock's weekend is a day without P&L), over a rolling 20-day window.")
-        .with_variable(sql_variable("portfolio", PORTFOLIO_VAR))
+        .with_variable(portfolio_variable())
         .with_variable(sql_variable(
             "strategy", "SELECT DISTINCT strategy FROM trades WHERE portfolio = '${portfolio}' ORDER BY 1", multi=True))
         .with_panel(_per_strategy("ROI", "roi", "percentunit"))
