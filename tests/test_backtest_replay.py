@@ -173,3 +173,24 @@ def test_a_cash_sized_entry_spends_no_more_than_the_position_cap_when_rounding_h
                                 strategies=["sma_cross"], asset_types={"AAA": "stocks"})
     (fill,) = result.fills.itertuples()
     assert fill.qty * fill.price <= 0.05 * 100_000  # at the lower open the whole 5,004 bought a 5th share
+
+
+def test_a_run_starting_on_a_stock_holiday_marks_the_benchmark_at_its_last_close_before_the_start():
+    # a stocks and crypto run from New Year's Day: the crypto bar puts the holiday on the clock,
+    # where the stock benchmark's value is its last close, on the Friday before
+    stocks = pd.date_range("2023-12-27", "2024-01-12", freq="B", tz="UTC").drop(pd.Timestamp("2024-01-01", tz="UTC"))
+    days = pd.date_range("2023-12-27", "2024-01-12", freq="D", tz="UTC")
+    closes = pd.Series(range(100, 100 + len(stocks)), index=stocks, dtype=float)
+    bars = {"AAA": pd.DataFrame({"open": closes, "high": closes, "low": closes, "close": closes, "volume": 1e6}),
+            "BTC": pd.DataFrame({"open": 30_000.0, "high": 30_000.0, "low": 30_000.0, "close": 30_000.0,
+                                 "volume": 1e3}, index=days)}
+    entries = pd.DataFrame(False, index=days, columns=["AAA", "BTC"])
+    spec = BacktestSpec(strategies=["sma_cross"], start=datetime(2024, 1, 1).date(), end=days[-1].date(),
+                        symbols=["AAA", "BTC"], benchmark="AAA", config_overrides={"strategies": {}})
+    asset_types = {"AAA": "stocks", "BTC": "crypto"}
+    config = backtest_config(load_config(CONFIG), spec, asset_types)
+    result = run_with_decisions(config, spec, bars, CrossoverDecisions("sma_cross", entries, entries & False),
+                                strategies=["sma_cross"], asset_types=asset_types)
+    first = result.equity.iloc[0]
+    assert first["ts"] == pd.Timestamp("2024-01-01", tz="UTC")
+    assert first["benchmark_close"] == closes["2023-12-29"]

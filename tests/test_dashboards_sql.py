@@ -126,6 +126,28 @@ def test_price_fill_markers_are_the_chosen_portfolios_fills(seeded) -> None:
 
 
 @pytest.mark.postgres
+def test_the_benchmark_line_starts_at_the_first_stored_benchmark_close(pg_url: str) -> None:
+    """A run whose first bar has no benchmark close still draws its benchmark, from the first
+    close there is, at the portfolio's starting value."""
+    from datetime import UTC, datetime
+
+    from lab.db import session_scope
+    from lab.db.models import PortfolioSnapshot
+
+    engine = connect(pg_url)
+    days = [datetime(2019, 1, d, tzinfo=UTC) for d in (1, 2, 3)]
+    with session_scope(engine) as s:
+        for ts, equity, close in zip(days, (1000.0, 1000.0, 1050.0), (None, 100.0, 110.0), strict=True):
+            s.add(PortfolioSnapshot(portfolio="backtest:1", ts=ts, cash=equity, positions_value=0.0, equity=equity,
+                                    realized_pnl=0.0, unrealized_pnl=0.0, peak_equity=equity, drawdown=0.0,
+                                    benchmark_close=close))
+    [curve] = [q for q in panel_queries(BOARDS["lab-portfolio"]) if q.panel.startswith("Equity against")]
+    with engine.connect() as conn:
+        rows = conn.execute(text(render_sql(curve.text, {"portfolio": ["backtest:1"]}, days[0], days[-1]))).all()
+    assert [row[2] for row in rows] == [None, pytest.approx(1000.0), pytest.approx(1100.0)]
+
+
+@pytest.mark.postgres
 @pytest.mark.slow
 def test_portfolio_board_runs_on_a_database_filled_by_real_ingestion_and_trading_cycles(
         pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -107,7 +107,10 @@ def run_with_decisions(config: TradingConfig, spec: BacktestSpec, bars: Mapping[
     start, end = spec.start_ts, spec.end_ts
     market = Market.from_bars(bars, symbols, start, end, asset_types)
     benchmark = _require_benchmark(config, spec, bars)
-    bench_close = bars[benchmark]["close"].reindex(market.index).ffill().to_numpy(dtype=float)
+    # its last close at or before each bar, read from its own history: reindexed onto the run's
+    # bars first, a run opening on a day without a benchmark bar (a stock holiday with crypto
+    # on the clock) lost the close before the start and began with none
+    bench_close = bars[benchmark]["close"].asof(market.index).to_numpy(dtype=float)
     result = replay(config, market, decisions, portfolio=spec.portfolio_for(config), name=spec.label, strategies=strategies,
                     benchmark_close=bench_close, per_symbol_accounts=spec.accounts == "per_symbol",
                     progress=progress)

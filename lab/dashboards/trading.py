@@ -44,15 +44,18 @@ def portfolio_overview() -> gdb.Dashboard:
                           f"SELECT ts AS time, realized_pnl + unrealized_pnl AS value {snap}", "currencyUSD"))
         .with_panel(_flag("Drawdown halt", 'max(lab_portfolio_halted{portfolio="$portfolio"})', "HALTED"))
         .with_panel(_flag("Kill switch", 'max(lab_kill_switch_engaged{portfolio="$portfolio"})', "ENGAGED"))
+        # the benchmark is scaled by its first stored close, not by the first row's: a run whose
+        # first bar had none (NULL) would have no benchmark at all ("closes" puts NULLs last)
         .with_panel(
             timeseries.Panel().title("Equity against the benchmark (buy and hold, same starting value)")
             .datasource(PG).unit("currencyUSD").height(10).span(24)
             .with_target(sql("""
                 SELECT ts AS time, equity AS "Portfolio",
-                       benchmark_close * first_value(equity) OVER w / NULLIF(first_value(benchmark_close) OVER w, 0)
-                         AS "Benchmark"
+                       benchmark_close * first_value(equity) OVER w
+                         / NULLIF(first_value(benchmark_close) OVER closes, 0) AS "Benchmark"
                 FROM portfolio WHERE portfolio = '${portfolio}' AND $__timeFilter(ts)
-                WINDOW w AS (ORDER BY ts) ORDER BY ts""", fmt="time_series")))
+                WINDOW w AS (ORDER BY ts), closes AS (ORDER BY benchmark_close IS NULL, ts)
+                ORDER BY ts""", fmt="time_series")))
         .with_panel(
             timeseries.Panel().title("Drawdown").datasource(PG).unit("percentunit").height(8).span(12)
             .with_target(sql(f"SELECT ts AS time, -drawdown AS drawdown {snap}", fmt="time_series")))
