@@ -148,6 +148,25 @@ def test_the_benchmark_line_starts_at_the_first_stored_benchmark_close(pg_url: s
 
 
 @pytest.mark.postgres
+def test_an_open_short_that_gained_shows_a_positive_pnl_and_percentage(pg_url: str) -> None:
+    from datetime import UTC, datetime
+
+    from lab.db import session_scope
+    from lab.db.models import Position
+
+    engine = connect(pg_url)
+    with session_scope(engine) as s:  # sold 10 at 100, now at 90
+        s.add(Position(portfolio="paper", strategy="pairs", symbol="KO", asset_type="stocks", qty=-10.0,
+                       avg_price=100.0, last_price=90.0, opened_at=datetime(2025, 1, 2, tzinfo=UTC)))
+    [table] = [q for q in panel_queries(BOARDS["lab-positions"]) if q.panel == "Open positions"]
+    now = datetime.now(UTC)
+    with engine.connect() as conn:
+        row = conn.execute(text(render_sql(table.text, {"portfolio": ["paper"]}, now - timedelta(days=1), now))
+                           ).mappings().one()
+    assert (row["pnl"], row["pnl_pct"]) == (pytest.approx(100.0), pytest.approx(0.10))
+
+
+@pytest.mark.postgres
 @pytest.mark.slow
 def test_portfolio_board_runs_on_a_database_filled_by_real_ingestion_and_trading_cycles(
         pg_url: str, monkeypatch: pytest.MonkeyPatch) -> None:

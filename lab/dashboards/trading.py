@@ -75,7 +75,8 @@ def positions() -> gdb.Dashboard:
             table.Panel().title("Open positions").datasource(PG).height(12).span(24)
             .with_target(sql("""
                 SELECT symbol, strategy, qty AS quantity, avg_price AS entry, last_price AS current_price,
-                       (last_price - avg_price) * qty AS pnl, last_price / NULLIF(avg_price, 0) - 1 AS pnl_pct,
+                       (last_price - avg_price) * qty AS pnl,
+                       sign(qty) * (last_price / NULLIF(avg_price, 0) - 1) AS pnl_pct,
                        stop_loss, take_profit, opened_at
                 FROM positions WHERE portfolio = '${portfolio}' AND qty <> 0 ORDER BY symbol, strategy""")))
         .with_panel(
