@@ -161,18 +161,23 @@ def _max_drawdown_days(dd: pd.Series) -> int:
 
 
 def _annualized(returns: pd.Series, periods_per_year: int) -> tuple[float, float, float, float]:
-    """(cagr, volatility, sharpe, sortino) with empyrical's conventions."""
+    """(cagr, volatility, sharpe, sortino) with empyrical's conventions: a NaN return (a bar
+    without a value, or 0/0 after ruin) is skipped, though its bar still counts as time; a
+    CAGR needs one return, the dispersion figures two."""
     r = returns.to_numpy(dtype=float)
-    if len(r) < 2:
+    if len(r) < 1:
         return (math.nan,) * 4  # type: ignore[return-value]
-    growth = float(np.prod(1.0 + r))
+    valid = r[~np.isnan(r)]
+    growth = float(np.prod(1.0 + valid))
     years = len(r) / periods_per_year
     cagr = growth ** (1.0 / years) - 1.0 if growth > 0 else -1.0
-    std = float(np.std(r, ddof=1))
+    if len(r) < 2 or not len(valid):
+        return cagr, math.nan, math.nan, math.nan
+    std = float(np.std(valid, ddof=1)) if len(valid) > 1 else math.nan
     volatility = std * math.sqrt(periods_per_year)
-    mean = float(np.mean(r))
+    mean = float(np.mean(valid))
     sharpe = mean / std * math.sqrt(periods_per_year) if std > 0 else math.nan
-    downside = math.sqrt(float(np.mean(np.minimum(r, 0.0) ** 2))) * math.sqrt(periods_per_year)
+    downside = math.sqrt(float(np.mean(np.minimum(valid, 0.0) ** 2))) * math.sqrt(periods_per_year)
     # no losing period: infinite when the mean is positive, as empyrical's sortino_ratio
     sortino = mean * periods_per_year / downside if downside > 0 else math.inf if mean > 0 else math.nan
     return cagr, volatility, sharpe, sortino

@@ -53,6 +53,22 @@ def test_return_metrics_match_empyrical(random_equity):
     assert metrics.max_drawdown == pytest.approx(-empyrical.max_drawdown(returns), rel=1e-9)
 
 
+@pytest.mark.parametrize("values", [
+    [100.0, 101.0, np.nan, 103.0, 102.0],  # a bar without a value: two NaN returns
+    [100.0, 50.0, 0.0, 0.0],  # ruined: the last return is 0/0
+    [100.0, 101.0],  # a single return
+], ids=["unvalued bar", "ruined", "one return"])
+def test_return_metrics_skip_nan_returns_and_need_one_return_as_empyricals(values):
+    equity = pd.Series(values, index=pd.date_range("2021-01-04", periods=len(values), freq="B", tz="UTC"))
+    returns = returns_of(equity)
+    metrics = compute_metrics(equity)
+    assert (metrics.cagr, metrics.volatility, metrics.sharpe, metrics.sortino) == (
+        pytest.approx(empyrical.annual_return(returns), rel=1e-9, nan_ok=True),
+        pytest.approx(empyrical.annual_volatility(returns), rel=1e-9, nan_ok=True),
+        pytest.approx(empyrical.sharpe_ratio(returns), rel=1e-9, nan_ok=True),
+        pytest.approx(empyrical.sortino_ratio(returns), rel=1e-9, nan_ok=True))
+
+
 def test_real_buy_and_hold_metrics_match_empyrical(shared_data):
     equity = _real_equity(shared_data)
     returns = returns_of(equity)
