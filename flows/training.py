@@ -35,7 +35,7 @@ def run_trading_training(strategies: list[str] | None = None, trials: int | None
                          end: datetime | None = None, report_days: Annotated[int, Field(ge=0)] = 365) -> list[dict]:
     """Features, then tuning + promotion on data up to ``end``; then, unless ``report_days``
     is 0, a walk-forward backtest (models refitted before each window, so out of sample) of
-    the last ``report_days`` per asset class, its report linked as an artifact; where the data
+    the last ``report_days`` per asset class, on that class's symbols, its report linked as an artifact; where the data
     cannot give one (too little history before the period), an artifact says why and the
     training still stands. Returns the leaderboard."""
     from lab.backtest.periods import latest_periods
@@ -52,7 +52,7 @@ def run_trading_training(strategies: list[str] | None = None, trials: int | None
             label = f"{asset_class}: the {report_days} days to {period.end} (weekly training)"
             try:
                 backtest_flow(strategies=period.strategies, start=period.start, end=period.end,
-                              walk_forward="retrain", name=label)
+                              walk_forward="retrain", name=label, symbols=period.symbols)
             except (ConfigError, DataError) as exc:  # the training stands; the note says why no report
                 print(f"no backtest report for {label}: {exc}")
                 create_markdown_artifact(key=f"no-report-{asset_class}", markdown=f"No backtest report for "

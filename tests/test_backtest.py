@@ -24,8 +24,9 @@ from lab.backtest import (
     save_result,
 )
 from lab.backtest.decisions import WalkForwardPredictions
+from lab.backtest.periods import latest_periods
 from lab.cli.main import app
-from lab.config import load_config
+from lab.config import TradingConfig, load_config
 from lab.db import connect
 from lab.db import models as db
 from lab.errors import ConfigError, DataError
@@ -569,3 +570,19 @@ def test_value_without_fundamentals_known_before_the_start_is_a_clear_error(sqli
 def test_symbols_never_ingested_are_named_with_the_command_that_ingests_them(sqlite_bars, tmp_path):
     with pytest.raises(DataError, match=r"no stored bars at all for NVDA; ingest them first \(`lab ingest`\)"):
         _run(sqlite_bars, _spec(symbols=["NVDA"]), tmp_path)
+
+
+def test_each_weekly_period_backtests_its_own_asset_classes_symbols(sqlite_bars):
+    # a strategy trading stocks and crypto: the crypto period ran on every stock too, and
+    # failed for want of their bars where crypto trades alone
+    with sqlite_bars.begin() as conn:
+        conn.execute(insert(db.PriceBar), [
+            {"asset_type": "crypto", "symbol": "BTC", "interval": "1d", "ts": ts.to_pydatetime(), "source": "test",
+             "open": 1.0, "high": 1.0, "low": 1.0, "close": 1.0, "volume": 1.0}
+            for ts in pd.date_range("2019-01-01", "2019-06-30", freq="D", tz="UTC")])
+    raw = load_config(CONFIG).model_dump(mode="json")
+    raw["strategies"]["momentum"]["asset_classes"] = ["stocks", "crypto"]
+    config = TradingConfig.model_validate(raw)
+    periods = latest_periods(sqlite_bars, config, ["momentum"], days=30)
+    assert {name: (p.strategies, p.symbols) for name, p in periods.items()} == {
+        "stocks": (["momentum"], config.universe.stocks.symbols), "crypto": (["momentum"], ["BTC"])}

@@ -18,15 +18,20 @@ __all__ = ["Period", "latest_periods"]
 
 @dataclass(frozen=True)
 class Period:
+    """One asset class's backtest: the strategies that trade it, on its symbols only (a
+    strategy trading stocks and crypto would otherwise bring every class's symbols into each
+    class's period, and need their bars there)."""
+
     strategies: list[str]
+    symbols: list[str]
     start: date
     end: date
 
 
 def latest_periods(engine: Engine, config: TradingConfig, strategies: list[str], *, days: int,
                    end: datetime | None = None) -> dict[str, Period]:
-    """Per asset class the strategies trade: the ``days`` that end with its benchmark's last
-    stored daily bar (at or before ``end``)."""
+    """Per asset class the strategies trade: its symbols over the ``days`` that end with its
+    benchmark's last stored daily bar (at or before ``end``)."""
     trading: dict[str, list[str]] = {}
     for name in strategies:
         for asset_class in config.strategy_asset_classes(name):
@@ -46,5 +51,6 @@ def latest_periods(engine: Engine, config: TradingConfig, strategies: list[str],
             raise DataError(f"{asset_class}: no stored bars of its benchmark {benchmark}"
                             + (f" up to {end:%Y-%m-%d}" if end else "") + " to backtest on (ingest first)")
         last_day = pd.Timestamp(last).date()
-        periods[asset_class] = Period(names, last_day - timedelta(days=days - 1), last_day)
+        periods[asset_class] = Period(names, list(universes[asset_class].symbols), last_day - timedelta(days=days - 1),
+                                      last_day)
     return periods
