@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from lab.backtest import BacktestSpec, list_backtests, load_result
-from lab.backtest.spec import folder_name
+from lab.backtest.spec import folder_name, setting_names
 from lab.backtest.sweep import expand_grid
 from lab.cli.main import app
 from lab.config import load_config
@@ -197,3 +197,13 @@ def test_every_combination_of_the_settings_is_a_point():
     points = expand_grid(base, {QUANTILE: [0.5, 0.9], "risk.max_positions": [2]}, load_config(CONFIG))
     assert [p.settings for p in points] == [{QUANTILE: 0.5, "risk.max_positions": 2},
                                            {QUANTILE: 0.9, "risk.max_positions": 2}]
+
+
+def test_settings_with_the_same_last_name_are_told_apart_by_the_shortest_path_that_differs():
+    base = BacktestSpec(strategies=["momentum"], start=date(2019, 1, 1), end=date(2019, 3, 29), symbols=SYMBOLS)
+    grid = {"risk.max_positions": [2], "strategies.momentum.max_positions": [3, 4], QUANTILE: [0.5]}
+    points = expand_grid(base, grid, load_config(CONFIG))
+    assert [p.spec.name for p in points] == [
+        f"momentum 2019-01-01..2019-03-29 [risk.max_positions=2, momentum.max_positions={n}, top_quantile=0.5]"
+        for n in (3, 4)]
+    assert list(setting_names(grid).values()) == ["risk.max_positions", "momentum.max_positions", "top_quantile"]

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from datetime import date
 from typing import Annotated, Any, Literal
 
@@ -18,7 +18,8 @@ from lab.config import TradingConfig
 from lab.db.models import BACKTEST_PREFIX
 from lab.errors import ConfigError
 
-__all__ = ["BacktestSpec", "WalkForward", "folder_name", "nested_settings", "run_settings", "settings_label"]
+__all__ = ["BacktestSpec", "WalkForward", "folder_name", "nested_settings", "run_settings", "setting_names",
+           "settings_label"]
 
 #: the trading config a backtest reads: not its data sources, schedules, rate limits or
 #: tuning, nor which real broker the live cycle uses (a backtest always fills on paper)
@@ -149,9 +150,26 @@ def nested_settings(settings: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def setting_names(paths: Iterable[str]) -> dict[str, str]:
+    """Each dotted path by its shortest ending that no other of ``paths`` ends with:
+    "max_positions" alone, but "risk.max_positions" beside "strategies.momentum.max_positions"."""
+    paths = list(paths)
+
+    def name(path: str) -> str:
+        parts = path.split(".")
+        for size in range(1, len(parts)):
+            tail = ".".join(parts[-size:])
+            if not any(other != path and (other == tail or other.endswith(f".{tail}")) for other in paths):
+                return tail
+        return path
+
+    return {path: name(path) for path in paths}
+
+
 def settings_label(settings: Mapping[str, Any]) -> str:
-    """``leaf=value, ...``: how a run made of ``settings`` is told apart."""
-    return ", ".join(f"{path.rsplit('.', 1)[-1]}={value}" for path, value in settings.items())
+    """``name=value, ...`` (names as ``setting_names``): how a run made of ``settings`` is told apart."""
+    names = setting_names(settings)
+    return ", ".join(f"{names[path]}={value}" for path, value in settings.items())
 
 
 def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

@@ -181,7 +181,7 @@ def _grid(items: list[str]) -> dict[str, list]:
 
 def _sweep(lab, spec, grid: dict[str, list], export: Path | None, fmt: str) -> None:
     """One row per stored run, and the best judged against the number tried."""
-    from lab.backtest.spec import folder_name
+    from lab.backtest.spec import folder_name, setting_names
     from lab.backtest.sweep import run_stored_sweep
 
     comparison, results = run_stored_sweep(lab, spec, grid)
@@ -190,7 +190,7 @@ def _sweep(lab, spec, grid: dict[str, list], export: Path | None, fmt: str) -> N
             result.export(export / folder_name(result.portfolio), fmt)
         console.print(f"wrote each run's frames under {export}")
     print_table(f"Sweep of {spec.label} (each run out of sample, after fees and slippage)",
-                [*(key.rsplit(".", 1)[-1] for key in grid), "id", *_FIGURES, "gate", ""],
+                [*setting_names(grid).values(), "id", *_FIGURES, "gate", ""],
                 [(*row.settings.values(), row.backtest_id, *_figures(row.metrics),
                   "PASS" if row.gate_passed else "FAIL", "best" if i == comparison.best else "")
                  for i, row in enumerate(comparison.rows)])
