@@ -6,11 +6,11 @@ from collections.abc import Iterable
 from datetime import datetime
 
 import pandas as pd
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 
 from lab.db.models import PriceBar
 
-__all__ = ["BAR_COLUMNS", "load_bars", "bars_by_symbol"]
+__all__ = ["BAR_COLUMNS", "load_bars", "bars_by_symbol", "stored_spans"]
 
 BAR_COLUMNS = ["open", "high", "low", "close", "volume"]
 
@@ -54,3 +54,13 @@ def bars_by_symbol(frame: pd.DataFrame) -> dict[str, pd.DataFrame]:
         symbol: group.set_index("ts")[BAR_COLUMNS].astype(float)
         for symbol, group in frame.groupby("symbol", sort=True)
     }
+
+
+def stored_spans(engine: Engine, symbols: Iterable[str], *,
+                 interval: str = "1d") -> dict[str, tuple[pd.Timestamp, pd.Timestamp]]:
+    """The first and last stored bar of each of ``symbols`` that has any (whatever period a
+    caller loaded: what it lacks may be stored outside it)."""
+    query = (select(PriceBar.symbol, func.min(PriceBar.ts), func.max(PriceBar.ts))
+             .where(PriceBar.interval == interval, PriceBar.symbol.in_(list(symbols))).group_by(PriceBar.symbol))
+    with engine.connect() as conn:
+        return {symbol: (pd.Timestamp(first), pd.Timestamp(last)) for symbol, first, last in conn.execute(query)}

@@ -450,6 +450,15 @@ def test_a_symbol_without_data_in_the_range_is_named(sqlite_bars, tmp_path):
         _run(sqlite_bars, _spec(), tmp_path)
 
 
+def test_a_symbol_whose_stored_bars_begin_after_the_period_is_named_with_when_they_begin(sqlite_bars, tmp_path):
+    with sqlite_bars.begin() as conn:  # as if listed in July 2019
+        conn.execute(delete(db.PriceBar).where(db.PriceBar.symbol == "KO",
+                                               db.PriceBar.ts < pd.Timestamp("2019-07-01", tz="UTC")))
+    with pytest.raises(DataError, match=r"no bars between 2019-01-01 and 2019-06-28 for: KO \(its bars are stored "
+                                        r"from 2019-07-01 to 2019-09-30\)"):
+        _run(sqlite_bars, _spec(symbols=["KO"]), tmp_path)
+
+
 def test_a_strategy_without_an_active_model_is_a_clear_error(sqlite_bars, tmp_path):
     spec = _spec(walk_forward=WalkForward(mode="pretrained"))
     with pytest.raises(NoActiveModel, match="strategy 'momentum' has no active model version"):

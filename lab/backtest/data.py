@@ -8,6 +8,7 @@ the calendar days for crypto, which trades every day.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime
 from functools import lru_cache
 
@@ -88,16 +89,19 @@ def first_day(bars: pd.DataFrame, start: pd.Timestamp, end: pd.Timestamp) -> str
     return stamps[0].date().isoformat() if len(stamps) else None
 
 
-def require_bars(bars: dict[str, pd.DataFrame], symbols: list[str], start: pd.Timestamp,
-                 end: pd.Timestamp) -> None:
-    """Every symbol must have at least one bar in [start, end]; the error names each one without."""
+def require_bars(bars: dict[str, pd.DataFrame], symbols: list[str], start: pd.Timestamp, end: pd.Timestamp,
+                 stored: Mapping[str, tuple[pd.Timestamp, pd.Timestamp]]) -> None:
+    """Every symbol must have at least one bar in [start, end]; the error names each one
+    without, and when its stored bars (``stored``: first and last, as ``lab.bars.stored_spans``)
+    lie, or that none was ever ingested."""
     if not symbols:
         raise DataError("a backtest needs at least one symbol")
     empty = [s for s in symbols if s not in bars or not len(bars[s].index[span(bars[s].index, start, end)])]
-    if len(empty) == len(symbols) and not any(s in bars and len(bars[s]) for s in symbols):
-        raise DataError(f"no stored bars at all for {', '.join(empty)}; ingest them first (`lab ingest`)")
+    if never := [s for s in empty if s not in stored]:
+        raise DataError(f"no stored bars at all for {', '.join(never)}; ingest them first (`lab ingest`)")
     if empty:
-        raise DataError(f"no bars between {start.date()} and {end.date()} for: {', '.join(empty)}")
+        raise DataError(f"no bars between {start.date()} and {end.date()} for: " + ", ".join(
+            f"{s} (its bars are stored from {stored[s][0].date()} to {stored[s][1].date()})" for s in empty))
 
 
 def require_fundamentals(fundamentals: pd.DataFrame, strategy: str, symbols: list[str], before: pd.Timestamp) -> None:

@@ -23,7 +23,7 @@ from lab.backtest.decisions import (
 from lab.backtest.replay import Market, replay
 from lab.backtest.result import BacktestResult
 from lab.backtest.spec import BacktestSpec, run_settings
-from lab.bars import bars_by_symbol, load_bars
+from lab.bars import bars_by_symbol, load_bars, stored_spans
 from lab.config import TradingConfig, check_strategies
 from lab.errors import ConfigError, DataError
 from lab.features import get_feature_set, load_fundamentals
@@ -149,7 +149,7 @@ def run_backtest(engine, base: TradingConfig, registry: ModelRegistry, spec: Bac
         if "crypto" not in asset_types.values() and not len(pd.bdate_range(spec.start, spec.end)):
             raise DataError(f"the period {spec.start}..{spec.end} is empty: it holds no trading day")
         raise DataError(f"no bars at all between {spec.start} and {spec.end} for {', '.join(wanted)}")
-    require_bars(bars, wanted, start, end)
+    require_bars(bars, wanted, start, end, stored_spans(engine, wanted))
     config = backtest_config(base, spec, asset_types)
     universe = {name: list(u.symbols) for name, u in config.universe.asset_classes().items()}
     benchmarks = {s: u.benchmark for u in config.universe.asset_classes().values() for s in u.symbols}
