@@ -34,14 +34,15 @@ def ingest_symbol_task(engine, chains: Chains, symbol: str, asset_class: str, hi
     result = ingest_symbol(engine, symbol, asset_class, chains.for_class(asset_class),
                            history_start=history_start, since=since, run_id=run_id)
     if result.status != "ok":
-        raise SymbolFailed(f"{symbol}: {result.error}")
+        raise SymbolFailed(result.error)
     return result
 
 
 @flow(name="ingest_universe", log_prints=True)
 def ingest_universe(source: str = "offline", symbols: list[str] | None = None, since: date | None = None,
                     path: str | None = None, asset_class: str | None = None) -> dict:
-    """Ingest the universe from ``source``; a symbol failing on every provider is reported, not fatal."""
+    """Ingest the universe from ``source``; a symbol failing on every provider is reported, not
+    fatal, unless every symbol failed: then the run fails (after its summary), naming each and why."""
     lab = open_lab()
     config = lab.config
     jobs = plan_symbols(config, source, symbols=symbols, asset_class=asset_class, path=path)
@@ -69,5 +70,7 @@ def ingest_universe(source: str = "offline", symbols: list[str] | None = None, s
                                       f"{summary.quarantined} quarantined, {len(summary.failed)} failed")
     for line in [*summary.validation_lines(), *summary.notes]:
         print(line)
+    if summary.failed and len(summary.failed) == len(summary.results):  # as `lab ingest` exits 1
+        raise DataError("every symbol failed: " + "; ".join(f"{r.symbol} ({r.error})" for r in summary.failed))
     return {"run_id": summary.run_id, "stored": summary.stored, "quarantined": summary.quarantined,
             "failed": {r.symbol: r.error for r in summary.failed}, "rows": rows}

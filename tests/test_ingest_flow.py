@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from lab.bars import load_bars
 from lab.db import connect
+from lab.errors import DataError
 
 
 def test_flow_ingests_offline_universe_and_publishes_a_summary_artifact(prefect_server, sqlite_url, monkeypatch):
@@ -20,3 +23,19 @@ def test_flow_ingests_offline_universe_and_publishes_a_summary_artifact(prefect_
     artifact = Artifact.get("ingest-summary")  # the latest version of the key: this run's
     assert artifact is not None and artifact.flow_run_id == state.state_details.flow_run_id
     assert "IBM" in str(artifact.data)
+
+
+def test_a_run_where_every_symbol_failed_ends_failed_naming_them_after_publishing_its_summary(
+        prefect_server, sqlite_url, monkeypatch):
+    from prefect.artifacts import Artifact
+
+    from flows.ingest import ingest_universe
+
+    monkeypatch.setenv("LAB_DATABASE_URL", sqlite_url)
+    state = ingest_universe(source="offline", symbols=["NOPE"], asset_class="stocks", return_state=True)
+    assert state.is_failed()
+    with pytest.raises(DataError, match=r"every symbol failed: NOPE \(offline: no offline stocks data for NOPE"):
+        state.result()
+    artifact = Artifact.get("ingest-summary")
+    assert artifact is not None and artifact.flow_run_id == state.state_details.flow_run_id
+    assert "NOPE" in str(artifact.data)
