@@ -1,4 +1,5 @@
-"""Prefect flow ``ingest_universe``: one task per symbol, retried, with a per-provider
+"""Prefect flow ``ingest_universe``: one task per symbol, retried once after a transient
+provider failure (throttle, timeout, 5xx; never after an unknown symbol), with a per-provider
 concurrency limit and a summary table artifact (rows stored, quarantined, failures).
 
 Concurrency per provider is enforced where the requests are made: every task shares one
@@ -12,29 +13,63 @@ from __future__ import annotations
 import uuid
 from datetime import date
 
+import pandas as pd
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from lab.errors import DataError
+from lab.errors import DataError, ProviderError
 from lab.runtime import open_lab
 from universe.ingest import IngestSummary, SymbolResult, ingest_symbol, plan_symbols
-from universe.providers import Chains, build_chains
+from universe.providers import Chains, Provider, build_chains
 
 __all__ = ["ingest_universe"]
 
 
 class SymbolFailed(DataError):
-    """Every provider failed for a symbol (raised so Prefect retries the task)."""
+    """Every provider failed for a symbol (raised so the task run shows Failed); ``retryable``
+    when one of them failed in a way that trying again may help."""
+
+    def __init__(self, error: str, *, retryable: bool = False):
+        super().__init__(error)
+        self.retryable = retryable
 
 
-@task(retries=1, retry_delay_seconds=5, cache_policy=NO_CACHE, task_run_name="ingest-{symbol}")
+class _Watched:
+    """A provider that remembers whether it failed transiently: ``ingest_symbol`` reports a
+    symbol's failures as text, and only a ``ProviderError`` says whether a retry may help."""
+
+    def __init__(self, provider: Provider):
+        self.provider = provider
+        self.failed_transiently = False
+
+    def __getattr__(self, name: str):  # name, asset_classes, fetch_metadata: the provider's own
+        return getattr(self.provider, name)
+
+    def fetch_bars(self, symbol: str, asset_class: str, since: date | None) -> pd.DataFrame:
+        try:
+            return self.provider.fetch_bars(symbol, asset_class, since)
+        except ProviderError as exc:
+            self.failed_transiently |= exc.retryable
+            raise
+
+
+def _transient(task, task_run, state) -> bool:
+    """Retry a symbol only after a throttle, timeout or 5xx (its provider's HTTP retries spent):
+    an unknown symbol or a missing file fails the same way again, one more failed run row each time."""
+    error = state.result(raise_on_failure=False)
+    return isinstance(error, SymbolFailed) and error.retryable
+
+
+@task(retries=1, retry_delay_seconds=5, retry_condition_fn=_transient, cache_policy=NO_CACHE,
+      task_run_name="ingest-{symbol}")
 def ingest_symbol_task(engine, chains: Chains, symbol: str, asset_class: str, history_start: date,
                        since: date | None, run_id: str) -> SymbolResult:
-    result = ingest_symbol(engine, symbol, asset_class, chains.for_class(asset_class),
+    chain = [_Watched(provider) for provider in chains.for_class(asset_class)]
+    result = ingest_symbol(engine, symbol, asset_class, chain,  # type: ignore[arg-type]
                            history_start=history_start, since=since, run_id=run_id)
     if result.status != "ok":
-        raise SymbolFailed(result.error)
+        raise SymbolFailed(str(result.error), retryable=any(p.failed_transiently for p in chain))
     return result
 
 

@@ -11,9 +11,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from sqlalchemy import text
 
 from lab.config import load_config
+from lab.db import connect
+from tests.fakes import Reply
 from tests.fakes.yahoo import FakeYahoo
+from universe.providers import RetryPolicy
 from universe.synthetic import synthetic_market
 
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "config" / "trading.json"
@@ -142,7 +146,7 @@ def live_stock_universe(tmp_path, monkeypatch, sqlite_url):
         yield fake
 
 
-def test_a_failing_task_is_retried_as_configured_and_the_failure_is_reported(prefect_server, live_stock_universe):
+def test_a_definitive_failure_is_not_retried_and_is_reported_once(prefect_server, live_stock_universe, sqlite_url):
     from flows.collection import run_stock_collection
 
     state = run_stock_collection(force=True, return_state=True)
@@ -152,10 +156,22 @@ def test_a_failing_task_is_retried_as_configured_and_the_failure_is_reported(pre
     assert outcome["stored"] == 40
     ingest_run = _read(_subflow_runs(state.state_details.flow_run_id))[0]
     runs = {run.name: run for run in _read(_task_runs(ingest_run.id))}
-    assert runs["ingest-ZZZ"].state.is_failed() and runs["ingest-ZZZ"].run_count == 2  # 1 retry
+    assert runs["ingest-ZZZ"].state.is_failed() and runs["ingest-ZZZ"].run_count == 1  # an unknown symbol stays one
     assert runs["ingest-AAA"].state.is_completed() and runs["ingest-AAA"].run_count == 1
+    with connect(sqlite_url).connect() as conn:
+        assert conn.execute(text("select status from ingestion_runs where symbol = 'ZZZ'")).scalars().all() == ["failed"]
     [artifact] = [a for a in _read(_artifacts(ingest_run.id)) if a.key == "ingest-summary"]
     assert "ZZZ" in str(artifact.data) and "failed" in str(artifact.data)
+
+
+def test_a_transient_failure_is_retried_and_the_retry_stores_the_bars(prefect_server, live_stock_universe):
+    from flows.ingest import ingest_universe
+
+    live_stock_universe.script.extend([Reply(503, "<html>down</html>")] * RetryPolicy().attempts)  # the first try's
+    state = ingest_universe(source="live", symbols=["AAA"], return_state=True)
+    assert state.is_completed() and state.result()["stored"] == 40
+    [run] = _read(_task_runs(state.state_details.flow_run_id))
+    assert run.state.is_completed() and run.run_count == 2
 
 
 async def _subflow_runs(parent_flow_run_id):
