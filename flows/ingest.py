@@ -1,6 +1,7 @@
 """Prefect flow ``ingest_universe``: one task per symbol, retried once after a transient
 provider failure (throttle, timeout, 5xx; never after an unknown symbol), with a per-provider
-concurrency limit and a summary table artifact (rows stored, quarantined, failures).
+concurrency limit, the new symbols' metadata (``stocks``/``crypto``/``fundamentals``, as
+``lab ingest`` stores it) and a summary table artifact (rows stored, quarantined, failures).
 
 Concurrency per provider is enforced where the requests are made: every task shares one
 provider chain, whose rate limiters cap requests in flight and pace them (see
@@ -20,7 +21,7 @@ from prefect.cache_policies import NO_CACHE
 
 from lab.errors import DataError, ProviderError
 from lab.runtime import open_lab
-from universe.ingest import IngestSummary, SymbolResult, ingest_symbol, plan_symbols
+from universe.ingest import IngestSummary, SymbolResult, ingest_symbol, plan_symbols, refresh_metadata
 from universe.providers import Chains, Provider, build_chains
 
 __all__ = ["ingest_universe"]
@@ -73,6 +74,9 @@ def ingest_symbol_task(engine, chains: Chains, symbol: str, asset_class: str, hi
     return result
 
 
+refresh_metadata_task = task(refresh_metadata, name="refresh-metadata", cache_policy=NO_CACHE)
+
+
 @flow(name="ingest_universe", log_prints=True)
 def ingest_universe(source: str = "offline", symbols: list[str] | None = None, since: date | None = None,
                     path: str | None = None, asset_class: str | None = None) -> dict:
@@ -97,6 +101,7 @@ def ingest_universe(source: str = "offline", symbols: list[str] | None = None, s
             else:
                 error = str(future.result(raise_on_failure=False))
                 summary.results.append(SymbolResult(symbol, klass, "failed", error=error))
+        summary.notes += refresh_metadata_task(lab.engine, chains, summary.results)
     finally:
         chains.close()
     rows = summary.table()

@@ -170,7 +170,7 @@ def test_a_transient_failure_is_retried_and_the_retry_stores_the_bars(prefect_se
     live_stock_universe.script.extend([Reply(503, "<html>down</html>")] * RetryPolicy().attempts)  # the first try's
     state = ingest_universe(source="live", symbols=["AAA"], return_state=True)
     assert state.is_completed() and state.result()["stored"] == 40
-    [run] = _read(_task_runs(state.state_details.flow_run_id))
+    run = {run.name: run for run in _read(_task_runs(state.state_details.flow_run_id))}["ingest-AAA"]
     assert run.state.is_completed() and run.run_count == 2
 
 

@@ -7,6 +7,7 @@ import pytest
 from lab.bars import load_bars
 from lab.db import connect
 from lab.errors import DataError
+from universe.assets import known_symbols
 
 
 def test_flow_ingests_offline_universe_and_publishes_a_summary_artifact(prefect_server, sqlite_url, monkeypatch):
@@ -39,3 +40,12 @@ def test_a_run_where_every_symbol_failed_ends_failed_naming_them_after_publishin
     artifact = Artifact.get("ingest-summary")
     assert artifact is not None and artifact.flow_run_id == state.state_details.flow_run_id
     assert "NOPE" in str(artifact.data)
+
+
+def test_the_flow_stores_the_ingested_symbols_metadata_as_lab_ingest_does(prefect_server, sqlite_url, monkeypatch):
+    from flows.ingest import ingest_universe
+
+    monkeypatch.setenv("LAB_DATABASE_URL", sqlite_url)
+    ingest_universe(source="offline", symbols=["IBM", "BTC"])
+    with connect(sqlite_url).connect() as conn:
+        assert (known_symbols(conn, "stocks"), known_symbols(conn, "crypto")) == ({"IBM"}, {"BTC"})
