@@ -58,6 +58,11 @@ class AssetUniverse(_Section):
     def _upper(cls, value: str) -> str:
         return value.strip().upper()
 
+    @property
+    def tickers(self) -> tuple[str, ...]:
+        """The benchmark and the symbols: every series this class ingests."""
+        return (self.benchmark, *self.symbols)
+
 
 class UniverseConfig(_Section):
     stocks: AssetUniverse | None = None
@@ -67,6 +72,16 @@ class UniverseConfig(_Section):
     def _not_empty(self) -> UniverseConfig:
         if self.stocks is None and self.crypto is None:
             raise ValueError("at least one of stocks or crypto is required")
+        return self
+
+    @model_validator(mode="after")
+    def _one_class_per_ticker(self) -> UniverseConfig:
+        """price_history keys a series by symbol: a ticker in both classes (SOL the NYSE stock,
+        SOL the coin) would have each class's ingest overwrite the other's bars."""
+        both = sorted(set(self.stocks.tickers) & set(self.crypto.tickers)) if self.stocks and self.crypto else []
+        if both:
+            raise ValueError("; ".join(f"{s} is both a stocks and a crypto symbol" for s in both)
+                             + ": a ticker has one price series, so it can be in one asset class only")
         return self
 
     def asset_classes(self) -> dict[str, AssetUniverse]:
@@ -219,12 +234,11 @@ class TradingConfig(_Section):
 
     @cached_property
     def _asset_classes(self) -> dict[str, AssetClass]:
-        """Each universe symbol's and benchmark's asset class, the first class naming it:
-        pre-trade validation asks it of every order a backtest places."""
+        """Each universe symbol's and benchmark's asset class (one each: validation refuses a
+        ticker in two): pre-trade validation asks it of every order a backtest places."""
         out: dict[str, AssetClass] = {}
         for name, universe in self.universe.asset_classes().items():
-            for symbol in (universe.benchmark, *universe.symbols):
-                out.setdefault(symbol, name)  # type: ignore[arg-type]
+            out.update(dict.fromkeys(universe.tickers, name))  # type: ignore[arg-type]
         return out
 
 

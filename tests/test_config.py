@@ -103,6 +103,14 @@ def test_duplicate_symbols_are_rejected(tmp_path):
     assert "duplicate symbols: AAPL" in problem
 
 
+def test_a_ticker_in_both_asset_classes_is_rejected_naming_it_and_both(tmp_path):
+    # price_history keys a series by symbol alone: SOL the stock and SOL the coin would overwrite each other
+    path = write(tmp_path, {"universe": {"stocks": {"symbols": ["AAPL", "SOL"], "benchmark": "AAPL"},
+                                         "crypto": {"symbols": ["BTC", "sol"], "benchmark": "BTC"}}})
+    [problem] = check_config(path)
+    assert problem.startswith(f"{path}: universe:") and "SOL is both a stocks and a crypto symbol" in problem
+
+
 def test_strategy_problems_are_reported_beside_schema_problems(tmp_path):
     path = write(tmp_path, minimal(risk={"max_position_pct": 2}, strategies={"swing": {"params": {"rsi_oversold": 90}}}))
     problems = check_config(path)
