@@ -78,3 +78,12 @@ def test_synthetic_market_is_seeded_and_labelled():
     assert not a.equals(synthetic_market(4, 50, 12))
     returns = a.pivot(index="ts", columns="symbol", values="close").pct_change().dropna()
     assert returns.corr().to_numpy()[0, 1:].mean() > 0.1  # assets move together
+
+
+def test_two_upserts_in_one_transaction_both_store(engine):
+    frame = market(2, 5)
+    with engine.begin() as conn:
+        first = upsert_bars(conn, frame[frame["symbol"] == "SYN000"])
+        second = upsert_bars(conn, frame[frame["symbol"] == "SYN001"])
+    assert (first.inserted, second.inserted) == (5, 5)
+    assert len(load_bars(engine)) == 10

@@ -3,8 +3,9 @@
 ``upsert_bars`` stages the frame in a temporary table (PostgreSQL ``COPY``; SQLite one
 ``executemany``), logs every stored bar whose values the new data changes into
 ``price_corrections``, then runs one dialect upsert (``INSERT .. SELECT .. ON CONFLICT DO
-UPDATE .. WHERE values differ``). Unchanged bars are not touched, so storing the same data
-twice leaves the table exactly as it was.
+UPDATE .. WHERE values differ``) and drops the stage, so a caller may upsert several frames
+in one transaction. Unchanged bars are not touched, so storing the same data twice leaves
+the table exactly as it was.
 """
 
 from __future__ import annotations
@@ -161,8 +162,7 @@ def _upsert(conn: Connection, prepared: pd.DataFrame) -> UpsertResult:
         index_elements=KEY, set_={c: statement.excluded[c] for c in VALUES},
         where=_differs(_bars, statement.excluded))
     written = conn.execute(statement.execution_options(preserve_rowcount=True)).rowcount
-    if conn.dialect.name == "sqlite":
-        conn.exec_driver_sql("DROP TABLE temp._lab_stage_bars")
+    conn.exec_driver_sql(f"DROP TABLE {'pg_temp' if conn.dialect.name == 'postgresql' else 'temp'}._lab_stage_bars")
     return UpsertResult(inserted=written - updated, updated=updated, unchanged=len(prepared) - written)
 
 
