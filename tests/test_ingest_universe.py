@@ -5,6 +5,7 @@ from __future__ import annotations
 from contextlib import ExitStack
 from types import SimpleNamespace
 
+import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import text
@@ -233,3 +234,27 @@ def test_cli_rejects_a_bad_since_date(sqlite_url, monkeypatch):
     monkeypatch.setenv("LAB_DATABASE_URL", sqlite_url)
     result = CliRunner().invoke(app, ["ingest", "--since", "yesterday"])
     assert result.exit_code != 0 and "expected a date" in str(result.exception)
+
+
+def crypto_file(folder, days, close):
+    pd.DataFrame({"timestamp": days.strftime("%Y-%m-%d"), "open": close, "high": close * 1.01, "low": close * 0.99,
+                  "close": close, "volume": 1e6}).to_csv(folder / "XBT.csv", index=False)
+
+
+def test_a_stored_last_bar_caught_as_a_spike_on_re_fetch_leaves_price_history(engine, tmp_path):
+    days = pd.date_range("2024-03-01", periods=30, freq="D")
+    close = pd.Series(100 + np.arange(30) * 0.5)
+    close[19] *= 10  # a fat-finger print on the last bar of the first batch: nothing after it to revert it
+    crypto_file(tmp_path, days[:20], close[:20])
+    ingest_universe(engine, offline_config(), source="files", path=tmp_path, asset_class="crypto")
+    crypto_file(tmp_path, days, close)
+    again = ingest_universe(engine, offline_config(), source="files", path=tmp_path, asset_class="crypto")
+    stored = pd.to_datetime(load_bars(engine)["ts"], utc=True)
+    assert days[19].tz_localize("UTC") not in set(stored) and len(stored) == 29
+    with engine.connect() as conn:
+        quarantined = conn.execute(text("select reason from price_quarantine")).scalars().all()
+        logged = conn.execute(text("select new from price_corrections")).scalars().all()
+    assert quarantined == ["outlier spike: jump reverted by the next bar"]
+    assert len(logged) == 1 and "outlier spike" in str(logged[0])
+    assert "removed XBT from price_history: 1 stored bar quarantined on re-fetch (2024-03-20)" \
+        in again.validation_lines()

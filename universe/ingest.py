@@ -4,7 +4,9 @@ validate, store idempotently, quarantine rejects, refresh its data-quality summa
 A symbol that fails on every provider is reported in the summary, never fatal to the run.
 Only bars from shortly before the last stored one are fetched: a short overlap
 (``OVERLAP_DAYS``) lets a provider's revision of the latest bars (an in-progress session)
-replace them, logged as a correction.
+replace them, logged as a correction. A stored bar that the re-fetch shows to be bad (the
+last bar of a batch has no next bar to reveal a spike) is quarantined and removed from
+``price_history`` in the same transaction, also logged.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from universe.providers import Chains, Provider, build_chains
 from universe.providers.base import MetadataIncomplete
 from universe.providers.files import FileProvider
 from universe.quality import refresh_quality
-from universe.store import last_bar, quarantine_bars, upsert_bars
+from universe.store import last_bar, quarantine_bars, remove_bars, upsert_bars
 from universe.validate import validate_bars
 
 __all__ = ["SymbolResult", "IngestSummary", "ingest_universe", "ingest_symbol", "plan_symbols"]
@@ -50,6 +52,8 @@ class SymbolResult:
     quarantine_reasons: list[str] = field(default_factory=list)
     #: the days of the new bars whose jump validation kept as a real move
     large_moves: list[str] = field(default_factory=list)
+    #: the days of stored bars that validation rejected on re-fetch, removed from price_history
+    removed: list[str] = field(default_factory=list)
     missing_sessions: int = 0
     error: str | None = None
 
@@ -82,6 +86,9 @@ class IngestSummary:
         (the rows stay in ``price_quarantine``) and the large moves it kept as real."""
         lines = [f"quarantined {r.symbol}: {reason}" for r in self.results for reason in r.quarantine_reasons]
         for r in self.results:
+            if r.removed:
+                lines.append(f"removed {r.symbol} from price_history: {len(r.removed)} stored bar"
+                             f"{'s' * (len(r.removed) > 1)} quarantined on re-fetch ({', '.join(r.removed)})")
             if r.large_moves:
                 hint = "; an unadjusted split reads as one" if r.asset_class == "stocks" else ""
                 lines.append(f"kept {r.symbol}: {len(r.large_moves)} large move{'s' * (len(r.large_moves) > 1)} "
@@ -166,6 +173,7 @@ def ingest_symbol(engine: Engine, symbol: str, asset_class: str, chain: list[Pro
     bars = validated.clean.assign(symbol=symbol, asset_type=asset_class, synthetic=False)
     with engine.execution_options(write_lock=True).begin() as conn:  # SQLite: BEGIN IMMEDIATE
         upserted = upsert_bars(conn, bars)
+        removed = remove_bars(conn, symbol, validated.rejected())
         quarantine_bars(conn, symbol, asset_class, validated.quarantined)
         quality = refresh_quality(conn, symbol, asset_class, history_start)
     sources = sorted(set(raw["source"])) if len(raw) else [used.name]
@@ -173,6 +181,7 @@ def ingest_symbol(engine: Engine, symbol: str, asset_class: str, chain: list[Pro
                           updated=upserted.updated, quarantined=len(validated.quarantined),
                           quarantine_reasons=validated.reasons(),
                           large_moves=[f"{ts:%Y-%m-%d}" for ts in validated.outliers if last_ts is None or ts > last_ts],
+                          removed=[f"{ts:%Y-%m-%d}" for ts in removed],
                           missing_sessions=quality["missing_sessions"])
     _record(engine, run_id, used.name, result, started)
     return result

@@ -5,7 +5,9 @@
 ``price_corrections``, then runs one dialect upsert (``INSERT .. SELECT .. ON CONFLICT DO
 UPDATE .. WHERE values differ``) and drops the stage, so a caller may upsert several frames
 in one transaction. Unchanged bars are not touched, so storing the same data twice leaves
-the table exactly as it was.
+the table exactly as it was. ``remove_bars`` deletes stored bars that validation rejected on a
+later fetch, logged the same way (``new`` holds the reason), so no bar is both stored and
+quarantined.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import pandas as pd
-from sqlalchemy import Boolean, Column, Connection, Engine, Float, MetaData, String, Table, and_, or_, select, true
+from sqlalchemy import Boolean, Column, Connection, Engine, Float, MetaData, String, Table, and_, delete, or_, select, true
 from sqlalchemy.dialects import postgresql, sqlite
 
 from lab.bars import BAR_COLUMNS
@@ -24,7 +26,7 @@ from lab.db.models import PriceBar, PriceCorrection, QuarantinedBar
 from lab.db.types import UTCDateTime
 from lab.errors import DataError
 
-__all__ = ["UpsertResult", "upsert_bars", "quarantine_bars", "last_bar", "dialect_insert"]
+__all__ = ["UpsertResult", "upsert_bars", "remove_bars", "quarantine_bars", "last_bar", "dialect_insert"]
 
 KEY = ["symbol", "interval", "ts"]
 VALUES = ["asset_type", *BAR_COLUMNS, "source", "synthetic"]
@@ -164,6 +166,26 @@ def _upsert(conn: Connection, prepared: pd.DataFrame) -> UpsertResult:
     written = conn.execute(statement.execution_options(preserve_rowcount=True)).rowcount
     conn.exec_driver_sql(f"DROP TABLE {'pg_temp' if conn.dialect.name == 'postgresql' else 'temp'}._lab_stage_bars")
     return UpsertResult(inserted=written - updated, updated=updated, unchanged=len(prepared) - written)
+
+
+def remove_bars(conn: Connection, symbol: str, rejected: pd.DataFrame, interval: str = "1d") -> list[datetime]:
+    """Delete the stored bars among ``rejected`` (ts, reason), each logged in ``price_corrections``
+    with its old values and ``new = {"quarantined": reason}``; returns their timestamps."""
+    if rejected.empty:
+        return []
+    reasons = dict(zip(rejected["ts"], rejected["reason"], strict=True))
+    rows = conn.execute(select(_bars).where(_bars.c.symbol == symbol, _bars.c.interval == interval,
+                                            _bars.c.ts.in_([ts.to_pydatetime() for ts in reasons]))
+                        .order_by(_bars.c.ts)).mappings().all()
+    if not rows:
+        return []
+    now = datetime.now(UTC)
+    conn.execute(PriceCorrection.__table__.insert(), [
+        {"symbol": symbol, "interval": interval, "ts": r["ts"], "source": r["source"],
+         "old": {c: r[c] for c in VALUES}, "new": {"quarantined": reasons[pd.Timestamp(r["ts"])]}, "created_at": now}
+        for r in rows])
+    conn.execute(delete(_bars).where(_bars.c.id.in_([r["id"] for r in rows])))
+    return [r["ts"] for r in rows]
 
 
 def quarantine_bars(conn: Connection, symbol: str, asset_class: str, rows: pd.DataFrame,

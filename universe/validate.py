@@ -36,6 +36,8 @@ class Validated:
     clean: pd.DataFrame
     quarantined: pd.DataFrame  # ts, source, reason, payload
     outliers: list[pd.Timestamp] = field(default_factory=list)
+    #: the reason that quarantined the whole batch (a suspected unadjusted split), if any
+    batch_reason: str | None = None
 
     def reasons(self) -> list[str]:
         """Why bars were quarantined, one line per reason with how many and when (a split
@@ -46,6 +48,12 @@ class Validated:
             when = first if first == last else f"{first}..{last}"
             lines.append(f"{reason}: {len(stamps)} bar{'s' * (len(stamps) > 1)} ({when})")
         return lines
+
+    def rejected(self) -> pd.DataFrame:
+        """Quarantined bars (ts, reason) that are wrong in themselves, with no clean copy: a
+        stored version of one is wrong too. A batch quarantine says nothing of its bars."""
+        own = self.quarantined[self.quarantined["reason"] != self.batch_reason]
+        return own.loc[~own["ts"].isin(self.clean["ts"]), ["ts", "reason"]].reset_index(drop=True)
 
 
 @dataclass(frozen=True)
@@ -137,11 +145,13 @@ def validate_bars(raw: pd.DataFrame, asset_class: str, *, prev_close: float | No
     ok_index = frame.index[reason == ""]
     found = jumps(frame.loc[ok_index, "close"].to_numpy(dtype=float), asset_class, prev_close)
     flag(frame.index.isin(ok_index[found.spikes]), "outlier spike: jump reverted by the next bar")
+    batch_reason = None
     if found.split is not None:
         position, ratio = found.split
         day = frame.loc[ok_index[position], "ts"].date()
-        flag(frame.index.isin(ok_index), f"suspected unadjusted {_split_text(ratio)} on {day}; "
-                                         "supply adjusted prices or split coefficients")
+        batch_reason = (f"suspected unadjusted {_split_text(ratio)} on {day}; "
+                        "supply adjusted prices or split coefficients")
+        flag(frame.index.isin(ok_index), batch_reason)
     outliers = [] if found.split is not None else list(frame.loc[ok_index[found.outliers], "ts"])
 
     bad = reason != ""
@@ -152,4 +162,4 @@ def validate_bars(raw: pd.DataFrame, asset_class: str, *, prev_close: float | No
         "payload": [_payload(row) for _, row in frame.loc[bad].iterrows()],
     }).reset_index(drop=True)
     clean = frame.loc[~bad, ["ts", *BAR_COLUMNS, "source"]].reset_index(drop=True)
-    return Validated(clean=clean, quarantined=quarantined, outliers=outliers)
+    return Validated(clean=clean, quarantined=quarantined, outliers=outliers, batch_reason=batch_reason)
