@@ -258,3 +258,58 @@ def test_a_stored_last_bar_caught_as_a_spike_on_re_fetch_leaves_price_history(en
     assert len(logged) == 1 and "outlier spike" in str(logged[0])
     assert "removed XBT from price_history: 1 stored bar quarantined on re-fetch (2024-03-20)" \
         in again.validation_lines()
+
+
+# --- a provider re-basing its adjusted history between runs -------------------------------------
+
+SESSIONS = pd.bdate_range("2024-04-01", periods=30)  # NYSE sessions, no holiday among them
+
+
+def stock_file(folder, days, close, **events):
+    """ACME with raw prices and, in ``events``, a split or dividend column to adjust them with."""
+    frame = pd.DataFrame({"timestamp": days.strftime("%Y-%m-%d"), "open": close, "high": close * 1.01,
+                          "low": close * 0.99, "close": close, "volume": 1e6, **events})
+    frame.to_csv(folder / "ACME.csv", index=False)
+
+
+def ingest_acme(engine, folder):
+    return ingest_universe(engine, offline_config(), source="files", path=folder, asset_class="stocks")
+
+
+def provider_view(folder) -> list[float]:
+    """The closes the provider now serves for the whole history: what the store must hold."""
+    from universe.providers.files import FileProvider
+    return FileProvider(folder).fetch_bars("ACME", "stocks", None)["close"].tolist()
+
+
+@pytest.mark.parametrize("event", [{"split_coefficient": 4.0}, {"dividend": 2.0}], ids=["split", "dividend"])
+def test_a_provider_re_basing_its_history_re_fetches_it_and_keeps_one_basis(engine, tmp_path, event):
+    close = np.linspace(400, 420, 30)
+    (column, value), = event.items()
+    first_ingest = 20
+    stock_file(tmp_path, SESSIONS[:first_ingest], close[:first_ingest], **{column: 0.0 if column == "dividend" else 1.0})
+    ingest_acme(engine, tmp_path)
+    close[25:] = close[25:] / value if column == "split_coefficient" else close[25:]
+    events = np.where(np.arange(30) == 25, value, 0.0 if column == "dividend" else 1.0)
+    stock_file(tmp_path, SESSIONS, close, **{column: events})  # day 25's event re-bases days 0..24
+    revised = ingest_acme(engine, tmp_path)
+    result = revised.results[0]
+    assert result.status == "ok" and result.quarantined == 0
+    assert (result.inserted, result.updated) == (10, first_ingest)
+    assert load_bars(engine)["close"].tolist() == pytest.approx(provider_view(tmp_path), rel=1e-12)
+    assert any(line.startswith("revised ACME: files re-based its adjusted history")
+               for line in revised.validation_lines())
+    assert ingest_acme(engine, tmp_path).stored == 0
+
+
+def test_stored_bars_the_revised_history_no_longer_covers_are_moved_to_its_basis(engine, tmp_path):
+    close = np.linspace(400, 420, 30)
+    stock_file(tmp_path, SESSIONS[:20], close[:20], split_coefficient=1.0)
+    ingest_acme(engine, tmp_path)
+    close[25:] /= 2
+    splits = np.where(np.arange(30) == 25, 2.0, 1.0)
+    stock_file(tmp_path, SESSIONS[5:], close[5:], split_coefficient=splits[5:])  # the first 5 days are gone
+    ingest_acme(engine, tmp_path)
+    stored = load_bars(engine)
+    assert len(stored) == 30
+    assert stored["close"].tolist() == pytest.approx([c / 2 for c in close[:25]] + list(close[25:]), rel=1e-12)

@@ -4,7 +4,10 @@ validate, store idempotently, quarantine rejects, refresh its data-quality summa
 A symbol that fails on every provider is reported in the summary, never fatal to the run.
 Only bars from shortly before the last stored one are fetched: a short overlap
 (``OVERLAP_DAYS``) lets a provider's revision of the latest bars (an in-progress session)
-replace them, logged as a correction. A stored bar that the re-fetch shows to be bad (the
+replace them, logged as a correction. When every price of the overlap differs from the stored
+one by one common factor, the provider re-based its adjusted history (a split or, for series
+adjusted for dividends, a dividend since the last run): the whole history is fetched again and
+stored as corrections, so the stored series stays on one price basis. A stored bar that the re-fetch shows to be bad (the
 last bar of a batch has no next bar to reveal a spike) is quarantined and removed from
 ``price_history`` in the same transaction, also logged.
 """
@@ -18,9 +21,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 
+from lab.bars import load_bars
 from lab.config import TradingConfig
 from lab.db.models import IngestionRun
 from lab.errors import DataError, LabError, ProviderError
@@ -32,11 +37,13 @@ from universe.providers.base import MetadataIncomplete
 from universe.providers.files import FileProvider
 from universe.quality import refresh_quality
 from universe.store import last_bar, quarantine_bars, remove_bars, upsert_bars
-from universe.validate import validate_bars
+from universe.validate import PRICES, validate_bars
 
 __all__ = ["SymbolResult", "IngestSummary", "ingest_universe", "ingest_symbol", "plan_symbols"]
 
 OVERLAP_DAYS = 7
+#: a common log price ratio this small between the overlap and the stored bars is float noise
+REVISION_NOISE = 1e-6
 
 
 @dataclass
@@ -54,6 +61,8 @@ class SymbolResult:
     large_moves: list[str] = field(default_factory=list)
     #: the days of stored bars that validation rejected on re-fetch, removed from price_history
     removed: list[str] = field(default_factory=list)
+    #: how the provider re-based its adjusted history, when it did (the whole history was re-fetched)
+    revision: str | None = None
     missing_sessions: int = 0
     error: str | None = None
 
@@ -82,9 +91,11 @@ class IngestSummary:
         return [r for r in self.results if r.status != "ok"]
 
     def validation_lines(self) -> list[str]:
-        """What validation did beyond the counts: each symbol's reasons for quarantining bars
-        (the rows stay in ``price_quarantine``) and the large moves it kept as real."""
-        lines = [f"quarantined {r.symbol}: {reason}" for r in self.results for reason in r.quarantine_reasons]
+        """What validation did beyond the counts: each symbol's re-based history, its reasons for
+        quarantining bars (the rows stay in ``price_quarantine``) and the large moves it kept as real."""
+        lines = [f"revised {r.symbol}: {r.revision}; {r.updated} stored bars corrected (old values in "
+                 "price_corrections)" for r in self.results if r.revision]
+        lines += [f"quarantined {r.symbol}: {reason}" for r in self.results for reason in r.quarantine_reasons]
         for r in self.results:
             if r.removed:
                 lines.append(f"removed {r.symbol} from price_history: {len(r.removed)} stored bar"
@@ -144,21 +155,7 @@ def ingest_symbol(engine: Engine, symbol: str, asset_class: str, chain: list[Pro
     """Fetch, validate and store one symbol; a failure on every provider is returned, not raised."""
     started = datetime.now(UTC)
     start, last_ts = _start(engine, symbol, since, history_start)
-    errors: list[str] = []
-    raw, used = None, None
-    for provider in chain:
-        if asset_class not in provider.asset_classes:
-            continue
-        try:
-            fetched = provider.fetch_bars(symbol, asset_class, start)
-        except ProviderError as exc:
-            errors.append(str(exc))
-            continue
-        if fetched.empty and last_ts is None:
-            errors.append(f"{provider.name}: no bars from {start}")
-            continue
-        raw, used = fetched, provider
-        break
+    raw, used, errors = _fetch(chain, symbol, asset_class, start, first_fetch=last_ts is None)
     if raw is None or used is None:
         result = SymbolResult(symbol, asset_class, "failed",
                               error="; ".join(errors) or f"no provider serves {asset_class}")
@@ -166,11 +163,27 @@ def ingest_symbol(engine: Engine, symbol: str, asset_class: str, chain: list[Pro
         return result
 
     # a bar whose session has not closed yet (a provider's "today") would change: not stored
-    raw = raw[raw["ts"] <= last_closed_session(asset_class, started)]
-    start_ts = pd.Timestamp(start, tz="UTC").to_pydatetime()
-    previous = last_bar(engine, symbol, before=start_ts)
+    closed = last_closed_session(asset_class, started)
+    raw = raw[raw["ts"] <= closed]
+    factor = _revision_factor(load_bars(engine, [symbol], start=_midnight(start)), raw)
+    history, revision = None, None
+    if factor is not None:
+        history = load_bars(engine, [symbol])
+        start = history["ts"].iloc[0].date()
+        try:
+            raw = used.fetch_bars(symbol, asset_class, start)
+        except ProviderError as exc:
+            result = SymbolResult(symbol, asset_class, "failed", error=f"{used.name} re-based its adjusted "
+                                  f"history (x{factor:.6g}); fetching it again from {start} failed: {exc}")
+            _record(engine, run_id, used.name, result, started)
+            return result
+        raw = raw[raw["ts"] <= closed]
+        revision = f"{used.name} re-based its adjusted history (x{factor:.6g} on the overlap); re-fetched from {start}"
+    previous = last_bar(engine, symbol, before=_midnight(start))
     validated = validate_bars(raw, asset_class, prev_close=previous[1] if previous else None)
     bars = validated.clean.assign(symbol=symbol, asset_type=asset_class, synthetic=False)
+    if history is not None:
+        bars = pd.concat([bars, _rebased(history, raw, validated.clean)], ignore_index=True)
     with engine.execution_options(write_lock=True).begin() as conn:  # SQLite: BEGIN IMMEDIATE
         upserted = upsert_bars(conn, bars)
         removed = remove_bars(conn, symbol, validated.rejected())
@@ -181,10 +194,68 @@ def ingest_symbol(engine: Engine, symbol: str, asset_class: str, chain: list[Pro
                           updated=upserted.updated, quarantined=len(validated.quarantined),
                           quarantine_reasons=validated.reasons(),
                           large_moves=[f"{ts:%Y-%m-%d}" for ts in validated.outliers if last_ts is None or ts > last_ts],
-                          removed=[f"{ts:%Y-%m-%d}" for ts in removed],
+                          removed=[f"{ts:%Y-%m-%d}" for ts in removed], revision=revision,
                           missing_sessions=quality["missing_sessions"])
     _record(engine, run_id, used.name, result, started)
     return result
+
+
+def _fetch(chain: list[Provider], symbol: str, asset_class: str, start: date, *,
+           first_fetch: bool) -> tuple[pd.DataFrame | None, Provider | None, list[str]]:
+    """The first provider's bars (and the provider), or None with every provider's error."""
+    errors: list[str] = []
+    for provider in chain:
+        if asset_class not in provider.asset_classes:
+            continue
+        try:
+            fetched = provider.fetch_bars(symbol, asset_class, start)
+        except ProviderError as exc:
+            errors.append(str(exc))
+            continue
+        if fetched.empty and first_fetch:
+            errors.append(f"{provider.name}: no bars from {start}")
+            continue
+        return fetched, provider, errors
+    return None, None, errors
+
+
+def _midnight(day: date) -> datetime:
+    return pd.Timestamp(day, tz="UTC").to_pydatetime()
+
+
+def _revision_factor(stored: pd.DataFrame, fetched: pd.DataFrame) -> float | None:
+    """The one factor by which every fetched price differs from the stored price of the same
+    bar, when there is one beyond float noise: the provider re-based its adjusted history."""
+    both = stored.merge(fetched, on="ts", suffixes=("_stored", ""))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ratios = np.log(both[PRICES].to_numpy(dtype=float)
+                        / both[[f"{c}_stored" for c in PRICES]].to_numpy(dtype=float)).ravel()
+    ratios = ratios[np.isfinite(ratios)]
+    if not len(ratios):
+        return None
+    common = float(np.median(ratios))
+    # one bar corrected, or bars corrected by different amounts, is not a re-basing
+    if abs(common) <= REVISION_NOISE or np.ptp(ratios) > abs(common) / 2:
+        return None
+    return float(np.exp(common))
+
+
+def _rebased(history: pd.DataFrame, fetched: pd.DataFrame, clean: pd.DataFrame) -> pd.DataFrame:
+    """Stored bars the re-fetched history lacks (a provider serving a shorter history), moved to
+    its basis by the ratio at the nearest later bar both hold: a later split or dividend scales
+    every bar before it alike."""
+    lacking = history[~history["ts"].isin(fetched["ts"])]
+    both = history[["ts", "close"]].merge(clean[["ts", "close"]], on="ts", suffixes=("", "_new"))
+    if lacking.empty or both.empty:
+        return lacking.iloc[0:0]
+    ratio = pd.DataFrame({"ts": both["ts"].astype("datetime64[ns, UTC]"), "ratio": both["close_new"] / both["close"]})
+    wanted = lacking[["ts"]].astype("datetime64[ns, UTC]")
+    forward = pd.merge_asof(wanted, ratio, on="ts", direction="forward")["ratio"]
+    factor = forward.fillna(pd.merge_asof(wanted, ratio, on="ts", direction="backward")["ratio"]).to_numpy()
+    out = lacking.copy()
+    out[PRICES] = out[PRICES].mul(factor, axis=0)
+    out["volume"] = out["volume"] / factor
+    return out
 
 
 def _record(engine: Engine, run_id: str, provider: str, result: SymbolResult, started: datetime) -> None:
