@@ -6,6 +6,7 @@ from datetime import date
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -138,3 +139,40 @@ def test_every_raw_bar_is_either_clean_or_quarantined(rows, repeats):
     assert out.clean["ts"].is_unique
     clean = out.clean
     assert ((clean["high"] >= clean[["open", "close"]].max(axis=1) * (1 - 1e-6)) & (clean["low"] > 0)).all()
+
+
+def raw_split(k, day_move=0.0, volume_after=None):
+    """20 quiet sessions at 100, then an unadjusted k:1 split that opens at 100 / k and closes
+    ``day_move`` away from it (raw share volume grows by k; the value traded does not)."""
+    prices = [100.0 + 0.1 * (i % 3) for i in range(20)]
+    after = 100.0 / k
+    rows = [(p, p * 1.01, p * 0.99, p, 1000) for p in prices]
+    rows.append((after, after * (1 + max(day_move, 0) + 0.01), after * (1 + min(day_move, 0) - 0.01),
+                 after * (1 + day_move), volume_after or 1000 * k))
+    rows += [(after, after * 1.01, after * 0.99, after, 1000 * k)] * 3
+    return table(rows, start="2024-04-01")
+
+
+@pytest.mark.parametrize(("k", "text"), [(4, "4:1"), (7, "7:1"), (4 / 3, "4:3"), (1 / 10, "1:10 reverse")])
+def test_an_unadjusted_split_on_a_day_that_also_moved_quarantines_the_batch(k, text):
+    out = validate_bars(raw_split(k, day_move=0.06), "stocks")
+    assert out.clean.empty
+    assert out.batch_reason.startswith(f"suspected unadjusted {text} split on 2024-04-29")
+
+
+def test_a_split_sized_crash_on_heavy_trading_is_a_real_move():
+    # opens and closes at half the last close, as a 2:1 split would, but trades 20 times the usual value
+    out = validate_bars(raw_split(2, volume_after=20 * 2 * 1000), "stocks")
+    assert out.quarantined.empty and len(out.outliers) == 1
+
+
+def test_every_real_split_in_raw_prices_is_suspected_and_no_adjusted_history_is(shared_data):
+    for path in sorted((shared_data / "stocks").glob("*.csv")):
+        data = pd.read_csv(path)
+        raw = pd.DataFrame({"ts": pd.to_datetime(data["timestamp"], utc=True), "source": "test",
+                            **{c: data[c] for c in ["open", "high", "low", "close", "volume"]}})
+        for i in data.index[np.abs(np.log(data["split_coefficient"])) > 0.25]:  # not PFE 1.054: a spin-off
+            window = validate_bars(raw.iloc[i - 40:i + 20], "stocks")
+            assert window.batch_reason is not None, f"{path.stem} {data['timestamp'][i]}"
+        adjusted = validate_bars(FileProvider(path.parent).fetch_bars(path.stem, "stocks", None), "stocks")
+        assert adjusted.batch_reason is None, f"{path.stem}: {adjusted.batch_reason}"

@@ -4,17 +4,21 @@ Checks, in order (a bar gets the first reason that applies): missing or non-fini
 non-positive prices, negative volume, OHLC inconsistency (high below open/close, low above),
 duplicate timestamps (identical copies: one kept, the rest quarantined; conflicting copies:
 all quarantined), bars on days that are not NYSE sessions (stocks), then jumps in log
-returns. A jump beyond ``max(floor, 8 robust sigmas)`` is
-
-* a *spike* when the next bar reverts it (a bad print): the bar is quarantined;
-* a *suspected unadjusted split* when the price ratio is within 3% of a split ratio (stocks
-  only): the whole batch is quarantined, because storing it would mix two price levels;
-* otherwise a real move: kept, and counted as an outlier in the data-quality summary.
+returns. A jump beyond ``max(floor, 8 robust sigmas)`` is a *spike* when the next bar reverts
+it (a bad print): the bar is quarantined. Of the rest, a stock's bar is a *suspected
+unadjusted split* when it looks like one: it opened within ``SPLIT_TOLERANCE`` of a split ratio
+from the last close and closed nearer that level than the old one (the day's own move comes
+after the open, and reaches 10% on a split day), and traded no more value than usual (a split is no news;
+a crash of that size trades several times the usual value: PG on 2000-03-07 opened at 1/1.508
+on 23 times its usual value). The whole batch is then quarantined, because storing it would mix
+two price levels. Any other big jump is a real move: kept, and counted as an outlier in the
+data-quality summary.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from fractions import Fraction
 
 import numpy as np
 import pandas as pd
@@ -22,12 +26,19 @@ import pandas as pd
 from lab.bars import BAR_COLUMNS
 from universe.calendars import xnys
 
-__all__ = ["Validated", "validate_bars", "jumps", "JUMP_FLOOR"]
+__all__ = ["Validated", "validate_bars", "jumps", "split_jump", "JUMP_FLOOR"]
 
 PRICES = ["open", "high", "low", "close"]
 JUMP_FLOOR = {"stocks": 0.25, "crypto": 0.35}
-SPLIT_RATIOS = np.log([1.5, 2, 3, 4, 5, 8, 10, 20, 25, 30, 50])
-SPLIT_TOLERANCE = 0.03
+#: log price falls of k:1 splits, and log price rises of 1:k reverse splits
+SPLITS = np.log([4 / 3, 1.5, 2, 3, 4, 5, 7, 8, 10, 15, 20, 25, 30, 50])
+REVERSE_SPLITS = np.log([2, 3, 4, 5, 8, 10, 15, 20, 25, 30, 50])
+#: how far (log) a split day's opening gap may be from the split ratio: an overnight move
+SPLIT_TOLERANCE = 0.04
+#: value traded (volume x the lower of the two prices, as a provider may count volume on
+#: either basis that day) above this multiple of the median of the bars before is news
+VALUE_SURGE = 3.0
+VALUE_BASELINE = 20
 REL_TOL = 1e-6
 
 
@@ -59,8 +70,7 @@ class Validated:
 @dataclass(frozen=True)
 class Jumps:
     spikes: np.ndarray  # positions of bad prints
-    split: tuple[int, float] | None  # (position, price ratio) of the first split-like jump
-    outliers: np.ndarray  # positions of real large moves
+    outliers: np.ndarray  # positions of the other large moves
 
 
 def jumps(close: np.ndarray, asset_class: str, prev_close: float | None = None) -> Jumps:
@@ -69,13 +79,13 @@ def jumps(close: np.ndarray, asset_class: str, prev_close: float | None = None) 
     offset = 1 if prev_close else 0
     empty = np.array([], dtype=int)
     if len(series) < 2:
-        return Jumps(empty, None, empty)
+        return Jumps(empty, empty)
     lr = np.diff(np.log(series))
     mad = np.median(np.abs(lr - np.median(lr))) * 1.4826
     floor = JUMP_FLOOR.get(asset_class, 0.25)
     threshold = max(floor, 8 * mad) if len(lr) >= 20 else floor  # too few returns for a robust sigma
     big = np.abs(lr) > threshold
-    spikes, outliers, split = [], [], None
+    spikes, outliers = [], []
     i = 0
     while i < len(lr):
         if big[i]:
@@ -85,13 +95,28 @@ def jumps(close: np.ndarray, asset_class: str, prev_close: float | None = None) 
                 spikes.append(position)
                 i += 2
                 continue
-            near = np.abs(np.abs(lr[i]) - SPLIT_RATIOS) < SPLIT_TOLERANCE
-            if asset_class == "stocks" and near.any() and split is None:
-                split = (position, float(np.exp(lr[i])))
-            else:
-                outliers.append(position)
+            outliers.append(position)
         i += 1
-    return Jumps(np.array(spikes, dtype=int), split, np.array(outliers, dtype=int))
+    return Jumps(np.array(spikes, dtype=int), np.array(outliers, dtype=int))
+
+
+def split_jump(bars: pd.DataFrame, prev_close: float | None = None) -> tuple[int, float] | None:
+    """(position, split price ratio) of the first of a stock's ``bars`` (open, close, volume,
+    after ``prev_close``) that looks like an unadjusted split; see the module doc."""
+    close, volume = bars["close"].to_numpy(dtype=float), bars["volume"].to_numpy(dtype=float)
+    before = np.concatenate([[prev_close or np.nan], close[:-1]])
+    lr, gap = np.log(close / before), np.log(bars["open"].to_numpy(dtype=float) / before)
+    value = close * volume
+    for i in np.flatnonzero(np.abs(gap) > SPLITS[0] - SPLIT_TOLERANCE):
+        ratios = SPLITS if gap[i] < 0 else REVERSE_SPLITS
+        nearest = np.sign(gap[i]) * ratios[np.argmin(np.abs(np.abs(gap[i]) - ratios))]
+        if abs(gap[i] - nearest) > SPLIT_TOLERANCE or abs(lr[i] - nearest) > abs(nearest) / 2:
+            continue  # opened off every split ratio, or closed nearer the old level than the new
+        usual = value[max(0, i - VALUE_BASELINE):i]
+        if len(usual) and volume[i] * min(close[i], before[i]) > VALUE_SURGE * np.median(usual):
+            continue
+        return int(i), float(np.exp(nearest))
+    return None
 
 
 def _payload(row: pd.Series) -> dict:
@@ -107,9 +132,8 @@ def _payload(row: pd.Series) -> dict:
 
 
 def _split_text(ratio: float) -> str:
-    k = np.exp(SPLIT_RATIOS[np.argmin(np.abs(np.abs(np.log(ratio)) - SPLIT_RATIOS))])
-    k_text = f"{k:g}"
-    return f"{k_text}:1 split" if ratio < 1 else f"1:{k_text} reverse split"
+    k = Fraction(1 / ratio if ratio < 1 else ratio).limit_denominator(4)
+    return f"{k.numerator}:{k.denominator} split" if ratio < 1 else f"1:{k.numerator} reverse split"
 
 
 def validate_bars(raw: pd.DataFrame, asset_class: str, *, prev_close: float | None = None) -> Validated:
@@ -145,14 +169,17 @@ def validate_bars(raw: pd.DataFrame, asset_class: str, *, prev_close: float | No
     ok_index = frame.index[reason == ""]
     found = jumps(frame.loc[ok_index, "close"].to_numpy(dtype=float), asset_class, prev_close)
     flag(frame.index.isin(ok_index[found.spikes]), "outlier spike: jump reverted by the next bar")
+    outliers = list(frame.loc[ok_index[found.outliers], "ts"])
+    ok_index = frame.index[reason == ""]
+    split = split_jump(frame.loc[ok_index], prev_close) if asset_class == "stocks" else None
     batch_reason = None
-    if found.split is not None:
-        position, ratio = found.split
+    if split is not None:
+        position, ratio = split
         day = frame.loc[ok_index[position], "ts"].date()
         batch_reason = (f"suspected unadjusted {_split_text(ratio)} on {day}; "
                         "supply adjusted prices or split coefficients")
         flag(frame.index.isin(ok_index), batch_reason)
-    outliers = [] if found.split is not None else list(frame.loc[ok_index[found.outliers], "ts"])
+        outliers = []
 
     bad = reason != ""
     quarantined = pd.DataFrame({
