@@ -87,3 +87,10 @@ def test_two_upserts_in_one_transaction_both_store(engine):
         second = upsert_bars(conn, frame[frame["symbol"] == "SYN001"])
     assert (first.inserted, second.inserted) == (5, 5)
     assert len(load_bars(engine)) == 10
+
+
+def test_a_symbol_longer_than_the_column_is_refused_by_name_on_both_databases(engine):
+    frame = market(1, 5).assign(symbol="X" * 33)
+    with pytest.raises(DataError, match=f"{'X' * 33}: 33 characters"):
+        upsert_bars(engine, frame)
+    assert load_bars(engine).empty

@@ -236,9 +236,9 @@ def test_cli_rejects_a_bad_since_date(sqlite_url, monkeypatch):
     assert result.exit_code != 0 and "expected a date" in str(result.exception)
 
 
-def crypto_file(folder, days, close):
+def crypto_file(folder, days, close, name="XBT"):
     pd.DataFrame({"timestamp": days.strftime("%Y-%m-%d"), "open": close, "high": close * 1.01, "low": close * 0.99,
-                  "close": close, "volume": 1e6}).to_csv(folder / "XBT.csv", index=False)
+                  "close": close, "volume": 1e6}).to_csv(folder / f"{name}.csv", index=False)
 
 
 def test_a_stored_last_bar_caught_as_a_spike_on_re_fetch_leaves_price_history(engine, tmp_path):
@@ -313,3 +313,35 @@ def test_stored_bars_the_revised_history_no_longer_covers_are_moved_to_its_basis
     stored = load_bars(engine)
     assert len(stored) == 30
     assert stored["close"].tolist() == pytest.approx([c / 2 for c in close[:25]] + list(close[25:]), rel=1e-12)
+
+
+# --- one symbol's trouble is that symbol's ------------------------------------------------------
+
+TEN_DAYS = pd.date_range("2024-03-01", periods=10, freq="D")
+
+
+def test_a_symbol_longer_than_the_database_holds_is_named_before_anything_is_fetched(engine, tmp_path):
+    long = "ETH_USD_BINANCE_SPOT_DAILY_KLINES_2021"
+    for name in (long, "XBT"):
+        crypto_file(tmp_path, TEN_DAYS, pd.Series(100 + np.arange(10.0)), name=name)
+    with pytest.raises(DataError, match=f"{long}: 38 characters; the lab stores symbols of up to 32"):
+        ingest_universe(engine, offline_config(), source="files", path=tmp_path, asset_class="crypto")
+    assert load_bars(engine).empty
+
+
+def test_an_unexpected_error_on_one_symbol_fails_that_symbol_and_the_run_goes_on(engine, tmp_path):
+    from universe.providers.files import FileProvider
+
+    class Broken(FileProvider):
+        def fetch_bars(self, symbol, asset_class, since):
+            if symbol == "XBT":
+                raise RuntimeError("a provider bug")
+            return super().fetch_bars(symbol, asset_class, since)
+
+    for name in ("XBT", "XET"):
+        crypto_file(tmp_path, TEN_DAYS, pd.Series(100 + np.arange(10.0)), name=name)
+    summary = ingest_universe(engine, offline_config(), source="files", path=tmp_path, asset_class="crypto",
+                              chains=Chains({"crypto": [Broken(tmp_path)]}))
+    assert [(r.symbol, r.status) for r in summary.results] == [("XBT", "failed"), ("XET", "ok")]
+    assert summary.failed[0].error == "unexpected RuntimeError: a provider bug"
+    assert set(load_bars(engine)["symbol"]) == {"XET"}

@@ -1,7 +1,8 @@
 """Ingest the universe: for each symbol, fetch (incrementally) down its provider chain,
 validate, store idempotently, quarantine rejects, refresh its data-quality summary.
 
-A symbol that fails on every provider is reported in the summary, never fatal to the run.
+A symbol that fails on every provider, or on an unexpected error, is reported in the summary,
+never fatal to the run; a symbol longer than the tables hold is refused before the run starts.
 Only bars from shortly before the last stored one are fetched: a short overlap
 (``OVERLAP_DAYS``) lets a provider's revision of the latest bars (an in-progress session)
 replace them, logged as a correction. When every price of the overlap differs from the stored
@@ -14,6 +15,7 @@ last bar of a batch has no next bar to reveal a spike) is quarantined and remove
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -36,10 +38,12 @@ from universe.providers import Chains, Provider, build_chains
 from universe.providers.base import MetadataIncomplete
 from universe.providers.files import FileProvider
 from universe.quality import refresh_quality
-from universe.store import last_bar, quarantine_bars, remove_bars, upsert_bars
+from universe.store import check_symbols, last_bar, quarantine_bars, remove_bars, upsert_bars
 from universe.validate import PRICES, validate_bars
 
 __all__ = ["SymbolResult", "IngestSummary", "ingest_universe", "ingest_symbol", "plan_symbols"]
+
+log = logging.getLogger(__name__)
 
 OVERLAP_DAYS = 7
 #: a common log price ratio this small between the overlap and the stored bars is float noise
@@ -123,7 +127,9 @@ def plan_symbols(config: TradingConfig, source: str, *, symbols: list[str] | Non
         for name, universe in config.universe.asset_classes().items():
             if asset_class in (None, name):
                 pairs += [(s, name) for s in dict.fromkeys([*universe.symbols, universe.benchmark])]
+        check_symbols(s for s, _ in pairs)
         return pairs
+    check_symbols(raw.strip().upper() for raw in symbols)
     pairs, unknown = [], []
     for raw in symbols:
         symbol = raw.strip().upper()
@@ -152,7 +158,19 @@ def _start(engine: Engine, symbol: str, since: date | None, history_start: date)
 
 def ingest_symbol(engine: Engine, symbol: str, asset_class: str, chain: list[Provider], *,
                   history_start: date, since: date | None = None, run_id: str = "adhoc") -> SymbolResult:
-    """Fetch, validate and store one symbol; a failure on every provider is returned, not raised."""
+    """Fetch, validate and store one symbol; a failure on every provider, or an unexpected
+    error (rolled back with its transaction), is returned as a failed result, not raised."""
+    try:
+        return _ingest_symbol(engine, symbol, asset_class, chain, history_start=history_start, since=since,
+                              run_id=run_id)
+    except Exception as exc:  # one symbol's bug or database error must not end the others' run
+        log.exception("ingest %s failed unexpectedly", symbol)
+        error = f"unexpected {type(exc).__name__}: {exc}".splitlines()[0]  # a driver error runs on with its SQL
+        return SymbolResult(symbol, asset_class, "failed", error=error)
+
+
+def _ingest_symbol(engine: Engine, symbol: str, asset_class: str, chain: list[Provider], *,
+                   history_start: date, since: date | None, run_id: str) -> SymbolResult:
     started = datetime.now(UTC)
     start, last_ts = _start(engine, symbol, since, history_start)
     raw, used, errors = _fetch(chain, symbol, asset_class, start, first_fetch=last_ts is None)

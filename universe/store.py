@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import io
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
@@ -26,7 +27,7 @@ from lab.db.models import PriceBar, PriceCorrection, QuarantinedBar
 from lab.db.types import UTCDateTime
 from lab.errors import DataError
 
-__all__ = ["UpsertResult", "upsert_bars", "remove_bars", "quarantine_bars", "last_bar", "dialect_insert"]
+__all__ = ["UpsertResult", "check_symbols", "upsert_bars", "remove_bars", "quarantine_bars", "last_bar", "dialect_insert"]
 
 KEY = ["symbol", "interval", "ts"]
 VALUES = ["asset_type", *BAR_COLUMNS, "source", "synthetic"]
@@ -39,6 +40,8 @@ _stage = Table(
     Column("source", String), Column("synthetic", Boolean),
     prefixes=["TEMPORARY"],
 )
+#: the longest symbol the tables hold (SQLite would store a longer one, PostgreSQL refuses it)
+MAX_SYMBOL = _bars.c.symbol.type.length
 #: SQLAlchemy's SQLite DateTime storage format (UTCDateTime stores naive UTC there)
 _SQLITE_TS = "%Y-%m-%d %H:%M:%S.%f"
 
@@ -68,11 +71,19 @@ def dialect_insert(conn: Connection, table: Table):
     raise DataError(f"unsupported database dialect {name!r} (the lab supports PostgreSQL and SQLite)")
 
 
+def check_symbols(symbols: Iterable[str]) -> None:
+    """Refuse symbols longer than the tables hold, by name, before any work is done for them."""
+    long = [f"{s}: {len(s)} characters" for s in dict.fromkeys(symbols) if len(s) > MAX_SYMBOL]
+    if long:
+        raise DataError(f"{'; '.join(long)}; the lab stores symbols of up to {MAX_SYMBOL}")
+
+
 def _prepare(frame: pd.DataFrame) -> pd.DataFrame:
     required = ["symbol", "ts", *BAR_COLUMNS, "source", "asset_type"]
     missing = [c for c in required if c not in frame.columns]
     if missing:
         raise DataError(f"bars frame lacks column(s): {', '.join(missing)}")
+    check_symbols(frame["symbol"])
     out = frame.loc[:, [c for c in COLUMNS if c in frame.columns]].copy()
     if "interval" not in out.columns:
         out["interval"] = "1d"
