@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import threading
+
 import pandas as pd
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from lab.bars import load_bars
 from lab.db import session_scope
 from lab.db.models import PriceBar, PriceCorrection
 from lab.errors import DataError
-from universe.store import upsert_bars
+from universe.store import UpsertResult, upsert_bars
 from universe.synthetic import synthetic_market
 
 
@@ -94,3 +96,25 @@ def test_a_symbol_longer_than_the_column_is_refused_by_name_on_both_databases(en
     with pytest.raises(DataError, match=f"{'X' * 33}: 33 characters"):
         upsert_bars(engine, frame)
     assert load_bars(engine).empty
+
+
+def test_two_ingests_correcting_one_symbol_at_once_log_each_correction_once(engine):
+    frame = market(1, 5)
+    upsert_bars(engine, frame)
+    revised = frame.assign(close=frame["close"] * 1.001, high=frame["high"] * 1.001, source="yahoo")
+    writer = engine.execution_options(write_lock=True)  # as ingest writes
+    second: dict[str, UpsertResult] = {}
+
+    def ingest_again():
+        with writer.begin() as conn:
+            second["result"] = upsert_bars(conn, revised)
+
+    with writer.connect() as conn, conn.begin():
+        first = upsert_bars(conn, revised)
+        thread = threading.Thread(target=ingest_again)
+        thread.start()
+        thread.join(timeout=1.0)  # it reaches the bars while the first is uncommitted
+    thread.join()
+    assert first == UpsertResult(updated=5) and second["result"] == UpsertResult(unchanged=5)
+    with engine.connect() as conn:
+        assert conn.execute(select(func.count()).select_from(PriceCorrection)).scalar_one() == 5

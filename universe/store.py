@@ -1,7 +1,8 @@
 """Idempotent bulk storage of bars, quarantined rows, asset metadata and run records.
 
-``upsert_bars`` stages the frame in a temporary table (PostgreSQL ``COPY``; SQLite one
-``executemany``), logs every stored bar whose values the new data changes into
+``upsert_bars`` locks each series it writes to the end of the transaction (so concurrent
+ingests of one symbol log a correction once), stages the frame in a temporary table
+(PostgreSQL ``COPY``; SQLite one ``executemany``), logs every stored bar whose values the new data changes into
 ``price_corrections``, then runs one dialect upsert (``INSERT .. SELECT .. ON CONFLICT DO
 UPDATE .. WHERE values differ``) and drops the stage, so a caller may upsert several frames
 in one transaction. Unchanged bars are not touched, so storing the same data twice leaves
@@ -23,6 +24,7 @@ from sqlalchemy import Boolean, Column, Connection, Engine, Float, MetaData, Str
 from sqlalchemy.dialects import postgresql, sqlite
 
 from lab.bars import BAR_COLUMNS
+from lab.db.locks import lock_for_transaction
 from lab.db.models import PriceBar, PriceCorrection, QuarantinedBar
 from lab.db.types import UTCDateTime
 from lab.errors import DataError
@@ -166,7 +168,16 @@ def upsert_bars(engine: Engine | Connection, frame: pd.DataFrame) -> UpsertResul
         return _upsert(conn, prepared)
 
 
+def _lock_series(conn: Connection, keys: Iterable[tuple[str, str]]) -> None:
+    """Serialize writers of the same (symbol, interval) series to the end of the transaction:
+    a second writer reading stored bars before the first commits would log its corrections
+    again. Taken in sorted order, so two writers of several series cannot deadlock."""
+    for symbol, interval in sorted(set(keys)):
+        lock_for_transaction(conn, f"price_history:{symbol}:{interval}")
+
+
 def _upsert(conn: Connection, prepared: pd.DataFrame) -> UpsertResult:
+    _lock_series(conn, zip(prepared["symbol"], prepared["interval"], strict=True))
     _load_stage(conn, prepared)
     updated = _log_corrections(conn)
     insert = dialect_insert(conn, _bars)
@@ -184,6 +195,7 @@ def remove_bars(conn: Connection, symbol: str, rejected: pd.DataFrame, interval:
     with its old values and ``new = {"quarantined": reason}``; returns their timestamps."""
     if rejected.empty:
         return []
+    _lock_series(conn, [(symbol, interval)])
     reasons = dict(zip(rejected["ts"], rejected["reason"], strict=True))
     rows = conn.execute(select(_bars).where(_bars.c.symbol == symbol, _bars.c.interval == interval,
                                             _bars.c.ts.in_([ts.to_pydatetime() for ts in reasons]))
