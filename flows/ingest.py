@@ -14,15 +14,14 @@ from __future__ import annotations
 import uuid
 from datetime import date
 
-import pandas as pd
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 from prefect.cache_policies import NO_CACHE
 
-from lab.errors import DataError, ProviderError
+from lab.errors import DataError
 from lab.runtime import open_lab
 from universe.ingest import IngestSummary, SymbolResult, ingest_symbol, plan_symbols, refresh_metadata
-from universe.providers import Chains, Provider, build_chains
+from universe.providers import Chains, build_chains
 
 __all__ = ["ingest_universe"]
 
@@ -36,25 +35,6 @@ class SymbolFailed(DataError):
         self.retryable = retryable
 
 
-class _Watched:
-    """A provider that remembers whether it failed transiently: ``ingest_symbol`` reports a
-    symbol's failures as text, and only a ``ProviderError`` says whether a retry may help."""
-
-    def __init__(self, provider: Provider):
-        self.provider = provider
-        self.failed_transiently = False
-
-    def __getattr__(self, name: str):  # name, asset_classes, fetch_metadata: the provider's own
-        return getattr(self.provider, name)
-
-    def fetch_bars(self, symbol: str, asset_class: str, since: date | None) -> pd.DataFrame:
-        try:
-            return self.provider.fetch_bars(symbol, asset_class, since)
-        except ProviderError as exc:
-            self.failed_transiently |= exc.retryable
-            raise
-
-
 def _transient(task, task_run, state) -> bool:
     """Retry a symbol only after a throttle, timeout or 5xx (its provider's HTTP retries spent):
     an unknown symbol or a missing file fails the same way again, one more failed run row each time."""
@@ -66,11 +46,10 @@ def _transient(task, task_run, state) -> bool:
       task_run_name="ingest-{symbol}")
 def ingest_symbol_task(engine, chains: Chains, symbol: str, asset_class: str, history_start: date,
                        since: date | None, run_id: str) -> SymbolResult:
-    chain = [_Watched(provider) for provider in chains.for_class(asset_class)]
-    result = ingest_symbol(engine, symbol, asset_class, chain,  # type: ignore[arg-type]
+    result = ingest_symbol(engine, symbol, asset_class, chains.for_class(asset_class),
                            history_start=history_start, since=since, run_id=run_id)
     if result.status != "ok":
-        raise SymbolFailed(str(result.error), retryable=any(p.failed_transiently for p in chain))
+        raise SymbolFailed(str(result.error), retryable=result.retryable)
     return result
 
 
@@ -110,7 +89,7 @@ def ingest_universe(source: str = "offline", symbols: list[str] | None = None, s
                                       f"{summary.quarantined} quarantined, {len(summary.failed)} failed")
     for line in [*summary.validation_lines(), *summary.notes]:
         print(line)
-    if summary.failed and len(summary.failed) == len(summary.results):  # as `lab ingest` exits 1
+    if summary.all_failed:  # as `lab ingest` exits 1
         raise DataError("every symbol failed: " + "; ".join(f"{r.symbol} ({r.error})" for r in summary.failed))
     return {"run_id": summary.run_id, "stored": summary.stored, "quarantined": summary.quarantined,
             "failed": {r.symbol: r.error for r in summary.failed}, "rows": rows}

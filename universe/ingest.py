@@ -69,6 +69,8 @@ class SymbolResult:
     revision: str | None = None
     missing_sessions: int = 0
     error: str | None = None
+    #: a failure that trying again may help (a provider's throttle, timeout or 5xx)
+    retryable: bool = False
 
     @property
     def stored(self) -> int:
@@ -93,6 +95,11 @@ class IngestSummary:
     @property
     def failed(self) -> list[SymbolResult]:
         return [r for r in self.results if r.status != "ok"]
+
+    @property
+    def all_failed(self) -> bool:
+        """Nothing was ingested: the run failed (some symbols failing is reported, not fatal)."""
+        return bool(self.results) and len(self.failed) == len(self.results)
 
     def validation_lines(self) -> list[str]:
         """What validation did beyond the counts: each symbol's re-based history, its reasons for
@@ -176,7 +183,8 @@ def _ingest_symbol(engine: Engine, symbol: str, asset_class: str, chain: list[Pr
     raw, used, errors = _fetch(chain, symbol, asset_class, start, first_fetch=last_ts is None)
     if raw is None or used is None:
         result = SymbolResult(symbol, asset_class, "failed",
-                              error="; ".join(errors) or f"no provider serves {asset_class}")
+                              error="; ".join(map(str, errors)) or f"no provider serves {asset_class}",
+                              retryable=any(isinstance(e, ProviderError) and e.retryable for e in errors))
         _record(engine, run_id, "+".join(p.name for p in chain), result, started)
         return result
 
@@ -192,7 +200,8 @@ def _ingest_symbol(engine: Engine, symbol: str, asset_class: str, chain: list[Pr
             raw = used.fetch_bars(symbol, asset_class, start)
         except ProviderError as exc:
             result = SymbolResult(symbol, asset_class, "failed", error=f"{used.name} re-based its adjusted "
-                                  f"history (x{factor:.6g}); fetching it again from {start} failed: {exc}")
+                                  f"history (x{factor:.6g}); fetching it again from {start} failed: {exc}",
+                                  retryable=exc.retryable)
             _record(engine, run_id, used.name, result, started)
             return result
         raw = raw[raw["ts"] <= closed]
@@ -219,16 +228,16 @@ def _ingest_symbol(engine: Engine, symbol: str, asset_class: str, chain: list[Pr
 
 
 def _fetch(chain: list[Provider], symbol: str, asset_class: str, start: date, *,
-           first_fetch: bool) -> tuple[pd.DataFrame | None, Provider | None, list[str]]:
+           first_fetch: bool) -> tuple[pd.DataFrame | None, Provider | None, list[ProviderError | str]]:
     """The first provider's bars (and the provider), or None with every provider's error."""
-    errors: list[str] = []
+    errors: list[ProviderError | str] = []
     for provider in chain:
         if asset_class not in provider.asset_classes:
             continue
         try:
             fetched = provider.fetch_bars(symbol, asset_class, start)
         except ProviderError as exc:
-            errors.append(str(exc))
+            errors.append(exc)
             continue
         if fetched.empty and first_fetch:
             errors.append(f"{provider.name}: no bars from {start}")

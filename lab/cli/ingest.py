@@ -46,5 +46,5 @@ def ingest(
         console.print(line, markup=False, highlight=False)
     console.print(f"{summary.stored} rows stored, {summary.quarantined} quarantined, "
                   f"{len(summary.failed)} symbol(s) failed")
-    if summary.failed and len(summary.failed) == len(summary.results):
+    if summary.all_failed:
         raise typer.Exit(1)
