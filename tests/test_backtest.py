@@ -173,6 +173,7 @@ def test_the_same_backtest_after_a_config_edit_is_stored_beside_the_first_not_ov
     save_result(engine, run_backtest(engine, base, registry, spec))  # the same run again: in its own place
     stored = {b["portfolio"]: b for b in list_backtests(engine)}
     assert set(stored) == {first.portfolio, second.portfolio}
+    assert list(stored)[-1] == first.portfolio  # the latest stored: what `lab report` shows by default
     assert load_result(engine, first.portfolio).settings == first.settings
 
 

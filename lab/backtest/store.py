@@ -144,11 +144,12 @@ def _fill(f: Any) -> Fill:
 
 
 def list_backtests(engine: Engine) -> list[dict[str, Any]]:
-    """The stored runs, oldest first: what names them, the portfolio's headline figures and
-    whether they pass the success gate (judged now, as the report judges a stored run, not
-    as stored: a run stored before a criterion was added is judged by it too)."""
+    """The stored runs in the order they were stored, the latest last (a run stored again keeps
+    its id, so ids do not tell): what names them, the portfolio's headline figures and whether
+    they pass the success gate (judged now, as the report judges a stored run, not as stored: a
+    run stored before a criterion was added is judged by it too)."""
     with session_scope(engine) as session:
-        rows = session.scalars(select(db.Backtest).order_by(db.Backtest.id)).all()
+        rows = session.scalars(select(db.Backtest).order_by(db.Backtest.created_at, db.Backtest.id)).all()
         out = []
         for r in rows:
             portfolio = (r.metrics or {}).get("metrics", {}).get("portfolio", {})
