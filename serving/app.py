@@ -42,9 +42,10 @@ Design (why it looks like this):
   and ``NaN`` are "missing value" (XGBoost's learned default branch) and ``inf`` is a 422
   (see ``serving.rows``). Unknown strategy 404; known strategy without a loadable active
   version 503 with the reason. Every error is an HTTP answer; none escapes the replica.
-* **Auth**: when ``LAB_SERVE_TOKEN`` is set in the replica's environment, ``/predict`` and
-  ``/models`` need ``Authorization: Bearer <token>``; ``/healthz`` and the OpenAPI schema stay
-  open. HAProxy binds 127.0.0.1 unless ``lab serve --host`` says otherwise.
+* **Auth**: with a token (``lab serve`` passes its ``LAB_SERVE_TOKEN`` as an app argument;
+  ``serve deploy`` replicas read their own ``LAB_SERVE_TOKEN``), ``/predict`` and ``/models``
+  need ``Authorization: Bearer <token>``; ``/healthz`` and the OpenAPI schema stay open.
+  HAProxy binds 127.0.0.1 unless ``lab serve --host`` says otherwise.
 * **Metrics** (``ray.util.metrics``, exported by Ray with a ``ray_`` prefix):
   ``lab_serve_requests_total{strategy,status}``, ``lab_serve_request_latency_s{strategy}``,
   ``lab_serve_model_version{strategy}`` and ``lab_serve_batch_size``.
@@ -63,7 +64,7 @@ from typing import Any
 import numpy as np
 import orjson
 from fastapi import FastAPI, HTTPException, Request, Response
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from ray import serve
 from ray.serve import Application
 
@@ -218,14 +219,17 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
 )
 @serve.ingress(api)
 class PredictionService:
-    async def __init__(self, database_url: str | None = None):
+    async def __init__(self, database_url: str | None = None, token: SecretStr | None = None):
+        """``database_url`` and ``token`` default to the replica's LAB_DATABASE_URL (else LAB_HOME's
+        SQLite file) and LAB_SERVE_TOKEN."""
         from lab.db import connect
         from lab.registry import ModelRegistry
         from lab.settings import get_settings
         from lab.strategy import available_strategies
 
         settings = get_settings()
-        self._token = settings.serve_token.get_secret_value().encode() if settings.serve_token else None
+        token = token or settings.serve_token
+        self._token = token.get_secret_value().encode() if token else None
         self._engine = connect(database_url or settings.database_url, upgrade=False)
         self._config_path = settings.lab_config
         self._store = ModelStore(ModelRegistry(self._engine, settings.models_dir), available_strategies())

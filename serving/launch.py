@@ -8,6 +8,7 @@ import os
 import shutil
 import socket
 import time
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -15,8 +16,11 @@ from lab.errors import LabError
 from lab.runtime import ensure_ray
 from lab.settings import Settings
 
-__all__ = ["SERVE_ENV", "HAPROXY_ENV", "haproxy_available", "serve_env", "start_serve", "start_service",
-           "wait_until_serving"]
+if TYPE_CHECKING:
+    from ray.serve import Application
+
+__all__ = ["SERVE_ENV", "HAPROXY_ENV", "haproxy_available", "prediction_app", "serve_env", "start_serve",
+           "start_service", "wait_until_serving"]
 
 logger = logging.getLogger(__name__)
 
@@ -103,17 +107,28 @@ def start_service(settings: Settings, *, host: str = "127.0.0.1", port: int = 80
     ensure_ray(settings)
     from ray import serve
 
-    from serving.app import APP_NAME, PredictionService
+    from serving.app import APP_NAME
 
     start_serve(host, port)
-    # a URL with a password stays out of the Serve config: replicas read LAB_DATABASE_URL themselves
-    database_url = None if settings.lab_database_url else settings.database_url
-    # replicas compute {symbols, as_of} features with the trading config this process sees
-    env = {"LAB_CONFIG": str(settings.lab_config.resolve())}
+    serve.run(prediction_app(settings, replicas=replicas, num_cpus=num_cpus), name=APP_NAME, route_prefix="/")
+    return f"http://{host}:{port}"
+
+
+def prediction_app(settings: Settings, *, replicas: int = 1, num_cpus: float = 0.25) -> Application:
+    """The prediction deployment bound to the registry, token, home and trading config of ``settings``.
+
+    Replicas on a cluster run in the environment of the nodes, not of the process that deploys
+    them (and a deployment's own runtime_env replaces the job's), so the app carries what they
+    need. LAB_HOME and LAB_CONFIG go in the runtime_env's variables, which Ray's dashboard and
+    Serve's status show; the database URL (it may hold a password) and the bearer token go as
+    the app's arguments, pickled with it and shown nowhere.
+    """
+    from serving.app import PredictionService
+
+    env = {"LAB_HOME": str(settings.home), "LAB_CONFIG": str(settings.lab_config.resolve())}
     deployment = PredictionService.options(num_replicas=replicas,
                                            ray_actor_options={"num_cpus": num_cpus, "runtime_env": {"env_vars": env}})
-    serve.run(deployment.bind(database_url=database_url), name=APP_NAME, route_prefix="/")
-    return f"http://{host}:{port}"
+    return deployment.bind(database_url=settings.database_url, token=settings.serve_token)
 
 
 def wait_until_serving(url: str, strategies: list[str], *, token: str | None = None,

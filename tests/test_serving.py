@@ -26,6 +26,7 @@ from lab.db import connect
 from lab.db import models as db
 from lab.models.predictor import XGBPredictor, load_predictor
 from lab.registry import ModelRegistry, VersionInfo
+from lab.settings import Settings
 from lab.strategy import get_strategy
 from lab.trading.market import load_market
 from lab.trading.predictions import NoActiveModel, PredictionSource
@@ -392,6 +393,34 @@ def test_token_guards_predict_and_models_when_set(service: Service) -> None:
         assert http.get("/healthz").status_code == 200
         authorized = http.post("/predict", json=payload, headers={"Authorization": f"Bearer {TOKEN}"})
         assert authorized.status_code == 200
+
+
+def test_the_launched_app_serves_the_registry_and_token_of_the_settings_it_was_started_with(
+        service: Service, tmp_path: Path) -> None:
+    """Replicas on a cluster do not share `lab serve`'s environment (nor do they here: the
+    raylet's has no LAB_DATABASE_URL or LAB_SERVE_TOKEN), so the app carries them itself."""
+    from ray import serve
+
+    from serving.launch import prediction_app
+
+    url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
+    registry = ModelRegistry(connect(url), tmp_path / "models")
+    version = registry.activate(
+        registry.save_version("trading", "momentum", _train(tmp_path / "m.ubj", "momentum", 4)).id)
+    settings = Settings(LAB_HOME=str(tmp_path / "home"), LAB_DATABASE_URL=url, LAB_CONFIG=str(service.config_path),
+                        LAB_SERVE_TOKEN="launch-token")
+    serve.run(prediction_app(settings, num_cpus=0.1), name="serving-test-launched", route_prefix="/launched")
+    try:
+        with httpx.Client(base_url=f"{service.url}/launched", timeout=30) as http:
+            assert http.get("/models").status_code == 401
+            models = http.get("/models", headers={"Authorization": "Bearer launch-token"}).json()
+            assert models["strategies"]["momentum"]["model_id"] == version.id
+        [environment] = _worker_environments("ray::ServeReplica:serving-test-launched:")
+        assert environment["LAB_HOME"] == str(settings.home)
+        assert environment["LAB_CONFIG"] == str(service.config_path)
+        assert "launch-token" not in environment.values()  # a secret stays out of Serve's displayed config
+    finally:
+        serve.delete("serving-test-launched")
 
 
 # --- the client (the trading engine's PredictionSource) --------------------------------------
