@@ -35,8 +35,8 @@ Design (why it looks like this):
 * **Features from stored bars** (``{strategy, symbols, as_of}``): computed off the event loop
   by the trading engine's own path (``lab.trading.market``, see ``serving.symbols``), with the
   trading config the replica reads from ``LAB_CONFIG`` (per request, so edits apply). Symbols
-  without a usable row are a 422 ``bad_symbols`` naming them by reason (``unknown``,
-  ``no_bars``, ``undefined`` features at ``as_of``).
+  without a usable row are a 422 ``bad_symbols`` naming them by reason (``not_pairs``,
+  ``not_single``, ``unknown``, ``no_bars``, ``undefined`` features at ``as_of``).
 * **Limits and rules**: the body is read with a byte cap (413) before parsing; rows are
   capped too (413). Missing, extra or non-numeric features are a 422 naming them; ``null``
   and ``NaN`` are "missing value" (XGBoost's learned default branch) and ``inf`` is a 422
@@ -202,8 +202,9 @@ _ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "unknown strategy"},
     413: {"description": "payload over max_body_bytes or max_rows"},
     422: {"description": "invalid request; missing/extra/non-numeric/infinite features are named; "
-                         "`bad_symbols`: symbols that are unknown, have no bars up to as_of, or have "
-                         "features undefined (NaN) at as_of, named by reason"},
+                         "`bad_symbols`: symbols that are not a pair \"AAA/BBB\" (pairs) or not one symbol "
+                         "(other strategies), are unknown, have no bars up to as_of, or have features "
+                         "undefined (NaN) at as_of, named by reason"},
     503: {"description": "the strategy has no loadable active model, or features cannot be computed "
                          "(e.g. an unreadable LAB_CONFIG); the reason is given"},
 }

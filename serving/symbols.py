@@ -11,9 +11,12 @@ bars complete by then (a stock session's bar after its close); a naive datetime 
 ``as_of`` means now. One in the future (a date after today, a time more than
 ``lab.trading.calendar.SKEW`` ahead) is refused (422, ``invalid_request``): no bar exists
 there, and the answer would be now's under a later name. A symbol is refused (422,
-``bad_symbols``) when nothing is stored for it (``unknown``), when it has no bar at or before
-``as_of`` within the feature lookback (``no_bars``), or when a feature the model uses is
-undefined (NaN) at ``as_of``, e.g. in its warm-up window (``undefined``: symbol -> features).
+``bad_symbols``) when it is not what the strategy's features are computed on (a pair
+strategy's: two different symbols "AAA/BBB", else ``not_pairs``; any other's: one symbol, not
+a pair, else ``not_single``), when nothing is stored for it (``unknown``), when it has no bar
+at or before ``as_of`` within the feature lookback (``no_bars``), or when a feature the model
+uses is undefined (NaN) at ``as_of``, e.g. in its warm-up window (``undefined``: symbol ->
+features).
 Unlike explicit ``rows``, where ``null`` is the caller's choice, the service does not guess.
 """
 
@@ -29,6 +32,7 @@ from sqlalchemy import Engine, select
 from lab.config import TradingConfig
 from lab.db.models import PriceBar
 from lab.errors import DataError
+from lab.features import get_feature_set
 from lab.trading.market import HISTORY_DAYS, load_market
 
 __all__ = ["SymbolProblems", "decision_time", "symbol_matrix"]
@@ -39,15 +43,22 @@ class SymbolProblems(ValueError):
     """Every symbol without a usable feature row, by reason."""
 
     as_of: datetime
+    not_pairs: list[str] = field(default_factory=list)
+    not_single: list[str] = field(default_factory=list)
     unknown: list[str] = field(default_factory=list)
     no_bars: list[str] = field(default_factory=list)
     undefined: dict[str, list[str]] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.unknown or self.no_bars or self.undefined)
+        return bool(self.as_dict())
 
     def __str__(self) -> str:
         parts = []
+        if self.not_pairs:
+            parts.append(f"not a pair of two different symbols \"AAA/BBB\": {', '.join(map(repr, self.not_pairs))}")
+        if self.not_single:
+            parts.append(f"a pair, not one symbol (this strategy's features are per symbol): "
+                         f"{', '.join(self.not_single)}")
         if self.unknown:
             parts.append(f"no stored bars for: {', '.join(self.unknown)}")
         if self.no_bars:
@@ -59,7 +70,8 @@ class SymbolProblems(ValueError):
         return "; ".join(parts)
 
     def as_dict(self) -> dict[str, object]:
-        return {k: v for k, v in (("unknown", self.unknown), ("no_bars", self.no_bars),
+        return {k: v for k, v in (("not_pairs", self.not_pairs), ("not_single", self.not_single),
+                                  ("unknown", self.unknown), ("no_bars", self.no_bars),
                                   ("undefined", self.undefined)) if v}
 
 
@@ -75,11 +87,11 @@ def decision_time(as_of: datetime | date | None, now: datetime) -> datetime:
 def symbol_matrix(engine: Engine, config: TradingConfig, feature_set: str, symbols: Sequence[str],
                   as_of: datetime, feature_names: Sequence[str]) -> np.ndarray:
     """The model's input row per symbol (same order as ``symbols``); SymbolProblems otherwise."""
-    unique = list(dict.fromkeys(symbols))
+    problems = SymbolProblems(as_of)
+    unique = _well_formed(list(dict.fromkeys(symbols)), get_feature_set(feature_set).kind, problems)
     legs = {leg for symbol in unique for leg in symbol.split("/")}  # a pair "AAA/BBB" needs both legs
     market = load_market(engine, config, as_of, extra_symbols=legs)
     latest = market.latest(feature_set, unique, as_of)
-    problems = SymbolProblems(as_of)
     absent = [s for s in unique if s not in latest.index]
     if absent:
         stored = _stored(engine, {leg for symbol in absent for leg in symbol.split("/")})
@@ -99,6 +111,20 @@ def symbol_matrix(engine: Engine, config: TradingConfig, feature_set: str, symbo
     if problems:
         raise problems
     return latest.loc[list(symbols)].to_numpy(dtype=np.float64)
+
+
+def _well_formed(symbols: list[str], kind: str, problems: SymbolProblems) -> list[str]:
+    """The symbols shaped as the feature set's kind needs; the others go into ``problems``."""
+    well_formed = []
+    for symbol in symbols:
+        legs = symbol.split("/")
+        if kind == "pair" and not (len(legs) == 2 and all(legs) and legs[0] != legs[1]):
+            problems.not_pairs.append(symbol)
+        elif kind != "pair" and len(legs) > 1:
+            problems.not_single.append(symbol)
+        else:
+            well_formed.append(symbol)
+    return well_formed
 
 
 def _stored(engine: Engine, symbols: set[str]) -> set[str]:

@@ -24,6 +24,7 @@ from sqlalchemy import insert
 from lab.config import load_config
 from lab.db import connect
 from lab.db import models as db
+from lab.features import get_feature_set
 from lab.models.predictor import XGBPredictor, load_predictor
 from lab.registry import ModelRegistry, VersionInfo
 from lab.settings import Settings
@@ -54,10 +55,10 @@ class Service:
         return load_predictor(self.registry.model_file(version))
 
 
-def _train(path: Path, strategy: str, seed: int) -> Path:
+def _train(path: Path, strategy: str, seed: int, features: list[str] = FEATURES) -> Path:
     rng = np.random.default_rng(seed)
-    frame = pd.DataFrame(rng.normal(size=(300, len(FEATURES))), columns=FEATURES)
-    label = (frame["ret_20"] + rng.normal(scale=0.5 + seed, size=len(frame)) > 0).astype(int)
+    frame = pd.DataFrame(rng.normal(size=(300, len(features))), columns=features)
+    label = (frame[features[1]] + rng.normal(scale=0.5 + seed, size=len(frame)) > 0).astype(int)
     model = XGBPredictor("classification", {"n_estimators": 15, "max_depth": 3}, strategy=strategy, seed=seed)
     return model.train(frame, label).save(path)
 
@@ -75,6 +76,17 @@ def _store_bars(engine, last: date) -> None:
                  for ts, c, v in zip(days, close, volume, strict=True)]
     with engine.begin() as conn:
         conn.execute(insert(db.PriceBar), rows)
+
+
+def _store_fundamentals(engine) -> None:
+    with engine.begin() as conn:
+        conn.execute(insert(db.Fundamental), [
+            {"symbol": symbol, "known_at": datetime(2023, 6, 1, tzinfo=UTC), "pe_ratio": 15.0, "pb_ratio": 2.0,
+             "market_cap": 1e9, "sector": "Energy", "source": "test"} for symbol in HISTORY])
+
+
+def _feature_columns(strategy: str) -> list[str]:
+    return list(get_feature_set(get_strategy(strategy).feature_set).columns)
 
 
 def _config(path: Path) -> Path:
@@ -117,7 +129,11 @@ def service(ray_session, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     breakout = registry.activate(
         registry.save_version("trading", "breakout", _train(home / "b.ubj", "breakout", 3)).id)
     breakout.model_path.write_bytes(b"not the registered bytes")  # the replica must refuse it
+    for seed, strategy in enumerate(("pairs", "value"), start=4):  # neither is enabled in the config
+        registry.activate(registry.save_version(
+            "trading", strategy, _train(home / f"{strategy}.ubj", strategy, seed, _feature_columns(strategy))).id)
     _store_bars(registry.engine, AS_OF)
+    _store_fundamentals(registry.engine)
     config_path = _config(home / "trading.json")
     env = {"LAB_CONFIG": str(config_path)}
 
@@ -213,7 +229,7 @@ def test_models_lists_served_versions_and_problems(client: httpx.Client) -> None
 
 def test_healthz_and_openapi_schema(client: httpx.Client) -> None:
     health = client.get("/healthz").json()
-    assert health["status"] == "ok" and health["models_ready"] == 1
+    assert health["status"] == "ok" and health["models_ready"] == 3  # momentum, pairs, value
     schema = client.get("/openapi.json").json()
     assert {"/predict", "/models", "/healthz"} <= set(schema["paths"])
     body = schema["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]["schema"]
@@ -374,6 +390,25 @@ def test_features_undefined_at_as_of_are_422_naming_symbol_and_features(client: 
     undefined = _detail(response)["undefined"]
     assert list(undefined) == ["NEWCO"] and "ret_20" in undefined["NEWCO"]  # 7 bars: no 20-day return yet
     assert "NEWCO" in _detail(response)["message"] and "ret_20" in _detail(response)["message"]
+
+
+def test_pairs_symbols_that_are_not_two_different_legs_are_422_naming_them(client: httpx.Client) -> None:
+    symbols = ["AAA/BBB", "AAA", "AAA/BBB/AAA", "", "AAA/", "AAA/AAA"]
+    response = client.post("/predict", json={"strategy": "pairs", "symbols": symbols, "as_of": str(AS_OF)})
+    assert response.status_code == 422, response.text
+    assert _detail(response)["error"] == "bad_symbols"
+    assert _detail(response)["not_pairs"] == symbols[1:]
+    assert "AAA/BBB/AAA" in _detail(response)["message"]
+    pair = client.post("/predict", json={"strategy": "pairs", "symbols": ["AAA/BBB"], "as_of": str(AS_OF)})
+    assert pair.status_code == 200, pair.text
+
+
+def test_a_pair_for_a_per_symbol_strategy_is_422_naming_it(client: httpx.Client) -> None:
+    response = client.post("/predict", json={"strategy": "momentum", "symbols": ["AAA", "AAA/BBB"],
+                                             "as_of": str(AS_OF)})
+    assert response.status_code == 422, response.text
+    assert _detail(response)["not_single"] == ["AAA/BBB"] and "no_bars" not in _detail(response)
+    assert "AAA/BBB" in _detail(response)["message"]
 
 
 def test_bad_requests_never_take_the_replica_down(client: httpx.Client) -> None:
