@@ -70,9 +70,10 @@ from ray.serve import Application
 
 from lab.errors import LabError
 from lab.trading.calendar import in_future
+from lab.trading.market import HISTORY_DAYS
 from serving.rows import FeatureProblems, rows_to_matrix
 from serving.store import ActiveModel, ModelStore, StrategyState
-from serving.symbols import SymbolProblems, decision_time, symbol_matrix
+from serving.symbols import EARLIEST_AS_OF, SymbolProblems, before_earliest, decision_time, symbol_matrix
 
 __all__ = ["PredictionService", "PredictRequest", "PredictResponse", "ServingOptions", "build_app", "APP_NAME"]
 
@@ -99,7 +100,7 @@ class PredictRequest(BaseModel):
         default=None,
         description="decision time for `symbols`: an ISO datetime (naive = UTC; only the bars complete by "
                     "then are used) or a date, meaning that day's bar (as_of is its midnight-UTC label); "
-                    "default: now. One in the future is refused")
+                    f"default: now. One in the future, or dated before {EARLIEST_AS_OF.isoformat()}, is refused")
     ignore_extra: bool = Field(default=False, description="drop features the model does not use instead of a 422")
 
     @model_validator(mode="after")
@@ -111,6 +112,9 @@ class PredictRequest(BaseModel):
         if self.as_of is not None and in_future(self.as_of, now := datetime.now(UTC)):
             raise ValueError(f"`as_of` {self.as_of.isoformat()} is in the future (now "
                              f"{now.isoformat(timespec='seconds')}): features exist for bars up to now")
+        if self.as_of is not None and before_earliest(self.as_of):
+            raise ValueError(f"`as_of` {self.as_of.isoformat()} is before {EARLIEST_AS_OF.isoformat()}, the "
+                             f"earliest served: bars and their {HISTORY_DAYS}-day feature lookback start in 1677")
         return self
 
 

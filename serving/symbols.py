@@ -10,13 +10,14 @@ date does (its midnight-UTC label; ``universe.calendars.last_bar_at``); a time r
 bars complete by then (a stock session's bar after its close); a naive datetime is UTC, and no
 ``as_of`` means now. One in the future (a date after today, a time more than
 ``lab.trading.calendar.SKEW`` ahead) is refused (422, ``invalid_request``): no bar exists
-there, and the answer would be now's under a later name. A symbol is refused (422,
-``bad_symbols``) when it is not what the strategy's features are computed on (a pair
-strategy's: two different symbols "AAA/BBB", else ``not_pairs``; any other's: one symbol, not
-a pair, else ``not_single``), when nothing is stored for it (``unknown``), when it has no bar
-at or before ``as_of`` within the feature lookback (``no_bars``), or when a feature the model
-uses is undefined (NaN) at ``as_of``, e.g. in its warm-up window (``undefined``: symbol ->
-features).
+there, and the answer would be now's under a later name; so is one dated before
+``EARLIEST_AS_OF``, which bars (nanosecond timestamps, from 1677) and the feature lookback
+cannot reach. A symbol is refused (422, ``bad_symbols``) when it is not what the strategy's
+features are computed on (a pair strategy's: two different symbols "AAA/BBB", else
+``not_pairs``; any other's: one symbol, not a pair, else ``not_single``), when nothing is
+stored for it (``unknown``), when it has no bar at or before ``as_of`` within the feature
+lookback (``no_bars``), or when a feature the model uses is undefined (NaN) at ``as_of``, e.g.
+in its warm-up window (``undefined``: symbol -> features).
 Unlike explicit ``rows``, where ``null`` is the caller's choice, the service does not guess.
 """
 
@@ -35,7 +36,11 @@ from lab.errors import DataError
 from lab.features import get_feature_set
 from lab.trading.market import HISTORY_DAYS, load_market
 
-__all__ = ["SymbolProblems", "decision_time", "symbol_matrix"]
+__all__ = ["EARLIEST_AS_OF", "SymbolProblems", "before_earliest", "decision_time", "symbol_matrix"]
+
+#: bars are pandas nanosecond timestamps (from 1677-09-21) and features read ``HISTORY_DAYS``
+#: of bars before ``as_of``: an earlier ``as_of`` cannot be computed
+EARLIEST_AS_OF = date(1700, 1, 1)
 
 
 @dataclass(eq=False)
@@ -73,6 +78,12 @@ class SymbolProblems(ValueError):
         return {k: v for k, v in (("not_pairs", self.not_pairs), ("not_single", self.not_single),
                                   ("unknown", self.unknown), ("no_bars", self.no_bars),
                                   ("undefined", self.undefined)) if v}
+
+
+def before_earliest(as_of: datetime | date) -> bool:
+    """Whether ``as_of`` is dated before ``EARLIEST_AS_OF`` (its own date: converting a time
+    near year 1 to UTC can overflow)."""
+    return (as_of.date() if isinstance(as_of, datetime) else as_of) < EARLIEST_AS_OF
 
 
 def decision_time(as_of: datetime | date | None, now: datetime) -> datetime:

@@ -377,6 +377,16 @@ def test_as_of_in_the_future_is_422(client: httpx.Client, ahead: timedelta, as_d
     assert f"`as_of` {as_of} is in the future" in _detail(response)["message"]
 
 
+@pytest.mark.parametrize("as_of", ["0001-01-01", "1600-06-01T00:00:00Z", "0001-01-01T00:30:00+01:00", "1699-12-31"])
+def test_as_of_before_the_earliest_served_is_422_naming_it(client: httpx.Client, as_of: str) -> None:
+    response = client.post("/predict", json={"strategy": "momentum", "symbols": ["AAA"], "as_of": as_of})
+    assert response.status_code == 422, response.text
+    assert _detail(response)["error"] == "invalid_request"
+    assert "`as_of`" in _detail(response)["message"] and "1700-01-01" in _detail(response)["message"]
+    earliest = client.post("/predict", json={"strategy": "momentum", "symbols": ["AAA"], "as_of": "1700-01-01"})
+    assert _detail(earliest)["no_bars"] == ["AAA"]
+
+
 def test_as_of_before_any_stored_bar_is_422_naming_the_symbols(client: httpx.Client) -> None:
     response = client.post("/predict", json={"strategy": "momentum", "symbols": ["AAA", "BBB"],
                                              "as_of": "2020-01-02"})
