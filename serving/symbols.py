@@ -99,9 +99,10 @@ def symbol_matrix(engine: Engine, config: TradingConfig, feature_set: str, symbo
                   as_of: datetime, feature_names: Sequence[str]) -> np.ndarray:
     """The model's input row per symbol (same order as ``symbols``); SymbolProblems otherwise."""
     problems = SymbolProblems(as_of)
-    unique = _well_formed(list(dict.fromkeys(symbols)), get_feature_set(feature_set).kind, problems)
+    kind = get_feature_set(feature_set).kind
+    unique = _well_formed(list(dict.fromkeys(symbols)), kind, problems)
     legs = {leg for symbol in unique for leg in symbol.split("/")}  # a pair "AAA/BBB" needs both legs
-    market = load_market(engine, config, as_of, extra_symbols=legs)
+    market = load_market(engine, config, as_of, extra_symbols=legs, fundamentals=kind == "fundamental")
     latest = market.latest(feature_set, unique, as_of)
     absent = [s for s in unique if s not in latest.index]
     if absent:

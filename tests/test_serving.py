@@ -421,6 +421,18 @@ def test_a_pair_for_a_per_symbol_strategy_is_422_naming_it(client: httpx.Client)
     assert "AAA/BBB" in _detail(response)["message"]
 
 
+def test_value_symbols_read_fundamentals_though_the_config_does_not_enable_value(
+        service: Service, client: httpx.Client) -> None:
+    response = client.post("/predict", json={"strategy": "value", "symbols": ["AAA"], "as_of": str(AS_OF)})
+    assert response.status_code == 200, response.text
+    session = datetime.combine(AS_OF, clock.min, tzinfo=UTC)
+    market = load_market(service.registry.engine, load_config(service.config_path), session, fundamentals=True)
+    rows = market.latest(get_strategy("value").feature_set, ["AAA"], session)
+    assert rows.loc["AAA", "pe_ratio"] == 15.0
+    value = load_predictor(service.registry.model_file(service.registry.get_active_version("value")))
+    np.testing.assert_array_equal(np.asarray(response.json()["predictions"]), value.predict(rows))
+
+
 def test_bad_requests_never_take_the_replica_down(client: httpx.Client) -> None:
     replica = client.get("/healthz").json()["replica"]
     for body in (b"\xff\xfe", b"[]", b'{"strategy": 1, "rows": 5}', b'{"strategy": "momentum", "rows": [1, "a"]}',

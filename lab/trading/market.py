@@ -100,10 +100,13 @@ class MarketSnapshot(FeatureFrames):
 
 
 def load_market(engine: Engine, config: TradingConfig, as_of: datetime, *,
-                extra_symbols: Iterable[str] = (), since: datetime | None = None) -> MarketSnapshot:
+                extra_symbols: Iterable[str] = (), since: datetime | None = None,
+                fundamentals: bool = False) -> MarketSnapshot:
     """Bars of the universe (and ``extra_symbols``) from the earlier of ``since`` and the
     feature lookback, up to the last bar each asset class has at ``as_of`` (``last_bar_at``:
-    a past intraday time does not read its session's bar, stored since)."""
+    a past intraday time does not read its session's bar, stored since), and the fundamentals
+    known at ``as_of`` when an enabled strategy reads them or the caller asks (``fundamentals``:
+    Serve answers every strategy of the registry, enabled in the config or not)."""
     benchmarks = {}
     for universe in config.universe.asset_classes().values():
         for symbol in (*universe.symbols, universe.benchmark):
@@ -115,12 +118,12 @@ def load_market(engine: Engine, config: TradingConfig, as_of: datetime, *,
     frame = load_bars(engine, symbols, start=start, end=as_of)
     for asset_type in frame["asset_type"].unique():
         frame = frame[(frame["asset_type"] != asset_type) | (frame["ts"] <= last_bar_at(asset_type, as_of))]
-    fundamentals = None
-    if any(s.enabled and get_feature_set(_feature_set(n)).kind == "fundamental"
-           for n, s in config.strategies.items()):
-        fundamentals = load_fundamentals(engine, symbols)
-        fundamentals = fundamentals[pd.to_datetime(fundamentals["known_at"], utc=True) <= as_of]
-    return MarketSnapshot(bars_by_symbol(frame), benchmarks=benchmarks, fundamentals=fundamentals)
+    known = None
+    if fundamentals or any(s.enabled and get_feature_set(_feature_set(n)).kind == "fundamental"
+                           for n, s in config.strategies.items()):
+        known = load_fundamentals(engine, symbols)
+        known = known[pd.to_datetime(known["known_at"], utc=True) <= as_of]
+    return MarketSnapshot(bars_by_symbol(frame), benchmarks=benchmarks, fundamentals=known)
 
 
 def _feature_set(strategy: str) -> str:
