@@ -5,7 +5,8 @@ loads any that changed. A swap replaces one dict entry with a new immutable ``Ac
 a request that already picked the old one finishes with it and is tagged with its version,
 so a swap never fails or mislabels a request. A version that fails to load (missing file,
 hash mismatch, not a lab model) leaves the previous model serving and is reported, not
-retried every poll.
+retried every poll; activating it again (after its file is restored) retries it, and the
+report goes once the active version is the one served again (a rollback).
 """
 
 from __future__ import annotations
@@ -58,8 +59,9 @@ class StrategyState:
     model: ActiveModel | None = None
     #: why the registry's active version is not (or not yet) the one served
     problem: str | None = None
-    #: registry id of the version that failed to load (so it is not retried every poll)
-    failed_id: int | None = field(default=None, repr=False)
+    #: (registry id, activated_at) of the activation that failed to load: not retried every
+    #: poll, but a new activation of the same version is
+    failed: tuple[int, datetime | None] | None = field(default=None, repr=False)
 
 
 class ModelStore:
@@ -89,13 +91,15 @@ class ModelStore:
             problem = (f"strategy {name!r} has no active model version in the registry "
                        f"(activate one with `lab models activate <id>`)")
             return state if state.problem == problem else StrategyState(name, state.model, problem)
-        if (state.model is not None and state.model.model_id == info.id) or state.failed_id == info.id:
+        if state.model is not None and state.model.model_id == info.id:
+            return state if state.problem is None else StrategyState(name, state.model)
+        if state.failed == (info.id, info.activated_at):
             return state
         try:
             predictor = self._loader(self._registry.model_file(info))
         except (LabError, OSError, ValueError) as exc:
             problem = f"active version v{info.version} (id {info.id}) of {name!r} cannot be loaded: {exc}"
-            return StrategyState(name, state.model, problem, failed_id=info.id)
+            return StrategyState(name, state.model, problem, failed=(info.id, info.activated_at))
         model = ActiveModel(
             strategy=name, version=info.version, model_id=info.id, predictor=predictor,
             feature_names=tuple(predictor.feature_names), task=predictor.task, loaded_at=utcnow(),
