@@ -19,8 +19,8 @@ from lab.settings import Settings
 if TYPE_CHECKING:
     from ray.serve import Application
 
-__all__ = ["SERVE_ENV", "HAPROXY_ENV", "haproxy_available", "prediction_app", "serve_env", "start_serve",
-           "start_service", "wait_until_serving"]
+__all__ = ["SERVE_ENV", "HAPROXY_ENV", "ensure_serve", "haproxy_available", "prediction_app", "serve_env",
+           "start_serve", "start_service", "wait_until_serving"]
 
 logger = logging.getLogger(__name__)
 
@@ -95,6 +95,27 @@ def start_serve(host: str = "127.0.0.1", port: int = 8000) -> None:
                 controller_options={"runtime_env": {"env_vars": serve_env()}})
 
 
+def ensure_serve(host: str, port: int) -> None:
+    """Start Serve on ``host:port`` unless it already runs on this Ray. A running Serve keeps
+    its HTTP address (Serve ignores new options) and holds that port itself: the same address
+    is the one to update the app on, and another is refused rather than printed unheard."""
+    running = _running_http()
+    if running is None:
+        start_serve(host, port)
+    elif running != (host, port):
+        raise LabError(f"Serve already runs on this Ray, with HTTP on {running[0]}:{running[1]}, and keeps "
+                       f"that address: ask for {running[0]}:{running[1]} to update the app in place, or shut "
+                       f"that Serve down first (asked: {host}:{port})")
+
+
+def _running_http() -> tuple[str, int] | None:
+    """The HTTP host and port of the Serve running on this Ray (None: none runs)."""
+    from ray.serve.context import _get_global_client  # Ray has no public reader of the running HTTP options
+
+    client = _get_global_client(raise_if_no_controller_running=False)
+    return None if client is None else (client.http_config.host, client.http_config.port)
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("", 0))
@@ -103,13 +124,14 @@ def _free_port() -> int:
 
 def start_service(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, replicas: int = 1,
                   num_cpus: float = 0.25) -> str:
-    """Deploy (or update in place) the prediction app and return its base URL."""
+    """Deploy (or update in place) the prediction app and return its base URL; on a running
+    Serve, ``host:port`` must be its address (``ensure_serve``)."""
     ensure_ray(settings)
     from ray import serve
 
     from serving.app import APP_NAME
 
-    start_serve(host, port)
+    ensure_serve(host, port)
     serve.run(prediction_app(settings, replicas=replicas, num_cpus=num_cpus), name=APP_NAME, route_prefix="/")
     return f"http://{host}:{port}"
 

@@ -8,6 +8,7 @@ import json
 import os
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -24,6 +25,7 @@ from sqlalchemy import insert
 from lab.config import load_config
 from lab.db import connect
 from lab.db import models as db
+from lab.errors import LabError
 from lab.features import get_feature_set
 from lab.models.predictor import XGBPredictor, load_predictor
 from lab.registry import ModelRegistry, VersionInfo
@@ -614,6 +616,32 @@ def test_serve_settings_reach_haproxys_manager_the_fallback_proxy_and_the_replic
         assert environments, f"no {title} process under this test session"
         for environment in environments:
             assert (SERVE_ENV | HAPROXY_ENV).items() <= environment.items(), title
+
+
+def test_launching_on_a_running_serve_keeps_its_address_and_refuses_another(service: Service) -> None:
+    """Serve ignores new HTTP options once it runs: the lab must not print an address nobody
+    listens on, nor refuse the address the running Serve itself holds."""
+    from serving.launch import ensure_serve
+
+    port = int(service.url.rpartition(":")[2])
+    ensure_serve("127.0.0.1", port)  # the running one's: nothing to start, and its port is no conflict
+    for host, other in (("127.0.0.1", _free_port()), ("0.0.0.0", port)):
+        with pytest.raises(LabError, match=f"already runs .* on 127.0.0.1:{port}"):
+            ensure_serve(host, other)
+
+
+def test_lab_serve_on_a_cluster_whose_serve_runs_elsewhere_names_its_address(service: Service) -> None:
+    import ray
+
+    other = _free_port()
+    result = subprocess.run(
+        [sys.executable, "-m", "lab.cli.main", "serve", "--port", str(other), "--no-wait"], capture_output=True,
+        text=True, timeout=180, env={**os.environ, "COLUMNS": "200",
+                                     "RAY_ADDRESS": ray.get_runtime_context().gcs_address})
+    port = int(service.url.rpartition(":")[2])
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert f"127.0.0.1:{port}" in result.stderr and "Traceback" not in result.stderr
+    assert f":{other}" not in result.stdout  # no address printed that nobody listens on
 
 
 def _listeners() -> list[tuple[str, int, str]]:

@@ -8,6 +8,7 @@ import typer
 
 from lab.cli._common import console, err_console, free_port
 from lab.runtime import open_lab
+from lab.settings import get_settings
 
 __all__ = ["serve_cmd"]
 
@@ -21,10 +22,12 @@ def serve_cmd(
     num_cpus: float = typer.Option(0.25, min=0.01, help="CPUs reserved per replica (fractional leaves room for Tune)"),
     wait: bool | None = typer.Option(None, help="stay in the foreground (default: yes on local Ray, no on a cluster)"),
 ) -> None:
-    """Serve every strategy's active model over HTTP; activations hot-swap within seconds."""
-    free_port(host, port)
-    ctx = open_lab()  # migrates the registry database before replicas read it
-    settings = ctx.settings
+    """Serve every strategy's active model over HTTP; activations hot-swap within seconds.
+    Run again on a cluster whose Serve runs, it updates the app in place (same host and port)."""
+    settings = get_settings()
+    if not settings.ray_address:  # a private local Ray has no Serve yet: refuse a busy port before any work
+        free_port(host, port)
+    open_lab(settings)  # migrates the registry database before replicas read it
     if host not in _LOOPBACK and settings.serve_token is None:
         err_console.print(f"[yellow]warning:[/] binding {host} without LAB_SERVE_TOKEN: anyone who can reach "
                           "this port can call the service")
