@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import UTC, date, datetime, time, timedelta, timezone
+from datetime import UTC, date, datetime, timedelta, timezone
 
+import pandas as pd
 from hypothesis import given
 from hypothesis import strategies as st
 
 from lab.trading.calendar import SKEW, in_future
 from serving.symbols import SymbolProblems, decision_time
+from universe.calendars import last_bar_at
 
 NOW = datetime(2024, 7, 1, 15, 30, tzinfo=UTC)
 
@@ -17,10 +19,9 @@ def test_no_as_of_means_now() -> None:
     assert decision_time(None, NOW) == NOW
 
 
-def test_a_date_means_the_end_of_that_utc_day() -> None:
-    end = decision_time(date(2024, 6, 28), NOW)
-    assert end == datetime.combine(date(2024, 6, 28), time.max, tzinfo=UTC)
-    assert datetime(2024, 6, 28, tzinfo=UTC) < end < datetime(2024, 6, 29, tzinfo=UTC)  # that day's bar is in
+def test_a_date_means_that_days_bar_by_its_midnight_utc_label_as_a_cycles_date() -> None:
+    assert decision_time(date(2024, 6, 28), NOW) == datetime(2024, 6, 28, tzinfo=UTC)
+    assert last_bar_at("stocks", decision_time(date(2024, 6, 28), NOW)) == pd.Timestamp("2024-06-28", tz="UTC")
 
 
 def test_a_naive_datetime_is_utc() -> None:
