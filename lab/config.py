@@ -321,9 +321,29 @@ def check_strategies(strategies: dict[str, Any]) -> list[str]:
 
 def config_warnings(config: TradingConfig) -> list[str]:
     """What is valid but cannot work as configured, one line each (``lab config check``)."""
-    return [f"strategies.{name}: enabled, but it trades short on every signal (a pair's other leg) and "
-            f"risk.allow_shorts is false, so every entry of it will be refused: set risk.allow_shorts "
-            f"to true or disable {name}" for name in config.short_only_strategies(config.enabled_strategies())]
+    return [*(f"strategies.{name}: enabled, but it trades short on every signal (a pair's other leg) and "
+              f"risk.allow_shorts is false, so every entry of it will be refused: set risk.allow_shorts "
+              f"to true or disable {name}" for name in config.short_only_strategies(config.enabled_strategies())),
+            *_label_mismatches(config)]
+
+
+def _label_mismatches(config: TradingConfig) -> list[str]:
+    """Exit levels set apart from the barriers a strategy's model learns (a triple-barrier
+    label): its confidence is the odds of the declared trade, and the signal engine prices
+    the expected value of the configured one with them."""
+    from lab.strategy import get_strategy
+
+    out = []
+    for name, section in config.strategies.items():
+        label = get_strategy(name).label
+        if label.kind != "triple_barrier":
+            continue
+        learned = {"stop_loss": label.stop, "take_profit": label.threshold, "max_holding_days": label.horizon}
+        for key, barrier in learned.items():
+            if (value := getattr(section, key)) is not None and value != barrier:
+                out.append(f"strategies.{name}.{key}: {value:g}, but its model learns the odds of {barrier:g} "
+                           f"(its label's barrier): leave it unset to trade what the model predicts")
+    return out
 
 
 def load_config(path: Path | str) -> TradingConfig:

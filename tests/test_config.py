@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lab.config import check_config, load_config
+from lab.config import check_config, config_warnings, load_config
 from lab.errors import ConfigError
 
 REPO_CONFIG = Path(__file__).resolve().parents[1] / "config" / "trading.json"
@@ -116,3 +116,11 @@ def test_strategy_problems_are_reported_beside_schema_problems(tmp_path):
     problems = check_config(path)
     assert len(problems) == 2
     assert any("strategies.swing.params.rsi_oversold" in p for p in problems)
+
+
+def test_an_exit_level_set_apart_from_the_barrier_its_model_learns_is_warned_of(tmp_path):
+    config = json.loads(REPO_CONFIG.read_text())
+    assert config_warnings(load_config(REPO_CONFIG)) == []
+    config["strategies"]["breakout"] |= {"take_profit": 0.10, "stop_loss": 0.06}  # the label's stop: no warning
+    (warning,) = config_warnings(load_config(write(tmp_path, config)))
+    assert warning.startswith("strategies.breakout.take_profit: 0.1, but its model learns the odds of 0.15")
