@@ -143,6 +143,7 @@ class ExecutionConfig(_Section):
 class TuningConfig(_Section):
     trials: Annotated[int, Field(ge=1, le=10_000)] = 16
     time_budget_s: Annotated[float, Field(gt=0)] = 600.0
+    #: walk-forward folds trials are compared on; a holdout of one more such window follows them
     folds: Annotated[int, Field(ge=2, le=50)] = 4
     seed: int = 7
     min_auc_margin: Annotated[float, Field(ge=0, le=0.5)] = 0.02

@@ -1,5 +1,5 @@
-"""Walk-forward folds: time order, purging by each row's own label end, embargo, and never
-training on a label that reads the test window."""
+"""Walk-forward folds: time order, purging by each row's own label end, embargo, never
+training on a label that reads the test window, and a final holdout no tuning row reads."""
 
 from pathlib import Path
 
@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 from benchmarks.backtest import load
 from lab.errors import DataError
 from lab.features import get_feature_set, labelled_rows
-from lab.models import walk_forward_folds
+from lab.models import walk_forward_folds, walk_forward_holdout
 from lab.models.tuning import prepare_problem
 from lab.strategy import get_strategy
 
@@ -49,6 +49,39 @@ def test_no_training_row_label_reads_a_bar_of_its_test_window(days, symbols, n_f
         tested = rows["timestamp"].iloc[fold.test]
         assert (tested >= fold.test_start).all() and (tested <= fold.test_end).all()
         assert np.intersect1d(fold.train, fold.test).size == 0
+
+
+@settings(max_examples=60, deadline=None)
+@given(days=st.integers(80, 300), symbols=st.integers(1, 4), n_folds=st.integers(1, 5),
+       horizon=st.integers(0, 10), embargo=st.integers(0, 10), gaps=st.floats(0.0, 0.3), seed=st.integers(0, 2**16))
+def test_no_tuning_row_trained_or_scored_reads_a_bar_of_the_holdout(days, symbols, n_folds, horizon, embargo, gaps,
+                                                                    seed):
+    """What tuning selects on never saw the holdout, so the holdout score of its choice is
+    not biased by how many trials it compared."""
+    rng = np.random.default_rng(seed)
+    calendars = {f"S{s}": pd.date_range("2020-01-01", periods=days, tz="UTC", freq="B" if s % 2 else "D")
+                 for s in range(symbols)}
+    calendars = {s: bars[rng.uniform(size=bars.size) >= gaps] for s, bars in calendars.items()}
+    rows = _rows(calendars, horizon).sample(frac=1.0, random_state=seed)
+    try:
+        folds, holdout = walk_forward_holdout(rows["timestamp"], rows["label_end"], n_folds, embargo)
+    except DataError as exc:
+        assert "too few" in str(exc) or "no training rows" in str(exc)
+        return
+    assert len(folds) == n_folds and holdout.test_end == rows["timestamp"].max()
+    assert (rows["label_end"].iloc[holdout.train] < holdout.test_start).all()
+    for fold in folds:
+        assert fold.test_end < holdout.test_start and fold.test.size > 0
+        for used in (fold.train, fold.test):
+            assert (rows["label_end"].iloc[used] < holdout.test_start).all()
+            assert np.intersect1d(used, holdout.test).size == 0
+
+
+def test_too_little_history_for_the_folds_and_the_holdout_names_the_bars_it_needs():
+    rows = _stamps(40, 2, horizon=10)  # 5 windows of 8 bars; a label reads 10 bars ahead
+    with pytest.raises(DataError, match=r"40 distinct timestamps are too few for 3 walk-forward folds and a holdout"
+                                        r".* more bars than a label reads ahead \(10\), 55 bars in all"):
+        walk_forward_holdout(rows["timestamp"], rows["label_end"], 3, embargo=10)
 
 
 @settings(max_examples=40, deadline=None)

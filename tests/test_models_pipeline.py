@@ -50,7 +50,7 @@ def test_a_random_walk_universe_is_tuned_registered_and_kept_as_candidate(ray_se
     outcomes = train_and_promote_all(ctx, ["swing"], trials=2, progress=lambda *a: seen.append(a))
     (outcome,) = outcomes
     assert outcome.error is None, outcome.error
-    assert abs(outcome.result.best_score - 0.5) < 0.06
+    assert abs(outcome.result.oos_score - 0.5) < 0.06
     assert outcome.result.problem.feature_names[0] == "rsi_14"
     assert not outcome.decision.promoted
     assert seen[-1] == ("swing", 2, 2)

@@ -1,10 +1,13 @@
 """Tuning on Ray Tune + Optuna and promotion: the tests that prove the method.
 
-Trials are tiny (a few shallow trees, three folds); the shared ``ray_session`` runs them.
+Trials are tiny (a few shallow trees, three folds and a holdout); the shared ``ray_session``
+runs them.
 """
 
+from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 from sqlalchemy import select
 
@@ -48,10 +51,40 @@ def _registry(engine, tmp_path) -> ModelRegistry:
 
 
 def test_planted_signal_is_found_out_of_sample(planted):
-    assert planted.best_score >= 0.6
+    assert planted.oos_score >= 0.6 and planted.tuning_score >= 0.6
     assert all(fold["auc"] >= 0.6 for fold in planted.fold_metrics)
     assert planted.deflated_sharpe >= 0.95 and planted.sharpe > 0
     assert planted.n_trials == 4
+
+
+def test_the_out_of_sample_figures_are_the_chosen_params_scored_once_on_the_holdout_after_the_tuning_folds(planted):
+    """No trial saw the holdout, so its score is not raised by picking the best of the trials."""
+    problem = planted.problem
+    holdout = problem.score_holdout(planted.best_params)
+    assert planted.oos_score == holdout.metrics["auc"] == planted.metrics["oos_auc"]
+    assert planted.holdout_metrics["test_start"] == problem.holdout.test_start.isoformat()
+    assert all(fold.test_end < problem.holdout.test_start for fold in problem.folds)
+    assert planted.metrics["tuning_score"] == planted.tuning_score != planted.oos_score
+
+
+def test_a_result_whose_tuning_folds_pass_but_whose_holdout_fails_is_not_promoted(planted, engine, tmp_path):
+    registry = _registry(engine, tmp_path)
+    overfit = replace(planted, oos_score=0.51)  # the folds it was chosen on still say >= 0.6
+    decision = promote(registry, engine, overfit, gate=Gate(min_auc_margin=0.02))
+    assert not decision.promoted and "OOS AUC 0.510 on the holdout is not above 0.520" in decision.reason
+    assert registry.get_active_version("swing") is None
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_pure_noise_labels_are_refused_by_the_gate_on_the_holdout_after_many_trials(ray_session, engine, tmp_path,
+                                                                                     seed):
+    """The best of eight trials' fold means is raised by the selection alone; the gate reads
+    the holdout, which the selection never saw."""
+    data = random_walk_market(symbols=6, days=400, signal=0.0, seed=seed)
+    data["label"] = np.random.default_rng(seed).permutation(data["label"].to_numpy())  # labels of pure noise
+    result = _tune(data, tmp_path / "runs", trials=8, max_concurrent=1)
+    decision = promote(_registry(engine, tmp_path), engine, result, gate=Gate(min_auc_margin=0.02))
+    assert not decision.promoted and "on the holdout" in decision.reason
 
 
 def test_planted_signal_is_promoted_and_its_file_loads(planted, engine, tmp_path):
@@ -59,7 +92,7 @@ def test_planted_signal_is_promoted_and_its_file_loads(planted, engine, tmp_path
     decision = promote(registry, engine, planted, gate=Gate(min_auc_margin=0.02))
     active = registry.get_active_version("swing")
     assert decision.promoted and active is not None and active.id == decision.version_id
-    assert active.params == planted.best_params and active.metrics["oos_auc"] == planted.best_score
+    assert active.params == planted.best_params and active.metrics["oos_auc"] == planted.oos_score
     assert active.data_fingerprint == planted.problem.data_fingerprint and active.code_version
     model = load_predictor(registry.model_file(active))
     assert model.task == "classification" and "hint" in model.feature_names
@@ -69,7 +102,7 @@ def test_planted_signal_is_promoted_and_its_file_loads(planted, engine, tmp_path
 
 
 def test_null_market_stays_at_chance_and_nothing_is_promoted(null, engine, tmp_path):
-    assert abs(null.best_score - 0.5) <= 0.03
+    assert abs(null.oos_score - 0.5) <= 0.03
     registry = _registry(engine, tmp_path)
     decision = promote(registry, engine, null, gate=Gate(min_auc_margin=0.02))
     assert not decision.promoted and "OOS AUC" in decision.reason
@@ -78,13 +111,13 @@ def test_null_market_stays_at_chance_and_nothing_is_promoted(null, engine, tmp_p
     assert version.status == "candidate" and version.note == decision.reason
 
 
-def test_a_candidate_that_does_not_beat_the_active_version_on_the_same_folds_stays_candidate(
+def test_a_candidate_that_does_not_beat_the_active_version_on_the_same_holdout_stays_candidate(
         planted, engine, tmp_path):
     registry = _registry(engine, tmp_path)
     first = promote(registry, engine, planted, gate=Gate())
     again = promote(registry, engine, planted, gate=Gate())  # same params re-scored: a tie does not beat
     assert first.promoted and not again.promoted
-    assert again.active_score == pytest.approx(planted.best_score)
+    assert again.active_score == pytest.approx(planted.oos_score)
     assert "does not beat active v1" in again.reason
     assert registry.get_active_version("swing").id == first.version_id
 

@@ -30,7 +30,7 @@ SCRIPT = textwrap.dedent("""
         result = tune_strategy("swing", random_walk_market(symbols=3, days=300, signal=0.6, seed=5),
                                trials=4, time_budget_s=240, seed=7, folds=2, storage_dir=sys.argv[1],
                                search_space=space)
-        print(json.dumps({"nodes": result.nodes, "auc": result.best_score, "trials": result.n_trials,
+        print(json.dumps({"nodes": result.nodes, "auc": result.oos_score, "trials": result.n_trials,
                           "head": cluster.head_node.node_id, "workers": [w.node_id for w in workers]}))
     finally:
         ray.shutdown()

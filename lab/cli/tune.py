@@ -14,7 +14,7 @@ def tune_cmd(
                                               help="strategy to tune (repeatable); all enabled when omitted"),
     trials: int | None = typer.Option(None, "--trials", "-n", min=1, help="trials per strategy (config: tuning.trials)"),
 ) -> None:
-    """Walk-forward tuning on Ray Tune + Optuna; promote only models that pass the gate."""
+    """Walk-forward tuning on Ray Tune + Optuna; promote only models whose holdout passes the gate."""
     from lab.models.pipeline import leaderboard, train_and_promote_all
 
     lab = open_lab()

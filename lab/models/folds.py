@@ -13,18 +13,23 @@ the end of the history; each fold trains on everything before its test window ex
   features still overlap the serially correlated bars that were scored there.
 
 No fold ever trains on a row whose label reads a bar of its own test window.
+
+``walk_forward_holdout`` adds a final holdout: the last of ``n_folds + 1`` such test windows.
+Tuning selects on the folds before it, whose rows (train and test) read no holdout bar; the
+chosen model is then scored once on the holdout, so that score is not biased upward by the
+number of trials the selection compared.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pandas as pd
 
 from lab.errors import DataError
 
-__all__ = ["Fold", "walk_forward_folds"]
+__all__ = ["Fold", "walk_forward_folds", "walk_forward_holdout"]
 
 _Stamps = pd.Series | pd.Index | np.ndarray | list
 
@@ -51,6 +56,16 @@ def _utc(values: _Stamps, what: str) -> pd.DatetimeIndex:
     return stamps
 
 
+def _rows(timestamps: _Stamps, label_ends: _Stamps) -> tuple[pd.DatetimeIndex, pd.DatetimeIndex]:
+    """Each row's timestamp and label end, checked to pair up."""
+    stamps, ends = _utc(timestamps, "timestamps"), _utc(label_ends, "label ends")
+    if len(ends) != len(stamps):
+        raise DataError(f"{len(ends)} label ends for {len(stamps)} timestamps")
+    if (ends < stamps).any():
+        raise DataError(f"{int((ends < stamps).sum())} label end(s) fall before their row's timestamp")
+    return stamps, ends
+
+
 def walk_forward_folds(timestamps: _Stamps, label_ends: _Stamps, n_folds: int, embargo: int = 0) -> list[Fold]:
     """``n_folds`` time-ordered folds over rows given by their ``timestamps`` and the time of
     the last bar each row's label reads (``label_ends``, one per row, any row order)."""
@@ -58,11 +73,7 @@ def walk_forward_folds(timestamps: _Stamps, label_ends: _Stamps, n_folds: int, e
         raise ValueError(f"n_folds must be >= 1, got {n_folds}")
     if embargo < 0:
         raise ValueError(f"embargo must be >= 0, got {embargo}")
-    stamps, ends = _utc(timestamps, "timestamps"), _utc(label_ends, "label ends")
-    if len(ends) != len(stamps):
-        raise DataError(f"{len(ends)} label ends for {len(stamps)} timestamps")
-    if (ends < stamps).any():
-        raise DataError(f"{int((ends < stamps).sum())} label end(s) fall before their row's timestamp")
+    stamps, ends = _rows(timestamps, label_ends)
     bars = stamps.unique().sort_values()
     position = bars.get_indexer(stamps)  # the bar number of each row
     test_size = len(bars) // (n_folds + 1)
@@ -84,3 +95,28 @@ def walk_forward_folds(timestamps: _Stamps, label_ends: _Stamps, n_folds: int, e
         folds.append(Fold(k, train, test, bars[start], bars[end - 1]))
         blocked[end: end + embargo] = True
     return folds
+
+
+def walk_forward_holdout(timestamps: _Stamps, label_ends: _Stamps, n_folds: int,
+                         embargo: int = 0) -> tuple[list[Fold], Fold]:
+    """``n_folds`` tuning folds and the holdout fold after them: the last of ``n_folds + 1``
+    walk-forward test windows, purged and embargoed like the others. A tuning fold's test
+    rows whose label reads a holdout bar are dropped, so no tuning row, trained or scored,
+    reads the holdout."""
+    if n_folds < 1:
+        raise ValueError(f"n_folds must be >= 1, got {n_folds}")
+    stamps, ends = _rows(timestamps, label_ends)
+    bars = stamps.unique().sort_values()
+    window = len(bars) // (n_folds + 2)  # the first training rows, n_folds test windows, the holdout
+    ahead = bars.searchsorted(ends) - bars.get_indexer(stamps)  # bars each label reads ahead
+    reach = int(ahead[ends <= bars.max()].min(initial=len(bars)))  # the fewest, of labels ending inside the rows
+    too_few = (f"{len(bars)} distinct timestamps are too few for {n_folds} walk-forward folds and a holdout: "
+               f"the first training window, each fold's test window and the holdout need more bars than a "
+               f"label reads ahead ({reach}), {(n_folds + 2) * (reach + 1)} bars in all")
+    if window <= reach:
+        raise DataError(too_few)
+    *folds, holdout = walk_forward_folds(stamps, ends, n_folds + 1, embargo)
+    tuning = [replace(fold, test=fold.test[ends[fold.test] < holdout.test_start]) for fold in folds]
+    if any(fold.test.size == 0 for fold in tuning):
+        raise DataError(too_few)
+    return tuning, holdout

@@ -179,7 +179,7 @@ def leaderboard(outcomes: list[TrainingOutcome]) -> list[dict[str, Any]]:
             })
             continue
         rows.append({
-            "strategy": o.strategy, "metric": r.metric if r else "", "oos_score": round(r.best_score, 4) if r else None,
+            "strategy": o.strategy, "metric": r.metric if r else "", "oos_score": round(r.oos_score, 4) if r else None,
             "sharpe": round(r.sharpe, 3) if r else None, "deflated_sharpe": round(r.deflated_sharpe, 3) if r else None,
             "trials": r.n_trials if r else 0, "version": d.version if d else None,
             "promoted": bool(d and d.promoted), "reason": d.reason if d else o.error,

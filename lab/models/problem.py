@@ -1,9 +1,11 @@
-"""A tuning problem: validated arrays, folds and costs, and the walk-forward evaluation of
-one set of hyper-parameters on them.
+"""A tuning problem: validated arrays, folds, a final holdout and costs, and the evaluation
+of one set of hyper-parameters on them.
 
 Everything that can be wrong with the inputs is checked here, before any trial starts. The
-same ``walk_forward`` runs inside every Ray Tune trial, in the sequential reference of the
-benchmark, and when promotion re-scores the active version on the same folds.
+same ``walk_forward`` over the tuning folds runs inside every Ray Tune trial and in the
+sequential reference of the benchmark; ``score_holdout`` scores the chosen params once on
+the holdout after those folds (see ``walk_forward_holdout``), and promotion scores the
+active version's params on the same holdout.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from lab.errors import ConfigError, DataError
-from lab.models.folds import Fold, walk_forward_folds
+from lab.models.folds import Fold, walk_forward_holdout
 from lab.models.predictor import XGBPredictor, predictor_class
 from lab.models.scoring import (
     classification_scores,
@@ -89,9 +91,13 @@ class Problem:
     X: np.ndarray = field(repr=False)
     y: np.ndarray = field(repr=False)
     forward_return: np.ndarray = field(repr=False)
+    #: the tuning folds, which read no holdout bar
     folds: list[Fold] = field(repr=False)
     #: per fold, the holding period each test row opens (see ``holding_periods``)
     periods: list[np.ndarray] = field(repr=False)
+    #: the last test window, after the tuning folds: what the chosen params are judged by
+    holdout: Fold = field(repr=False)
+    holdout_periods: np.ndarray = field(repr=False)
     cost: float
     seed: int
     data_fingerprint: str
@@ -101,7 +107,8 @@ class Problem:
     def build(cls, strategy: str, data: pd.DataFrame, *, task: str, label: dict[str, Any], n_folds: int,
               embargo: int, cost: float, seed: int, asset_class: str | None = None,
               features: list[str] | None = None, feature_fingerprint: str | None = None) -> Problem:
-        """Validate ``data`` (symbol, timestamp, <features>, label, label_end, forward_return) and cut folds."""
+        """Validate ``data`` (symbol, timestamp, <features>, label, label_end, forward_return) and cut
+        ``n_folds`` tuning folds and the holdout after them."""
         where = f"training data for {strategy!r}"
         if data is None or len(data) == 0:
             raise DataError(f"{where} is empty")
@@ -128,8 +135,8 @@ class Problem:
             raise DataError(f"{where}: features must be numeric ({exc})") from None
         stamps = pd.DatetimeIndex(pd.to_datetime(data["timestamp"], utc=True))
         ends = pd.DatetimeIndex(pd.to_datetime(data[LABEL_END_COLUMN], utc=True))
-        folds = walk_forward_folds(stamps, ends, n_folds, embargo)
-        for fold in folds:
+        folds, holdout = walk_forward_holdout(stamps, ends, n_folds, embargo)
+        for fold in (*folds, holdout):
             if task == "classification" and np.unique(y[fold.train]).size < 2:
                 raise DataError(f"{where}: fold {fold.index} trains on a single class; use fewer folds")
         digest = hashlib.blake2b(digest_size=16)
@@ -137,16 +144,20 @@ class Problem:
         digest.update(stamps.asi8.tobytes())
         digest.update(ends.asi8.tobytes())
         symbols = data["symbol"].to_numpy()
+
+        def periods(fold: Fold) -> np.ndarray:
+            return holding_periods(symbols[fold.test], stamps.asi8[fold.test], ends.asi8[fold.test])
+
         return cls(strategy=strategy, task=task, asset_class=asset_class, label=label, feature_names=list(features),
                    X=X, y=y, forward_return=data[RETURN_COLUMN].to_numpy(dtype=float), folds=folds,
-                   periods=[holding_periods(symbols[f.test], stamps.asi8[f.test], ends.asi8[f.test]) for f in folds],
+                   periods=[periods(f) for f in folds], holdout=holdout, holdout_periods=periods(holdout),
                    cost=cost, seed=seed, data_fingerprint=digest.hexdigest(),
                    feature_fingerprint=feature_fingerprint
                    or hashlib.blake2b("|".join(features).encode(), digest_size=16).hexdigest())
 
     @property
     def metric(self) -> str:
-        """What tuning maximises: mean OOS AUC, or minus RMSE for regression."""
+        """What tuning maximises over the folds and the holdout is judged by: AUC, or minus RMSE for regression."""
         return "auc" if self.task == "classification" else "neg_rmse"
 
     def predictor(self, params: Mapping[str, Any]) -> XGBPredictor:
@@ -154,22 +165,30 @@ class Problem:
                                                  strategy=self.strategy, label=self.label, seed=self.seed)
 
     def walk_forward(self, params: Mapping[str, Any]) -> Iterator[FoldScore]:
-        """Fit on each fold's training rows, score its test rows; one FoldScore per fold."""
+        """Fit on each tuning fold's training rows, score its test rows; one FoldScore per fold."""
         for fold, period in zip(self.folds, self.periods, strict=True):
-            model = self.predictor(params).train(self.X[fold.train], self.y[fold.train])
-            pred = model.predict(self.X[fold.test])
-            y = self.y[fold.test]
-            if self.task == "classification":
-                metrics = classification_scores(y, pred)
-                take = pred > 0.5
-            else:
-                metrics = regression_scores(y, pred)
-                metrics["neg_rmse"] = -metrics["rmse"]
-                take = pred > self.cost
-            returns = period_returns(period, take, self.forward_return[fold.test], self.cost)
-            metrics |= {"return": float(np.prod(1 + returns) - 1), "sharpe": sharpe_ratio(returns),
-                        "trades": int(take.sum())}
-            yield FoldScore(fold.index, metrics, returns)
+            yield self._score(fold, period, params)
+
+    def score_holdout(self, params: Mapping[str, Any]) -> FoldScore:
+        """Fit on the rows before the holdout (purged, embargoed), score the holdout: the
+        figure a tuned model is judged by, as no trial of its tuning ever saw these rows."""
+        return self._score(self.holdout, self.holdout_periods, params)
+
+    def _score(self, fold: Fold, period: np.ndarray, params: Mapping[str, Any]) -> FoldScore:
+        model = self.predictor(params).train(self.X[fold.train], self.y[fold.train])
+        pred = model.predict(self.X[fold.test])
+        y = self.y[fold.test]
+        if self.task == "classification":
+            metrics = classification_scores(y, pred)
+            take = pred > 0.5
+        else:
+            metrics = regression_scores(y, pred)
+            metrics["neg_rmse"] = -metrics["rmse"]
+            take = pred > self.cost
+        returns = period_returns(period, take, self.forward_return[fold.test], self.cost)
+        metrics |= {"return": float(np.prod(1 + returns) - 1), "sharpe": sharpe_ratio(returns),
+                    "trades": int(take.sum())}
+        return FoldScore(fold.index, metrics, returns)
 
     def fit(self, params: Mapping[str, Any], *, threads: int | None = None) -> XGBPredictor:
         """The deployable model: the given params fit on every row (``threads``: see ``train``)."""

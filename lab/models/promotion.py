@@ -1,10 +1,11 @@
 """Promotion: a tuned model is registered always, activated only when it earns it.
 
-It must pass the gate (out-of-sample AUC above 0.5 by a margin, deflated Sharpe
-significant) and beat the active version re-scored on the *same* walk-forward folds of the
-*same* data: the active version's hyper-parameters are walked forward again here, because
-its stored scores came from other data and its file was fit on rows that are now test rows.
-Every decision is recorded in ``tuning_runs`` and as a registry event with its reason.
+It must pass the gate (AUC above 0.5 by a margin, deflated Sharpe significant, both on the
+holdout that its tuning never saw) and beat the active version re-scored on the *same*
+holdout of the *same* data: the active version's hyper-parameters are fit and scored again
+here, because its stored scores came from other data and its file was fit on rows that are
+now holdout rows. The tuning folds' scores judge nothing: the best trial was chosen on
+them. Every decision is recorded in ``tuning_runs`` and as a registry event with its reason.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 from sqlalchemy import Engine
 
 from lab.config import TuningConfig
@@ -39,11 +39,11 @@ class Gate:
 
     def failures(self, result: TuningResult) -> list[str]:
         reasons = []
-        if result.task == "classification" and not result.best_score > 0.5 + self.min_auc_margin:
-            reasons.append(f"OOS AUC {result.best_score:.3f} is not above {0.5 + self.min_auc_margin:.3f} "
-                           f"(0.5 + margin {self.min_auc_margin})")
+        if result.task == "classification" and not result.oos_score > 0.5 + self.min_auc_margin:
+            reasons.append(f"OOS AUC {result.oos_score:.3f} on the holdout is not above "
+                           f"{0.5 + self.min_auc_margin:.3f} (0.5 + margin {self.min_auc_margin})")
         if not result.deflated_sharpe >= self.min_deflated_sharpe:
-            reasons.append(f"deflated Sharpe {result.deflated_sharpe:.2f} < {self.min_deflated_sharpe} "
+            reasons.append(f"deflated Sharpe {result.deflated_sharpe:.2f} on the holdout < {self.min_deflated_sharpe} "
                            f"(raw Sharpe {result.sharpe:.3f} per period, {result.n_trials} trials)")
         return reasons
 
@@ -60,13 +60,12 @@ class PromotionDecision:
 
 
 def _active_score(result: TuningResult, active: VersionInfo) -> float | None:
-    """The active version's hyper-parameters walked forward on this run's folds."""
+    """The active version's hyper-parameters fit and scored on this run's holdout."""
     params = {k: v for k, v in active.params.items() if k in TUNABLE and isinstance(v, int | float)}
     if not params:  # not a version this module tuned: only its stored score is known
         stored = active.metrics.get("oos_score")
         return float(stored) if isinstance(stored, int | float) else None
-    scores = [f.metrics[result.metric] for f in result.problem.walk_forward(params)]
-    return float(np.nanmean(scores))
+    return float(result.problem.score_holdout(params).metrics[result.metric])
 
 
 def promote(registry: ModelRegistry, engine: Engine, result: TuningResult, *, gate: Gate,
@@ -88,11 +87,11 @@ def promote(registry: ModelRegistry, engine: Engine, result: TuningResult, *, ga
     active_score = None
     if active is not None and not reasons:
         active_score = _active_score(result, active)
-        if active_score is not None and not result.best_score > active_score:
-            reasons.append(f"OOS {result.metric} {result.best_score:.4f} does not beat active v{active.version} "
-                           f"({active_score:.4f} on the same folds)")
+        if active_score is not None and not result.oos_score > active_score:
+            reasons.append(f"OOS {result.metric} {result.oos_score:.4f} does not beat active v{active.version} "
+                           f"({active_score:.4f} on the same holdout)")
     promoted = not reasons
-    reason = (f"passed the gate (OOS {result.metric} {result.best_score:.3f}, deflated Sharpe "
+    reason = (f"passed the gate (OOS {result.metric} {result.oos_score:.3f} on the holdout, deflated Sharpe "
               f"{result.deflated_sharpe:.2f})" + (f", beats active v{active.version}" if active else "")
               if promoted else "; ".join(reasons))
     if promoted:
@@ -103,8 +102,8 @@ def promote(registry: ModelRegistry, engine: Engine, result: TuningResult, *, ga
         session.add(TuningRun(
             strategy=result.strategy, asset_class=result.asset_class, started_at=result.started_at,
             finished_at=result.finished_at, trials=result.n_trials, metric=result.metric,
-            best_score=result.best_score, sharpe=result.sharpe, deflated_sharpe=result.deflated_sharpe,
+            best_score=result.oos_score, sharpe=result.sharpe, deflated_sharpe=result.deflated_sharpe,
             best_params=result.best_params, fold_metrics=result.fold_metrics, version_id=version.id,
             promoted=promoted, reason=reason, storage_path=str(result.storage_path)))
     return PromotionDecision(result.strategy, version.id, version.version, promoted, reason,
-                             result.best_score, active_score)
+                             result.oos_score, active_score)

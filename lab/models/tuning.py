@@ -11,6 +11,11 @@ Ray Tune, XGBoost and this package, so this module does not import the database 
 ``tune_strategies`` tunes several strategies in one Tune run: each keeps its own TPE study
 and ASHA brackets (``_PerStrategySearch``, ``_PerStrategyScheduler``), while the trial
 workers, their start-up and the run's tail are shared.
+
+Trials see the tuning folds only. The best of them is scored once on the problem's holdout
+(the test window after those folds, which no trial read): the best of many trials' fold
+means is biased upward by the number of trials, even on pure noise, so the holdout figures
+are the out-of-sample ones a result reports and promotion judges.
 """
 
 from __future__ import annotations
@@ -45,20 +50,30 @@ Progress = Callable[[int, int], None]
 StrategyProgress = Callable[[str, int, int], None]
 
 _STRATEGY_KEY = "strategy"  # the trial config entry naming whose problem a trial works on
-_METRIC = "score"  # a trial's running mean of its strategy's out-of-sample metric over the folds so far
+_METRIC = "score"  # a trial's running mean of its strategy's metric over the tuning folds so far
 
 
 @dataclass(frozen=True, kw_only=True)
 class TuningResult:
-    """The best trial of a run, refit on all rows, with honest out-of-sample statistics."""
+    """The best trial of a run, refit on all rows, with honest out-of-sample statistics.
+
+    ``oos_score``, ``holdout_metrics``, ``sharpe`` and ``deflated_sharpe`` are the best
+    params' figures on the holdout, which the selection never saw; ``tuning_score`` and
+    ``fold_metrics`` are what the selection compared (the tuning folds), biased upward by it.
+    """
 
     strategy: str
     asset_class: str | None
     task: str
     metric: str
     best_params: dict[str, Any]
-    best_score: float
+    #: the best params' ``metric`` on the holdout
+    oos_score: float
+    holdout_metrics: dict[str, Any]
+    #: the best trial's mean ``metric`` over the tuning folds (the maximum over the trials)
+    tuning_score: float
     fold_metrics: list[dict[str, Any]]
+    #: of the holdout's holding-period returns; deflated for the trials, which only understates it there
     sharpe: float
     deflated_sharpe: float
     n_trials: int
@@ -76,14 +91,15 @@ class TuningResult:
 
     @property
     def oos_auc(self) -> float | None:
-        return self.best_score if self.task == "classification" else None
+        return self.oos_score if self.task == "classification" else None
 
     @property
     def metrics(self) -> dict[str, Any]:
         """What the registry stores next to the model."""
-        return {"metric": self.metric, "oos_score": self.best_score, "oos_auc": self.oos_auc,
+        return {"metric": self.metric, "oos_score": self.oos_score, "oos_auc": self.oos_auc,
                 "sharpe": self.sharpe, "deflated_sharpe": self.deflated_sharpe, "n_trials": self.n_trials,
-                "folds": self.fold_metrics, "oos_return": float(np.prod([1 + f["return"] for f in self.fold_metrics]) - 1)}
+                "oos_return": self.holdout_metrics["return"], "holdout": self.holdout_metrics,
+                "tuning_score": self.tuning_score, "folds": self.fold_metrics}
 
 
 def code_version() -> str:
@@ -138,7 +154,7 @@ def _trial(config: dict[str, Any], problems: dict[str, Problem]) -> None:
         report = {_METRIC: float(np.nanmean(scores)), "folds_done": len(scores),
                   "fit_s": time.perf_counter() - started}
         if len(scores) == len(problem.folds):
-            report |= {"fold_metrics": folds, "oos_returns": np.concatenate(returns).tolist(),
+            report |= {"fold_metrics": folds, "fold_returns": np.concatenate(returns).tolist(),
                        "node_id": ray.get_runtime_context().get_node_id()}
         tune.report(report)
 
@@ -399,7 +415,7 @@ def _run(problems: dict[str, Problem], spaces: dict[str, dict[str, Param]], *, t
 
 def _best(name: str, problem: Problem, space: dict[str, Param], results: list, run_dir: Path,
           started: datetime) -> TuningResult:
-    """The strategy's best trial, refit on all rows, with its out-of-sample statistics."""
+    """The strategy's best trial, scored on the holdout and refit on all rows."""
     n_folds = len(problem.folds)
     finished = [r for r in results if r.error is None and r.metrics and r.metrics.get("folds_done") == n_folds]
     if not finished:
@@ -408,16 +424,19 @@ def _best(name: str, problem: Problem, space: dict[str, Param], results: list, r
                            + (f": {errors}" if errors else " within the time budget")])
     best = max(finished, key=lambda r: r.metrics[_METRIC])  # trial order: ties stay stable
     params = {k: (int(v) if space[k].is_int else float(v)) for k, v in best.config.items() if k != _STRATEGY_KEY}
-    returns = np.asarray(best.metrics["oos_returns"], dtype=float)
-    trial_sharpes = [sharpe_ratio(np.asarray(r.metrics["oos_returns"])) for r in finished]
+    holdout = problem.score_holdout(params)
+    trial_sharpes = [sharpe_ratio(np.asarray(r.metrics["fold_returns"])) for r in finished]
     n_tried = sum(1 for r in results if r.metrics)
     # the trials are over, so the refit may use every core here (the file does not depend on it)
     model = problem.fit(params, threads=fit_threads())
     model_path = model.save(run_dir / f"{name}-best.ubj")
     return TuningResult(
         strategy=name, asset_class=problem.asset_class, task=problem.task, metric=problem.metric,
-        best_params=params, best_score=float(best.metrics[_METRIC]), fold_metrics=best.metrics["fold_metrics"],
-        sharpe=sharpe_ratio(returns), deflated_sharpe=deflated_sharpe_ratio(returns, trial_sharpes, n_tried),
+        best_params=params, oos_score=float(holdout.metrics[problem.metric]),
+        holdout_metrics=holdout.metrics | problem.holdout.describe(),
+        tuning_score=float(best.metrics[_METRIC]), fold_metrics=best.metrics["fold_metrics"],
+        sharpe=sharpe_ratio(holdout.returns),
+        deflated_sharpe=deflated_sharpe_ratio(holdout.returns, trial_sharpes, n_tried),
         n_trials=n_tried, trial_sharpes=trial_sharpes, model_path=model_path, storage_path=run_dir,
         code_version=code_version(), started_at=started, finished_at=datetime.now(UTC),
         nodes=tuple(sorted({r.metrics["node_id"] for r in finished})),
