@@ -36,11 +36,11 @@ def research() -> gdb.Dashboard:
                 FROM model_versions WHERE is_active AND market IN (${strategy:sqlstring})
                 ORDER BY market, domain""")))
         .with_panel(
-            stat.Panel().title("Best score, latest tuning run (live)").datasource(PROM).height(7).span(12)
+            stat.Panel().title("Holdout score of the best params, latest tuning run (live)").datasource(PROM).height(7).span(12)
             .with_target(promql('max by (strategy, metric) (lab_tuning_best_score{strategy=~"$strategy"})',
                                 legend="{{strategy}} ({{metric}})", instant=True)))
         .with_panel(
-            timeseries.Panel().title("Best score per tuning run").datasource(PG).height(8).span(12)
+            timeseries.Panel().title("Holdout score of each tuning run's best params").datasource(PG).height(8).span(12)
             .with_target(sql(f"""
                 SELECT finished_at AS time, strategy || ' (' || metric || ')' AS metric, best_score AS value
                 FROM tuning_runs WHERE {runs} AND finished_at IS NOT NULL AND best_score IS NOT NULL

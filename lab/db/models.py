@@ -279,6 +279,8 @@ class TuningRun(Base):
     finished_at: Mapped[datetime | None]
     trials: Mapped[int] = mapped_column(Integer, default=0)
     metric: Mapped[str] = mapped_column(String(32))
+    #: the best params' score on the holdout no trial saw (runs stored before there was one: the
+    #: best trial's mean over the folds it was selected on)
     best_score: Mapped[float | None] = mapped_column(Float)
     sharpe: Mapped[float | None] = mapped_column(Float)
     deflated_sharpe: Mapped[float | None] = mapped_column(Float)

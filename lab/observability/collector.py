@@ -220,7 +220,7 @@ class LabCollector(Collector):
         yield runs
 
         best = GaugeMetricFamily("lab_tuning_best_score",
-                                 "Best score of the latest finished tuning run per strategy",
+                                 "Holdout score of the best params of the latest finished tuning run per strategy",
                                  labels=["strategy", "metric"])
         latest = (
             select(TuningRun.strategy, func.max(TuningRun.id).label("id"))
