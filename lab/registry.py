@@ -3,6 +3,10 @@
 The one-active rule lives in the database (a partial unique index), and activation takes
 row locks (PostgreSQL) or the write lock (SQLite) so two processes activating at once
 still leave exactly one active version.
+
+A version's row holds its file's content address (``ab/abcd….ubj``), relative to the models
+folder: each registry resolves it against its own, so a home that is moved, restored or
+mounted at another path (a serving replica on another node) reads its own copy.
 """
 
 from __future__ import annotations
@@ -30,6 +34,8 @@ DOMAINS = ("trading", "betting")
 
 @dataclass(frozen=True)
 class VersionInfo:
+    """A version as one registry sees it: ``model_path`` lies under that registry's models folder."""
+
     id: int
     domain: str
     strategy: str
@@ -48,7 +54,7 @@ class VersionInfo:
     note: str | None
 
     @classmethod
-    def of(cls, row: ModelVersion) -> VersionInfo:
+    def of(cls, row: ModelVersion, model_path: Path) -> VersionInfo:
         return cls(
             id=row.id,
             domain=row.domain,
@@ -56,7 +62,7 @@ class VersionInfo:
             version=row.version,
             is_active=row.is_active,
             status=row.status,
-            model_path=Path(row.model_path),
+            model_path=model_path,
             model_sha256=row.model_sha256,
             params=row.params or {},
             metrics=row.metrics or {},
@@ -75,6 +81,11 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: handle.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def _content_address(sha: str, suffix: str) -> str:
+    """Where a file lies in the models folder, by its sha256: the path a version's row holds."""
+    return f"{sha[:2]}/{sha}{suffix}"
 
 
 def _check_rollback(target: ModelVersion, active: ModelVersion | None) -> None:
@@ -138,7 +149,8 @@ class ModelRegistry:
         if not model_file.is_file():
             raise ModelFileError(f"model file {model_file} does not exist")
         sha = _sha256(model_file)
-        stored = self.models_dir / sha[:2] / f"{sha}{model_file.suffix}"
+        address = _content_address(sha, model_file.suffix)
+        stored = self.models_dir / address
         if not stored.exists():
             stored.parent.mkdir(parents=True, exist_ok=True)
             tmp = stored.with_suffix(stored.suffix + ".tmp")
@@ -156,7 +168,7 @@ class ModelRegistry:
                         domain=domain,
                         strategy=strategy,
                         version=(latest or 0) + 1,
-                        model_path=str(stored),
+                        model_path=address,
                         model_sha256=sha,
                         is_active=False,
                         status="candidate",
@@ -171,7 +183,7 @@ class ModelRegistry:
                     session.flush()
                     session.add(ModelEvent(version_id=row.id, domain=domain, strategy=strategy,
                                            action="registered", reason=note))
-                    return VersionInfo.of(row)
+                    return self._info(row)
             except IntegrityError:
                 continue  # another process took this version number; take the next
         raise RegistryError(f"could not allocate a version number for {domain}/{strategy}")
@@ -213,7 +225,7 @@ class ModelRegistry:
                                    action="rolled_back" if rollback else "activated", reason=reason))
             session.flush()
             session.refresh(target)
-            return VersionInfo.of(target)
+            return self._info(target)
 
     def reject(self, version_id: int, reason: str) -> None:
         """Record why a candidate was not promoted; it stays registered as a candidate."""
@@ -232,7 +244,7 @@ class ModelRegistry:
             row = session.get(ModelVersion, version_id)
             if row is None:
                 raise UnknownVersion(f"model version {version_id} does not exist")
-            return VersionInfo.of(row)
+            return self._info(row)
 
     def get_active_version(self, strategy: str, domain: str = "trading") -> VersionInfo | None:
         self._check_domain(domain)
@@ -245,7 +257,7 @@ class ModelRegistry:
                     ModelVersion.is_active.is_(True),
                 )
             )
-            return VersionInfo.of(row) if row else None
+            return self._info(row) if row else None
 
     def list_versions(self, domain: str | None = None, strategy: str | None = None) -> list[VersionInfo]:
         """Every version, oldest first; ``domain=None`` means all domains."""
@@ -257,7 +269,7 @@ class ModelRegistry:
         if strategy is not None:
             query = query.where(ModelVersion.strategy == strategy)
         with session_scope(self.engine) as session:
-            return [VersionInfo.of(row) for row in session.scalars(query)]
+            return [self._info(row) for row in session.scalars(query)]
 
     def history(self, strategy: str | None = None) -> list[dict[str, Any]]:
         """Promotion history, newest first."""
@@ -280,9 +292,26 @@ class ModelRegistry:
                 raise UnknownVersion(f"model version {version_id} does not exist")
             return self._verified_file(row)
 
-    @staticmethod
-    def _verified_file(row: ModelVersion) -> Path:
-        path = Path(row.model_path)
+    def _info(self, row: ModelVersion) -> VersionInfo:
+        return VersionInfo.of(row, self._file_path(row))
+
+    def _file_path(self, row: ModelVersion) -> Path:
+        """The row's content address under this registry's models folder. Rows registered
+        before addresses were stored hold an absolute path (under the home of that time): the
+        copy in this models folder is read when it is there (the home moved), else the path
+        as stored, so no file registered then is lost; a row without a sha256 (adopted from an
+        older database) has no content address and keeps its path."""
+        stored = Path(row.model_path)
+        if not stored.is_absolute():
+            return self.models_dir / stored
+        if row.model_sha256:
+            here = self.models_dir / _content_address(row.model_sha256, stored.suffix)
+            if here.is_file():
+                return here
+        return stored
+
+    def _verified_file(self, row: ModelVersion) -> Path:
+        path = self._file_path(row)
         label = f"model version {row.id} ({row.domain}/{row.strategy} v{row.version})"
         if not path.is_file():
             raise ModelFileError(f"{label}: model file {path} is missing")

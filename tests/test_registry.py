@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -145,6 +146,46 @@ def test_a_missing_model_file_is_an_error_naming_the_version(registry, tmp_path)
     v.model_path.unlink()
     with pytest.raises(ModelFileError, match=rf"model version {v.id} .*missing"):
         registry.model_file(v)
+
+
+def test_a_registry_whose_home_moved_loads_its_models_from_the_new_place(engine, tmp_path):
+    """A LAB_HOME copied or mounted elsewhere (a restored backup, shared storage on a worker)
+    reads the model files under its own models folder, not the paths of the old home."""
+    old_home, new_home = tmp_path / "home", tmp_path / "moved"
+    v = ModelRegistry(engine, old_home / "models").save_version("trading", "momentum",
+                                                                 model_file(tmp_path, b"moved bytes"))
+    shutil.copytree(old_home, new_home)
+    shutil.rmtree(old_home)
+    moved = ModelRegistry(engine, new_home / "models")
+    path = moved.model_file(v.id)
+    assert path.is_relative_to(new_home / "models") and path.read_bytes() == b"moved bytes"
+    assert moved.get(v.id).model_path == path
+
+
+def store_absolute_path(engine, version_id: int, path: Path) -> None:
+    """What a row registered before model paths were stored relative to the models folder holds."""
+    with session_scope(engine) as session:
+        session.get(ModelVersion, version_id).model_path = str(path)
+
+
+def test_an_old_row_with_an_absolute_path_still_loads(registry, engine, tmp_path):
+    v = registry.save_version("trading", "momentum", model_file(tmp_path, b"old bytes"))
+    elsewhere = tmp_path / "elsewhere" / v.model_path.name
+    elsewhere.parent.mkdir()
+    v.model_path.replace(elsewhere)
+    store_absolute_path(engine, v.id, elsewhere)
+    assert registry.model_file(v.id) == elsewhere
+
+
+def test_an_old_absolute_row_reads_the_current_models_folder_when_the_file_is_there(engine, tmp_path):
+    old_home, new_home = tmp_path / "home", tmp_path / "moved"
+    v = ModelRegistry(engine, old_home / "models").save_version("trading", "momentum",
+                                                                 model_file(tmp_path, b"old bytes"))
+    store_absolute_path(engine, v.id, old_home / "models" / v.model_path.relative_to(old_home / "models"))
+    shutil.copytree(old_home, new_home)
+    shutil.rmtree(old_home)
+    path = ModelRegistry(engine, new_home / "models").model_file(v.id)
+    assert path.is_relative_to(new_home / "models") and path.read_bytes() == b"old bytes"
 
 
 ACTIVATOR = textwrap.dedent("""

@@ -137,7 +137,7 @@ def service(ray_session, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     _store_bars(registry.engine, AS_OF)
     _store_fundamentals(registry.engine)
     config_path = _config(home / "trading.json")
-    env = {"LAB_CONFIG": str(config_path)}
+    env = {"LAB_HOME": str(home), "LAB_CONFIG": str(config_path)}  # the replicas' models folder is home's
 
     start_serve(port=_free_port())  # the settings `lab serve` runs with
     port = _get_global_client().http_config.port  # another module may have started Serve already
@@ -463,11 +463,11 @@ def test_the_launched_app_serves_the_registry_and_token_of_the_settings_it_was_s
     from serving.launch import prediction_app
 
     url = f"sqlite:///{tmp_path / 'elsewhere.db'}"
-    registry = ModelRegistry(connect(url), tmp_path / "models")
-    version = registry.activate(
-        registry.save_version("trading", "momentum", _train(tmp_path / "m.ubj", "momentum", 4)).id)
     settings = Settings(LAB_HOME=str(tmp_path / "home"), LAB_DATABASE_URL=url, LAB_CONFIG=str(service.config_path),
                         LAB_SERVE_TOKEN="launch-token")
+    registry = ModelRegistry(connect(url), settings.models_dir)
+    version = registry.activate(
+        registry.save_version("trading", "momentum", _train(tmp_path / "m.ubj", "momentum", 4)).id)
     serve.run(prediction_app(settings, num_cpus=0.1), name="serving-test-launched", route_prefix="/launched")
     try:
         with httpx.Client(base_url=f"{service.url}/launched", timeout=30) as http:
