@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import select
+from typer.testing import CliRunner
 
+from lab.cli.main import app
+from lab.db import connect, session_scope
 from lab.db import models as db
-from lab.db import session_scope
 from lab.errors import TradingError
 from lab.trading import killswitch
 from lab.trading.brokers._http import RetryPolicy
@@ -17,8 +21,25 @@ from lab.trading.brokers.alpaca import AlpacaBroker
 from lab.trading.model import Intent, Order, OrderStatus, OrderType, Side, client_order_id
 from lab.trading.store import store_order
 from tests.fakes.alpaca import KEY_ID, SECRET_KEY, FakeAlpaca
+from tests.fakes.broker_http import Reply
 
 NOW = datetime(2025, 1, 6, 15, 0, tzinfo=UTC)
+CONFIG = Path(__file__).resolve().parents[1] / "config" / "trading.json"
+
+
+@pytest.fixture
+def cli(tmp_path, monkeypatch, sqlite_url):
+    """The CLI on its own database, configured to trade at Alpaca, without its keys; returns
+    the database's engine."""
+    raw = json.loads(CONFIG.read_text())
+    raw["execution"]["broker"] = "alpaca"
+    (tmp_path / "trading.json").write_text(json.dumps(raw))
+    for name, value in (("LAB_CONFIG", str(tmp_path / "trading.json")), ("LAB_DATABASE_URL", sqlite_url),
+                        ("COLUMNS", "200")):
+        monkeypatch.setenv(name, value)
+    for name in ("APCA_API_KEY_ID", "APCA_API_SECRET_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    return connect(sqlite_url)
 
 
 def test_it_is_off_until_engaged_and_stays_on_until_released(engine) -> None:
@@ -83,3 +104,24 @@ def test_engaging_cancels_the_open_orders_at_the_broker_and_in_the_books(engine)
     with session_scope(engine) as session:
         row = session.scalar(select(db.Order).where(db.Order.client_order_id == resting.client_order_id))
     assert (row.status, row.reason) == ("cancelled", "kill switch: operator stop")
+
+
+def test_the_switch_engages_even_when_the_broker_cannot_be_opened_and_says_the_orders_were_not_cancelled(cli):
+    result = CliRunner().invoke(app, ["kill-switch", "on", "--reason", "runaway", "--portfolio", "alpaca"])
+    assert result.exit_code == 1, result.output + repr(result.exception)
+    assert killswitch.is_killed(cli, "alpaca")
+    assert "kill switch ON for alpaca: runaway" in result.output
+    assert "open orders at alpaca were NOT cancelled" in result.output and "APCA_API_KEY_ID" in result.output
+
+
+def test_the_switch_engages_the_same_way_when_the_broker_refuses_to_list_its_orders(cli, monkeypatch):
+    monkeypatch.setenv("APCA_API_KEY_ID", KEY_ID)
+    monkeypatch.setenv("APCA_API_SECRET_KEY", SECRET_KEY)
+    with FakeAlpaca() as fake:
+        fake.fail_next("GET", "/v2/orders", Reply(401, {"code": 40110000, "message": "request is not authorized"}))
+        result = CliRunner().invoke(app, ["kill-switch", "on", "--reason", "runaway", "--portfolio", "alpaca",
+                                          "--base-url", fake.url])
+    assert result.exit_code == 1, result.output + repr(result.exception)
+    assert killswitch.is_killed(cli, "alpaca")
+    assert "kill switch ON for alpaca: runaway" in result.output
+    assert "open orders at alpaca were NOT cancelled" in result.output and "not authorized" in result.output

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import typer
 
-from lab.cli._common import console, print_table
-from lab.runtime import open_lab
+from lab.cli._common import console, err_console, print_table
+from lab.errors import LabError
+from lab.runtime import LabContext, open_lab
 from lab.trading import killswitch
+from lab.trading.broker import BrokerInterface
 
 app = typer.Typer(help="The configured real broker (Alpaca or Binance; paper accounts by default).",
                   no_args_is_help=True)
@@ -22,17 +24,17 @@ LIVE = typer.Option(False, "--live", help="real-money endpoints (also needs exec
 BASE_URL = typer.Option(None, "--base-url", help="the broker API base URL (default: its paper/testnet URL)")
 
 
-def _broker(live: bool, base_url: str | None):
+def _broker(lab: LabContext, live: bool, base_url: str | None) -> BrokerInterface:
     from lab.trading.brokers import open_real_broker
 
-    lab = open_lab()
-    return lab, open_real_broker(lab.settings, lab.config, live=live, base_url=base_url)
+    return open_real_broker(lab.settings, lab.config, live=live, base_url=base_url)
 
 
 @app.command("status")
 def status_cmd(live: bool = LIVE, base_url: str | None = BASE_URL) -> None:
     """Account, positions and open orders as the broker reports them, and the kill switch."""
-    lab, broker = _broker(live, base_url)
+    lab = open_lab()
+    broker = _broker(lab, live, base_url)
     account = broker.account()
     portfolio = getattr(broker, "portfolio", broker.name)
     console.print(f"{broker.name} ({getattr(broker, 'base_url', '')}): cash {account.cash:,.2f} "
@@ -50,14 +52,22 @@ def on_cmd(reason: str = typer.Option(..., "--reason", help="why (stored and sho
            portfolio: str = typer.Option(killswitch.ALL, help="one account, or * for all"),
            cancel: bool = typer.Option(True, help="cancel the real broker's open orders too"),
            live: bool = LIVE, base_url: str | None = BASE_URL) -> None:
-    """Engage: no cycle submits another order until `lab kill-switch off`."""
+    """Engage: no cycle submits another order until `lab kill-switch off`. The switch is stored
+    first; a broker that cannot be opened or does not answer then exits 1, the switch on."""
     lab = open_lab()
-    broker = None
-    if cancel and lab.config.execution.broker != "paper":
-        lab, broker = _broker(live, base_url)
-    cancelled = killswitch.engage(lab.engine, portfolio, reason, broker=broker)
-    console.print(f"kill switch ON for {portfolio}: {reason}" + (f"; cancelled {len(cancelled)} open orders"
-                                                                  if broker else ""))
+    killswitch.engage(lab.engine, portfolio, reason)
+    console.print(f"kill switch ON for {portfolio}: {reason}", markup=False)
+    if not cancel or lab.config.execution.broker == "paper":
+        return
+    try:
+        broker = _broker(lab, live, base_url)
+        cancelled = killswitch.cancel_open_orders(lab.engine, broker, reason)
+    except LabError as exc:
+        err_console.print(f"error: the open orders at {lab.config.execution.broker} were NOT cancelled: {exc}\n"
+                          f"The switch is on: no cycle submits another order. Cancel them at the broker, or "
+                          f"run this command again once it answers.", markup=False, highlight=False)
+        raise typer.Exit(1) from None
+    console.print(f"cancelled {len(cancelled)} open orders at {broker.name}")
 
 
 @kill_switch_app.command("off")

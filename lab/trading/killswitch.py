@@ -1,7 +1,8 @@
 """The kill switch: a database flag the trading cycle reads before every submission.
 
 ``engage`` commits the flag first, so every process stops submitting at once, then cancels
-the open orders through the broker. Portfolio ``"*"`` is the switch for every account.
+the open orders through the broker (``cancel_open_orders``): a broker that cannot be opened or
+does not answer never keeps the switch off. Portfolio ``"*"`` is the switch for every account.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from lab.trading.broker import BrokerInterface
 from lab.trading.model import Order, OrderStatus
 from lab.trading.store import ALL_PORTFOLIOS, check_portfolio_name, controls_of, store_order
 
-__all__ = ["ALL", "engage", "release", "is_killed", "switches"]
+__all__ = ["ALL", "engage", "cancel_open_orders", "release", "is_killed", "switches"]
 
 ALL = ALL_PORTFOLIOS
 log = logging.getLogger(__name__)
@@ -39,8 +40,12 @@ def engage(engine: Engine, portfolio: str, reason: str, *, broker: BrokerInterfa
         raise TradingError("the kill switch needs a reason (--reason): it is stored and shown with the switch")
     _set(engine, portfolio, True, reason)
     log.warning("kill switch engaged for %s: %s", portfolio, reason)
-    if broker is None:
-        return []
+    return [] if broker is None else cancel_open_orders(engine, broker, reason)
+
+
+def cancel_open_orders(engine: Engine, broker: BrokerInterface, reason: str) -> list[Order]:
+    """Cancel every order open at ``broker`` and store what it reports, each with the switch's
+    reason. Call it after ``engage``: a broker error then leaves the switch on."""
     cancelled = []
     for order in broker.open_orders():
         result = broker.cancel(order.client_order_id)
