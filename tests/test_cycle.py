@@ -181,6 +181,27 @@ def test_a_cycle_before_the_portfolios_latest_is_refused_and_changes_nothing(ctx
     assert run_trading_cycle(ctx, DAYS[0], portfolio="replay", predictions=FixedPredictions()).orders_placed > 0
 
 
+class ServeDown:
+    """The prediction service unreachable: the cycle fails at its prediction stage."""
+
+    def predict(self, strategy, rows):
+        raise TradingError("http://127.0.0.1:8000 unreachable: connection refused")
+
+
+def test_a_later_cycle_is_refused_while_an_earlier_one_is_unfinished_and_the_earlier_resumes_on_rerun(ctx):
+    with pytest.raises(TradingError, match="unreachable"):
+        run_trading_cycle(ctx, DAYS[0], predictions=ServeDown())
+    with pytest.raises(TradingError, match=r"portfolio 'paper' has an unfinished cycle at 2023-03-01T00:00:00\+00:00 "
+                                           r"\(it failed or was stopped mid-way\): re-run it \(it resumes\) before the cycle at "
+                                           r"2023-03-02T00:00:00\+00:00"):
+        run_trading_cycle(ctx, DAYS[1], predictions=FixedPredictions())
+    assert count(ctx, db.TradingCycle) == 1  # the refused one left no row
+    resumed = run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions())
+    assert not resumed.already_completed and resumed.orders_placed > 0
+    assert run_trading_cycle(ctx, DAYS[1], predictions=FixedPredictions()).fills > 0
+    assert_books_consistent(ctx)
+
+
 def test_a_cycle_in_the_future_is_refused_and_changes_nothing(ctx):
     later = datetime.now(UTC) + timedelta(days=3)  # past the calendar's last session too, some years on
     for as_of in (later, later.replace(year=later.year + 4)):

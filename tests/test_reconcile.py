@@ -207,3 +207,32 @@ def test_a_drawdown_halt_that_a_cycles_last_fills_start_holds_for_the_next_cycle
                                    broker=broker, hook=fill_entries)
     assert result.fills > 0 and result.halted
     assert halted(engine)[0] and "drawdown" in halted(engine)[1]
+
+
+def test_a_real_brokers_unfinished_cycle_blocks_the_next_until_it_can_no_longer_resume_then_is_abandoned(traded):
+    """Near the broker's present, re-running the failed cycle resumes it, so a later one waits;
+    once the present has moved on it never can, and the next cycle records it abandoned."""
+    from datetime import timedelta
+
+    from lab.errors import TradingError
+    from lab.trading.cycle import run_trading_cycle
+    from tests.fakes.trading import FixedPredictions
+
+    def crash(stage: str) -> None:
+        if stage == "claimed":
+            raise RuntimeError("killed mid-way")
+
+    engine, broker, fake = traded
+    with pytest.raises(RuntimeError):
+        run_trading_cycle(_ctx(engine), NOW, portfolio="alpaca", predictions=FixedPredictions(0.9), broker=broker,
+                          hook=crash)
+    with pytest.raises(TradingError, match=r"unfinished cycle at 2025-01-06T15:00:00\+00:00"):
+        run_trading_cycle(_ctx(engine), NOW + timedelta(minutes=5), portfolio="alpaca",
+                          predictions=FixedPredictions(0.9), broker=broker)
+    fake.now = "2025-01-07T10:00:00.000000-05:00"
+    next_day = NOW + timedelta(days=1)
+    assert not run_trading_cycle(_ctx(engine), next_day, portfolio="alpaca", predictions=FixedPredictions(0.9),
+                                 broker=broker).already_completed
+    with session_scope(engine) as session:
+        cycles = session.query(db.TradingCycle.as_of, db.TradingCycle.status).order_by(db.TradingCycle.as_of).all()
+    assert cycles == [(NOW, "abandoned"), (next_day, "completed")]

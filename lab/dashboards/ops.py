@@ -102,7 +102,9 @@ def operations() -> gdb.Dashboard:
         .with_panel(
             table.Panel().title("Flow failures: trading cycles that did not complete").datasource(PG)
             .description("A cycle row stays 'started' when its flow failed or was killed mid-way; re-running "
-                         "the cycle resumes it. Prefect's own flow-run states are in the Prefect UI.")
+                         "the cycle resumes it, and the portfolio's next cycle is refused until then. A real "
+                         "broker's cycle that was not re-run near the broker's present is 'abandoned' by the "
+                         "next one. Prefect's own flow-run states are in the Prefect UI.")
             .height(8).span(12)
             .with_target(sql("""
                 SELECT started_at AS time, portfolio, as_of, status, stage FROM trading_cycles

@@ -438,7 +438,7 @@ class TradingCycle(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     portfolio: Mapped[str] = mapped_column(String(64))
     as_of: Mapped[datetime]
-    status: Mapped[str] = mapped_column(String(16))  # started | completed
+    status: Mapped[str] = mapped_column(String(16))  # started | completed | abandoned
     stage: Mapped[str | None] = mapped_column(String(32))
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]

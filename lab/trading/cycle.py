@@ -3,11 +3,13 @@ prices, drawdown halt, exits, signals, entries sized under the risk rules) with 
 SQL around it, then a second sync and a snapshot.
 
 Idempotent per (portfolio, as_of): a completed cycle is not run again, and a crashed one
-resumes. One cycle at a time holds a portfolio's books (``store.sole_writer``), in any
-process. Every order's client id is derived from its decision, is stored before it is
-submitted, and brokers deduplicate on it, so a re-run never places a second order. Fills
-are booked one transaction each (see ``lab.trading.store``), so the books survive a kill
-at any point.
+resumes. A portfolio's cycles run forward in time, one after another: a later cycle is refused
+while an earlier one is unfinished (re-run that one: it resumes), except where it can never
+resume (a real broker's, away from the broker's present): the next cycle marks it abandoned.
+One cycle at a time holds a portfolio's books (``store.sole_writer``), in any process. Every
+order's client id is derived from its decision, is stored before it is submitted, and brokers
+deduplicate on it, so a re-run never places a second order. Fills are booked one transaction
+each (see ``lab.trading.store``), so the books survive a kill at any point.
 """
 
 from __future__ import annotations
@@ -152,9 +154,11 @@ def run_trading_cycle(
         done = _stored_result(ctx, portfolio, as_of)
         if done is not None:
             return done
+        present = None
         if broker is not None and broker.name != "paper":
-            _at_present(broker, as_of)
-        _claim(ctx, portfolio, as_of)
+            present = broker.clock(as_of).now.astimezone(UTC)
+            _at_present(broker.name, present, as_of)
+        _claim(ctx, portfolio, as_of, present=present)
         hook("claimed")
         manager = load_books(engine, config, portfolio)
         open_orders = load_open_orders(engine, portfolio)
@@ -227,12 +231,11 @@ def run_trading_cycle(
         return result
 
 
-def _at_present(broker: BrokerInterface, as_of: datetime) -> None:
+def _at_present(broker: str, present: datetime, as_of: datetime) -> None:
     """A real broker fills at its present prices: a cycle deciding at another time would size
     its orders on the bars of that time. A retried or resumed cycle minutes later still runs."""
-    present = broker.clock(as_of).now.astimezone(UTC)
     if abs(present - as_of) > _PRESENT:
-        raise TradingError(f"{broker.name} trades at its present, {present.isoformat()}: a cycle deciding at "
+        raise TradingError(f"{broker} trades at its present, {present.isoformat()}: a cycle deciding at "
                            f"{as_of.isoformat()} would size its orders on the prices of another time (more than "
                            f"{_PRESENT.total_seconds() / 60:.0f} minutes away). Leave out --as-of to decide now; "
                            f"replay other times on the paper broker or with `lab backtest`")
@@ -277,9 +280,11 @@ def _stored_result(ctx: LabContext, portfolio: str, as_of: datetime) -> CycleRes
     return CycleResult(as_of=as_of, **summary)
 
 
-def _claim(ctx: LabContext, portfolio: str, as_of: datetime) -> None:
+def _claim(ctx: LabContext, portfolio: str, as_of: datetime, *, present: datetime | None) -> None:
     """Start (or resume) the cycle row. A portfolio's cycles run forward in time: one before
-    its latest would decide on older prices than its books and orders already hold."""
+    its latest would decide on older prices than its books and orders already hold, and one
+    after an unfinished cycle would leave that one never resumed. ``present``: a real broker's
+    clock, near which alone its cycles run (``_at_present``)."""
     with session_scope(ctx.engine, write_lock=True) as session:
         row = session.scalar(select(db.TradingCycle).where(db.TradingCycle.portfolio == portfolio,
                                                           db.TradingCycle.as_of == as_of))
@@ -290,7 +295,25 @@ def _claim(ctx: LabContext, portfolio: str, as_of: datetime) -> None:
                                f"forward in time, so one at {as_of.isoformat()} cannot run on its books (replay the "
                                f"past with `lab backtest`, or trade it in another portfolio)")
         if row is None:
+            _after_unfinished(session, portfolio, as_of, present)
             session.add(db.TradingCycle(portfolio=portfolio, as_of=as_of, status="started", stage="claimed"))
+
+
+def _after_unfinished(session, portfolio: str, as_of: datetime, present: datetime | None) -> None:
+    """Refuse a new cycle while an earlier one is unfinished: re-running that one resumes it,
+    and a later cycle first would leave it refused for good (cycles run forward). One that can
+    never resume, a real broker's away from its present, is marked abandoned instead."""
+    unfinished = session.scalars(select(db.TradingCycle).where(
+        db.TradingCycle.portfolio == portfolio, db.TradingCycle.as_of < as_of,
+        db.TradingCycle.status == "started").order_by(db.TradingCycle.as_of)).all()
+    for earlier in unfinished:
+        if present is not None and abs(present - earlier.as_of) > _PRESENT:
+            earlier.status, earlier.finished_at = "abandoned", utcnow()
+            continue
+        when = earlier.as_of.isoformat()
+        raise TradingError(f"portfolio {portfolio!r} has an unfinished cycle at {when} (it failed or was "
+                           f"stopped mid-way): re-run it (it resumes) before the cycle at {as_of.isoformat()}, "
+                           f"e.g. `lab trade cycle --as-of {when} --portfolio {portfolio}`")
 
 
 def _complete(ctx: LabContext, portfolio: str, as_of: datetime, result: CycleResult) -> None:
