@@ -8,7 +8,7 @@ from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 
 from lab.runtime import open_lab
-from lab.trading.cycle import decision_time
+from lab.trading.cycle import check_asset_classes, decision_time
 from lab.trading.cycle import run_trading_cycle as cycle
 from serving.client import ServePredictionClient
 
@@ -30,10 +30,12 @@ def _cycle(as_of: datetime, portfolio: str, asset_class: str, serve_url: str | N
 @flow(name="run_trading_cycle", log_prints=True)
 def run_trading_cycle(asset_class: str = "stocks", as_of: datetime | None = None, portfolio: str = "paper",
                       serve_url: str | None = None) -> dict:
-    """One cycle at ``as_of`` (default now; without a zone, UTC). Re-running the same ``as_of`` is a no-op."""
+    """One cycle at ``as_of`` (default now; without a zone, UTC). Re-running the same ``as_of`` is a no-op.
+    An ``asset_class`` the universe lacks fails the flow before its task starts (and retries)."""
     when = decision_time(as_of)
-    summary = _cycle(when, portfolio, asset_class, serve_url)
     ctx = open_lab()
+    check_asset_classes(ctx.config, [asset_class])
+    summary = _cycle(when, portfolio, asset_class, serve_url)
     from lab.trading.reports import cycle_tables
 
     signals, orders = cycle_tables(ctx.engine, portfolio, when)

@@ -202,6 +202,14 @@ def test_a_later_cycle_is_refused_while_an_earlier_one_is_unfinished_and_the_ear
     assert_books_consistent(ctx)
 
 
+def test_a_cycle_for_an_asset_class_the_universe_lacks_is_refused_by_name_and_stores_nothing(ctx):
+    with pytest.raises(TradingError, match=r"asset class 'bond' is not in the config's universe \(known: crypto, "
+                                           r"stocks\)"):
+        run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions(), asset_classes=["bond"])
+    assert [count(ctx, model) for model in (db.TradingCycle, db.Signal, db.Order, db.Account)] == [0, 0, 0, 0]
+    assert run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions(), asset_classes=["stocks"]).orders_placed
+
+
 def test_a_cycle_in_the_future_is_refused_and_changes_nothing(ctx):
     later = datetime.now(UTC) + timedelta(days=3)  # past the calendar's last session too, some years on
     for as_of in (later, later.replace(year=later.year + 4)):

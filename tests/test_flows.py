@@ -96,6 +96,18 @@ def test_flows_run_refuses_a_bad_unknown_or_missing_parameter_naming_it(prefect_
     assert "Traceback" not in result.stderr
 
 
+def test_a_trading_cycle_for_an_asset_class_the_universe_lacks_fails_by_name_and_stores_no_cycle(prefect_server,
+                                                                                                  sqlite_url):
+    result = subprocess.run([sys.executable, "-m", "lab.cli.main", "flows", "run", "run_trading_cycle",
+                             "-p", "asset_class=bond", "-p", "as_of=2013-02-28"], capture_output=True, text=True,
+                            env={**os.environ, "PREFECT_API_URL": prefect_server, "LAB_DATABASE_URL": sqlite_url,
+                                 "COLUMNS": "300"}, timeout=300)
+    assert result.returncode == 1
+    assert "error: asset class 'bond' is not in the config's universe (known: crypto, stocks)" in result.stderr
+    with connect(sqlite_url).connect() as conn:
+        assert conn.execute(text("select count(*) from trading_cycles")).scalar_one() == 0
+
+
 def test_the_stock_schedules_run_in_new_york_time():
     config = load_config(REPO_CONFIG)
     assert (config.schedules["stock_collection"].cron, config.schedules["stock_collection"].timezone) == \

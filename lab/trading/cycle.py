@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import func, select
 
+from lab.config import TradingConfig
 from lab.db import models as db
 from lab.db import session_scope
 from lab.db.types import utcnow
@@ -51,7 +52,7 @@ from lab.trading.store import (
 )
 from universe.calendars import last_bar_at
 
-__all__ = ["CycleResult", "PreTradeCheck", "decision_time", "run_trading_cycle", "STAGES"]
+__all__ = ["CycleResult", "PreTradeCheck", "check_asset_classes", "decision_time", "run_trading_cycle", "STAGES"]
 
 #: named points of a cycle; ``hook(stage)`` is called at each (crash tests pause there)
 STAGES = ("claimed", "synced", "exits_placed", "signals_stored", "order_stored", "fill_booked",
@@ -133,8 +134,9 @@ def run_trading_cycle(
     the books first; a mismatch halts the account and the cycle places nothing. ``features`` to
     ``lab.features`` on the stored bars; ``pre_trade_checks`` to the lab's validation and
     kill switch (``lab.trading.pretrade`` / ``lab.trading.killswitch``). ``asset_classes``
-    limits new entries to those classes (stocks and crypto run on their own schedules);
-    exits are always checked for every held position.
+    limits new entries to those classes of the config's universe (stocks and crypto run on
+    their own schedules; another class is refused); exits are always checked for every held
+    position.
     """
     if as_of.tzinfo is None:
         raise TradingError(f"as_of must be timezone-aware, got {as_of.isoformat()}")
@@ -145,6 +147,7 @@ def run_trading_cycle(
     check_portfolio_name(portfolio)
     hook = hook or (lambda stage: None)
     engine, config = ctx.engine, ctx.config
+    check_asset_classes(config, asset_classes)
     if broker is None and config.execution.broker != "paper":
         broker = open_real_broker(ctx.settings, config, live=live)  # refuses an unallowed --live before any write
     elif broker is None and live:
@@ -229,6 +232,16 @@ def run_trading_cycle(
                              notes=journal.notes + step.notes, screening=screening)
         _complete(ctx, portfolio, as_of, result)
         return result
+
+
+def check_asset_classes(config: TradingConfig, asset_classes: Sequence[str] | None) -> None:
+    """Refuse a class the universe lacks before anything is stored: the cycle would screen
+    nothing, yet complete, and re-running it for the class meant would be a no-op."""
+    known = config.universe.asset_classes()
+    unknown = [name for name in asset_classes or () if name not in known]
+    if unknown:
+        raise TradingError(f"asset class {', '.join(map(repr, unknown))} is not in the config's universe "
+                           f"(known: {', '.join(sorted(known))})")
 
 
 def _at_present(broker: str, present: datetime, as_of: datetime) -> None:
