@@ -46,7 +46,7 @@ def test_it_is_off_until_engaged_and_stays_on_until_released(engine) -> None:
     assert not killswitch.is_killed(engine, "alpaca")
     killswitch.engage(engine, "alpaca", "runaway strategy")
     assert killswitch.is_killed(engine, "alpaca") and not killswitch.is_killed(engine, "binance")
-    assert killswitch.switches(engine) == [("alpaca", True, "runaway strategy", False, None)]
+    assert killswitch.switches(engine) == [("alpaca", True, ("alpaca",), "runaway strategy", False, None)]
     assert killswitch.release(engine, "alpaca") is False  # nothing else holds it
     assert not killswitch.is_killed(engine, "alpaca")
 
@@ -66,8 +66,8 @@ def test_the_status_lists_every_trading_account_set_or_not_and_no_stored_backtes
         session.add_all([db.Account(portfolio=name, initial_cash=1e5, cash=1e5, peak_equity=1e5)
                          for name in ("paper", "swing-desk", "backtest:1a2b3c4d5e6f")])
     killswitch.engage(engine, "swing-desk", "reconciling")
-    assert killswitch.switches(engine) == [("paper", False, None, False, None),
-                                           ("swing-desk", True, "reconciling", False, None)]
+    assert killswitch.switches(engine) == [("paper", False, (), None, False, None),
+                                           ("swing-desk", True, ("swing-desk",), "reconciling", False, None)]
 
 
 def test_releasing_one_account_under_the_switch_for_all_says_it_stays_stopped(engine) -> None:
@@ -80,6 +80,18 @@ def test_releasing_one_account_under_the_switch_for_all_says_it_stays_stopped(en
 def test_the_global_switch_stops_every_account(engine) -> None:
     killswitch.engage(engine, killswitch.ALL, "market halt")
     assert killswitch.is_killed(engine, "alpaca") and killswitch.is_killed(engine, "paper")
+
+
+def test_the_status_shows_each_account_stopped_by_the_global_switch_and_which_switches_hold_it(engine) -> None:
+    with session_scope(engine) as session:
+        session.add_all([db.Account(portfolio=name, initial_cash=1e5, cash=1e5, peak_equity=1e5)
+                         for name in ("paper", "swing-desk")])
+    killswitch.engage(engine, "swing-desk", "reconciling")
+    killswitch.engage(engine, killswitch.ALL, "market halt")
+    assert killswitch.switches(engine) == [("*", True, ("*",), "market halt", False, None),
+                                           ("paper", True, ("*",), "market halt", False, None),
+                                           ("swing-desk", True, ("swing-desk", "*"), "reconciling; market halt",
+                                            False, None)]
 
 
 def test_engaging_needs_a_reason(engine) -> None:

@@ -98,8 +98,17 @@ def test_kill_switch_and_halt_flags_follow_trading_controls(engine) -> None:
         control = s.get(TradingControl, "paper")
         control.kill_switch, control.halted = True, True
     registry = lab_registry(engine, min_interval_s=0)
-    assert _sample(registry, "lab_kill_switch_engaged", portfolio="paper") == 1
+    assert _sample(registry, "lab_kill_switch_engaged", portfolio="paper", engaged_by="paper") == 1
     assert _sample(registry, "lab_portfolio_halted", portfolio="paper") == 1
+
+
+def test_the_global_kill_switch_engages_every_portfolio_and_says_so(engine) -> None:
+    seed_lab(engine)
+    registry = lab_registry(engine, min_interval_s=0)
+    assert _sample(registry, "lab_kill_switch_engaged", portfolio="paper", engaged_by="") == 0
+    with session_scope(engine) as s:
+        s.add(TradingControl(portfolio="*", halted=False, kill_switch=True, kill_reason="market halt"))
+    assert _sample(registry, "lab_kill_switch_engaged", portfolio="paper", engaged_by="*") == 1
 
 
 def test_ingestion_research_and_model_metrics(engine) -> None:

@@ -81,7 +81,8 @@ def off_cmd(portfolio: str = typer.Option(killswitch.ALL, help="one account, or 
 
 @kill_switch_app.command("status")
 def status_switch_cmd() -> None:
-    """Every account's kill switch and halt, with reasons."""
-    print_table("Trading controls", ["portfolio", "kill switch", "reason", "halted", "halt reason"],
-                [(p, "ON" if k else "off", kr, "yes" if h else "", hr)
-                 for p, k, kr, h, hr in killswitch.switches(open_lab().engine)])
+    """Every account's kill switch as the cycles apply it (its own, or * for every account,
+    named under "engaged by"), and its halt, with reasons."""
+    print_table("Trading controls", ["portfolio", "kill switch", "engaged by", "reason", "halted", "halt reason"],
+                [(s.portfolio, "ON" if s.killed else "off", ", ".join(s.engaged_by), s.kill_reason,
+                  "yes" if s.halted else "", s.halt_reason) for s in killswitch.switches(open_lab().engine)])

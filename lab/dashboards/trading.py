@@ -27,8 +27,8 @@ def _last(title: str, raw_sql: str, unit: str) -> stat.Panel:
             .unit(unit).reduce_options(common.ReduceDataOptions().calcs(["lastNotNull"])).height(4).span(6))
 
 
-def _flag(title: str, expr: str, on_text: str) -> stat.Panel:
-    return (stat.Panel().title(title).datasource(PROM).with_target(promql(expr, instant=True))
+def _flag(title: str, expr: str, on_text: str, *, legend: str = "__auto") -> stat.Panel:
+    return (stat.Panel().title(title).datasource(PROM).with_target(promql(expr, legend=legend, instant=True))
             .mappings(value_text({"0": ("OK", "green"), "1": (on_text, "red")}))
             .color_mode(cm.BigValueColorMode.BACKGROUND).height(4).span(3))
 
@@ -43,7 +43,12 @@ def portfolio_overview() -> gdb.Dashboard:
         .with_panel(_last("P&L (realized + unrealized)",
                           f"SELECT ts AS time, realized_pnl + unrealized_pnl AS value {snap}", "currencyUSD"))
         .with_panel(_flag("Drawdown halt", 'max(lab_portfolio_halted{portfolio="$portfolio"})', "HALTED"))
-        .with_panel(_flag("Kill switch", 'max(lab_kill_switch_engaged{portfolio="$portfolio"})', "ENGAGED"))
+        .with_panel(
+            _flag("Kill switch", 'max by (engaged_by) (lab_kill_switch_engaged{portfolio="$portfolio"})', "ENGAGED",
+                  legend="{{engaged_by}}")
+            .text_mode(cm.BigValueTextMode.VALUE_AND_NAME)
+            .description("ENGAGED by the portfolio's own switch or by * (every account), named under it; "
+                         "`lab kill-switch status` shows the reasons."))
         # the benchmark is scaled by its first stored close, not by the first row's: a run whose
         # first bar had none (NULL) would have no benchmark at all ("closes" puts NULLs last)
         .with_panel(

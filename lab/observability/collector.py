@@ -34,6 +34,7 @@ from lab.db.models import (
     TradingControl,
     TuningRun,
 )
+from lab.trading.killswitch import engaged_by
 
 __all__ = ["LabCollector"]
 
@@ -119,13 +120,15 @@ class LabCollector(Collector):
         halted = GaugeMetricFamily("lab_portfolio_halted",
                                    "1 while the drawdown halt stops new entries", labels=["portfolio"])
         kill = GaugeMetricFamily("lab_kill_switch_engaged",
-                                 "1 while the kill switch blocks all order submission", labels=["portfolio"])
+                                 "1 while a kill switch blocks the portfolio's order submission; engaged_by names "
+                                 "which (its own, * for every account)", labels=["portfolio", "engaged_by"])
         for portfolio in sorted({s.portfolio for s in snapshots} | set(controls)):
             if portfolio.startswith(BACKTEST_PREFIX):
                 continue
             control = controls.get(portfolio)
             halted.add_metric([portfolio], float(bool(control and control.halted)))
-            kill.add_metric([portfolio], float(bool(control and control.kill_switch)))
+            by = engaged_by(controls, portfolio)
+            kill.add_metric([portfolio, "+".join(by)], float(bool(by)))
         yield halted
         yield kill
 

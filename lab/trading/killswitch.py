@@ -8,6 +8,8 @@ does not answer never keeps the switch off. Portfolio ``"*"`` is the switch for 
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
+from typing import NamedTuple
 
 from sqlalchemy import Engine, select
 
@@ -18,7 +20,7 @@ from lab.trading.broker import BrokerInterface
 from lab.trading.model import Order, OrderStatus
 from lab.trading.store import ALL_PORTFOLIOS, check_portfolio_name, controls_of, store_order
 
-__all__ = ["ALL", "engage", "cancel_open_orders", "release", "is_killed", "switches"]
+__all__ = ["ALL", "Switch", "engage", "cancel_open_orders", "engaged_by", "release", "is_killed", "switches"]
 
 ALL = ALL_PORTFOLIOS
 log = logging.getLogger(__name__)
@@ -66,18 +68,37 @@ def release(engine: Engine, portfolio: str) -> bool:
     return is_killed(engine, portfolio)
 
 
-def switches(engine: Engine) -> list[tuple[str, bool, str | None, bool, str | None]]:
-    """(portfolio, killed, kill reason, halted, halt reason) for the switch of every account
-    once set, and for every trading account (stored backtests are none), set or not."""
+class Switch(NamedTuple):
+    """An account's controls as the cycle applies them: ``killed`` by its own switch or the one
+    for every account, ``engaged_by`` naming which (its own first), with their reasons."""
+
+    portfolio: str
+    killed: bool
+    engaged_by: tuple[str, ...]
+    kill_reason: str | None
+    halted: bool
+    halt_reason: str | None
+
+
+def engaged_by(controls: Mapping[str, db.TradingControl], portfolio: str) -> tuple[str, ...]:
+    """The switches that stop ``portfolio`` (its own, then the one for every account), as
+    ``is_killed`` reads them; ``controls`` by portfolio."""
+    return tuple(name for name in dict.fromkeys([portfolio, ALL])
+                 if (control := controls.get(name)) is not None and control.kill_switch)
+
+
+def switches(engine: Engine) -> list[Switch]:
+    """The controls of every account whose switch was once set, and of every trading account
+    (stored backtests are none), set or not."""
     with session_scope(engine) as session:
         controls = {r.portfolio: r for r in session.scalars(select(db.TradingControl))}
         accounts = session.scalars(select(db.Account.portfolio).where(
             db.Account.portfolio.not_like(f"{db.BACKTEST_PREFIX}%"))).all()
         rows = []
         for name in sorted({*controls, *accounts}):
-            r = controls.get(name)
-            rows.append((name, False, None, False, None) if r is None
-                        else (name, bool(r.kill_switch), r.kill_reason, bool(r.halted), r.halt_reason))
+            by, own = engaged_by(controls, name), controls.get(name)
+            rows.append(Switch(name, bool(by), by, "; ".join(controls[s].kill_reason or "" for s in by) or None,
+                               bool(own and own.halted), own.halt_reason if own else None))
         return rows
 
 
