@@ -137,3 +137,14 @@ def test_the_switch_engages_the_same_way_when_the_broker_refuses_to_list_its_ord
     assert killswitch.is_killed(cli, "alpaca")
     assert "kill switch ON for alpaca: runaway" in result.output
     assert "open orders at alpaca were NOT cancelled" in result.output and "not authorized" in result.output
+
+
+def test_releasing_the_global_switch_leaves_each_accounts_own_switch_on_and_lists_how_to_release_it(cli):
+    killswitch.engage(cli, "demo-stocks", "bad fills")
+    killswitch.engage(cli, killswitch.ALL, "market halt")
+    result = CliRunner().invoke(app, ["kill-switch", "off"])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert not killswitch.is_killed(cli, "paper") and killswitch.is_killed(cli, "demo-stocks")
+    assert "kill switch off for * (every account)" in result.output
+    assert "still ON by its own switch: demo-stocks (bad fills)" in result.output
+    assert "lab kill-switch off --portfolio demo-stocks" in result.output

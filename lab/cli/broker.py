@@ -71,12 +71,22 @@ def on_cmd(reason: str = typer.Option(..., "--reason", help="why (stored and sho
 
 
 @kill_switch_app.command("off")
-def off_cmd(portfolio: str = typer.Option(killswitch.ALL, help="one account, or * for all")) -> None:
-    """Release deliberately: submission resumes at the next cycle."""
-    still = killswitch.release(open_lab().engine, portfolio)
-    console.print(f"kill switch off for {portfolio}" + (
-        f"; {portfolio} stays stopped by the switch for every account ({killswitch.ALL}): release that one with "
-        f"`lab kill-switch off`" if still else ""))
+def off_cmd(portfolio: str = typer.Option(killswitch.ALL, help="the account whose own switch to release, or * for "
+                                          "the switch for every account (the accounts' own switches stay on)")) -> None:
+    """Release one switch deliberately: submission resumes at the next cycle where no other
+    switch holds the account. Releasing * lists the accounts still stopped by their own."""
+    engine = open_lab().engine
+    still = killswitch.release(engine, portfolio)
+    if portfolio != killswitch.ALL:
+        console.print(f"kill switch off for {portfolio}" + (
+            f"; {portfolio} stays stopped by the switch for every account ({killswitch.ALL}): release that one "
+            f"with `lab kill-switch off`" if still else ""), markup=False)
+        return
+    console.print(f"kill switch off for {killswitch.ALL} (every account)", markup=False)
+    for s in killswitch.switches(engine):
+        if s.killed:
+            console.print(f"still ON by its own switch: {s.portfolio} ({s.kill_reason}); release it with "
+                          f"`lab kill-switch off --portfolio {s.portfolio}`", markup=False)
 
 
 @kill_switch_app.command("status")
