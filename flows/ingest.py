@@ -66,7 +66,7 @@ def ingest_universe(source: str = "offline", symbols: list[str] | None = None, s
     jobs = plan_symbols(config, source, symbols=symbols, asset_class=asset_class, path=path)
     chains = build_chains(source, config, settings=lab.settings, path=path)
     summary = IngestSummary(run_id=uuid.uuid4().hex, source=source, notes=list(chains.notes))
-    history_start = date.fromisoformat(config.data.history_start)
+    history_start = config.data.history_start
     try:
         futures = [
             ingest_symbol_task.with_options(tags={f"provider:{p.name}" for p in chains.for_class(klass)})

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import json
 from collections.abc import Iterable
+from datetime import date
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -90,7 +91,8 @@ class UniverseConfig(_Section):
 
 class DataConfig(_Section):
     source: Literal["offline", "live", "files"] = "offline"
-    history_start: str = "2004-01-01"
+    #: a date, checked on load: a bad one (2004-13-01) would otherwise fail only in ``lab ingest``
+    history_start: date = date(2004, 1, 1)
     files_path: str | None = None
 
 

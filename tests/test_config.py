@@ -124,3 +124,11 @@ def test_an_exit_level_set_apart_from_the_barrier_its_model_learns_is_warned_of(
     config["strategies"]["breakout"] |= {"take_profit": 0.10, "stop_loss": 0.06}  # the label's stop: no warning
     (warning,) = config_warnings(load_config(write(tmp_path, config)))
     assert warning.startswith("strategies.breakout.take_profit: 0.1, but its model learns the odds of 0.15")
+
+
+def test_a_history_start_that_is_not_a_date_is_named_and_a_date_stays_a_string_in_json(tmp_path):
+    path = write(tmp_path, minimal(data={"history_start": "2004-13-01"}))
+    [problem] = check_config(path)
+    assert problem.startswith(f"{path}: data.history_start: ") and "month" in problem
+    good = load_config(write(tmp_path, minimal(data={"history_start": "2012-03-01"})))
+    assert good.model_dump(mode="json")["data"]["history_start"] == "2012-03-01"

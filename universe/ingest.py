@@ -341,7 +341,7 @@ def ingest_universe(ctx_or_engine, config: TradingConfig | None = None, *, sourc
         if config is None:
             raise LabError("ingest_universe needs a config when given an engine")
     since_date = date.fromisoformat(since) if isinstance(since, str) else since
-    history_start = date.fromisoformat(config.data.history_start)
+    history_start = config.data.history_start
     jobs = plan_symbols(config, source, symbols=symbols, asset_class=asset_class, path=path)
     own_chains = chains is None
     chains = chains or build_chains(source, config, settings=settings, path=path)
