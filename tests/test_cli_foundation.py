@@ -35,6 +35,21 @@ def test_unreachable_database_is_a_clear_error_with_the_password_hidden():
     assert "Traceback" not in result.stderr
 
 
+@pytest.mark.parametrize(("url", "reason"), [
+    ("bogus://u:s3cret@h/x", "no SQLAlchemy dialect 'bogus'"),
+    ("notaurl", "not a database URL"),
+    ("mysql://u:s3cret@h/x", "its driver MySQLdb is not installed"),
+    ("postgresql+psycopg://u:s3cret@h:port/x", "not a database URL"),
+])
+def test_an_unsupported_or_malformed_database_url_names_the_variable_and_what_is_supported(url, reason):
+    result = lab("models", "list", env={"LAB_DATABASE_URL": url})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    message = " ".join(result.stderr.split())
+    assert message.startswith("error: LAB_DATABASE_URL ") and reason in message
+    assert "supported: SQLite (sqlite:///PATH) and PostgreSQL via psycopg" in message
+    assert "s3cret" not in result.stderr + result.stdout
+
+
 def test_activating_a_version_that_does_not_exist_fails_cleanly():
     result = lab("models", "activate", "4242")
     assert result.returncode == 1

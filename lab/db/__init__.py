@@ -9,10 +9,11 @@ from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
-from lab.errors import DatabaseUnavailable
+from lab.errors import ConfigError, DatabaseUnavailable
 
 __all__ = ["get_engine", "session_scope", "redact_url", "connect"]
 
@@ -21,8 +22,6 @@ _engines: dict[str, Engine] = {}
 
 def redact_url(url: str) -> str:
     """The URL with any password replaced, safe to print."""
-    from sqlalchemy.engine import make_url
-
     try:
         return make_url(url).render_as_string(hide_password=True)
     except Exception:
@@ -61,19 +60,40 @@ def _finite(value: Any) -> Any:
     return value
 
 
+_SUPPORTED_URLS = ("SQLite (sqlite:///PATH) and PostgreSQL via psycopg "
+                  "(postgresql+psycopg://USER:PASSWORD@HOST[:PORT]/DATABASE)")
+
+
 def get_engine(url: str) -> Engine:
-    """A shared engine for ``url``; SQLite gets WAL and a busy timeout for concurrent writers."""
+    """A shared engine for ``url``; SQLite gets WAL and a busy timeout for concurrent writers.
+
+    A URL SQLAlchemy cannot use (malformed, an unknown dialect, a driver not installed) is a
+    ConfigError naming LAB_DATABASE_URL, where every URL but the embedded default comes from."""
     engine = _engines.get(url)
     if engine is None:
-        if url.startswith("sqlite"):
-            engine = create_engine(url, connect_args={"timeout": 30}, json_serializer=_json_dumps)
-            event.listen(engine, "connect", _sqlite_pragmas)
-            event.listen(engine, "begin", _sqlite_begin)
-        else:
-            engine = create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10},
-                                   json_serializer=_json_dumps)
+        try:
+            engine = _create_engine(url)
+        except NoSuchModuleError:
+            raise _unusable_url(f"{redact_url(url)}: no SQLAlchemy dialect {make_url(url).drivername!r}") from None
+        except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+            raise _unusable_url("is not a database URL") from None  # unparsed, it could not hide a password
+        except ImportError as exc:
+            raise _unusable_url(f"{redact_url(url)}: its driver {exc.name} is not installed") from None
         _engines[url] = engine
     return engine
+
+
+def _create_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": 30}, json_serializer=_json_dumps)
+        event.listen(engine, "connect", _sqlite_pragmas)
+        event.listen(engine, "begin", _sqlite_begin)
+        return engine
+    return create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 10}, json_serializer=_json_dumps)
+
+
+def _unusable_url(problem: str) -> ConfigError:
+    return ConfigError([f"LAB_DATABASE_URL {problem}; supported: {_SUPPORTED_URLS}"])
 
 
 def connect(url: str, *, upgrade: bool = True) -> Engine:
