@@ -12,6 +12,8 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from lab.errors import ConfigError
+
 __all__ = ["Settings", "get_settings"]
 
 
@@ -33,9 +35,13 @@ class Settings(BaseSettings):
 
     @cached_property
     def home(self) -> Path:
-        """LAB_HOME as an absolute path (created on first use)."""
+        """LAB_HOME as an absolute path (created on first use); one that cannot be a folder
+        (a file, under /proc) is a ConfigError naming it, not a traceback from the first command."""
         path = self.lab_home.expanduser().resolve()
-        path.mkdir(parents=True, exist_ok=True)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError([f"LAB_HOME {path}: cannot create it as a folder ({exc.strerror})"]) from None
         return path
 
     @property

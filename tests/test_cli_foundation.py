@@ -50,6 +50,17 @@ def test_an_unsupported_or_malformed_database_url_names_the_variable_and_what_is
     assert "s3cret" not in result.stderr + result.stdout
 
 
+@pytest.mark.parametrize("home", ["a-file", "a-file/home", "/proc/lab-home"])
+def test_a_lab_home_that_cannot_be_a_folder_is_one_line_naming_it(tmp_path: Path, home: str):
+    (tmp_path / "a-file").write_text("not a folder")
+    if home.startswith("/proc") and not Path("/proc/self").is_dir():
+        pytest.skip("needs Linux's /proc: a folder that takes no new folders")
+    path = tmp_path / home
+    result = lab("models", "list", env={"LAB_HOME": str(path)})
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"error: LAB_HOME {path}: cannot create it as a folder (" in " ".join(result.stderr.split())
+
+
 def test_activating_a_version_that_does_not_exist_fails_cleanly():
     result = lab("models", "activate", "4242")
     assert result.returncode == 1
