@@ -54,3 +54,14 @@ def test_features_command_refuses_an_output_it_cannot_write_before_computing(sto
     blocker.write_text("not a folder")
     result = CliRunner().invoke(app, ["features", "--out", str(blocker / "f.parquet"), "--no-ray"])
     assert result.exit_code != 0 and f"--out {blocker}: cannot create it" in str(result.exception)
+
+
+@pytest.mark.parametrize("out", ["folder", ""])
+def test_features_command_refuses_a_folder_as_its_output_file_before_computing(
+        stored: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, out: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "folder").mkdir()
+    monkeypatch.setattr("lab.cli.features.universe_features", lambda *a, **k: pytest.fail("computed first"))
+    result = CliRunner().invoke(app, ["features", "--out", out, "--no-ray"])
+    assert result.exit_code != 0
+    assert f"--out {Path(out)}: a folder, not a file path" in str(result.exception)

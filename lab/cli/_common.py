@@ -57,6 +57,16 @@ def output_dir(option: str, directory: Path) -> Path:
     return directory
 
 
+def output_file(option: str, path: Path) -> Path:
+    """``path`` refused up front when it names a folder (``--out .`` or ``--out ''``, which is
+    the same path), and its folder checked as :func:`output_dir` does: the writer would
+    otherwise fail only after all the work, with IsADirectoryError."""
+    if path.is_dir():
+        raise ConfigError([f"{option} {path}: a folder, not a file path"])
+    output_dir(option, path.parent)
+    return path
+
+
 def free_port(host: str, port: int) -> None:
     """Refuse, before any work, a port this machine cannot listen on: the servers started
     later (Serve's proxy inside Ray, the metrics exporter) fail in their own long tracebacks,

@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from lab.cli._common import console, output_dir, print_table
+from lab.cli._common import console, output_file, print_table
 from lab.features import FEATURE_SETS, get_feature_set
 from lab.featurestore import universe_features
 from lab.runtime import ensure_ray, open_lab
@@ -26,8 +26,7 @@ def features_cmd(
     """Compute a feature set per symbol (cached per symbol) and write one long Parquet file."""
     fs = get_feature_set(feature_set)
     lab = open_lab()
-    target = out or lab.settings.home / "features" / f"{fs.name}-v{fs.version}.parquet"
-    output_dir("--out", target.parent)
+    target = output_file("--out", out or lab.settings.home / "features" / f"{fs.name}-v{fs.version}.parquet")
     wanted = sorted({s.strip().upper() for item in symbols or [] for s in item.split(",") if s.strip()}) or None
     if ray:
         ensure_ray(lab.settings)
