@@ -13,20 +13,20 @@ from typing import Any
 from prefect import flow, task
 from prefect.artifacts import create_table_artifact
 
-from lab.models.pipeline import TrainingOutcome, leaderboard, train_and_promote_all
+from lab.models.pipeline import TrainingOutcome, TrialBudget, leaderboard, train_and_promote_all
 
 __all__ = ["tune_strategies"]
 
 
 @task(name="tune-and-promote", task_run_name="tune {strategies}")
-def tune_and_promote(strategies: list[str], trials: int | None, end: datetime | None = None) -> list[TrainingOutcome]:
+def tune_and_promote(strategies: list[str], trials: TrialBudget, end: datetime | None = None) -> list[TrainingOutcome]:
     from lab.runtime import open_lab
 
     return train_and_promote_all(open_lab(), strategies, trials, end=end)
 
 
 @flow(name="tune_strategies", log_prints=True)
-def tune_strategies(strategies: list[str] | None = None, trials: int | None = None,
+def tune_strategies(strategies: list[str] | None = None, trials: TrialBudget = None,
                     end: datetime | None = None) -> list[dict[str, Any]]:
     """Tune every enabled (or named) strategy on data up to ``end`` (default all) and
     publish the leaderboard."""

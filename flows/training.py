@@ -15,6 +15,7 @@ from pydantic import Field
 from flows.backtest import backtest_flow
 from flows.train import tune_strategies
 from lab.errors import ConfigError, DataError
+from lab.models.pipeline import TrialBudget
 from lab.runtime import ensure_ray, open_lab
 
 __all__ = ["run_trading_training", "compute_universe_features"]
@@ -31,7 +32,7 @@ def compute_universe_features() -> list[dict]:
 
 
 @flow(name="run_trading_training", log_prints=True)
-def run_trading_training(strategies: list[str] | None = None, trials: int | None = None,
+def run_trading_training(strategies: list[str] | None = None, trials: TrialBudget = None,
                          end: datetime | None = None, report_days: Annotated[int, Field(ge=0)] = 365) -> list[dict]:
     """Features, then tuning + promotion on data up to ``end``; then, unless ``report_days``
     is 0, a walk-forward backtest (models refitted before each window, so out of sample) of

@@ -142,6 +142,12 @@ def test_a_port_outside_the_tcp_range_is_refused(args):
     assert result.returncode == 2 and "Invalid value for '--port'" in result.stderr
 
 
+@pytest.mark.parametrize("args", [["tune", "--trials", "0"], ["demo", "--trials", "0"]])
+def test_a_trial_budget_below_one_is_refused_by_every_command_that_tunes(args):
+    result = lab(*args)
+    assert result.returncode == 2 and "Input should be greater than or equal to 1" in result.stderr
+
+
 @pytest.mark.parametrize("command", [["serve"], ["metrics", "serve"], ["demo"]])
 def test_a_port_in_use_is_refused_before_any_work(command):
     with socket.create_server(("127.0.0.1", 0)) as taken:

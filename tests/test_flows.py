@@ -86,6 +86,8 @@ def test_flows_list_names_every_flow_that_flows_run_starts(monkeypatch):
     ("run_backtest", ["start=2019-01-01"], "missing a required argument: 'strategies'"),
     ("run_trading_cycle", ["as_of=garbage"], "as_of: Input should be a valid datetime"),
     ("run_trading_training", ["report_days=-1"], "report_days: Input should be greater than or equal to 0"),
+    ("tune_strategies", ["trials=0"], "trials: Input should be greater than or equal to 1"),
+    ("run_trading_training", ["trials=-1"], "trials: Input should be greater than or equal to 1"),
 ])
 def test_flows_run_refuses_a_bad_unknown_or_missing_parameter_naming_it(prefect_server, name, params, message):
     # a process of its own: a flow run in this one would bind Prefect's log handler to a captured stream

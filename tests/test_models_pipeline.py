@@ -5,8 +5,9 @@ import pandas as pd
 import pytest
 from sqlalchemy import insert, select
 
-from lab.db import session_scope
+from lab.db import connect, session_scope
 from lab.db.models import PriceBar, TuningRun
+from lab.errors import ConfigError
 from lab.models.pipeline import _training_data, leaderboard, train_and_promote_all, with_forward_returns
 from lab.models.problem import RETURN_COLUMN
 from lab.runtime import LabContext
@@ -122,3 +123,10 @@ def test_training_stops_at_the_end_cutoff(ray_session, engine):
     assert last_bar <= pd.Timestamp(cutoff)
     last_label_bar = data["timestamp"].max() + pd.offsets.BDay(swing.label.horizon)
     assert last_label_bar <= pd.Timestamp(cutoff)
+
+
+@pytest.mark.parametrize("trials", [0, -3])
+def test_a_trial_budget_below_one_is_refused_not_replaced_by_the_config(sqlite_url, trials):
+    ctx = LabContext(settings=get_settings(), engine=connect(sqlite_url))
+    with pytest.raises(ConfigError, match=f"trials: Input should be greater than or equal to 1, got {trials}"):
+        train_and_promote_all(ctx, ["swing"], trials=trials)

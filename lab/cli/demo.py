@@ -13,7 +13,7 @@ __all__ = ["demo"]
 
 
 def demo(
-    trials: int | None = typer.Option(None, help="tuning trials per strategy (default: config tuning.trials)"),
+    trials: int | None = typer.Option(None, min=1, help="tuning trials per strategy (default: config tuning.trials)"),
     paper_days: int = typer.Option(10, min=1, max=60, help="paper-trading days through Serve per asset class"),
     port: int = typer.Option(8000, min=1, max=65535, help="Serve HTTP port"),
     dashboard: bool = typer.Option(True, help="start the Ray dashboard"),

@@ -14,9 +14,10 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import pandas as pd
+from pydantic import Field
 
 from lab.bars import bars_by_symbol, load_bars
 from lab.errors import ConfigError, DataError, LabError
@@ -27,7 +28,11 @@ from lab.registry import ModelRegistry, VersionInfo
 from lab.runtime import LabContext
 from lab.strategy import Strategy, get_strategy
 
-__all__ = ["TrainingOutcome", "train_and_promote_all", "leaderboard", "with_forward_returns"]
+__all__ = ["TrainingOutcome", "TrialBudget", "train_and_promote_all", "leaderboard", "with_forward_returns"]
+
+#: trials per strategy; None means the config's ``tuning.trials`` (flows declare their
+#: parameter so, and Prefect refuses 0 before a run starts, as ``lab tune --trials 0`` is)
+TrialBudget = Annotated[int, Field(ge=1)] | None
 
 #: progress(strategy, trials_done, trials_total)
 Progress = Callable[[str, int, int], None]
@@ -106,19 +111,23 @@ def _training_data(ctx: LabContext, strategy: type[Strategy], asset_classes: lis
     return data, last_bar
 
 
-def train_and_promote_all(ctx: LabContext, strategies: list[str] | None = None, trials: int | None = None,
+def train_and_promote_all(ctx: LabContext, strategies: list[str] | None = None, trials: TrialBudget = None,
                           progress: Progress | None = None, end: datetime | None = None) -> list[TrainingOutcome]:
     """Tune every strategy (in one Ray Tune run) and promote each; one failing strategy does not stop the others.
 
-    ``end`` trains strictly on data up to then (so a later paper window stays out of sample).
+    ``trials`` None tunes the config's ``tuning.trials``; 0 or fewer is refused (it once meant
+    "the config" too, silently). ``end`` trains strictly on data up to then (so a later paper
+    window stays out of sample).
     """
+    if trials is not None and trials < 1:
+        raise ConfigError([f"trials: Input should be greater than or equal to 1, got {trials}"])
     from lab.features import get_feature_set
 
     config = ctx.config
     enabled = config.enabled_strategies()
     names = list(dict.fromkeys(strategies if strategies is not None else enabled))  # each once
     gate = Gate.from_config(config.tuning)
-    budget = trials or config.tuning.trials
+    budget = config.tuning.trials if trials is None else trials
     outcomes: dict[str, TrainingOutcome] = {}
     jobs: list[tuple[TuneJob, str, pd.Timestamp]] = []
     for name in names:
