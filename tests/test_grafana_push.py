@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -85,6 +87,33 @@ def test_an_unreachable_grafana_is_a_clear_error() -> None:
     api = GrafanaApi.from_url(f"http://127.0.0.1:{port}", credential="t", timeout=2.0)
     with pytest.raises(GrafanaPushError, match="cannot reach Grafana"):
         push(api, sources=datasources(PG_URL, "http://p:9090"), boards=[])
+
+
+class _WebPage(BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        body = b"<html><body>Welcome to nginx!</body></html>"
+        self.send_response(200)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_url_that_answers_with_a_web_page_is_named_as_not_grafana_before_anything_is_pushed() -> None:
+    with ThreadingHTTPServer(("127.0.0.1", 0), _WebPage) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        try:
+            with pytest.raises(GrafanaPushError) as info:
+                push(GrafanaApi.from_url(url, credential="t", timeout=5.0),
+                     sources=datasources(PG_URL, "http://p:9090"), boards=build_dashboards().values())
+        finally:
+            server.shutdown()
+    assert str(info.value) == (f"{url} did not answer as Grafana's HTTP API: GET /api/health gave 200 text/html, "
+                               "starting b'<html><body>Welcome to nginx!</body></html>'")
 
 
 def test_a_sqlite_database_url_is_refused_with_the_reason() -> None:

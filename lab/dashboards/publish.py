@@ -115,12 +115,33 @@ def _sync_dashboard(api: GrafanaApi, board: dict[str, Any], report: PushReport) 
     (report.created if existing is None else report.updated).append(name)
 
 
+def _require_grafana(api: GrafanaApi) -> None:
+    """Grafana answers ``GET /api/health`` with a JSON object naming its database, or refuses
+    with a JSON ``message`` (a bad token: the first real call reports it, with its hint).
+    Anything else (a web page some other server returns with 200) is not its HTTP API: the
+    client would hand its text back as if it were an object, and the push fail on it later."""
+    client = api.client
+    response = client.s.get(f"{client.url}/health", auth=client.auth, timeout=client.timeout, verify=client.verify)
+    try:
+        answer = response.json()
+    except ValueError:
+        answer = None
+    if not (isinstance(answer, dict) and {"database", "message"} & answer.keys()):
+        content_type = response.headers.get("Content-Type") or "no content type"
+        raise GrafanaPushError(f"{client.url.removesuffix('/api')} did not answer as Grafana's HTTP API: GET "
+                               f"/api/health gave {response.status_code} {content_type}, "
+                               f"starting {(response.content or b'')[:80]!r}")
+
+
 def push(api: GrafanaApi, *, sources: Iterable[dict[str, Any]],
          boards: Iterable[dict[str, Any]]) -> PushReport:
-    """Create or update data sources, the folder and boards; unchanged objects are not written."""
+    """Create or update data sources, the folder and boards; unchanged objects are not written.
+
+    A URL that does not answer as Grafana's HTTP API is refused before anything is written."""
     report = PushReport()
     step = "connecting"
     try:
+        _require_grafana(api)
         for body in sources:
             step = f"datasource {body['uid']}"
             _sync_datasource(api, body, report)
