@@ -37,7 +37,7 @@ class UniverseFeatureRun:
 def universe_features(ctx: LabContext, feature_set: str, symbols: list[str] | None = None, *,
                       use_ray: bool = True, progress: Progress | None = None) -> UniverseFeatureRun:
     """``feature_set`` for ``symbols`` (default: the configured universe), each symbol against
-    its asset class's benchmark."""
+    its asset class's benchmark; a benchmark without stored bars is a problem row of its own."""
     fs = get_feature_set(feature_set)
     classes = ctx.config.universe.asset_classes()
     wanted = sorted(set(symbols)) if symbols else sorted({s for u in classes.values() for s in u.symbols})
@@ -53,6 +53,9 @@ def universe_features(ctx: LabContext, feature_set: str, symbols: list[str] | No
         if symbol in stored:
             groups.setdefault(None if fs.kind == "pair" else benchmarks.get(symbol), []).append(symbol)
     for bench, members in groups.items():
+        if bench is not None and bench not in stored:  # computed without it, as a partial gap is
+            run.problems.append((bench, f"benchmark with no stored bars: rel_strength_20 is NaN for "
+                                        f"{', '.join(members)}"))
         label = f"{fs.key} (benchmark {bench or '-'})"
         result = compute_universe_features(
             {s: stored[s] for s in members}, fs.key, benchmark=stored.get(bench) if bench else None,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -65,3 +66,15 @@ def test_features_command_refuses_a_folder_as_its_output_file_before_computing(
     result = CliRunner().invoke(app, ["features", "--out", out, "--no-ray"])
     assert result.exit_code != 0
     assert f"--out {Path(out)}: a folder, not a file path" in str(result.exception)
+
+
+def test_features_command_names_a_benchmark_without_stored_bars_as_a_problem(
+        stored: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = tmp_path / "trading.json"
+    config.write_text(json.dumps({"universe": {"stocks": {"symbols": ["AAPL", "MSFT"], "benchmark": "ZZZ"}}}))
+    monkeypatch.setenv("LAB_CONFIG", str(config))
+    result = CliRunner().invoke(app, ["features", "--feature-set", "momentum@1", "--out", str(tmp_path / "f.parquet"),
+                                      "--no-ray"])
+    assert result.exit_code == 0, result.output
+    assert "ZZZ" in result.output and "benchmark with no stored bars: rel_strength_20 is NaN for AAPL, MSFT" \
+        in " ".join(result.output.split())
