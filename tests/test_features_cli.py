@@ -78,3 +78,11 @@ def test_features_command_names_a_benchmark_without_stored_bars_as_a_problem(
     assert result.exit_code == 0, result.output
     assert "ZZZ" in result.output and "benchmark with no stored bars: rel_strength_20 is NaN for AAPL, MSFT" \
         in " ".join(result.output.split())
+
+
+def test_features_command_shows_one_progress_row_per_benchmark_group(stored: str, tmp_path: Path) -> None:
+    result = CliRunner().invoke(app, ["features", "--symbols", "AAPL,MSFT", "--feature-set", "momentum@1",
+                                      "--out", str(tmp_path / "f.parquet"), "--no-ray"])
+    assert result.exit_code == 0, result.output
+    rows = [line for line in result.output.splitlines() if line.startswith("momentum@1 (benchmark AAPL)")]
+    assert len(rows) == 1 and "2/2" in rows[0]

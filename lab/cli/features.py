@@ -35,8 +35,9 @@ def features_cmd(
         tasks: dict[str, int] = {}
 
         def progress(label: str, done: int, total: int) -> None:
-            task = tasks.setdefault(label, bar.add_task(label, total=total))
-            bar.update(task, completed=done, total=total)
+            if label not in tasks:  # one row per group (setdefault would add a row on every call)
+                tasks[label] = bar.add_task(label, total=total)
+            bar.update(tasks[label], completed=done, total=total)
 
         run = universe_features(lab, fs.key, wanted, use_ray=ray, progress=progress)
     run.long_frame().to_parquet(target, index=False)
