@@ -13,15 +13,27 @@ from functools import cached_property
 
 from lab.config import ExecutionConfig
 
-__all__ = ["CostModel", "SlippageModel", "round_qty"]
+__all__ = ["CostModel", "SlippageModel", "round_qty", "units_within"]
 
 
 def round_qty(qty: float, asset_type: str) -> float:
     """Whole shares for stocks; crypto to 1e-6 units. Rounds down (past float noise)."""
     if not math.isfinite(qty) or qty <= 0:
         return 0.0
-    step = 1.0 if asset_type == "stocks" else 1e-6
+    step = _step(asset_type)
     return math.floor(qty / step + 1e-9) * step
+
+
+def units_within(money: float, unit_cost: float, asset_type: str) -> float:
+    """The most units (``round_qty`` steps) whose cost stays within ``money``: the rounding's
+    allowance for float noise may take ``money / unit_cost`` a hair past what the money pays
+    (10,000 at 1.0000000000000002 a share is not 10,000 shares), and a broker refuses that."""
+    qty = round_qty(max(money / unit_cost, 0.0), asset_type)
+    return qty - _step(asset_type) if qty > 0 and qty * unit_cost > money else qty
+
+
+def _step(asset_type: str) -> float:
+    return 1.0 if asset_type == "stocks" else 1e-6
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ import msgspec
 
 from lab.config import TradingConfig
 from lab.strategy import get_strategy
-from lab.trading.costs import CostModel, round_qty
+from lab.trading.costs import CostModel, round_qty, units_within
 from lab.trading.model import Fill, Intent, Order, Position, Side, cash_delta
 
 __all__ = ["PortfolioManager", "EntryDecision", "ExitDecision", "strategy_levels"]
@@ -225,7 +225,7 @@ class PortfolioManager:
             caps.append((equity * risk.max_sector_pct - used, "sector {sector} cap {risk.max_sector_pct:.0%}"))
         allowed, rule = qty, None
         for money, name in caps:
-            cap = self.round_qty(max(money / cost_rate, 0.0), asset_type)
+            cap = units_within(money, cost_rate, asset_type)
             if cap < allowed:
                 allowed, rule = cap, name
         reason = None if rule is None else rule.format(risk=risk, sector=sector)
