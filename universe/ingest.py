@@ -8,9 +8,9 @@ Only bars from shortly before the last stored one are fetched: a short overlap
 replace them, logged as a correction. When every price of the overlap differs from the stored
 one by one common factor, the provider re-based its adjusted history (a split or, for series
 adjusted for dividends, a dividend since the last run): the whole history is fetched again and
-stored as corrections, so the stored series stays on one price basis. A stored bar that the re-fetch shows to be bad (the
-last bar of a batch has no next bar to reveal a spike) is quarantined and removed from
-``price_history`` in the same transaction, also logged.
+stored as corrections, so the stored series stays on one price basis. A stored bar that the
+re-fetch shows to be bad (the last bar of a batch has no next bar to reveal a spike) is
+quarantined and removed from ``price_history`` in the same transaction, also logged.
 """
 
 from __future__ import annotations

@@ -2,10 +2,10 @@
 
 ``upsert_bars`` locks each series it writes to the end of the transaction (so concurrent
 ingests of one symbol log a correction once), stages the frame in a temporary table
-(PostgreSQL ``COPY``; SQLite one ``executemany``), logs every stored bar whose values the new data changes into
-``price_corrections``, then runs one dialect upsert (``INSERT .. SELECT .. ON CONFLICT DO
-UPDATE .. WHERE values differ``) and drops the stage, so a caller may upsert several frames
-in one transaction. Unchanged bars are not touched, so storing the same data twice leaves
+(PostgreSQL ``COPY``; SQLite one ``executemany``), logs every stored bar whose values the new
+data changes into ``price_corrections``, then runs one dialect upsert (``INSERT .. SELECT ..
+ON CONFLICT DO UPDATE .. WHERE values differ``) and drops the stage, so a caller may upsert
+several frames in one transaction. Unchanged bars are not touched, so storing the same data twice leaves
 the table exactly as it was. ``remove_bars`` deletes stored bars that validation rejected on a
 later fetch, logged the same way (``new`` holds the reason), so no bar is both stored and
 quarantined.
