@@ -356,15 +356,20 @@ def test_a_second_cycle_on_a_portfolio_is_refused_while_one_runs_on_it(ctx, tmp_
     assert_books_consistent(ctx)
 
 
+def crash_at(stage: str):
+    """A cycle hook that stops the cycle in this process at ``stage``, as a crash there would."""
+    def hook(name: str) -> None:
+        if name == stage:
+            raise RuntimeError(f"killed at {stage}")
+
+    return hook
+
+
 def test_an_order_recorded_before_a_crash_and_not_sent_is_refused_once_the_kill_switch_is_on(ctx):
     from lab.trading import killswitch
 
-    def crash(stage: str) -> None:
-        if stage == "order_stored":
-            raise RuntimeError("killed between recording an order and sending it")
-
-    with pytest.raises(RuntimeError):
-        run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions(), hook=crash)
+    with pytest.raises(RuntimeError):  # killed between recording an order and sending it
+        run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions(), hook=crash_at("order_stored"))
     killswitch.engage(ctx.engine, "paper", "operator stop")
     resumed = run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions())
     second = run_trading_cycle(ctx, DAYS[1], predictions=FixedPredictions())
@@ -394,12 +399,8 @@ def test_a_cash_sized_entry_killed_after_its_fill_was_booked_resumes_without_a_s
     ctx = LabContext(settings=Settings(), engine=engine)
     run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions())
 
-    def crash(stage: str) -> None:
-        if stage == "fill_booked":
-            raise RuntimeError("killed after booking a fill")
-
-    with pytest.raises(RuntimeError):
-        run_trading_cycle(ctx, DAYS[1], predictions=FixedPredictions(0.5), hook=crash)
+    with pytest.raises(RuntimeError):  # killed after booking a fill
+        run_trading_cycle(ctx, DAYS[1], predictions=FixedPredictions(0.5), hook=crash_at("fill_booked"))
     run_trading_cycle(ctx, DAYS[1], predictions=FixedPredictions(0.5))
     run_trading_cycle(ctx, DAYS[2], predictions=FixedPredictions(0.5))
     with ctx.engine.connect() as conn:
@@ -411,12 +412,8 @@ def test_a_cash_sized_entry_killed_after_its_fill_was_booked_resumes_without_a_s
 
 
 def test_a_resumed_cycle_records_each_signals_outcome_as_its_order_stands(ctx):
-    def crash(stage: str) -> None:
-        if stage == "order_stored":
-            raise RuntimeError("killed between recording an order and the signal's outcome")
-
-    with pytest.raises(RuntimeError):
-        run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions(), hook=crash)
+    with pytest.raises(RuntimeError):  # killed between recording an order and the signal's outcome
+        run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions(), hook=crash_at("order_stored"))
     run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions())
     with ctx.engine.connect() as conn:
         outcomes = conn.execute(select(db.Signal.status, db.Order.status).join(
