@@ -59,8 +59,8 @@ refresh_metadata_task = task(refresh_metadata, name="refresh-metadata", cache_po
 @flow(name="ingest_universe", log_prints=True)
 def ingest_universe(source: str = "offline", symbols: list[str] | None = None, since: date | None = None,
                     path: str | None = None, asset_class: str | None = None) -> dict:
-    """Ingest the universe from ``source``; a symbol failing on every provider is reported, not
-    fatal, unless every symbol failed: then the run fails (after its summary), naming each and why."""
+    """Ingest the universe from ``source``; a symbol failing on every provider never stops the
+    others, but the run then fails (after its summary artifact), naming each failed symbol and why."""
     lab = open_lab()
     config = lab.config
     jobs = plan_symbols(config, source, symbols=symbols, asset_class=asset_class, path=path)
@@ -89,7 +89,7 @@ def ingest_universe(source: str = "offline", symbols: list[str] | None = None, s
                                       f"{summary.quarantined} quarantined, {len(summary.failed)} failed")
     for line in [*summary.validation_lines(), *summary.notes]:
         print(line)
-    if summary.all_failed:  # as `lab ingest` exits 1
-        raise DataError("every symbol failed: " + "; ".join(f"{r.symbol} ({r.error})" for r in summary.failed))
+    if (failure := summary.failure()) is not None:  # as `lab ingest` exits 1
+        raise DataError(failure)
     return {"run_id": summary.run_id, "stored": summary.stored, "quarantined": summary.quarantined,
             "failed": {r.symbol: r.error for r in summary.failed}, "rows": rows}

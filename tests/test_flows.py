@@ -15,6 +15,7 @@ from sqlalchemy import text
 
 from lab.config import load_config
 from lab.db import connect
+from lab.errors import DataError
 from tests.fakes import Reply
 from tests.fakes.yahoo import FakeYahoo
 from universe.providers import RetryPolicy
@@ -164,16 +165,16 @@ def test_a_definitive_failure_is_not_retried_and_is_reported_once(prefect_server
     from flows.collection import run_stock_collection
 
     state = run_stock_collection(force=True, return_state=True)
-    assert state.is_completed()
-    outcome = state.result()
-    assert set(outcome["failed"]) == {"ZZZ"} and "No data found" in outcome["failed"]["ZZZ"]
-    assert outcome["stored"] == 40
+    assert state.is_failed()  # one failed symbol fails the run, as `lab ingest` exits 1
+    with pytest.raises(DataError, match=r"1 of 2 symbols failed: ZZZ \(.*No data found"):
+        state.result()
     ingest_run = _read(_subflow_runs(state.state_details.flow_run_id))[0]
     runs = {run.name: run for run in _read(_task_runs(ingest_run.id))}
     assert runs["ingest-ZZZ"].state.is_failed() and runs["ingest-ZZZ"].run_count == 1  # an unknown symbol stays one
     assert runs["ingest-AAA"].state.is_completed() and runs["ingest-AAA"].run_count == 1
     with connect(sqlite_url).connect() as conn:
         assert conn.execute(text("select status from ingestion_runs where symbol = 'ZZZ'")).scalars().all() == ["failed"]
+        assert conn.execute(text("select count(*) from price_history where symbol = 'AAA'")).scalar() == 40
     [artifact] = [a for a in _read(_artifacts(ingest_run.id)) if a.key == "ingest-summary"]
     assert "ZZZ" in str(artifact.data) and "failed" in str(artifact.data)
 

@@ -42,6 +42,18 @@ def test_a_run_where_every_symbol_failed_ends_failed_naming_them_after_publishin
     assert "NOPE" in str(artifact.data)
 
 
+def test_a_run_where_some_symbols_failed_ends_failed_naming_them_and_keeps_what_the_others_stored(
+        prefect_server, sqlite_url, monkeypatch):
+    from flows.ingest import ingest_universe
+
+    monkeypatch.setenv("LAB_DATABASE_URL", sqlite_url)
+    state = ingest_universe(source="offline", symbols=["IBM", "NOPE"], asset_class="stocks", return_state=True)
+    assert state.is_failed()
+    with pytest.raises(DataError, match=r"1 of 2 symbols failed: NOPE \(offline: no offline stocks data for NOPE"):
+        state.result()
+    assert set(load_bars(connect(sqlite_url))["symbol"]) == {"IBM"}
+
+
 def test_the_flow_stores_the_ingested_symbols_metadata_as_lab_ingest_does(prefect_server, sqlite_url, monkeypatch):
     from flows.ingest import ingest_universe
 

@@ -13,6 +13,7 @@ from typer.testing import CliRunner
 
 from lab.bars import load_bars
 from lab.config import TradingConfig
+from lab.db import connect
 from lab.errors import DataError
 from lab.settings import Settings
 from tests.fakes.alphavantage import DAILY_QUOTA, FakeAlphaVantage
@@ -198,6 +199,17 @@ def test_cli_ingest_prints_the_summary(sqlite_url, monkeypatch):
     result = CliRunner().invoke(app, ["ingest", "--symbols", "IBM,BTC"])
     assert result.exit_code == 0, result.output
     assert "IBM" in result.output and "BTC" in result.output and "quarantined" in result.output
+
+
+def test_cli_ingest_exits_1_when_any_symbol_failed_naming_it_and_keeps_what_the_others_stored(sqlite_url, monkeypatch):
+    from lab.cli.main import app
+
+    monkeypatch.setenv("LAB_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("COLUMNS", "200")
+    result = CliRunner().invoke(app, ["ingest", "--symbols", "IBM,NOPE", "--asset-class", "stocks"])
+    assert result.exit_code == 1, result.output
+    assert "1 of 2 symbols failed: NOPE (offline: no offline stocks data for NOPE" in result.output
+    assert set(load_bars(connect(sqlite_url))["symbol"]) == {"IBM"}
 
 
 def test_cli_ingest_says_why_bars_were_quarantined(sqlite_url, monkeypatch, tmp_path):

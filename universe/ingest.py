@@ -1,8 +1,10 @@
 """Ingest the universe: for each symbol, fetch (incrementally) down its provider chain,
 validate, store idempotently, quarantine rejects, refresh its data-quality summary.
 
-A symbol that fails on every provider, or on an unexpected error, is reported in the summary,
-never fatal to the run; a symbol longer than the tables hold is refused before the run starts.
+A symbol that fails on every provider, or on an unexpected error, never stops the others (what
+they store stays stored) but fails the run: ``IngestSummary.failure`` names each, ``lab ingest``
+exits 1 and the flow ends Failed. A symbol longer than the tables hold is refused before the
+run starts.
 Only bars from shortly before the last stored one are fetched: a short overlap
 (``OVERLAP_DAYS``) lets a provider's revision of the latest bars (an in-progress session)
 replace them, logged as a correction. When every price of the overlap differs from the stored
@@ -96,10 +98,15 @@ class IngestSummary:
     def failed(self) -> list[SymbolResult]:
         return [r for r in self.results if r.status != "ok"]
 
-    @property
-    def all_failed(self) -> bool:
-        """Nothing was ingested: the run failed (some symbols failing is reported, not fatal)."""
-        return bool(self.results) and len(self.failed) == len(self.results)
+    def failure(self) -> str | None:
+        """Why the run failed, naming each failed symbol and its error; None when every symbol
+        was ingested or already up to date. One failed symbol fails the run (the others' bars
+        stay stored), so a script or a scheduler running ``lab ingest`` or the flow can tell."""
+        if not self.failed:
+            return None
+        which = ("every symbol" if len(self.failed) == len(self.results)
+                 else f"{len(self.failed)} of {len(self.results)} symbols")
+        return f"{which} failed: " + "; ".join(f"{r.symbol} ({r.error})" for r in self.failed)
 
     def validation_lines(self) -> list[str]:
         """What validation did beyond the counts: each symbol's re-based history, its reasons for

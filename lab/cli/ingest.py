@@ -7,7 +7,7 @@ from datetime import date
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from lab.cli._common import console, print_table
+from lab.cli._common import console, err_console, print_table
 from lab.errors import ConfigError
 
 __all__ = ["ingest"]
@@ -20,7 +20,8 @@ def ingest(
     path: str = typer.Option(None, "--path", help="folder of <SYMBOL>.csv/.parquet files (--source files)"),
     asset_class: str = typer.Option(None, "--asset-class", help="stocks | crypto (for symbols not in config)"),
 ) -> None:
-    """Ingest daily bars: validate, store idempotently, quarantine rejects, summarise quality."""
+    """Ingest daily bars: validate, store idempotently, quarantine rejects, summarise quality.
+    Exits 1 when any symbol failed, after the summary (the others' bars stay stored)."""
     from lab.runtime import open_lab
     from universe.ingest import ingest_universe, plan_symbols
 
@@ -46,5 +47,6 @@ def ingest(
         console.print(line, markup=False, highlight=False)
     console.print(f"{summary.stored} rows stored, {summary.quarantined} quarantined, "
                   f"{len(summary.failed)} symbol(s) failed")
-    if summary.all_failed:
+    if (failure := summary.failure()) is not None:  # a script or CI job must see a partial failure too
+        err_console.print(f"error: {failure}", markup=False, highlight=False)
         raise typer.Exit(1)
