@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from lab.cli.main import app
 from lab.config import load_config
+from lab.db import connect
 from lab.errors import ConfigError
 from lab.settings import get_settings
 from lab.trading import killswitch
@@ -103,9 +104,9 @@ def test_cli_broker_status_and_kill_switch_against_the_fake(tmp_path, monkeypatc
     with fake_alpaca.FakeAlpaca() as fake:
         broker = alpaca.AlpacaBroker(get_settings().alpaca_api_key_id, get_settings().alpaca_api_secret_key,
                                      base_url=fake.url)
-        broker.submit(Order(client_order_id="lab-resting", portfolio="alpaca", strategy="swing", symbol="MSFT",
-                            asset_type="stocks", side=Side.BUY, qty=2, order_type=OrderType.LIMIT,
-                            limit_price=150.0, created_at=NOW))
+        store_order(connect(sqlite_url), broker.submit(Order(
+            client_order_id="lab-resting", portfolio="alpaca", strategy="swing", symbol="MSFT", asset_type="stocks",
+            side=Side.BUY, qty=2, order_type=OrderType.LIMIT, limit_price=150.0, created_at=NOW)), broker="alpaca")
         status = runner.invoke(app, ["broker", "status", "--base-url", fake.url])
         assert status.exit_code == 0, status.output
         assert "cash 100,000.00" in status.output and "lab-resting" in status.output
@@ -113,7 +114,7 @@ def test_cli_broker_status_and_kill_switch_against_the_fake(tmp_path, monkeypatc
         on = runner.invoke(app, ["kill-switch", "on", "--reason", "drill", "--portfolio", "alpaca",
                                  "--base-url", fake.url])
         assert on.exit_code == 0, on.output
-        assert "cancelled 1 open orders" in on.output and fake.orders_open() == []
+        assert "cancelled 1 open order of alpaca at alpaca" in on.output and fake.orders_open() == []
     shown = runner.invoke(app, ["kill-switch", "status"])
     assert "ON" in shown.output and "drill" in shown.output
     assert runner.invoke(app, ["kill-switch", "off", "--portfolio", "alpaca"]).exit_code == 0

@@ -100,22 +100,102 @@ def test_engaging_needs_a_reason(engine) -> None:
     assert not killswitch.is_killed(engine, "alpaca")
 
 
+def resting(portfolio: str, symbol: str = "AAPL", client_id: str | None = None) -> Order:
+    """A buy limit below the fake's quote: it rests open at the broker."""
+    return Order(client_order_id=client_id or client_order_id(portfolio, NOW, "swing", symbol, Intent.ENTRY),
+                 portfolio=portfolio, strategy="swing", symbol=symbol, asset_type="stocks", side=Side.BUY,
+                 qty=5, order_type=OrderType.LIMIT, limit_price=90.0, created_at=NOW)
+
+
+def alpaca(fake: FakeAlpaca) -> AlpacaBroker:
+    return AlpacaBroker(SecretStr(KEY_ID), SecretStr(SECRET_KEY), base_url=fake.url, policy=RetryPolicy(backoff_s=0.001))
+
+
+def stored(engine, client_id: str) -> tuple[str, str, str | None] | None:
+    with session_scope(engine) as session:
+        row = session.scalar(select(db.Order).where(db.Order.client_order_id == client_id))
+        return None if row is None else (row.portfolio, row.status, row.reason)
+
+
+@pytest.fixture
+def shared_account(engine):
+    """One Alpaca account traded by two portfolios, each order in the lab's journal, and one
+    order placed at the broker outside the lab; yields the broker and the three orders."""
+    with FakeAlpaca() as fake:
+        broker = alpaca(fake)
+        mine, theirs = resting("swing-desk"), resting("momo-desk", "MSFT")
+        for order in (mine, theirs):
+            store_order(engine, broker.submit(order), broker="alpaca")
+        outside = broker.submit(resting("alpaca", client_id="manual-by-hand-1"))
+        yield broker, mine, theirs, outside
+
+
 def test_engaging_cancels_the_open_orders_at_the_broker_and_in_the_books(engine) -> None:
     with FakeAlpaca() as fake:
-        broker = AlpacaBroker(SecretStr(KEY_ID), SecretStr(SECRET_KEY), base_url=fake.url,
-                              policy=RetryPolicy(backoff_s=0.001))
-        resting = Order(client_order_id=client_order_id("alpaca", NOW, "swing", "AAPL", Intent.ENTRY),
-                        portfolio="alpaca", strategy="swing", symbol="AAPL", asset_type="stocks", side=Side.BUY,
-                        qty=5, order_type=OrderType.LIMIT, limit_price=90.0, created_at=NOW)
-        store_order(engine, broker.submit(resting), broker="alpaca")
+        broker = alpaca(fake)
+        order = resting("alpaca")
+        store_order(engine, broker.submit(order), broker="alpaca")
 
-        cancelled = killswitch.engage(engine, "alpaca", "operator stop", broker=broker)
+        outcome = killswitch.engage(engine, "alpaca", "operator stop", broker=broker)
 
-        assert [o.status for o in cancelled] == [OrderStatus.CANCELLED]
+        assert [o.status for o in outcome.cancelled] == [OrderStatus.CANCELLED] and outcome.unknown == []
         assert broker.open_orders() == [] and killswitch.is_killed(engine, "alpaca")
-    with session_scope(engine) as session:
-        row = session.scalar(select(db.Order).where(db.Order.client_order_id == resting.client_order_id))
-    assert (row.status, row.reason) == ("cancelled", "kill switch: operator stop")
+    assert stored(engine, order.client_order_id) == ("alpaca", "cancelled", "kill switch: operator stop")
+
+
+def test_one_portfolios_switch_cancels_only_its_own_orders_at_a_shared_account_and_names_the_unknown(
+        engine, shared_account) -> None:
+    broker, mine, theirs, outside = shared_account
+
+    outcome = killswitch.engage(engine, "swing-desk", "runaway strategy", broker=broker)
+
+    assert [o.client_order_id for o in outcome.cancelled] == [mine.client_order_id]
+    assert [o.client_order_id for o in outcome.unknown] == [outside.client_order_id]
+    assert {o.client_order_id for o in broker.open_orders()} == {theirs.client_order_id, outside.client_order_id}
+    assert stored(engine, mine.client_order_id) == ("swing-desk", "cancelled", "kill switch: runaway strategy")
+    assert stored(engine, theirs.client_order_id) == ("momo-desk", "pending", None)
+    assert stored(engine, outside.client_order_id) is None  # left alone, not taken into any portfolio's books
+
+
+def test_the_legs_of_a_bracket_it_cancelled_are_not_reported_as_left_open(engine) -> None:
+    with FakeAlpaca() as fake:
+        broker = alpaca(fake)
+        bracket = resting("swing-desk").evolve(stop_loss=80.0, take_profit=120.0)
+        store_order(engine, broker.submit(bracket), broker="alpaca")
+        assert len(broker.open_orders()) == 3  # the entry and its two legs, held until it fills
+
+        outcome = killswitch.engage(engine, "swing-desk", "runaway strategy", broker=broker)
+
+        assert [o.client_order_id for o in outcome.cancelled] == [bracket.client_order_id]
+        assert outcome.unknown == [] and broker.open_orders() == []
+
+
+def test_the_switch_for_every_account_cancels_every_open_order_journaled_or_not(engine, shared_account) -> None:
+    broker, mine, theirs, outside = shared_account
+
+    outcome = killswitch.engage(engine, killswitch.ALL, "market halt", broker=broker)
+
+    assert {o.client_order_id for o in outcome.cancelled} == {mine.client_order_id, theirs.client_order_id,
+                                                                outside.client_order_id}
+    assert outcome.unknown == [] and broker.open_orders() == []
+    assert stored(engine, theirs.client_order_id) == ("momo-desk", "cancelled", "kill switch: market halt")
+
+
+def test_the_cli_switch_for_one_portfolio_names_the_orders_it_left_open_at_the_broker(cli, monkeypatch) -> None:
+    monkeypatch.setenv("APCA_API_KEY_ID", KEY_ID)
+    monkeypatch.setenv("APCA_API_SECRET_KEY", SECRET_KEY)
+    with FakeAlpaca() as fake:
+        broker = alpaca(fake)
+        mine, theirs = resting("swing-desk"), resting("momo-desk", "MSFT")
+        for order in (mine, theirs):
+            store_order(cli, broker.submit(order), broker="alpaca")
+        broker.submit(resting("alpaca", client_id="manual-by-hand-1"))
+        result = CliRunner().invoke(app, ["kill-switch", "on", "--reason", "runaway", "--portfolio", "swing-desk",
+                                          "--base-url", fake.url])
+        assert {o["client_order_id"] for o in fake.orders_open()} == {theirs.client_order_id, "manual-by-hand-1"}
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    assert "cancelled 1 open order of swing-desk at alpaca" in result.output
+    assert "left open at alpaca, in no portfolio's journal: manual-by-hand-1 (buy 5 AAPL limit)" in result.output
 
 
 def test_the_switch_engages_even_when_the_broker_cannot_be_opened_and_says_the_orders_were_not_cancelled(cli):

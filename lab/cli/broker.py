@@ -49,7 +49,8 @@ def status_cmd(live: bool = LIVE, base_url: str | None = BASE_URL) -> None:
 
 @kill_switch_app.command("on")
 def on_cmd(reason: str = typer.Option(..., "--reason", help="why (stored and shown)"),
-           portfolio: str = typer.Option(killswitch.ALL, help="one account, or * for all"),
+           portfolio: str = typer.Option(killswitch.ALL, help="one account (cancels only its own orders), or * for "
+                                         "all (cancels every open order at the broker)"),
            cancel: bool = typer.Option(True, help="cancel the real broker's open orders too"),
            live: bool = LIVE, base_url: str | None = BASE_URL) -> None:
     """Engage: no cycle submits another order until `lab kill-switch off`. The switch is stored
@@ -61,13 +62,20 @@ def on_cmd(reason: str = typer.Option(..., "--reason", help="why (stored and sho
         return
     try:
         broker = _broker(lab, live, base_url)
-        cancelled = killswitch.cancel_open_orders(lab.engine, broker, reason)
+        outcome = killswitch.cancel_open_orders(lab.engine, broker, portfolio, reason)
     except LabError as exc:
         err_console.print(f"error: the open orders at {lab.config.execution.broker} were NOT cancelled: {exc}\n"
                           f"The switch is on: no cycle submits another order. Cancel them at the broker, or "
                           f"run this command again once it answers.", markup=False, highlight=False)
         raise typer.Exit(1) from None
-    console.print(f"cancelled {len(cancelled)} open orders at {broker.name}")
+    whose = "" if portfolio == killswitch.ALL else f" of {portfolio}"
+    console.print(f"cancelled {len(outcome.cancelled)} open order{'s' * (len(outcome.cancelled) != 1)}{whose} "
+                  f"at {broker.name}", markup=False)
+    if outcome.unknown:
+        console.print(f"left open at {broker.name}, in no portfolio's journal: " + ", ".join(
+            f"{o.client_order_id} ({o.side.value} {o.qty:g} {o.symbol} {o.order_type.value})" for o in outcome.unknown)
+            + "; the lab cannot tell whose they are: cancel them at the broker if they should stop too",
+            markup=False, highlight=False)
 
 
 @kill_switch_app.command("off")

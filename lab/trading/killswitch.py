@@ -3,6 +3,12 @@
 ``engage`` commits the flag first, so every process stops submitting at once, then cancels
 the open orders through the broker (``cancel_open_orders``): a broker that cannot be opened or
 does not answer never keeps the switch off. Portfolio ``"*"`` is the switch for every account.
+
+Several portfolios may trade one broker account, so one portfolio's switch cancels only the
+orders the lab's journal (``orders``) records as that portfolio's, matched by client order id;
+an open order in no portfolio's journal (placed at the broker by hand, or by another tool) is
+left open and reported, as the lab cannot tell whose it is. The switch for every account
+cancels every open order at the broker, journaled or not.
 """
 
 from __future__ import annotations
@@ -20,7 +26,8 @@ from lab.trading.broker import BrokerInterface
 from lab.trading.model import Order, OrderStatus
 from lab.trading.store import ALL_PORTFOLIOS, check_portfolio_name, controls_of, store_order
 
-__all__ = ["ALL", "Switch", "engage", "cancel_open_orders", "engaged_by", "release", "is_killed", "switches"]
+__all__ = ["ALL", "Cancellation", "Switch", "engage", "cancel_open_orders", "engaged_by", "release", "is_killed",
+           "switches"]
 
 ALL = ALL_PORTFOLIOS
 log = logging.getLogger(__name__)
@@ -33,29 +40,61 @@ def is_killed(engine: Engine, portfolio: str) -> bool:
             db.TradingControl.portfolio.in_([portfolio, ALL]), db.TradingControl.kill_switch.is_(True))))
 
 
-def engage(engine: Engine, portfolio: str, reason: str, *, broker: BrokerInterface | None = None) -> list[Order]:
-    """Stop all submission for ``portfolio`` now; cancel the broker's open orders if given one.
-    Returns the cancelled orders (as the broker reports them)."""
+class Cancellation(NamedTuple):
+    """What a switch did at the broker: the orders it cancelled (as the broker reports them),
+    and, for one portfolio's switch, the open orders in no portfolio's journal it left open."""
+
+    cancelled: list[Order]
+    unknown: list[Order]
+
+
+def engage(engine: Engine, portfolio: str, reason: str, *, broker: BrokerInterface | None = None) -> Cancellation:
+    """Stop all submission for ``portfolio`` now; cancel its open orders at the broker if given
+    one (``cancel_open_orders``)."""
     if portfolio != ALL:
         check_portfolio_name(portfolio)
     if not reason.strip():
         raise TradingError("the kill switch needs a reason (--reason): it is stored and shown with the switch")
     _set(engine, portfolio, True, reason)
     log.warning("kill switch engaged for %s: %s", portfolio, reason)
-    return [] if broker is None else cancel_open_orders(engine, broker, reason)
+    return Cancellation([], []) if broker is None else cancel_open_orders(engine, broker, portfolio, reason)
 
 
-def cancel_open_orders(engine: Engine, broker: BrokerInterface, reason: str) -> list[Order]:
-    """Cancel every order open at ``broker`` and store what it reports, each with the switch's
-    reason. Call it after ``engage``: a broker error then leaves the switch on."""
+def cancel_open_orders(engine: Engine, broker: BrokerInterface, portfolio: str, reason: str) -> Cancellation:
+    """Cancel the orders open at ``broker`` that the journal records as ``portfolio``'s (every
+    open order for ``ALL``) and store what it reports, each with the switch's reason. Another
+    portfolio's orders stay open; those in no journal are left open and returned as ``unknown``.
+    Call it after ``engage``: a broker error then leaves the switch on."""
+    listed = broker.open_orders()
+    owners = _journal_owners(engine, listed)
     cancelled = []
-    for order in broker.open_orders():
-        result = broker.cancel(order.client_order_id)
-        if result.status is OrderStatus.CANCELLED:
-            result = result.cancelled(f"kill switch: {reason}")
-        store_order(engine, result, broker=broker.name)
-        cancelled.append(result)
-    return cancelled
+    for order in listed:
+        if portfolio == ALL or owners.get(order.client_order_id) == portfolio:
+            result = broker.cancel(order.client_order_id)
+            if result.status is OrderStatus.CANCELLED:
+                result = result.cancelled(f"kill switch: {reason}")
+            store_order(engine, result, broker=broker.name)
+            cancelled.append(result)
+    if portfolio == ALL:
+        return Cancellation(cancelled, [])
+    # listed again: a cancelled parent takes its bracket legs (in no journal) with it at the broker
+    still = broker.open_orders() if cancelled else listed
+    owners = _journal_owners(engine, still)
+    unknown = [o for o in still if o.client_order_id not in owners]
+    if unknown:
+        log.warning("kill switch for %s left %d open order(s) at %s in no portfolio's journal: %s", portfolio,
+                    len(unknown), broker.name, ", ".join(o.client_order_id for o in unknown))
+    return Cancellation(cancelled, unknown)
+
+
+def _journal_owners(engine: Engine, orders: list[Order]) -> dict[str, str]:
+    """client order id -> the portfolio whose journal records it, for those of ``orders`` it does."""
+    ids = [o.client_order_id for o in orders]
+    if not ids:
+        return {}
+    with session_scope(engine) as session:
+        return dict(session.execute(select(db.Order.client_order_id, db.Order.portfolio)
+                                    .where(db.Order.client_order_id.in_(ids))).tuples().all())
 
 
 def release(engine: Engine, portfolio: str) -> bool:
