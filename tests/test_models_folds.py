@@ -15,6 +15,7 @@ from lab.features import get_feature_set, labelled_rows
 from lab.models import walk_forward_folds, walk_forward_holdout
 from lab.models.tuning import prepare_problem
 from lab.strategy import get_strategy
+from universe.calendars import expected_days
 
 
 def _rows(calendars: dict[str, pd.DatetimeIndex], horizon: int) -> pd.DataFrame:
@@ -39,7 +40,7 @@ def test_no_training_row_label_reads_a_bar_of_its_test_window(days, symbols, n_f
     calendars = {s: bars[rng.uniform(size=bars.size) >= gaps] for s, bars in calendars.items()}
     rows = _rows(calendars, horizon).sample(frac=1.0, random_state=seed)  # any row order
     try:
-        folds = walk_forward_folds(rows["timestamp"], rows["label_end"], n_folds, embargo)
+        folds = walk_forward_folds(rows["symbol"], rows["timestamp"], rows["label_end"], n_folds, embargo)
     except DataError as exc:
         assert "too few" in str(exc) or "no training rows" in str(exc)
         return
@@ -64,7 +65,7 @@ def test_no_tuning_row_trained_or_scored_reads_a_bar_of_the_holdout(days, symbol
     calendars = {s: bars[rng.uniform(size=bars.size) >= gaps] for s, bars in calendars.items()}
     rows = _rows(calendars, horizon).sample(frac=1.0, random_state=seed)
     try:
-        folds, holdout = walk_forward_holdout(rows["timestamp"], rows["label_end"], n_folds, embargo)
+        folds, holdout = walk_forward_holdout(rows["symbol"], rows["timestamp"], rows["label_end"], n_folds, embargo)
     except DataError as exc:
         assert "too few" in str(exc) or "no training rows" in str(exc)
         return
@@ -81,26 +82,27 @@ def test_too_little_history_for_the_folds_and_the_holdout_names_the_bars_it_need
     rows = _stamps(40, 2, horizon=10)  # 5 windows of 8 bars; a label reads 10 bars ahead
     with pytest.raises(DataError, match=r"40 distinct timestamps are too few for 3 walk-forward folds and a holdout"
                                         r".* more bars than a label reads ahead \(10\), 55 bars in all"):
-        walk_forward_holdout(rows["timestamp"], rows["label_end"], 3, embargo=10)
+        walk_forward_holdout(rows["symbol"], rows["timestamp"], rows["label_end"], 3, embargo=10)
 
 
 @settings(max_examples=40, deadline=None)
-@given(days=st.integers(60, 300), n_folds=st.integers(2, 5), embargo=st.integers(1, 8))
-def test_bars_right_after_an_earlier_test_window_are_embargoed(days, n_folds, embargo):
-    rows = _stamps(days, 2)
-    stamps = pd.DatetimeIndex(rows["timestamp"])
-    bars = pd.DatetimeIndex(stamps.unique())
-    folds = walk_forward_folds(stamps, rows["label_end"], n_folds, embargo)
+@given(days=st.integers(120, 400), n_folds=st.integers(2, 5), horizon=st.integers(0, 5), embargo=st.integers(1, 8))
+def test_each_symbol_is_embargoed_for_its_own_bars_after_an_earlier_test_window(days, n_folds, horizon, embargo):
+    """A stock tuned beside crypto: ``embargo`` of the stock's NYSE sessions span more days
+    than ``embargo`` bars of the combined calendar, on which crypto trades every day."""
+    coin = pd.date_range("2021-01-04", periods=days, tz="UTC")
+    rows = _rows({"AAPL": expected_days("stocks", coin[0], coin[-1]), "BTC": coin}, horizon)
+    folds = walk_forward_folds(rows["symbol"], rows["timestamp"], rows["label_end"], n_folds, embargo)
     for later in folds[1:]:
-        trained = set(bars.get_indexer(stamps[later.train]))
-        for earlier in folds[: later.index]:
-            end = bars.get_loc(earlier.test_end)
-            assert not trained & set(range(end + 1, end + 1 + embargo))
+        embargoed = {i for earlier in folds[: later.index] for _, own in rows.groupby("symbol")
+                     for i in own.index[own["timestamp"] > earlier.test_end][:embargo]}
+        purged = set(np.flatnonzero(rows["label_end"] >= later.test_start))
+        assert set(later.train) == set(range(len(rows))) - purged - embargoed
 
 
 def test_test_windows_are_consecutive_disjoint_and_cover_the_end_of_history():
     rows = _stamps(100, 3, horizon=5)
-    folds = walk_forward_folds(rows["timestamp"], rows["label_end"], 4, embargo=2)
+    folds = walk_forward_folds(rows["symbol"], rows["timestamp"], rows["label_end"], 4, embargo=2)
     starts = [f.test_start for f in folds]
     assert starts == sorted(starts)
     assert all(a.test_end < b.test_start for a, b in zip(folds, folds[1:], strict=False))
@@ -111,21 +113,27 @@ def test_test_windows_are_consecutive_disjoint_and_cover_the_end_of_history():
 def test_rows_of_one_day_never_split_across_train_and_test():
     rows = _stamps(50, 5)
     stamps = pd.DatetimeIndex(rows["timestamp"])
-    for fold in walk_forward_folds(stamps, rows["label_end"], 3, embargo=0):
+    for fold in walk_forward_folds(rows["symbol"], stamps, rows["label_end"], 3, embargo=0):
         assert not set(stamps[fold.train]) & set(stamps[fold.test])
 
 
 def test_too_little_history_for_the_folds_is_a_clear_error():
     rows = _stamps(12, 2, horizon=5)
     with pytest.raises(DataError, match="too few for 4 walk-forward folds"):
-        walk_forward_folds(rows["timestamp"], rows["label_end"], 4, embargo=0)
+        walk_forward_folds(rows["symbol"], rows["timestamp"], rows["label_end"], 4, embargo=0)
 
 
 def test_a_label_ending_before_its_own_bar_is_refused():
     rows = _stamps(50, 1, horizon=2)
     with pytest.raises(DataError, match="1 label end.* before their row's timestamp"):
-        walk_forward_folds(rows["timestamp"], rows["label_end"].where(rows.index != 7, rows["timestamp"][0]), 3)
+        walk_forward_folds(rows["symbol"], rows["timestamp"], rows["label_end"].where(rows.index != 7, rows["timestamp"][0]), 3)
 
+
+
+def test_a_row_without_a_symbol_is_refused():
+    rows = _stamps(50, 2, horizon=2)
+    with pytest.raises(DataError, match="1 row.* without a symbol"):
+        walk_forward_folds(rows["symbol"].where(rows.index != 7), rows["timestamp"], rows["label_end"], 3, embargo=2)
 
 def _coin(shared_data: Path, symbol: str) -> pd.DataFrame:
     raw = pd.read_csv(shared_data / "crypto" / f"{symbol}-USD.csv", parse_dates=["datetime"]).set_index("datetime")

@@ -135,7 +135,8 @@ class Problem:
             raise DataError(f"{where}: features must be numeric ({exc})") from None
         stamps = pd.DatetimeIndex(pd.to_datetime(data["timestamp"], utc=True))
         ends = pd.DatetimeIndex(pd.to_datetime(data[LABEL_END_COLUMN], utc=True))
-        folds, holdout = walk_forward_holdout(stamps, ends, n_folds, embargo)
+        symbols = data["symbol"].to_numpy()
+        folds, holdout = walk_forward_holdout(symbols, stamps, ends, n_folds, embargo)
         for fold in (*folds, holdout):
             if task == "classification" and np.unique(y[fold.train]).size < 2:
                 raise DataError(f"{where}: fold {fold.index} trains on a single class; use fewer folds")
@@ -143,7 +144,6 @@ class Problem:
         digest.update(pd.util.hash_pandas_object(data[[*features, "label", RETURN_COLUMN]], index=False).to_numpy())
         digest.update(stamps.asi8.tobytes())
         digest.update(ends.asi8.tobytes())
-        symbols = data["symbol"].to_numpy()
 
         def periods(fold: Fold) -> np.ndarray:
             return holding_periods(symbols[fold.test], stamps.asi8[fold.test], ends.asi8[fold.test])
