@@ -37,7 +37,8 @@ class UniverseFeatureRun:
 def universe_features(ctx: LabContext, feature_set: str, symbols: list[str] | None = None, *,
                       use_ray: bool = True, progress: Progress | None = None) -> UniverseFeatureRun:
     """``feature_set`` for ``symbols`` (default: the configured universe), each symbol against
-    its asset class's benchmark; a benchmark without stored bars is a problem row of its own."""
+    its asset class's benchmark and its gaps on its class's calendar; a benchmark without
+    stored bars is a problem row of its own."""
     fs = get_feature_set(feature_set)
     classes = ctx.config.universe.asset_classes()
     wanted = sorted(set(symbols)) if symbols else sorted({s for u in classes.values() for s in u.symbols})
@@ -59,7 +60,8 @@ def universe_features(ctx: LabContext, feature_set: str, symbols: list[str] | No
         label = f"{fs.key} (benchmark {bench or '-'})"
         result = compute_universe_features(
             {s: stored[s] for s in members}, fs.key, benchmark=stored.get(bench) if bench else None,
-            fundamentals=fundamentals, cache_dir=ctx.settings.cache_dir / "features", use_ray=use_ray,
+            fundamentals=fundamentals, asset_classes={s: c for s in members if (c := ctx.config.asset_class_of(s))},
+            cache_dir=ctx.settings.cache_dir / "features", use_ray=use_ray,
             progress=(lambda done, total, label=label: progress(label, done, total)) if progress else None)
         run.frames.update(result)
         run.computed += len(result.report.computed)

@@ -89,3 +89,21 @@ def test_features_command_shows_one_progress_row_per_benchmark_group(stored: str
     assert result.exit_code == 0, result.output
     rows = [line for line in result.output.splitlines() if line.startswith("momentum@1 (benchmark AAPL)")]
     assert len(rows) == 1 and "2/2" in rows[0]
+
+
+def test_a_configured_coin_s_gaps_are_counted_in_calendar_days(
+        stored: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """BTC trades every day: its bars missing Saturday to Monday are a gap (one NYSE session)."""
+    coin = random_bars(260, seed=4, start="2021-01-01")
+    with connect(stored).begin() as conn:
+        conn.execute(insert(PriceBar), [
+            {"asset_type": "crypto", "symbol": "BTC", "interval": "1d", "ts": ts.to_pydatetime(), "source": "test",
+             **{k: float(v) for k, v in bar.items()}}
+            for ts, bar in coin.drop(pd.date_range("2021-03-06", "2021-03-08", tz="UTC")).iterrows()])
+    config = tmp_path / "trading.json"
+    config.write_text(json.dumps({"universe": {"stocks": {"symbols": ["AAPL"], "benchmark": "AAPL"},
+                                               "crypto": {"symbols": ["BTC"], "benchmark": "BTC"}}}))
+    monkeypatch.setenv("LAB_CONFIG", str(config))
+    run = universe_features(open_lab(), "technical@1", use_ray=False)
+    assert ("BTC", "1 gap of more than 2 missing days (largest: 3 days)") in run.problems
+    assert not [p for s, p in run.problems if s == "AAPL" and "gap" in p]

@@ -142,6 +142,27 @@ def test_a_stock_gap_is_missing_nyse_sessions_not_calendar_days(shared_data: Pat
     assert any("1 gap of more than 2 missing NYSE sessions (largest: 5 sessions)" in p for p in report.problems["HOLEY"])
 
 
+
+def test_each_symbol_s_gaps_are_counted_on_its_own_asset_class_calendar(tmp_path: Path) -> None:
+    """Crypto trades every day: a coin missing Saturday to Monday has a gap, though one NYSE
+    session lies among those days; a stock's weekends are none, three of its sessions are."""
+    coin, stock = random_bars(300, seed=1, start="2021-01-01"), random_bars(300, seed=2, start="2021-01-01", freq="B")
+    bars = {"BTC": coin, "ETH": coin.drop(pd.date_range("2021-03-06", "2021-03-08", tz="UTC")),
+            "AAPL": stock, "IBM": stock.drop(pd.date_range("2021-03-08", "2021-03-10", tz="UTC"))}
+    classes = {"BTC": "crypto", "ETH": "crypto", "AAPL": "stocks", "IBM": "stocks"}
+    for run in ("cold", "warm"):
+        report = compute_universe_features(bars, "technical@1", asset_classes=classes, cache_dir=tmp_path,
+                                           use_ray=False).report
+        gaps = {s: [p for p in report.problems.get(s, []) if "gap" in p] for s in bars}
+        assert gaps == {"BTC": [], "ETH": ["1 gap of more than 2 missing days (largest: 3 days)"], "AAPL": [],
+                        "IBM": ["1 gap of more than 2 missing NYSE sessions (largest: 3 sessions)"]}, run
+
+
+def test_an_unknown_asset_class_is_named() -> None:
+    with pytest.raises(DataError, match="BTC: unknown asset class 'coins'.*stocks, crypto"):
+        compute_universe_features({"BTC": random_bars(50)}, "technical@1", asset_classes={"BTC": "coins"},
+                                  use_ray=False)
+
 def test_progress_is_reported_up_to_the_total(ray_session: None) -> None:
     calls: list[tuple[int, int]] = []
     compute_universe_features(universe(30, 60), "technical@1", progress=lambda d, t: calls.append((d, t)))

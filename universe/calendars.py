@@ -5,9 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 from functools import cache
 
+import numpy as np
 import pandas as pd
 
-__all__ = ["xnys", "expected_days", "last_bar_at", "last_closed_session"]
+from lab.errors import DataError
+
+__all__ = ["xnys", "expected_days", "skipped_days", "last_bar_at", "last_closed_session"]
+
+_DAY_NS = 86_400 * 10**9
 
 
 @cache
@@ -24,6 +29,24 @@ def expected_days(asset_class: str, first: pd.Timestamp, last: pd.Timestamp) -> 
         return pd.date_range(first, last, freq="D", tz="UTC")
     sessions = xnys().sessions
     return pd.DatetimeIndex(sessions[(sessions >= first) & (sessions <= last)]).tz_localize("UTC")
+
+
+@cache
+def _session_stamps() -> np.ndarray:
+    return xnys().sessions.asi8
+
+
+def skipped_days(asset_class: str, stamps: np.ndarray) -> np.ndarray:
+    """How many days the asset class trades on lie strictly between each two consecutive daily
+    bars (``stamps``: their labels, ascending, int64 UTC nanoseconds): NYSE sessions for
+    stocks, so the market's own closures (four days after 2001-09-11) skip none; every
+    calendar day for crypto, which trades 24/7, so a coin's missing weekend skips two."""
+    if asset_class == "crypto":
+        return np.diff(stamps // _DAY_NS) - 1
+    if asset_class != "stocks":
+        raise DataError(f"unknown asset class {asset_class!r}: its trading days are not known (stocks, crypto)")
+    sessions = _session_stamps()
+    return np.searchsorted(sessions, stamps[1:], side="left") - np.searchsorted(sessions, stamps[:-1], side="right")
 
 
 def last_closed_session(asset_class: str, ts: datetime) -> pd.Timestamp:

@@ -22,14 +22,17 @@ from lab.features._indicators import BASE_COLUMNS, PAIR_COLUMNS, PAIR_WINDOW, ba
 from lab.features._sets import FeatureSet, get_feature_set
 
 __all__ = ["compute_features", "pair_bars", "output_columns", "compute_with_problems", "compute_block",
-           "prepare", "Prepared", "Benchmark", "features_into", "frame_of", "benchmark_returns", "SECTORS"]
+           "prepare", "Prepared", "Benchmark", "features_into", "frame_of", "benchmark_returns", "gap_problem",
+           "SECTORS"]
 
 PRICE_COLUMNS = ("open", "high", "low", "close")
 FUNDAMENTAL_COLUMNS = ("pe_ratio", "pb_ratio", "log_market_cap", "sector_code")
 _FUNDAMENTAL_INPUTS = ("known_at", "pe_ratio", "pb_ratio", "market_cap", "sector")
 LONGEST_LOOKBACK = 200
-#: more NYSE sessions than this missing between two bars is a gap
-GAP_SESSIONS = 2
+#: more trading days than this (NYSE sessions for a stock, days for a coin) missing between two bars is a gap
+GAP_DAYS = 2
+#: how a gap's missing trading days are named, per asset class: (in full, the unit)
+_TRADING_DAYS = {"stocks": ("NYSE sessions", "sessions"), "crypto": ("days", "days")}
 #: GICS sectors; ``sector_code`` is the position here (NaN for an unknown sector)
 SECTORS = (
     "Communication Services", "Consumer Discretionary", "Consumer Staples", "Energy", "Financials",
@@ -157,7 +160,6 @@ def features_into(values: np.ndarray, all_stamps: np.ndarray, feature_set: Featu
         return _pair_features(values, out)
     valid = np.empty(len(all_stamps), dtype=np.bool_)
     n_valid, nan_volume, zero_volume, flat = _scan_bars(values, valid)
-    gaps, largest = _session_gaps(all_stamps)
     all_valid = n_valid == len(valid)
     if not all_valid:
         values = values[:, valid]
@@ -175,7 +177,7 @@ def features_into(values: np.ndarray, all_stamps: np.ndarray, feature_set: Featu
         out[:n_base, valid] = base_indicators(high, low, close, volume, aligned)
     if feature_set.kind == "fundamental":
         out[n_base:, valid] = _fundamental_values(stamps, fundamentals, problems).T
-    problems[:0] = _bar_problems(len(valid), n_valid, nan_volume, zero_volume, gaps, largest, flat)
+    problems[:0] = _bar_problems(len(valid), n_valid, nan_volume, zero_volume, flat)
     return problems
 
 
@@ -282,27 +284,24 @@ def _scan_bars(values: np.ndarray, valid: np.ndarray) -> tuple[int, int, int, bo
     return n_valid, nan_volume, zero_volume, n_valid > 1 and low == high
 
 
-@cache
-def _nyse_sessions() -> np.ndarray:
-    from universe.calendars import xnys
+def gap_problem(stamps: np.ndarray, asset_class: str) -> str | None:
+    """The problem line of a series (``stamps``: its bars' int64 ns labels, ascending) whose
+    consecutive bars skip more than ``GAP_DAYS`` of the days its asset class trades on, or
+    None. Judged on the class's own calendar (``universe.calendars.skipped_days``): a coin
+    missing a weekend lacks two days it trades on, a stock none."""
+    from universe.calendars import skipped_days
 
-    return xnys().sessions.asi8
-
-
-def _session_gaps(stamps: np.ndarray) -> tuple[int, int]:
-    """How many steps between consecutive bars skip more than ``GAP_SESSIONS`` NYSE
-    sessions, and the most any step skips. Counted in sessions, not days: the market's own
-    closures (four days after 2001-09-11) are no gap in a stock's bars; a crypto coin's
-    missing days count the weekdays among them."""
     if len(stamps) < 2:
-        return 0, 0
-    sessions = _nyse_sessions()
-    skipped = np.searchsorted(sessions, stamps[1:], side="left") - np.searchsorted(sessions, stamps[:-1], side="right")
-    return int((skipped > GAP_SESSIONS).sum()), int(skipped.max(initial=0))
+        return None
+    skipped = skipped_days(asset_class, stamps)
+    if not (gaps := int((skipped > GAP_DAYS).sum())):
+        return None
+    named, unit = _TRADING_DAYS[asset_class]
+    return (f"{gaps} gap{'s' if gaps > 1 else ''} of more than {GAP_DAYS} missing {named} "
+            f"(largest: {int(skipped.max())} {unit})")
 
 
-def _bar_problems(n_bars: int, n_valid: int, nan_volume: int, zero_volume: int, gaps: int, largest: int,
-                  flat: bool) -> list[str]:
+def _bar_problems(n_bars: int, n_valid: int, nan_volume: int, zero_volume: int, flat: bool) -> list[str]:
     problems = []
     if n_valid < LONGEST_LOOKBACK:
         problems.append(f"too little history: {n_valid} valid bars, sma_200 needs {LONGEST_LOOKBACK}")
@@ -312,9 +311,6 @@ def _bar_problems(n_bars: int, n_valid: int, nan_volume: int, zero_volume: int, 
         problems.append(f"{nan_volume} bars with missing volume")
     if zero_volume:
         problems.append(f"{zero_volume} bars with zero volume")
-    if gaps:
-        problems.append(f"{gaps} gap{'s' if gaps > 1 else ''} of more than {GAP_SESSIONS} missing NYSE sessions "
-                        f"(largest: {largest} sessions)")
     if flat:
         problems.append("constant price: RSI and Bollinger %b are undefined (NaN)")
     return problems

@@ -27,12 +27,12 @@ import itertools
 import json
 import math
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from typing import NamedTuple
+from typing import NamedTuple, get_args
 from urllib.parse import quote
 
 import numpy as np
@@ -40,7 +40,18 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from lab.features._compute import Prepared, benchmark_returns, compute_block, frame_of, output_columns, pair_bars, prepare
+from lab.config import AssetClass
+from lab.errors import DataError
+from lab.features._compute import (
+    Prepared,
+    benchmark_returns,
+    compute_block,
+    frame_of,
+    gap_problem,
+    output_columns,
+    pair_bars,
+    prepare,
+)
 from lab.features._sets import FeatureSet, get_feature_set
 
 __all__ = ["FeatureReport", "UniverseFeatures", "compute_universe_features", "candidate_pairs"]
@@ -53,6 +64,9 @@ MAX_BATCH_BYTES = 192 * 1024**2
 #: symbols per block in the serial path
 SERIAL_BATCH = 64
 _META_KEY = b"lab.features"
+#: what a cache entry holds; a new layout misses every older entry (2: the problems hold no gap
+#: line, as a gap depends on the asset class given, which the key does not cover)
+_CACHE_LAYOUT = 2
 
 Progress = Callable[[int, int], None]
 
@@ -104,15 +118,21 @@ def candidate_pairs(symbols: Iterable[str]) -> list[tuple[str, str]]:
 
 def compute_universe_features(
     bars: dict[str, pd.DataFrame], feature_set: str, *, benchmark: pd.DataFrame | None = None,
-    fundamentals: pd.DataFrame | None = None, cache_dir: Path | None = None, use_ray: bool = True,
-    progress: Progress | None = None,
+    fundamentals: pd.DataFrame | None = None, asset_classes: Mapping[str, str] | None = None,
+    cache_dir: Path | None = None, use_ray: bool = True, progress: Progress | None = None,
 ) -> UniverseFeatures:
     """Features of every symbol (every candidate pair "AAA/BBB" for a pair set), equal to the
     serial computation; never raises for one bad symbol: it is reported instead.
 
-    ``fundamentals`` is the long ``fundamentals`` table (a ``symbol`` column); ``progress``
-    is called with (done, total). Call ``lab.runtime.ensure_ray()`` before ``use_ray=True``.
+    ``fundamentals`` is the long ``fundamentals`` table (a ``symbol`` column);
+    ``asset_classes`` each symbol's class ("stocks", "crypto"; a symbol not named is a
+    stock), whose calendar its gaps are counted on; ``progress`` is called with (done,
+    total). Call ``lab.runtime.ensure_ray()`` before ``use_ray=True``.
     """
+    classes = dict(asset_classes or {})
+    if unknown := sorted((s, c) for s, c in classes.items() if c not in get_args(AssetClass)):
+        raise DataError("; ".join(f"{s}: unknown asset class {c!r}" for s, c in unknown)
+                        + f" (known: {', '.join(get_args(AssetClass))})")
     fs = get_feature_set(feature_set)
     bench_ret = benchmark_returns(benchmark) if benchmark is not None and fs.kind != "pair" else None
     report = FeatureReport(feature_set=fs.key)
@@ -156,6 +176,10 @@ def compute_universe_features(
         done += len(batch)
         if progress is not None:
             progress(done, total)
+    if fs.kind != "pair":  # a pair's bars are the days both legs have
+        for item in items:
+            if item.name in frames and (gap := gap_problem(item.prepared[1], classes.get(item.name, "stocks"))):
+                report.problems.setdefault(item.name, []).append(gap)
     ordered = {item.name: frames[item.name] for item in items if item.name in frames}
     return UniverseFeatures(ordered, report)
 
@@ -270,7 +294,7 @@ def _item_key(fs: FeatureSet, prepared: Prepared, bench_key: str) -> str:
     arrays (SHA-256, hardware accelerated where the CPU has it, which blake2b is not)."""
     values, stamps, facts = prepared
     h = hashlib.sha256()
-    h.update(f"{fs.fingerprint}|{bench_key}|{_fingerprint_frame(facts)}|{values.shape}".encode())
+    h.update(f"{_CACHE_LAYOUT}|{fs.fingerprint}|{bench_key}|{_fingerprint_frame(facts)}|{values.shape}".encode())
     h.update(stamps)
     h.update(values)
     return h.hexdigest()[:32]
