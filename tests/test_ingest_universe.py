@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from contextlib import ExitStack
+from dataclasses import replace
+from datetime import UTC, datetime
 from types import SimpleNamespace
 
 import numpy as np
@@ -15,16 +17,21 @@ from lab.bars import load_bars
 from lab.config import TradingConfig
 from lab.db import connect
 from lab.errors import DataError
+from lab.features import load_fundamentals
 from lab.settings import Settings
+from lab.trading.market import FeatureFrames
 from tests.fakes.alphavantage import DAILY_QUOTA, FakeAlphaVantage
 from tests.fakes.binance_public import FakeBinance
 from tests.fakes.coingecko import FakeCoinGecko
 from tests.fakes.yahoo import FakeYahoo
+from tests.test_features_support import random_bars
 from universe import ingest_universe
 from universe._http import ProviderClient, RateLimiter
+from universe.assets import store_assets
 from universe.ingest import SymbolResult, refresh_metadata
 from universe.providers import Chains, Endpoints, RetryPolicy, build_chains
 from universe.providers.alphavantage import AlphaVantage
+from universe.providers.base import AssetInfo
 from universe.synthetic import synthetic_market
 
 FAST = RetryPolicy(attempts=2, initial_wait=0, max_wait=0, jitter=0, timeout=2, throttle_wait=0)
@@ -160,6 +167,39 @@ def test_metadata_fetched_before_the_quota_ran_out_is_stored_and_only_the_rest_a
     assert asked_next == [["CCC", "DDD"]]
     assert len(notes) == 1 and "alphavantage: stopped at CCC: daily quota spent" in notes[0]
 
+
+
+
+def test_fundamentals_are_known_from_the_time_they_were_fetched_not_the_midnight_before(engine):
+    """The bar of the day they were fetched (a decision at its time, before the fetch) must not
+    read them; the next day's bar does."""
+    overview = {"AAA": {"Symbol": "AAA", "Name": "AAA Inc", "Sector": "TECHNOLOGY", "PERatio": "21.5",
+                        "PriceToBookRatio": "3.0"}}
+    before = datetime.now(UTC)
+    with FakeAlphaVantage({}, overview=overview) as server:
+        alphavantage = AlphaVantage(ProviderClient("alphavantage", server.url, RateLimiter("alphavantage", 100_000),
+                                                   FAST, sleep=lambda s: None), "key")
+        refresh_metadata(engine, Chains({"stocks": [alphavantage]}), [SymbolResult("AAA", "stocks", "ok")])
+    after = datetime.now(UTC)
+    known_at = load_fundamentals(engine)["known_at"].tolist()
+    assert len(known_at) == 1 and before <= known_at[0] <= after
+    day = known_at[0].normalize()
+    bars = random_bars(260, start=(day - pd.Timedelta(days=258)).isoformat())  # the last two: that day, the next
+    features = FeatureFrames({"AAA": bars}, benchmarks={}, fundamentals=load_fundamentals(engine))
+    assert np.isnan(features.latest("value@1", ["AAA"], day)["pe_ratio"].item())
+    assert features.latest("value@1", ["AAA"], day + pd.Timedelta(days=1))["pe_ratio"].item() == 21.5
+
+
+def test_a_re_fetch_stores_a_fundamentals_row_only_when_a_value_changed(engine):
+    info = AssetInfo(symbol="AAA", asset_class="stocks", source="test", sector="Energy", pe_ratio=10.0, pb_ratio=1.0)
+    fetches = [(datetime(2024, 3, 1, 15, tzinfo=UTC), info), (datetime(2024, 3, 1, 18, tzinfo=UTC), info),
+               (datetime(2024, 3, 2, 15, tzinfo=UTC), replace(info, pe_ratio=11.0))]
+    for fetched_at, fetched in fetches:
+        with engine.begin() as conn:
+            store_assets(conn, [fetched], fetched_at)
+    stored = load_fundamentals(engine)
+    assert stored[["known_at", "pe_ratio"]].values.tolist() == [[pd.Timestamp("2024-03-01 15:00", tz="UTC"), 10.0],
+                                                                [pd.Timestamp("2024-03-02 15:00", tz="UTC"), 11.0]]
 
 def test_files_with_split_coefficients_are_adjusted_and_validated(engine, tmp_path):
     days = pd.bdate_range("2024-01-02", periods=4)

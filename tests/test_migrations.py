@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import inspect, text
+from sqlalchemy import insert, inspect, select, text
 
 from lab.db import connect, get_engine
 from lab.db.migrate import LEGACY_BASELINE, current_revision, downgrade, head_revision, upgrade
-from lab.db.models import Base
+from lab.db.models import Base, Fundamental
 
 LEGACY_ROWS = [
     {"market": "epl_over_under", "version": 1, "model_path": "/old/a.pkl", "is_active": False},
@@ -102,3 +102,26 @@ def test_the_migrations_build_exactly_the_schema_the_models_declare(db_url):
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), Base.metadata)
     assert diff == []
+
+
+def test_fundamentals_stamped_at_the_midnight_before_their_fetch_move_to_the_end_of_that_day(db_url):
+    """Rows stored before fundamentals were known from their fetch time carry the midnight
+    that began their fetch day; the upgrade moves each to the next midnight (by when it was
+    certainly known), none lost, and a symbol's consecutive days never collide on the way."""
+    engine = get_engine(db_url)
+    upgrade(engine, "0007_backtest_ids")
+    stored = [("AAA", datetime(2024, 3, 1, tzinfo=UTC), 10.0), ("AAA", datetime(2024, 3, 2, tzinfo=UTC), 11.0),
+              ("BBB", datetime(2024, 3, 1, tzinfo=UTC), 12.0)]
+    with engine.begin() as conn:
+        conn.execute(insert(Fundamental), [{"symbol": s, "known_at": k, "pe_ratio": pe, "source": "test"}
+                                           for s, k, pe in stored])
+
+    def rows() -> list[tuple]:
+        with engine.connect() as conn:
+            return [tuple(r) for r in conn.execute(select(Fundamental.symbol, Fundamental.known_at, Fundamental.pe_ratio)
+                                                   .order_by(Fundamental.symbol, Fundamental.known_at))]
+
+    upgrade(engine)
+    assert rows() == [(s, k + timedelta(days=1), pe) for s, k, pe in stored]
+    downgrade(engine, "0007_backtest_ids")
+    assert rows() == stored

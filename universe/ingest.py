@@ -319,8 +319,9 @@ def refresh_metadata(engine: Engine, chains: Chains, results: list[SymbolResult]
             except ProviderError as exc:
                 notes.append(f"metadata: {exc}")
                 continue
+            fetched_at = datetime.now(UTC)  # the answer is in hand: its fundamentals are known from now
             with engine.execution_options(write_lock=True).begin() as conn:
-                store_assets(conn, infos)
+                store_assets(conn, infos, fetched_at)
             found = {i.symbol for i in infos}
             wanted = [s for s in wanted if s not in found]
     return notes

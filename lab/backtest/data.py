@@ -106,13 +106,13 @@ def require_bars(bars: dict[str, pd.DataFrame], symbols: list[str], start: pd.Ti
 
 def require_fundamentals(fundamentals: pd.DataFrame, strategy: str, symbols: list[str], before: pd.Timestamp) -> None:
     """A strategy on fundamentals needs some known before ``before`` (its first training
-    window, or its first trade). They are point in time, stored as of the day they were
+    window, or its first trade). They are point in time, known from the time they were
     fetched, so a run over the years before the first ingest would trade on nothing."""
     known = fundamentals[fundamentals["symbol"].isin(symbols) & (fundamentals["known_at"] < before)]
     if known.empty:
         first = fundamentals.loc[fundamentals["symbol"].isin(symbols), "known_at"].min()
         since = f"the first is known from {first.date()}" if pd.notna(first) else "none is stored"
         raise DataError(f"{strategy} reads point-in-time fundamentals (P/E, P/B), but none of "
-                        f"{', '.join(symbols)} has any known before {before.date()} ({since}): they are stored "
-                        f"as of the day they were fetched (`lab ingest --source live`), so a backtest of "
+                        f"{', '.join(symbols)} has any known before {before.date()} ({since}): they are known "
+                        f"from the time they were fetched (`lab ingest --source live`), so a backtest of "
                         f"{strategy} can only begin after that")
