@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import time
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 from pydantic import SecretStr
 
+from lab.runtime import open_lab
 from lab.trading.broker import BrokerInterface
 from lab.trading.brokers._http import BrokerAuthError, BrokerError, OrderNotFound, RetryPolicy
 from lab.trading.brokers.alpaca import AlpacaBroker
 from lab.trading.model import Intent, Order, OrderStatus, OrderType, Side, client_order_id
+from lab.trading.portfolio import PortfolioManager
 from tests.fakes.alpaca import KEY_ID, SECRET_KEY, FakeAlpaca
 from tests.fakes.broker_http import Reply
 
@@ -90,15 +93,24 @@ def test_stop_orders_are_sent_with_their_prices_and_wait(broker, fake, order_typ
     assert result.status is OrderStatus.PENDING
 
 
-def test_an_entry_with_both_levels_becomes_a_bracket_whose_legs_are_open_orders(broker, fake) -> None:
-    result = broker.submit(order(qty=10, stop_loss=92.0, take_profit=115.0))
+def test_an_entry_with_stop_and_target_is_a_plain_order_and_the_labs_stop_exit_closes_it(broker, fake) -> None:
+    """The lab's exit rules are the one exit mechanism, as in backtests: Alpaca holds no legs
+    the books do not know, which would sell the position a second time."""
+    manager = PortfolioManager(open_lab().config, portfolio="alpaca")
+    entry = broker.submit(order(qty=10, stop_loss=92.0, take_profit=115.0))
     body = fake.sent("POST", "/v2/orders")[0].json()
-    assert body["order_class"] == "bracket"
-    assert body["take_profit"] == {"limit_price": "115.0"} and body["stop_loss"] == {"stop_price": "92.0"}
-    assert result.status is OrderStatus.FILLED
-    legs = {o.intent: o for o in broker.open_orders()}
-    assert set(legs) == {Intent.TAKE_PROFIT, Intent.STOP_LOSS}
-    assert legs[Intent.TAKE_PROFIT].limit_price == 115.0 and legs[Intent.STOP_LOSS].stop_price == 92.0
+    assert {"order_class", "take_profit", "stop_loss"} & set(body) == set()
+    assert entry.status is OrderStatus.FILLED and broker.open_orders() == []
+    for fill in entry.fills:
+        manager.apply_fill(fill, asset_type="stocks", order=entry)
+
+    fake.quotes["AAPL"] = Decimal("91")
+    manager.mark({"AAPL": 91.0})
+    [decision] = manager.exits(NOW)
+    assert decision.intent is Intent.STOP_LOSS
+    exit_ = broker.submit(order(qty=decision.position.qty, side=Side.SELL, intent=Intent.STOP_LOSS))
+    assert exit_.status is OrderStatus.FILLED
+    assert broker.positions() == [] and fake.orders_open() == []
 
 
 def test_insufficient_buying_power_is_a_rejection_with_alpacas_reason(broker, fake) -> None:

@@ -136,7 +136,7 @@ class Order(msgspec.Struct, frozen=True, kw_only=True, gc=False):
     stop_price: float | None = None
     intent: Intent = Intent.ENTRY
     created_at: datetime
-    #: protective levels attached to an entry (a bracket at brokers that support one)
+    #: protective levels of an entry, checked by the lab's exit rules every cycle (no broker holds them)
     stop_loss: float | None = None
     take_profit: float | None = None
     #: a buy sized in cash: the broker resolves ``qty`` at the fill price as

@@ -2,7 +2,7 @@
 
 State: cash, quotes, orders and positions. Market orders fill at the quote while the fake
 clock is open (``fill_ratio`` below 1 leaves them partially filled); limit orders fill when
-marketable; stop orders wait. Bracket legs stay ``held`` until the parent fills. Errors use
+marketable; stop orders wait. Errors use
 Alpaca's bodies: 401 bad keys, 403 buying power / qty, 404, 422 invalid qty and duplicate
 ``client_order_id``, 204 on cancel.
 """
@@ -81,9 +81,8 @@ class FakeAlpaca(FakeBrokerServer):
             return self._submit(request.json())
         if method == "GET" and path == "/v2/orders":
             wanted = query.get("status", "open")
-            nested = query.get("nested") == "true"  # nested: legs inside their parent, else flat
-            rows = [o for o in self.orders.values() if not (nested and o["_parent"])
-                    and (wanted == "all" or (o["status"] in OPEN_STATUSES) == (wanted == "open"))]
+            rows = [o for o in self.orders.values()
+                    if wanted == "all" or (o["status"] in OPEN_STATUSES) == (wanted == "open")]
             return Reply(200, [self._public(o) for o in rows])
         if method == "GET" and path == "/v2/orders:by_client_order_id":
             found = self.by_client_id(query.get("client_order_id", ""))
@@ -127,19 +126,11 @@ class FakeAlpaca(FakeBrokerServer):
             if qty > held:
                 return _err(403, 40310000, f"insufficient qty available for order (requested: {qty}, "
                             f"available: {held})", available=str(held), symbol=symbol)
-        order = self._new_order(body, client_id, qty, parent=None)
-        if body.get("order_class") == "bracket":
-            exit_side = "sell" if body["side"] == "buy" else "buy"
-            legs = [{"type": "limit", "limit_price": body["take_profit"]["limit_price"]},
-                    {"type": "stop", "stop_price": body["stop_loss"]["stop_price"]}]
-            order["_legs"] = [self._new_order({**leg, "symbol": symbol, "side": exit_side, "order_class": "bracket",
-                                               "time_in_force": body["time_in_force"]},
-                                              f"{client_id}-leg{i}", qty, parent=order["id"])["id"]
-                              for i, leg in enumerate(legs)]
+        order = self._new_order(body, client_id, qty)
         self._match(order)
         return Reply(200, self._public(order))
 
-    def _new_order(self, body: dict[str, Any], client_id: str, qty: Decimal, *, parent: str | None) -> dict:
+    def _new_order(self, body: dict[str, Any], client_id: str, qty: Decimal) -> dict:
         now = _now()
         order = {
             "id": str(uuid.uuid4()), "client_order_id": client_id, "created_at": now, "updated_at": now,
@@ -150,15 +141,14 @@ class FakeAlpaca(FakeBrokerServer):
             "order_class": body.get("order_class", ""), "order_type": body["type"], "type": body["type"],
             "side": body["side"], "time_in_force": body.get("time_in_force", "day"),
             "limit_price": body.get("limit_price"), "stop_price": body.get("stop_price"),
-            "status": "held" if parent else "accepted", "extended_hours": False,
-            "trail_percent": None, "trail_price": None, "hwm": None,
-            "_parent": parent, "_legs": [],
+            "status": "accepted", "extended_hours": False,
+            "trail_percent": None, "trail_price": None, "hwm": None, "legs": None,
         }
         self.orders[order["id"]] = order
         return order
 
     def _match(self, order: dict[str, Any]) -> None:
-        if (not self.market_open and order["asset_class"] != "crypto") or order["status"] == "held":
+        if not self.market_open and order["asset_class"] != "crypto":
             return
         price = self.quotes[order["symbol"]]
         limit = Decimal(order["limit_price"]) if order["limit_price"] else None
@@ -204,15 +194,10 @@ class FakeAlpaca(FakeBrokerServer):
             del self.positions[symbol]
             self.cost.pop(symbol, None)
         self.cash -= sign * qty * price
-        if done:
-            for leg_id in order["_legs"]:
-                self.orders[leg_id]["status"] = "new"
 
     def _cancel(self, order: dict[str, Any]) -> None:
         order["status"] = "canceled"
         order["canceled_at"] = order["updated_at"] = _now()
-        for leg_id in order["_legs"]:
-            self._cancel(self.orders[leg_id])
 
     def _buying_power(self) -> Decimal:
         reserved = sum((Decimal(o["qty"]) - Decimal(o["filled_qty"])) * Decimal(o["limit_price"] or self.quotes[o["symbol"]])
@@ -231,9 +216,7 @@ class FakeAlpaca(FakeBrokerServer):
 
     # --- documents --------------------------------------------------------------------------
     def _public(self, order: dict[str, Any]) -> dict[str, Any]:
-        doc = {k: v for k, v in order.items() if not k.startswith("_")}
-        doc["legs"] = [self._public(self.orders[i]) for i in order["_legs"]] or None
-        return doc
+        return {k: v for k, v in order.items() if not k.startswith("_")}
 
     def _position(self, symbol: str) -> dict[str, Any]:
         qty, price, cost = self.positions[symbol], self.quotes[symbol], self.cost.get(symbol, Decimal(0))

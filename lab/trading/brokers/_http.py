@@ -127,7 +127,7 @@ def endpoint(broker: str, *, paper: str, live: str, config_live: bool, cli_live:
 
 def unsendable(order: Order) -> str | None:
     """Why an order's numbers cannot be put on the wire (NaN or infinite), else None."""
-    for name in ("qty", "limit_price", "stop_price", "stop_loss", "take_profit"):
+    for name in ("qty", "limit_price", "stop_price"):
         value = getattr(order, name)
         if value is not None and not math.isfinite(value):
             return f"invalid order: {name} is {value}"

@@ -1,9 +1,12 @@
 """Alpaca Trading API v2 behind ``BrokerInterface`` (paper account unless live is asked for).
 
 Orders carry the lab's deterministic ``client_order_id``, so a retry after a timeout or a 5xx
-first looks the order up and never places it twice. An entry with both protective levels
-goes out as a bracket (take-profit + stop-loss legs held at Alpaca). Executions come from
-the account's FILL activities, whose ids are stable, so the lab records each fill once.
+first looks the order up and never places it twice. Entries go out as plain orders, never
+with bracket or OTO legs: stops, targets and holding times are the lab's own exit rules,
+checked every cycle as in backtests and at every broker, so Alpaca holds no exit order the
+books do not know (one that would fill unbooked and sell the position a second time).
+Executions come from the account's FILL activities, whose ids are stable, so the lab
+records each fill once.
 Orders and fills the broker reports on its own carry strategy ``"*"``; ``submit`` keeps
 the lab's fields.
 """
@@ -33,7 +36,7 @@ from lab.trading.brokers._http import (
     json_body,
     unsendable,
 )
-from lab.trading.model import Account, Fill, Intent, MarketClock, Order, OrderStatus, OrderType, Position, Side
+from lab.trading.model import Account, Fill, MarketClock, Order, OrderStatus, OrderType, Position, Side
 
 __all__ = ["AlpacaBroker", "PAPER_URL", "LIVE_URL"]
 
@@ -130,7 +133,7 @@ class AlpacaBroker:
 
     def open_orders(self) -> list[Order]:
         docs = self._call("GET", "/v2/orders", params={"status": "open", "limit": 500}).json()
-        return [o for o in map(self._order, docs) if o.status.is_open]  # flat: bracket legs listed too
+        return [o for o in map(self._order, docs) if o.status.is_open]
 
     def positions(self) -> list[Position]:
         return [Position(portfolio=self.portfolio, strategy="*", symbol=_lab_symbol(p["symbol"], p["asset_class"]),
@@ -164,7 +167,7 @@ class AlpacaBroker:
 
     def _get(self, client_order_id: str) -> dict[str, Any]:
         return self._call("GET", "/v2/orders:by_client_order_id",
-                          params={"client_order_id": client_order_id, "nested": "true"}).json()
+                          params={"client_order_id": client_order_id}).json()
 
     def _submit_once(self, order: Order, body: dict[str, Any]) -> Order:
         try:
@@ -195,9 +198,6 @@ class AlpacaBroker:
         if status is OrderStatus.PENDING and Decimal(doc.get("filled_qty") or 0) > 0:
             status = OrderStatus.PARTIALLY_FILLED
         order_type = _TYPES.get(doc.get("type") or doc.get("order_type") or "market", OrderType.MARKET)
-        intent = Intent.ENTRY
-        if doc.get("order_class") == "bracket" and not doc.get("legs"):  # a leg (only parents have legs)
-            intent = Intent.TAKE_PROFIT if order_type is OrderType.LIMIT else Intent.STOP_LOSS
         reason = None
         if doc["status"] in ("rejected", "expired", "done_for_day", "replaced"):
             reason = f"alpaca: order {doc['status']}"
@@ -207,7 +207,7 @@ class AlpacaBroker:
             qty=float(doc.get("qty") or 0), order_type=order_type,
             limit_price=float(doc["limit_price"]) if doc.get("limit_price") else None,
             stop_price=float(doc["stop_price"]) if doc.get("stop_price") else None,
-            intent=intent, created_at=_time(doc["created_at"]), status=status, reason=reason,
+            created_at=_time(doc["created_at"]), status=status, reason=reason,
             broker_order_id=doc["id"], fills=self._fills(doc, symbol),
         )
 
@@ -233,6 +233,7 @@ class AlpacaBroker:
 
 
 def _order_body(order: Order) -> dict[str, Any]:
+    """A plain order: its stop-loss and take-profit stay with the lab's exit rules."""
     crypto = order.asset_type == "crypto"
     body: dict[str, Any] = {
         "symbol": f"{order.symbol}/USD" if crypto and "/" not in order.symbol else order.symbol,
@@ -243,12 +244,6 @@ def _order_body(order: Order) -> dict[str, Any]:
         body["limit_price"] = _dec(order.limit_price)
     if order.stop_price is not None and order.order_type in (OrderType.STOP, OrderType.STOP_LIMIT):
         body["stop_price"] = _dec(order.stop_price)
-    bracket = (not crypto and order.intent is Intent.ENTRY and order.stop_loss is not None
-               and order.take_profit is not None and order.order_type in (OrderType.MARKET, OrderType.LIMIT))
-    if bracket:
-        body |= {"order_class": "bracket", "time_in_force": "gtc",
-                 "take_profit": {"limit_price": _dec(order.take_profit)},  # type: ignore[arg-type]
-                 "stop_loss": {"stop_price": _dec(order.stop_loss)}}  # type: ignore[arg-type]
     return body
 
 
