@@ -74,6 +74,19 @@ def test_a_resting_limit_order_syncs_partial_then_full_fills_with_stable_ids(bro
     assert filled.fills[0].fill_id == partial.fills[0].fill_id
 
 
+def test_an_order_done_for_the_day_stays_open_and_its_next_sessions_fill_is_seen(broker, fake) -> None:
+    """done_for_day is not terminal at Alpaca: the order works again in the next session."""
+    placed = broker.submit(order(qty=10, order_type=OrderType.LIMIT, limit_price=95.0))
+    fake.orders[placed.broker_order_id]["status"] = "done_for_day"
+    paused = broker.get_order(placed.client_order_id)
+    assert paused.status is OrderStatus.PENDING and paused.reason is None
+
+    fake.orders[placed.broker_order_id]["status"] = "new"
+    fake.fill(placed.broker_order_id)
+    filled = broker.get_order(placed.client_order_id)
+    assert filled.status is OrderStatus.FILLED and [f.qty for f in filled.fills] == [10.0]
+
+
 def test_an_order_partially_filled_on_arrival_is_reported_so(broker, fake) -> None:
     fake.fill_ratio = fake.fill_ratio / 2
     result = broker.submit(order(qty=10))

@@ -43,10 +43,12 @@ __all__ = ["AlpacaBroker", "PAPER_URL", "LIVE_URL"]
 PAPER_URL = "https://paper-api.alpaca.markets"
 LIVE_URL = "https://api.alpaca.markets"
 
+#: Alpaca's terminal statuses (filled, canceled, expired, replaced, rejected) and partial
+#: fills; every other status is still working: pending. ``done_for_day`` among them: the
+#: order works again the next session, so it stays open and that session's fill is synced.
 _STATUS = {"partially_filled": OrderStatus.PARTIALLY_FILLED, "filled": OrderStatus.FILLED,
            "canceled": OrderStatus.CANCELLED, "expired": OrderStatus.CANCELLED,
-           "replaced": OrderStatus.CANCELLED, "done_for_day": OrderStatus.CANCELLED,
-           "rejected": OrderStatus.REJECTED}  # every other status is still working: pending
+           "replaced": OrderStatus.CANCELLED, "rejected": OrderStatus.REJECTED}
 _TYPES = {"market": OrderType.MARKET, "limit": OrderType.LIMIT, "stop": OrderType.STOP,
           "stop_limit": OrderType.STOP_LIMIT, "trailing_stop": OrderType.STOP}
 
@@ -199,7 +201,7 @@ class AlpacaBroker:
             status = OrderStatus.PARTIALLY_FILLED
         order_type = _TYPES.get(doc.get("type") or doc.get("order_type") or "market", OrderType.MARKET)
         reason = None
-        if doc["status"] in ("rejected", "expired", "done_for_day", "replaced"):
+        if doc["status"] in ("rejected", "expired", "replaced"):
             reason = f"alpaca: order {doc['status']}"
         return Order(
             client_order_id=doc["client_order_id"], portfolio=self.portfolio, strategy="*", symbol=symbol,
