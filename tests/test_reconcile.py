@@ -166,6 +166,27 @@ def test_what_the_broker_filled_since_the_last_cycle_is_booked_to_its_strategy_b
 
 
 
+def test_a_fill_that_lands_between_the_cycles_sync_and_its_reconciliation_is_booked_not_a_halt(traded) -> None:
+    """The broker keeps trading while a cycle runs: a difference that a second sync explains
+    is no evidence against the books; only one that persists halts."""
+    from lab.trading.cycle import run_trading_cycle
+    from tests.fakes.trading import FixedPredictions
+
+    engine, broker, fake = traded
+    fake._match = lambda order: None  # the order rests at the broker
+    order = broker.submit(Order(client_order_id=client_order_id("alpaca", NOW, "swing", "AAPL", Intent.ENTRY),
+                                portfolio="alpaca", strategy="swing", symbol="AAPL", asset_type="stocks",
+                                side=Side.BUY, qty=5, created_at=NOW))
+    store_order(engine, order, broker="alpaca")  # recorded by the cycle that placed it, still open
+    fake.before_next("GET", "/v2/positions", lambda: fake.fill(order.broker_order_id))  # fills as reconcile reads
+    result = run_trading_cycle(_ctx(engine), NOW, portfolio="alpaca", predictions=FixedPredictions(0.9),
+                               broker=broker)
+    assert not result.halted and halted(engine) == (False, None), result.notes
+    with session_scope(engine) as session:
+        trade = session.query(db.Trade).filter(db.Trade.qty == 5.0).one()
+        assert (trade.strategy, trade.symbol) == ("swing", "AAPL")
+
+
 def test_a_drawdown_halt_that_a_cycles_last_fills_start_holds_for_the_next_cycle(engine, tmp_path, monkeypatch) -> None:
     """Fills booked at a cycle's end (a real broker fills while the cycle runs) can take the
     account past the drawdown limit: the halt is kept, not only reported."""

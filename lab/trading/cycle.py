@@ -175,9 +175,11 @@ def run_trading_cycle(
         journal = _SqlJournal(ctx, portfolio, as_of, manager, broker.name, hook)
         synced = StepResult()
         if broker.name != "paper":
-            # what the broker filled since the last cycle is booked first: it is no mismatch
+            # what the broker filled since the last cycle is booked first: it is no mismatch;
+            # nor is what it filled since then, which a difference syncs again to book
             sync(broker, journal, open_orders, synced, checks)
-            reconciliation = reconcile(engine, broker, portfolio)
+            reconciliation = reconcile(engine, broker, portfolio, settle=lambda: sync(
+                broker, journal, load_open_orders(engine, portfolio), synced, checks))
             if not reconciliation.ok:
                 result = CycleResult(portfolio=portfolio, as_of=as_of, already_completed=False, cash=manager.cash,
                                      equity=manager.equity, halted=True,

@@ -1,8 +1,9 @@
 """A real HTTP server on 127.0.0.1 for broker fakes, with scripted faults.
 
 A fake subclasses :class:`FakeBrokerServer` and implements ``handle``; tests script faults
-(a 429, a 5xx, a slow answer after the request was processed) per method and path, and read
-``requests`` to see exactly what the client sent.
+(a 429, a 5xx, a slow answer after the request was processed) and events (the market moves
+just before a request is answered) per method and path, and read ``requests`` to see exactly
+what the client sent.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -51,6 +53,7 @@ class _Fault:
     path: str
     reply: Reply | None  # answer instead of processing
     delay_s: float = 0.0  # process, then wait this long before answering
+    before: Callable[[], None] | None = None  # run, then process
 
 
 class FakeBrokerServer:
@@ -73,6 +76,12 @@ class FakeBrokerServer:
         (a client with a shorter timeout never sees the answer)."""
         with self.lock:
             self._faults.append(_Fault(method, path, None, delay_s))
+
+    def before_next(self, method: str, path: str, event: Callable[[], None]) -> None:
+        """Run ``event`` (a fill, a price move) just before the next matching request is
+        processed: what happens at the broker between a client's two requests."""
+        with self.lock:
+            self._faults.append(_Fault(method, path, None, before=event))
 
     def sent(self, method: str, path: str) -> list[Request]:
         return [r for r in self.requests if r.method == method and r.path == path]
@@ -136,4 +145,6 @@ class FakeBrokerServer:
                 self._faults.remove(fault)
                 if fault.reply is not None:
                     return fault.reply, 0.0
+                if fault.before is not None:
+                    fault.before()
             return self.handle(request), (fault.delay_s if fault else 0.0)
