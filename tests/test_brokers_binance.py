@@ -35,7 +35,7 @@ def waits() -> list[float]:
 
 def make_broker(fake: FakeBinance, waits: list[float], **kwargs) -> BinanceBroker:
     return BinanceBroker(SecretStr(kwargs.pop("key", API_KEY)), SecretStr(kwargs.pop("secret", API_SECRET)),
-                         base_url=fake.url, symbols=("BTC", "ETH"), sleep=waits.append,
+                         base_url=fake.url, symbols=kwargs.pop("symbols", ("BTC", "ETH")), sleep=waits.append,
                          policy=RetryPolicy(attempts=4, backoff_s=0.001, timeout_s=1.5), **kwargs)
 
 
@@ -218,6 +218,19 @@ def test_cancel_a_resting_order(broker) -> None:
     placed = broker.submit(order(qty=0.1, order_type=OrderType.LIMIT, limit_price=40_000.0))
     assert broker.cancel(placed.client_order_id).status is OrderStatus.CANCELLED
     assert broker.open_orders() == []
+
+
+@pytest.mark.parametrize("listed_first", [True, False])
+def test_an_open_order_in_a_symbol_outside_the_configured_list_is_cancelled_at_its_own_symbol(
+        broker, fake, waits, listed_first) -> None:
+    """The kill switch cancels every order open at the account, whatever symbols the lab trades."""
+    placed = broker.submit(order("ETH", qty=0.01, order_type=OrderType.LIMIT, limit_price=2_000.0))
+    btc_only = make_broker(fake, waits, symbols=("BTC",))
+    if listed_first:
+        assert [o.client_order_id for o in btc_only.open_orders()] == [placed.client_order_id]
+    cancelled = btc_only.cancel(placed.client_order_id)
+    assert cancelled.status is OrderStatus.CANCELLED and cancelled.symbol == "ETH"
+    assert [o["status"] for o in fake.orders.values()] == ["CANCELED"]
 
 
 def test_positions_and_account_from_balances(broker, fake) -> None:

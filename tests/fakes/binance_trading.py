@@ -219,10 +219,13 @@ class FakeBinance(FakeBrokerServer):
         return None
 
     def _find(self, p: dict[str, str]) -> dict[str, Any] | None:
+        """The order named by ``orderId`` or ``origClientOrderId`` within ``symbol``, as Binance
+        looks it up: one in another symbol is not found."""
         if "orderId" in p:
-            return self.orders.get(int(p["orderId"]))
-        found = self.by_client_id(p.get("origClientOrderId", ""))
-        return found[0] if found else None
+            found = [self.orders[int(p["orderId"])]] if int(p["orderId"]) in self.orders else []
+        else:
+            found = self.by_client_id(p.get("origClientOrderId", ""))
+        return next((o for o in found if o["symbol"] == p.get("symbol")), None)
 
     def _locked(self, asset: str) -> Decimal:
         locked = Decimal(0)

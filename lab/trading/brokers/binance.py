@@ -118,6 +118,7 @@ class BinanceBroker:
         self._api_key, self._api_secret = api_key, api_secret
         self._recv_window, self._wall_clock, self._offset_ms = recv_window_ms, wall_clock, 0
         self._filters: dict[str, dict[str, dict[str, Any]]] = {}
+        self._pairs: dict[str, str] = {}  # client order id -> pair, from the answers that named the order
         self._http = BrokerHttp("binance", base_url, policy=policy, parse_error=_parse_error, sleep=sleep)
 
     @classmethod
@@ -169,12 +170,10 @@ class BinanceBroker:
         except BrokerError as exc:
             if exc.code != -2011:  # cancel rejected: it filled or was cancelled meanwhile
                 raise
-        return self.get_order(client_order_id)
+        return self._order_at(pair, client_order_id)
 
     def get_order(self, client_order_id: str) -> Order:
-        pair = self._find_pair(client_order_id)
-        doc = self._call("GET", "/api/v3/order", {"symbol": pair, "origClientOrderId": client_order_id}).json()
-        return self._order(doc, self._trades(doc))
+        return self._order_at(self._find_pair(client_order_id), client_order_id)
 
     def open_orders(self) -> list[Order]:
         return [self._order(doc, self._trades(doc)) for doc in self._call("GET", "/api/v3/openOrders", {}).json()]
@@ -249,6 +248,10 @@ class BinanceBroker:
         fills = [{**f, "time": doc["transactTime"]} for f in doc.get("fills", ())]
         return order.with_broker_state(self._order(doc, fills))
 
+    def _order_at(self, pair: str, client_order_id: str) -> Order:
+        doc = self._call("GET", "/api/v3/order", {"symbol": pair, "origClientOrderId": client_order_id}).json()
+        return self._order(doc, self._trades(doc))
+
     def _held(self, pair: str, client_order_id: str) -> dict[str, Any] | None:
         try:
             return self._call("GET", "/api/v3/order", {"symbol": pair, "origClientOrderId": client_order_id}).json()
@@ -256,11 +259,20 @@ class BinanceBroker:
             return None
 
     def _find_pair(self, client_order_id: str) -> str:
-        """The pair holding this order (Binance looks orders up per symbol)."""
+        """The pair holding this order, since Binance looks orders up per symbol: the one an
+        answer named it in (a submit, a listing, a look-up), else a configured symbol's, else
+        that of an open order at the account (the kill switch cancels every open order,
+        whatever symbols the lab trades now)."""
+        if client_order_id in self._pairs:
+            return self._pairs[client_order_id]
         for symbol in self.symbols:
             if self._held(self._pair(symbol), client_order_id) is not None:
                 return self._pair(symbol)
-        raise OrderNotFound("binance", f"no order {client_order_id} on {', '.join(self.symbols) or 'no symbols'}")
+        for doc in self._call("GET", "/api/v3/openOrders", {}).json():
+            if doc["clientOrderId"] == client_order_id:
+                return str(doc["symbol"])
+        raise OrderNotFound("binance", f"no order {client_order_id} on {', '.join(self.symbols) or 'no symbols'} "
+                                       f"nor open at the account")
 
     def _trades(self, doc: dict[str, Any]) -> list[dict[str, Any]]:
         if Decimal(doc.get("executedQty") or 0) <= 0:
@@ -295,6 +307,8 @@ class BinanceBroker:
 
     # --- documents -> model -----------------------------------------------------------------
     def _order(self, doc: dict[str, Any], trades: list[dict[str, Any]]) -> Order:
+        """The order as the lab models it; its pair is remembered for later look-ups."""
+        self._pairs[doc["clientOrderId"]] = doc["symbol"]
         symbol = doc["symbol"].removesuffix(self.quote_asset)
         status = _STATUS.get(doc["status"], OrderStatus.PENDING)
         created = doc.get("time") or doc.get("transactTime") or doc.get("workingTime")
