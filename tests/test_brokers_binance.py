@@ -169,6 +169,17 @@ def test_429_waits_retry_after_then_places_one_order(broker, fake, waits) -> Non
     assert len(fake.orders) == 1
 
 
+def test_a_ban_longer_than_the_client_waits_is_not_retried_and_says_why(broker, fake, waits) -> None:
+    """Requests made while Binance bans the IP lengthen the ban: give up at once, naming it."""
+    fake.fail_next("POST", "/api/v3/order", Reply(418, {"code": -1003, "msg": "Way too much request weight used; "
+                   "IP banned until 1660000000000."}, {"Retry-After": "7200"}))
+    with pytest.raises(BrokerError, match=r"IP banned until 1660000000000\. \(HTTP 418, code -1003, "
+                                          r"Retry-After 7200 s\); not retried") as info:
+        broker.submit(order())
+    assert info.value.status == 418 and info.value.retry_after == 7200
+    assert waits == [] and len(fake.sent("POST", "/api/v3/order")) == 1 and fake.orders == {}
+
+
 def test_a_5xx_with_unknown_status_then_success_places_exactly_one_order(broker, fake) -> None:
     fake.fail_next("POST", "/api/v3/order", Reply(503, {"code": -1006, "msg": "An unexpected response was "
                    "received from the message bus. Execution status unknown."}))

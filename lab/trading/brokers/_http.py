@@ -1,7 +1,9 @@
 """The HTTP seam shared by the real brokers: one httpx client, retries, and safe errors.
 
 Retries (tenacity) cover what may succeed on a second try: throttling (429/418, waiting what
-the server asks), server errors (5xx) and timeouts. A POST that timed out or got a 5xx may
+the server asks), server errors (5xx) and timeouts. A server that asks for a longer pause than
+the policy's ``max_wait_s`` gets no retry at all: requests made during a ban (Binance's 418)
+lengthen it, so the error says so and names the pause asked for. A POST that timed out or got a 5xx may
 still have reached the broker, so order submission retries through its own look-up by
 client order id (see the brokers), never blindly. Error messages carry the broker, the
 route, the HTTP status and the broker's own code and text; never a header, a query string
@@ -34,7 +36,7 @@ class BrokerError(TradingError):
 
     def __init__(self, broker: str, message: str, *, status: int | None = None, code: int | None = None,
                  retryable: bool = False, outcome_unknown: bool = False, retry_after: float | None = None):
-        self.broker, self.status, self.code = broker, status, code
+        self.broker, self.detail, self.status, self.code = broker, message, status, code
         self.retryable, self.outcome_unknown, self.retry_after = retryable, outcome_unknown, retry_after
         super().__init__(f"{broker}: {message}")
 
@@ -90,15 +92,21 @@ class BrokerHttp:
                               retryable=True, outcome_unknown=request.method != "GET") from None
         if response.is_success:
             return response
-        raise self._parse_error(response, route)
+        error = self._parse_error(response, route)
+        if error.retryable and error.retry_after is not None and error.retry_after > self.policy.max_wait_s:
+            raise BrokerError(self.broker, f"{error.detail}; not retried: the server asks for a {error.retry_after:g} s "
+                              f"pause, longer than the {self.policy.max_wait_s:g} s this client waits, and requests "
+                              f"made during a ban lengthen it", status=error.status, code=error.code,
+                              retry_after=error.retry_after)
+        raise error
 
     def build(self, method: str, path: str, **kwargs: Any) -> httpx.Request:
         return self._client.build_request(method, path, **kwargs)
 
     def _wait(self, state: RetryCallState) -> float:
         error = state.outcome.exception() if state.outcome else None
-        if isinstance(error, BrokerError) and error.retry_after is not None:
-            return min(max(error.retry_after, 0.0), self.policy.max_wait_s)
+        if isinstance(error, BrokerError) and error.retry_after is not None:  # within max_wait_s (``send``)
+            return max(error.retry_after, 0.0)
         return min(self.policy.backoff_s * 2 ** (state.attempt_number - 1), self.policy.max_wait_s)
 
 

@@ -53,17 +53,18 @@ _AUTH_CODES = {-2014, -2015, -1022}
 def _parse_error(response: httpx.Response, route: str) -> BrokerError:
     body = json_body(response)
     status, code = response.status_code, body.get("code")
-    text = f"{route}: {body.get('msg') or response.reason_phrase} (HTTP {status}" + (
-        f", code {code})" if code is not None else ")")
+    after = response.headers.get("Retry-After") if status in (418, 429) else None
+    wait = float(after) if after and after.isdigit() else None
+    facts = [f"HTTP {status}", *([f"code {code}"] if code is not None else []),
+             *([f"Retry-After {wait:g} s"] if wait is not None else [])]
+    text = f"{route}: {body.get('msg') or response.reason_phrase} ({', '.join(facts)})"
     if status in (401, 403) or code in _AUTH_CODES:
         return BrokerAuthError("binance", f"{text}; check BINANCE_API_KEY and BINANCE_API_SECRET",
                                status=status, code=code)
     if code == -2013:
         return OrderNotFound("binance", text, status=status, code=code)
     if status in (418, 429):
-        after = response.headers.get("Retry-After")
-        return BrokerError("binance", text, status=status, code=code, retryable=True,
-                           retry_after=float(after) if after and after.isdigit() else None)
+        return BrokerError("binance", text, status=status, code=code, retryable=True, retry_after=wait)
     if status >= 500:
         return BrokerError("binance", text, status=status, code=code, retryable=True, outcome_unknown=True)
     return BrokerError("binance", text, status=status, code=code)
