@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
@@ -221,6 +221,30 @@ def test_cancel_cancels_a_resting_order_and_reports_a_filled_one_as_filled(broke
     assert broker.open_orders() == []
     filled = broker.submit(order("MSFT", qty=1))
     assert broker.cancel(filled.client_order_id).status is OrderStatus.FILLED
+
+
+def test_open_orders_pages_past_the_500_alpaca_lists_at_once(broker, fake) -> None:
+    """The kill switch cancels what this lists: every open order, also those submitted at the
+    same instant as the last of a page."""
+    start = datetime(2025, 1, 6, 14, 0, tzinfo=UTC)
+    with fake.lock:
+        for i in range(1_201):
+            resting = fake._new_order({"symbol": "AAPL", "side": "buy", "type": "limit", "limit_price": "90"},
+                                      f"lab-resting-{i}", Decimal(1))
+            resting["status"] = "new"
+            resting["submitted_at"] = (start + timedelta(seconds=i // 3)).isoformat()  # three at each instant
+    listed = [o.client_order_id for o in broker.open_orders()]
+    assert sorted(listed) == sorted(f"lab-resting-{i}" for i in range(1_201))
+
+
+def test_more_open_orders_at_one_instant_than_a_page_holds_is_an_error_not_a_short_list(broker, fake) -> None:
+    with fake.lock:
+        for i in range(501):
+            resting = fake._new_order({"symbol": "AAPL", "side": "buy", "type": "limit", "limit_price": "90"},
+                                      f"lab-resting-{i}", Decimal(1))
+            resting["status"], resting["submitted_at"] = "new", "2025-01-06T14:00:00+00:00"
+    with pytest.raises(BrokerError, match=r"more than 500 open orders were submitted at 2025-01-06T14:00:00\+00:00"):
+        broker.open_orders()
 
 
 def test_an_unknown_order_is_not_found(broker) -> None:

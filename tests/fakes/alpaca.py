@@ -83,7 +83,7 @@ class FakeAlpaca(FakeBrokerServer):
             wanted = query.get("status", "open")
             rows = [o for o in self.orders.values()
                     if wanted == "all" or (o["status"] in OPEN_STATUSES) == (wanted == "open")]
-            return Reply(200, [self._public(o) for o in rows])
+            return Reply(200, [self._public(o) for o in self._page(rows, query)])
         if method == "GET" and path == "/v2/orders:by_client_order_id":
             found = self.by_client_id(query.get("client_order_id", ""))
             return Reply(200, self._public(found[0])) if found else _err(404, 40410000, "order not found")
@@ -203,6 +203,21 @@ class FakeAlpaca(FakeBrokerServer):
         reserved = sum((Decimal(o["qty"]) - Decimal(o["filled_qty"])) * Decimal(o["limit_price"] or self.quotes[o["symbol"]])
                        for o in self.orders.values() if o["side"] == "buy" and o["status"] in OPEN_STATUSES)
         return self.cash - reserved
+
+    @staticmethod
+    def _page(rows: list[dict[str, Any]], query: dict[str, str]) -> list[dict[str, Any]]:
+        """As Alpaca lists orders: by submission time (``direction``, newest first unless
+        ``asc``), only those submitted strictly after ``after`` and before ``until``, at most
+        ``limit`` (50 unless asked, 500 at most)."""
+        def submitted(order: dict[str, Any]) -> datetime:
+            return datetime.fromisoformat(order["submitted_at"])
+
+        if "after" in query:
+            rows = [o for o in rows if submitted(o) > datetime.fromisoformat(query["after"])]
+        if "until" in query:
+            rows = [o for o in rows if submitted(o) < datetime.fromisoformat(query["until"])]
+        rows = sorted(rows, key=submitted, reverse=query.get("direction", "desc") == "desc")
+        return rows[: min(int(query.get("limit", 50)), 500)]
 
     def _activities(self, query: dict[str, str]) -> list[dict[str, Any]]:
         after = datetime.fromisoformat(query["after"]) if "after" in query else datetime.min.replace(tzinfo=UTC)

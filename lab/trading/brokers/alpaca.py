@@ -49,6 +49,7 @@ LIVE_URL = "https://api.alpaca.markets"
 _STATUS = {"partially_filled": OrderStatus.PARTIALLY_FILLED, "filled": OrderStatus.FILLED,
            "canceled": OrderStatus.CANCELLED, "expired": OrderStatus.CANCELLED,
            "replaced": OrderStatus.CANCELLED, "rejected": OrderStatus.REJECTED}
+_ORDERS_PAGE = 500  # the most GET /v2/orders returns at once
 _TYPES = {"market": OrderType.MARKET, "limit": OrderType.LIMIT, "stop": OrderType.STOP,
           "stop_limit": OrderType.STOP_LIMIT, "trailing_stop": OrderType.STOP}
 
@@ -134,8 +135,22 @@ class AlpacaBroker:
         return self._order(self._get(client_order_id))
 
     def open_orders(self) -> list[Order]:
-        docs = self._call("GET", "/v2/orders", params={"status": "open", "limit": 500}).json()
-        return [o for o in map(self._order, docs) if o.status.is_open]
+        """Every open order, paged by submission time (Alpaca lists at most 500 at once).
+        ``after`` is exclusive, so each page starts a microsecond before the last order seen:
+        orders submitted at that same instant are not skipped (the repeats are dropped)."""
+        docs: dict[str, dict[str, Any]] = {}
+        params: dict[str, Any] = {"status": "open", "limit": _ORDERS_PAGE, "direction": "asc"}
+        while True:
+            page = self._call("GET", "/v2/orders", params=params).json()
+            known = len(docs)
+            docs.update((d["id"], d) for d in page)
+            if len(page) < _ORDERS_PAGE:
+                return [o for o in map(self._order, docs.values()) if o.status.is_open]
+            last = _time(page[-1]["submitted_at"])
+            if len(docs) == known:
+                raise BrokerError("alpaca", f"GET /v2/orders: more than {_ORDERS_PAGE} open orders were submitted "
+                                            f"at {last.isoformat()}; they cannot be listed page by page")
+            params = {**params, "after": (last - timedelta(microseconds=1)).isoformat()}
 
     def positions(self) -> list[Position]:
         return [Position(portfolio=self.portfolio, strategy="*", symbol=_lab_symbol(p["symbol"], p["asset_class"]),
