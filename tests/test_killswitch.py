@@ -157,19 +157,6 @@ def test_one_portfolios_switch_cancels_only_its_own_orders_at_a_shared_account_a
     assert stored(engine, outside.client_order_id) is None  # left alone, not taken into any portfolio's books
 
 
-def test_the_legs_of_a_bracket_it_cancelled_are_not_reported_as_left_open(engine) -> None:
-    with FakeAlpaca() as fake:
-        broker = alpaca(fake)
-        bracket = resting("swing-desk").evolve(stop_loss=80.0, take_profit=120.0)
-        store_order(engine, broker.submit(bracket), broker="alpaca")
-        assert len(broker.open_orders()) == 3  # the entry and its two legs, held until it fills
-
-        outcome = killswitch.engage(engine, "swing-desk", "runaway strategy", broker=broker)
-
-        assert [o.client_order_id for o in outcome.cancelled] == [bracket.client_order_id]
-        assert outcome.unknown == [] and broker.open_orders() == []
-
-
 def test_the_switch_for_every_account_cancels_every_open_order_journaled_or_not(engine, shared_account) -> None:
     broker, mine, theirs, outside = shared_account
 

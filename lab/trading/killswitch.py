@@ -75,12 +75,7 @@ def cancel_open_orders(engine: Engine, broker: BrokerInterface, portfolio: str, 
                 result = result.cancelled(f"kill switch: {reason}")
             store_order(engine, result, broker=broker.name)
             cancelled.append(result)
-    if portfolio == ALL:
-        return Cancellation(cancelled, [])
-    # listed again: a cancelled parent takes its bracket legs (in no journal) with it at the broker
-    still = broker.open_orders() if cancelled else listed
-    owners = _journal_owners(engine, still)
-    unknown = [o for o in still if o.client_order_id not in owners]
+    unknown = [] if portfolio == ALL else [o for o in listed if o.client_order_id not in owners]
     if unknown:
         log.warning("kill switch for %s left %d open order(s) at %s in no portfolio's journal: %s", portfolio,
                     len(unknown), broker.name, ", ".join(o.client_order_id for o in unknown))
