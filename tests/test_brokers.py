@@ -121,7 +121,7 @@ def test_cli_broker_status_and_kill_switch_against_the_fake(tmp_path, monkeypatc
     assert "off" in runner.invoke(app, ["kill-switch", "status"]).output
 
 
-def test_keys_never_reach_logs_errors_or_the_database(engine, keys, caplog) -> None:
+def test_keys_never_reach_logs_errors_or_the_database(engine, keys, caplog, tmp_path, monkeypatch) -> None:
     """A session with successes, rejections, retries, a timeout, auth failures, a halt and
     the kill switch, with every logger at DEBUG; then scan everything the lab produced."""
     caplog.set_level(logging.DEBUG)
@@ -148,7 +148,8 @@ def test_keys_never_reach_logs_errors_or_the_database(engine, keys, caplog) -> N
             record_rejection(engine, base.evolve(client_order_id="lab-pretrade", symbol="TSLA"),
                              "symbol TSLA is not in the universe allow-list", broker=broker.name)
             texts.append(repr(reconcile(engine, broker, broker.name)))  # no books: halts with a reason
-            killswitch.engage(engine, broker.name, "secret scan", broker=broker)
+            killswitch.engage(engine, broker.name, "secret scan")
+            killswitch.cancel_open_orders(engine, config(tmp_path, monkeypatch), broker, broker.name, "secret scan")
         for fault in (Reply(401, {"code": 40110000, "message": "request is not authorized"}),
                       Reply(503, {"code": 50010000, "message": "down"})):
             fa.fail_next("GET", "/v2/account", fault, times=3)

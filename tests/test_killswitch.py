@@ -12,6 +12,7 @@ from sqlalchemy import select
 from typer.testing import CliRunner
 
 from lab.cli.main import app
+from lab.config import load_config
 from lab.db import connect, session_scope
 from lab.db import models as db
 from lab.errors import TradingError
@@ -19,7 +20,9 @@ from lab.trading import killswitch
 from lab.trading.brokers._http import RetryPolicy
 from lab.trading.brokers.alpaca import AlpacaBroker
 from lab.trading.model import Intent, Order, OrderStatus, OrderType, Side, client_order_id
-from lab.trading.store import store_order
+from lab.trading.reconcile import reconcile
+from lab.trading.step import StepResult, sync
+from lab.trading.store import SqlBookkeeper, load_books, sole_writer, store_order
 from tests.fakes.alpaca import KEY_ID, SECRET_KEY, FakeAlpaca
 from tests.fakes.broker_http import Reply
 
@@ -111,6 +114,12 @@ def alpaca(fake: FakeAlpaca) -> AlpacaBroker:
     return AlpacaBroker(SecretStr(KEY_ID), SecretStr(SECRET_KEY), base_url=fake.url, policy=RetryPolicy(backoff_s=0.001))
 
 
+def switch_on(engine, portfolio: str, reason: str, broker: AlpacaBroker) -> killswitch.Cancellation:
+    """The switch as `lab kill-switch on` engages it: stored, then the open orders cancelled."""
+    killswitch.engage(engine, portfolio, reason)
+    return killswitch.cancel_open_orders(engine, load_config(CONFIG), broker, portfolio, reason)
+
+
 def stored(engine, client_id: str) -> tuple[str, str, str | None] | None:
     with session_scope(engine) as session:
         row = session.scalar(select(db.Order).where(db.Order.client_order_id == client_id))
@@ -136,7 +145,7 @@ def test_engaging_cancels_the_open_orders_at_the_broker_and_in_the_books(engine)
         order = resting("alpaca")
         store_order(engine, broker.submit(order), broker="alpaca")
 
-        outcome = killswitch.engage(engine, "alpaca", "operator stop", broker=broker)
+        outcome = switch_on(engine, "alpaca", "operator stop", broker)
 
         assert [o.status for o in outcome.cancelled] == [OrderStatus.CANCELLED] and outcome.unknown == []
         assert broker.open_orders() == [] and killswitch.is_killed(engine, "alpaca")
@@ -147,7 +156,7 @@ def test_one_portfolios_switch_cancels_only_its_own_orders_at_a_shared_account_a
         engine, shared_account) -> None:
     broker, mine, theirs, outside = shared_account
 
-    outcome = killswitch.engage(engine, "swing-desk", "runaway strategy", broker=broker)
+    outcome = switch_on(engine, "swing-desk", "runaway strategy", broker)
 
     assert [o.client_order_id for o in outcome.cancelled] == [mine.client_order_id]
     assert [o.client_order_id for o in outcome.unknown] == [outside.client_order_id]
@@ -157,10 +166,48 @@ def test_one_portfolios_switch_cancels_only_its_own_orders_at_a_shared_account_a
     assert stored(engine, outside.client_order_id) is None  # left alone, not taken into any portfolio's books
 
 
+def test_the_fills_of_an_order_it_cancelled_are_booked_with_its_status(engine) -> None:
+    config = load_config(CONFIG)
+    with FakeAlpaca(cash=str(config.execution.initial_cash)) as fake:
+        broker = alpaca(fake)
+        load_books(engine, config, "alpaca")  # the account as its first cycle opened it
+        placed = broker.submit(resting("alpaca"))
+        store_order(engine, placed, broker="alpaca")
+        fake.fill(placed.broker_order_id, "2")  # 2 of 5 filled at the broker since the last cycle
+
+        outcome = switch_on(engine, "alpaca", "runaway strategy", broker)
+
+        assert [(o.status, o.filled_qty) for o in outcome.cancelled] == [(OrderStatus.CANCELLED, 2)]
+        assert reconcile(engine, broker, "alpaca").ok  # the books hold the 2 the broker does
+    with session_scope(engine) as session:
+        assert [(t.symbol, t.qty) for t in session.scalars(select(db.Trade))] == [("AAPL", 2)]
+        row = session.scalar(select(db.Order))
+        assert (row.status, row.filled_qty, row.reason) == ("cancelled", 2, "kill switch: runaway strategy")
+
+
+def test_orders_of_books_a_cycle_holds_are_cancelled_and_left_to_its_sync_to_record(engine) -> None:
+    config = load_config(CONFIG)
+    with FakeAlpaca(cash=str(config.execution.initial_cash)) as fake:
+        broker = alpaca(fake)
+        books = load_books(engine, config, "alpaca")
+        placed = broker.submit(resting("alpaca"))
+        store_order(engine, placed, broker="alpaca")
+        fake.fill(placed.broker_order_id, "2")
+        with sole_writer(engine, "alpaca", what="a cycle"):
+            outcome = switch_on(engine, "alpaca", "runaway strategy", broker)
+            assert stored(engine, placed.client_order_id) == ("alpaca", "pending", None)  # not the switch's to write
+            journal = SqlBookkeeper(engine, books, broker.name)
+            sync(broker, journal, journal.open_orders(), StepResult())  # the cycle's next sync
+
+        assert [o.client_order_id for o in outcome.cancelled] == [placed.client_order_id] and fake.orders_open() == []
+        assert reconcile(engine, broker, "alpaca").ok
+    assert stored(engine, placed.client_order_id)[1] == "cancelled"
+
+
 def test_the_switch_for_every_account_cancels_every_open_order_journaled_or_not(engine, shared_account) -> None:
     broker, mine, theirs, outside = shared_account
 
-    outcome = killswitch.engage(engine, killswitch.ALL, "market halt", broker=broker)
+    outcome = switch_on(engine, killswitch.ALL, "market halt", broker)
 
     assert {o.client_order_id for o in outcome.cancelled} == {mine.client_order_id, theirs.client_order_id,
                                                                 outside.client_order_id}

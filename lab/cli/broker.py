@@ -62,7 +62,7 @@ def on_cmd(reason: str = typer.Option(..., "--reason", help="why (stored and sho
         return
     try:
         broker = _broker(lab, live, base_url)
-        outcome = killswitch.cancel_open_orders(lab.engine, broker, portfolio, reason)
+        outcome = killswitch.cancel_open_orders(lab.engine, lab.config, broker, portfolio, reason)
     except LabError as exc:
         err_console.print(f"error: the open orders at {lab.config.execution.broker} were NOT cancelled: {exc}\n"
                           f"The switch is on: no cycle submits another order. Cancel them at the broker, or "

@@ -33,7 +33,7 @@ from lab.trading.broker import BrokerInterface
 from lab.trading.brokers import open_real_broker
 from lab.trading.calendar import in_future
 from lab.trading.market import MarketSnapshot, load_market
-from lab.trading.model import Fill, Order
+from lab.trading.model import Order
 from lab.trading.paper import Bar, PaperTradingExecutor
 from lab.trading.portfolio import ExitDecision, PortfolioManager
 from lab.trading.predictions import PredictionSource
@@ -41,14 +41,13 @@ from lab.trading.reconcile import reconcile
 from lab.trading.signals import FeatureSource, TradeSignalEngine, exit_decisions
 from lab.trading.step import Candidate, PreTradeCheck, StepResult, sync, trade_step
 from lab.trading.store import (
-    book_fill,
+    SqlBookkeeper,
     check_portfolio_name,
     load_books,
     load_open_orders,
     save_snapshot,
     set_halt,
     sole_writer,
-    store_order,
 )
 from universe.calendars import last_bar_at
 
@@ -391,29 +390,18 @@ def _store_signals(ctx: LabContext, portfolio: str, as_of: datetime, signals: pd
     return ids
 
 
-class _SqlJournal:
-    """The step's journal in SQL: an order row before each submit, one transaction per fill
-    (``lab.trading.store``), signal outcomes on their rows, the halt in ``trading_controls``."""
+class _SqlJournal(SqlBookkeeper):
+    """The step's journal in SQL: the orders and fills (``store.SqlBookkeeper``), signal
+    outcomes on their rows, the halt in ``trading_controls``; each stage goes to the hook."""
 
     def __init__(self, ctx: LabContext, portfolio: str, as_of: datetime, manager: PortfolioManager,
                  broker: str, hook: Callable[[str], None]):
-        self.ctx, self.portfolio, self.as_of, self.manager, self.broker = ctx, portfolio, as_of, manager, broker
+        super().__init__(ctx.engine, manager, broker)
+        self.ctx, self.portfolio, self.as_of = ctx, portfolio, as_of
         self.stage = hook
         self.notes: list[str] = []
         self.asset_types = {s: name for name, u in ctx.config.universe.asset_classes().items()
                             for s in (*u.symbols, u.benchmark)}
-
-    def open_orders(self) -> list[Order]:
-        return load_open_orders(self.ctx.engine, self.portfolio)
-
-    def store(self, order: Order, *, ref: int | None = None) -> bool:
-        return store_order(self.ctx.engine, order, broker=self.broker, signal_id=ref)
-
-    def update(self, order: Order) -> None:
-        store_order(self.ctx.engine, order, broker=self.broker)
-
-    def book(self, order: Order, fill: Fill) -> bool:
-        return book_fill(self.ctx.engine, self.manager, order, fill)
 
     def outcome(self, candidate: Candidate, status: str, reason: str | None) -> None:
         with session_scope(self.ctx.engine) as session:

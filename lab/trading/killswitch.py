@@ -1,14 +1,19 @@
 """The kill switch: a database flag the trading cycle reads before every submission.
 
-``engage`` commits the flag first, so every process stops submitting at once, then cancels
-the open orders through the broker (``cancel_open_orders``): a broker that cannot be opened or
-does not answer never keeps the switch off. Portfolio ``"*"`` is the switch for every account.
+``engage`` commits the flag first, so every process stops submitting at once; then
+``cancel_open_orders`` cancels the open orders through the broker: a broker that cannot be
+opened or does not answer never keeps the switch off. Portfolio ``"*"`` is the switch for
+every account.
 
 Several portfolios may trade one broker account, so one portfolio's switch cancels only the
 orders the lab's journal (``orders``) records as that portfolio's, matched by client order id;
 an open order in no portfolio's journal (placed at the broker by hand, or by another tool) is
 left open and reported, as the lab cannot tell whose it is. The switch for every account
 cancels every open order at the broker, journaled or not.
+
+A cancelled order may have filled in part since the last cycle synced it: its fills are
+booked into its portfolio's books before its status is stored, as the cycle's sync books
+them (``step.record``), since no later sync looks at a finished order.
 """
 
 from __future__ import annotations
@@ -19,12 +24,22 @@ from typing import NamedTuple
 
 from sqlalchemy import Engine, select
 
+from lab.config import TradingConfig
 from lab.db import models as db
 from lab.db import session_scope
 from lab.errors import TradingError
 from lab.trading.broker import BrokerInterface
 from lab.trading.model import Order, OrderStatus
-from lab.trading.store import ALL_PORTFOLIOS, check_portfolio_name, controls_of, store_order
+from lab.trading.step import Bookkeeper, StepResult, record
+from lab.trading.store import (
+    ALL_PORTFOLIOS,
+    SqlBookkeeper,
+    check_portfolio_name,
+    controls_of,
+    hold_books,
+    load_books,
+    load_orders,
+)
 
 __all__ = ["ALL", "Cancellation", "Switch", "engage", "cancel_open_orders", "engaged_by", "release", "is_killed",
            "switches"]
@@ -48,48 +63,58 @@ class Cancellation(NamedTuple):
     unknown: list[Order]
 
 
-def engage(engine: Engine, portfolio: str, reason: str, *, broker: BrokerInterface | None = None) -> Cancellation:
-    """Stop all submission for ``portfolio`` now; cancel its open orders at the broker if given
-    one (``cancel_open_orders``)."""
+def engage(engine: Engine, portfolio: str, reason: str) -> None:
+    """Stop all submission for ``portfolio`` now (then cancel its open orders at the broker:
+    ``cancel_open_orders``)."""
     if portfolio != ALL:
         check_portfolio_name(portfolio)
     if not reason.strip():
         raise TradingError("the kill switch needs a reason (--reason): it is stored and shown with the switch")
     _set(engine, portfolio, True, reason)
     log.warning("kill switch engaged for %s: %s", portfolio, reason)
-    return Cancellation([], []) if broker is None else cancel_open_orders(engine, broker, portfolio, reason)
 
 
-def cancel_open_orders(engine: Engine, broker: BrokerInterface, portfolio: str, reason: str) -> Cancellation:
+def cancel_open_orders(engine: Engine, config: TradingConfig, broker: BrokerInterface, portfolio: str,
+                       reason: str) -> Cancellation:
     """Cancel the orders open at ``broker`` that the journal records as ``portfolio``'s (every
-    open order for ``ALL``) and store what it reports, each with the switch's reason. Another
-    portfolio's orders stay open; those in no journal are left open and returned as ``unknown``.
-    Call it after ``engage``: a broker error then leaves the switch on."""
+    open order for ``ALL``), booking the fills each got and storing its status with the
+    switch's reason. Another portfolio's orders stay open; those in no journal are left open
+    and returned as ``unknown`` (the switch for ``ALL`` cancels them too, and stores them
+    nowhere: no portfolio's books hold them). Call it after ``engage``: a broker error then
+    leaves the switch on.
+
+    A portfolio whose books a cycle holds (``store.sole_writer``) has its orders cancelled all
+    the same, but not recorded: they stay open in its journal, and the cycle's next sync books
+    their fills and stores their status (the broker's reason, not the switch's)."""
     listed = broker.open_orders()
-    owners = _journal_owners(engine, listed)
-    cancelled = []
-    for order in listed:
-        if portfolio == ALL or owners.get(order.client_order_id) == portfolio:
-            result = broker.cancel(order.client_order_id)
-            if result.status is OrderStatus.CANCELLED:
-                result = result.cancelled(f"kill switch: {reason}")
-            store_order(engine, result, broker=broker.name)
-            cancelled.append(result)
-    unknown = [] if portfolio == ALL else [o for o in listed if o.client_order_id not in owners]
+    recorded = {o.client_order_id: o for o in load_orders(engine, [o.client_order_id for o in listed])}
+    foreign = [o for o in listed if o.client_order_id not in recorded]
+    cancelled = [_cancel(None, broker, o, reason) for o in foreign] if portfolio == ALL else []
+    for owner in sorted({o.portfolio for o in recorded.values()} if portfolio == ALL else {portfolio}):
+        orders = [recorded[o.client_order_id] for o in listed
+                  if o.client_order_id in recorded and recorded[o.client_order_id].portfolio == owner]
+        if not orders:
+            continue
+        with hold_books(engine, owner) as held:
+            books = SqlBookkeeper(engine, load_books(engine, config, owner), broker.name) if held else None
+            cancelled += [_cancel(books, broker, order, reason) for order in orders]
+        if not held:
+            log.warning("kill switch: %s's books are held by a cycle; its %d cancelled order(s) are recorded by "
+                        "that cycle's next sync", owner, len(orders))
+    unknown = [] if portfolio == ALL else foreign
     if unknown:
         log.warning("kill switch for %s left %d open order(s) at %s in no portfolio's journal: %s", portfolio,
                     len(unknown), broker.name, ", ".join(o.client_order_id for o in unknown))
     return Cancellation(cancelled, unknown)
 
 
-def _journal_owners(engine: Engine, orders: list[Order]) -> dict[str, str]:
-    """client order id -> the portfolio whose journal records it, for those of ``orders`` it does."""
-    ids = [o.client_order_id for o in orders]
-    if not ids:
-        return {}
-    with session_scope(engine) as session:
-        return dict(session.execute(select(db.Order.client_order_id, db.Order.portfolio)
-                                    .where(db.Order.client_order_id.in_(ids))).tuples().all())
+def _cancel(books: Bookkeeper | None, broker: BrokerInterface, order: Order, reason: str) -> Order:
+    """Cancel ``order`` at the broker, with the switch's reason, and take the broker's answer
+    into ``books`` when given (the fills it got first, then its status)."""
+    answer = broker.cancel(order.client_order_id)
+    if answer.status is OrderStatus.CANCELLED:
+        answer = answer.cancelled(f"kill switch: {reason}")
+    return answer if books is None else record(books, order, answer, StepResult())
 
 
 def release(engine: Engine, portfolio: str) -> bool:

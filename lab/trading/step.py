@@ -22,7 +22,7 @@ from lab.trading.broker import BrokerInterface, OrderNotFound
 from lab.trading.model import Fill, Intent, Order, OrderStatus, OrderType, Side, client_order_id
 from lab.trading.portfolio import ExitDecision, PortfolioManager
 
-__all__ = ["Candidate", "Journal", "PreTradeCheck", "StepResult", "sync", "trade_step"]
+__all__ = ["Bookkeeper", "Candidate", "Journal", "PreTradeCheck", "StepResult", "record", "sync", "trade_step"]
 
 #: a pre-trade check returns None to pass or the reason to reject the order
 PreTradeCheck = Callable[[Order], str | None]
@@ -56,7 +56,23 @@ class Candidate(msgspec.Struct, frozen=True, kw_only=True):
                    hedge_ratio=level("hedge_ratio"), ref=ref)
 
 
-class Journal(Protocol):
+class Bookkeeper(Protocol):
+    """Where a broker's answers about recorded orders go: their fills and their status."""
+
+    def update(self, order: Order) -> None:
+        """Record the broker's view of a recorded order (status, reason, broker id)."""
+        ...
+
+    def book(self, order: Order, fill: Fill) -> bool:
+        """Apply the fill to the manager and record it; False when it was booked already."""
+        ...
+
+    def stage(self, name: str) -> None:
+        """A named point of the step was reached."""
+        ...
+
+
+class Journal(Bookkeeper, Protocol):
     """Where a step's orders, fills and outcomes are recorded."""
 
     def open_orders(self) -> list[Order]:
@@ -67,24 +83,12 @@ class Journal(Protocol):
         """Record an order before it is submitted; False when its client id is recorded already."""
         ...
 
-    def update(self, order: Order) -> None:
-        """Record the broker's view of a recorded order (status, reason, broker id)."""
-        ...
-
-    def book(self, order: Order, fill: Fill) -> bool:
-        """Apply the fill to the manager and record it; False when it was booked already."""
-        ...
-
     def outcome(self, candidate: Candidate, status: str, reason: str | None) -> None:
         """What became of a candidate: ``ordered`` or ``skipped`` (with why)."""
         ...
 
     def halted(self, reason: str) -> None:
         """The drawdown halt started."""
-        ...
-
-    def stage(self, name: str) -> None:
-        """A named point of the step was reached."""
         ...
 
 
@@ -96,7 +100,7 @@ class StepResult(msgspec.Struct):
     notes: list[str] = msgspec.field(default_factory=list)
 
 
-def sync(broker: BrokerInterface, journal: Journal, orders: Iterable[Order], result: StepResult,
+def sync(broker: BrokerInterface, journal: Bookkeeper, orders: Iterable[Order], result: StepResult,
          checks: Sequence[PreTradeCheck] = ()) -> None:
     """Book every new fill of the given recorded orders; submit any the broker never got
     (recorded before a crash), once it passes the pre-trade checks as a new order must (the
@@ -111,14 +115,23 @@ def sync(broker: BrokerInterface, journal: Journal, orders: Iterable[Order], res
                 continue
             current = broker.submit(recorded)
             journal.update(current)  # the broker's order now: its id and status are recorded
-        if current.strategy != recorded.strategy:  # a real broker's view names no strategy
-            current = recorded.with_broker_state(current)
-        _book(journal, current, result)
-        if not current.status.is_open:
-            journal.update(current)
+        record(journal, recorded, current, result)
 
 
-def _book(journal: Journal, order: Order, result: StepResult) -> None:
+def record(journal: Bookkeeper, recorded: Order, current: Order, result: StepResult) -> Order:
+    """Take the broker's ``current`` view of a ``recorded`` order into the books: the fills not
+    booked yet, then its status once it is finished (an open one is synced again later, so a
+    fill is never left behind a finished status). Returns ``current`` as the recorded order (a
+    real broker's view names no strategy)."""
+    if current.strategy != recorded.strategy:
+        current = recorded.with_broker_state(current)
+    _book(journal, current, result)
+    if not current.status.is_open:
+        journal.update(current)
+    return current
+
+
+def _book(journal: Bookkeeper, order: Order, result: StepResult) -> None:
     """Book the fills of the broker's answer that are not booked yet."""
     for fill in order.fills:
         if journal.book(order, fill):

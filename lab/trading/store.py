@@ -8,12 +8,12 @@ crash leaves either all of it or none, and booking the same fill twice is a no-o
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Engine, select
+from sqlalchemy import ColumnElement, Engine, select
 from sqlalchemy.orm import Session
 
 from lab.config import TradingConfig
@@ -33,8 +33,9 @@ from lab.trading.model import (
 )
 from lab.trading.portfolio import PortfolioManager
 
-__all__ = ["Ledger", "check_portfolio_name", "sole_writer", "load_books", "existing_books", "load_open_orders",
-           "store_order", "book_fill", "save_snapshot", "set_halt", "lift_halt", "replay_ledger", "write_position"]
+__all__ = ["Ledger", "SqlBookkeeper", "check_portfolio_name", "sole_writer", "hold_books", "load_books",
+           "existing_books", "load_open_orders", "load_orders", "store_order", "book_fill", "save_snapshot", "set_halt",
+           "lift_halt", "replay_ledger", "write_position"]
 
 #: ``positions.opened_at`` is NOT NULL; a closed position (kept for its realized P&L) stores this
 _EPOCH = datetime.fromisoformat("1970-01-01T00:00:00+00:00")
@@ -66,11 +67,19 @@ def sole_writer(engine: Engine, portfolio: str, *, what: str) -> Iterator[None]:
     """Hold the portfolio's books for ``what`` (a cycle, lifting its halt), one at a time in
     every process: a second cycle on them would size entries on cash and positions the first
     is changing, and write its stale view of them back. Refused at once, not queued."""
-    with try_exclusive(engine, f"books:{portfolio}") as taken:
+    with hold_books(engine, portfolio) as taken:
         if not taken:
             raise TradingError(f"portfolio {portfolio!r} is busy: another trading cycle (or a lift of its halt) holds "
                                f"its books, so {what} was not started; run it again once that one ends")
         yield
+
+
+@contextmanager
+def hold_books(engine: Engine, portfolio: str) -> Iterator[bool]:
+    """Hold the portfolio's books, as ``sole_writer`` does, if no one holds them; yields whether
+    they were taken, for a caller with something to do either way."""
+    with try_exclusive(engine, f"books:{portfolio}") as taken:
+        yield taken
 
 
 def existing_books(engine: Engine, config: TradingConfig, portfolio: str) -> PortfolioManager:
@@ -128,11 +137,19 @@ def _order(row: db.Order, fills: Iterable[db.Trade]) -> Order:
 
 def load_open_orders(engine: Engine, portfolio: str) -> list[Order]:
     """Pending and partially filled orders, with the fills booked so far."""
+    return _load_orders(engine, db.Order.portfolio == portfolio,
+                        db.Order.status.in_([OrderStatus.PENDING.value, OrderStatus.PARTIALLY_FILLED.value]))
+
+
+def load_orders(engine: Engine, client_order_ids: Collection[str]) -> list[Order]:
+    """The journal's orders with these client ids (any portfolio's, in any status; an id it
+    does not hold is left out), with the fills booked so far."""
+    return _load_orders(engine, db.Order.client_order_id.in_(list(client_order_ids))) if client_order_ids else []
+
+
+def _load_orders(engine: Engine, *where: ColumnElement[bool]) -> list[Order]:
     with session_scope(engine) as session:
-        rows = session.scalars(select(db.Order).where(
-            db.Order.portfolio == portfolio,
-            db.Order.status.in_([OrderStatus.PENDING.value, OrderStatus.PARTIALLY_FILLED.value]),
-        ).order_by(db.Order.id)).all()
+        rows = session.scalars(select(db.Order).where(*where).order_by(db.Order.id)).all()
         return [_order(r, session.scalars(select(db.Trade).where(db.Trade.order_id == r.id)
                                           .order_by(db.Trade.id)).all()) for r in rows]
 
@@ -187,6 +204,30 @@ def book_fill(engine: Engine, manager: PortfolioManager, order: Order, fill: Fil
         row.status = (OrderStatus.FILLED if row.filled_qty >= row.qty * (1 - 1e-12)
                       else OrderStatus.PARTIALLY_FILLED).value
         return True
+
+
+class SqlBookkeeper:
+    """A portfolio's order journal in SQL, as ``lab.trading.step`` records into it: an order row
+    before each submit, the broker's view of it, one transaction per fill (``book_fill``, into
+    ``manager``, the books held by the caller)."""
+
+    def __init__(self, engine: Engine, manager: PortfolioManager, broker: str):
+        self.engine, self.manager, self.broker = engine, manager, broker
+
+    def open_orders(self) -> list[Order]:
+        return load_open_orders(self.engine, self.manager.portfolio)
+
+    def store(self, order: Order, *, ref: int | None = None) -> bool:
+        return store_order(self.engine, order, broker=self.broker, signal_id=ref)
+
+    def update(self, order: Order) -> None:
+        store_order(self.engine, order, broker=self.broker)
+
+    def book(self, order: Order, fill: Fill) -> bool:
+        return book_fill(self.engine, self.manager, order, fill)
+
+    def stage(self, name: str) -> None:
+        """No one to tell (the cycle's journal passes each stage to its hook)."""
 
 
 def write_position(session: Session, p: Position) -> None:
