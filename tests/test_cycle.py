@@ -14,13 +14,15 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import delete, func, select, update
+from typer.testing import CliRunner
 
+from lab.cli.main import app
 from lab.db import models as db
 from lab.errors import TradingError
 from lab.runtime import LabContext
 from lab.settings import Settings
 from lab.trading.cycle import run_trading_cycle
-from lab.trading.store import replay_ledger, set_halt
+from lab.trading.store import replay_ledger, set_halt, sole_writer
 from tests.fakes.trading import FixedPredictions, seed_bars, sessions, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -377,6 +379,54 @@ def test_an_order_recorded_before_a_crash_and_not_sent_is_refused_once_the_kill_
         orders = conn.execute(select(db.Order.status, db.Order.reason)).all()
     assert resumed.orders_placed == 0 and second.fills == 0
     assert orders and all(status == "rejected" and "kill switch" in reason for status, reason in orders)
+
+
+def kill_switch_on(ctx, monkeypatch, portfolio: str):
+    """`lab kill-switch on` for ``portfolio``, on the cycle's database and config."""
+    monkeypatch.setenv("LAB_DATABASE_URL", ctx.engine.url.render_as_string(hide_password=False))
+    return CliRunner().invoke(app, ["kill-switch", "on", "--reason", "operator stop", "--portfolio", portfolio])
+
+
+def cycle_orders(ctx, as_of: datetime) -> list[tuple[str, str | None]]:
+    with ctx.engine.connect() as conn:
+        return conn.execute(select(db.Order.status, db.Order.reason).where(db.Order.cycle_as_of == as_of)).all()
+
+
+def test_the_kill_switch_cancels_the_paper_orders_so_the_next_cycle_fills_none(ctx, monkeypatch):
+    first = run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions())
+
+    on = kill_switch_on(ctx, monkeypatch, "*")
+    second = run_trading_cycle(ctx, DAYS[1], predictions=FixedPredictions())
+
+    assert on.exit_code == 0, on.output + repr(on.exception)
+    assert f"cancelled {first.orders_placed} open orders at paper" in on.output
+    assert first.orders_placed > 1 and second.fills == 0 and second.orders_placed == 0
+    assert set(cycle_orders(ctx, DAYS[0])) == {("cancelled", "kill switch: operator stop")}
+    assert_books_consistent(ctx)
+
+
+def test_the_kill_switch_books_what_the_paper_orders_filled_in_an_unfinished_cycle(ctx, monkeypatch):
+    first = run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions())
+    with pytest.raises(RuntimeError):  # killed before its sync booked the fills of the first cycle's orders
+        run_trading_cycle(ctx, DAYS[1], predictions=FixedPredictions(), hook=crash_at("claimed"))
+
+    on = kill_switch_on(ctx, monkeypatch, "paper")
+    resumed = run_trading_cycle(ctx, DAYS[1], predictions=FixedPredictions())
+
+    assert on.exit_code == 0, on.output + repr(on.exception)
+    assert first.orders_placed > 1 and resumed.fills == 0  # filled at its open, before the switch
+    assert set(cycle_orders(ctx, DAYS[0])) == {("filled", None)} and count(ctx, db.Trade) == first.orders_placed
+    assert_books_consistent(ctx)
+
+
+def test_the_kill_switch_leaves_the_paper_orders_of_a_running_cycle_and_says_so(ctx, monkeypatch):
+    run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions())
+    with sole_writer(ctx.engine, "paper", what="a cycle"):
+        on = kill_switch_on(ctx, monkeypatch, "paper")
+
+    assert on.exit_code == 1 and "open orders at paper were NOT cancelled" in on.output
+    assert "portfolio 'paper' is busy" in on.output
+    assert set(cycle_orders(ctx, DAYS[0])) == {("pending", None)}
 
 
 def test_a_cycle_at_a_time_in_another_zone_is_the_cycle_at_that_instant(ctx):

@@ -51,28 +51,33 @@ def status_cmd(live: bool = LIVE, base_url: str | None = BASE_URL) -> None:
 def on_cmd(reason: str = typer.Option(..., "--reason", help="why (stored and shown)"),
            portfolio: str = typer.Option(killswitch.ALL, help="one account (cancels only its own orders), or * for "
                                          "all (cancels every open order at the broker)"),
-           cancel: bool = typer.Option(True, help="cancel the real broker's open orders too"),
+           cancel: bool = typer.Option(True, help="cancel the open orders at the broker too (the paper broker's: "
+                                       "those its next cycle would fill)"),
            live: bool = LIVE, base_url: str | None = BASE_URL) -> None:
     """Engage: no cycle submits another order until `lab kill-switch off`. The switch is stored
     first; a broker that cannot be opened or does not answer then exits 1, the switch on."""
     lab = open_lab()
     killswitch.engage(lab.engine, portfolio, reason)
     console.print(f"kill switch ON for {portfolio}: {reason}", markup=False)
-    if not cancel or lab.config.execution.broker == "paper":
+    if not cancel:
         return
+    at = lab.config.execution.broker
     try:
-        broker = _broker(lab, live, base_url)
-        outcome = killswitch.cancel_open_orders(lab.engine, lab.config, broker, portfolio, reason)
+        if at == "paper":
+            outcome = killswitch.cancel_paper_orders(lab.engine, lab.config, portfolio, reason)
+        else:
+            outcome = killswitch.cancel_open_orders(lab.engine, lab.config, _broker(lab, live, base_url), portfolio,
+                                                    reason)
     except LabError as exc:
-        err_console.print(f"error: the open orders at {lab.config.execution.broker} were NOT cancelled: {exc}\n"
+        err_console.print(f"error: the open orders at {at} were NOT cancelled: {exc}\n"
                           f"The switch is on: no cycle submits another order. Cancel them at the broker, or "
                           f"run this command again once it answers.", markup=False, highlight=False)
         raise typer.Exit(1) from None
     whose = "" if portfolio == killswitch.ALL else f" of {portfolio}"
     console.print(f"cancelled {len(outcome.cancelled)} open order{'s' * (len(outcome.cancelled) != 1)}{whose} "
-                  f"at {broker.name}", markup=False)
+                  f"at {at}", markup=False)
     if outcome.unknown:
-        console.print(f"left open at {broker.name}, in no portfolio's journal: " + ", ".join(
+        console.print(f"left open at {at}, in no portfolio's journal: " + ", ".join(
             f"{o.client_order_id} ({o.side.value} {o.qty:g} {o.symbol} {o.order_type.value})" for o in outcome.unknown)
             + "; the lab cannot tell whose they are: cancel them at the broker if they should stop too",
             markup=False, highlight=False)

@@ -21,7 +21,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from lab.config import TradingConfig
 from lab.db import models as db
@@ -51,7 +51,8 @@ from lab.trading.store import (
 )
 from universe.calendars import last_bar_at
 
-__all__ = ["CycleResult", "PreTradeCheck", "check_asset_classes", "decision_time", "run_trading_cycle", "STAGES"]
+__all__ = ["CycleResult", "PreTradeCheck", "check_asset_classes", "decision_time", "paper_account", "run_trading_cycle",
+           "STAGES"]
 
 #: named points of a cycle; ``hook(stage)`` is called at each (crash tests pause there)
 STAGES = ("claimed", "synced", "exits_placed", "signals_stored", "order_stored", "fill_booked",
@@ -164,9 +165,7 @@ def run_trading_cycle(
         hook("claimed")
         manager = load_books(engine, config, portfolio)
         open_orders = load_open_orders(engine, portfolio)
-        held = {p.symbol for p in manager.open_positions()} | {o.symbol for o in open_orders}
-        since = min((o.created_at for o in open_orders), default=None)
-        market = load_market(engine, config, as_of, extra_symbols=held, since=since)
+        market = _market(engine, config, as_of, manager, open_orders)
         if broker is None:
             broker = _paper_broker(config, manager, open_orders, market)
         checks = (list(pre_trade_checks) if pre_trade_checks is not None
@@ -335,6 +334,30 @@ def _complete(ctx: LabContext, portfolio: str, as_of: datetime, result: CycleRes
         row = session.scalar(select(db.TradingCycle).where(db.TradingCycle.portfolio == portfolio,
                                                           db.TradingCycle.as_of == as_of))
         row.status, row.stage, row.finished_at, row.summary = "completed", "snapshot", utcnow(), result.summary()
+
+
+def _market(engine: Engine, config: TradingConfig, as_of: datetime, manager: PortfolioManager,
+            open_orders: list[Order]) -> MarketSnapshot:
+    """What a decision at ``as_of`` sees, with the bars of every symbol the books hold or have
+    open orders in, from the oldest open order on (the paper account replays them)."""
+    held = {p.symbol for p in manager.open_positions()} | {o.symbol for o in open_orders}
+    since = min((o.created_at for o in open_orders), default=None)
+    return load_market(engine, config, as_of, extra_symbols=held, since=since)
+
+
+def paper_account(engine: Engine, config: TradingConfig, manager: PortfolioManager,
+                  open_orders: list[Order]) -> PaperTradingExecutor:
+    """The paper account of ``manager``'s portfolio as its latest cycle leaves it, for work
+    between cycles (the kill switch cancels its orders here). A paper account has no present
+    of its own: its time moves with its cycles, so it sees the bars up to the latest cycle's
+    (what that cycle filled, or, unfinished, fills on resuming) and none after."""
+    with session_scope(engine) as session:
+        latest = session.scalar(select(func.max(db.TradingCycle.as_of)).where(
+            db.TradingCycle.portfolio == manager.portfolio))
+    times = [o.created_at for o in open_orders] + ([latest] if latest is not None else [])
+    if not times:
+        raise TradingError(f"portfolio {manager.portfolio!r} has no paper account yet: no cycle ran on it")
+    return _paper_broker(config, manager, open_orders, _market(engine, config, max(times), manager, open_orders))
 
 
 def _paper_broker(config, manager: PortfolioManager, open_orders: list[Order],

@@ -14,6 +14,10 @@ cancels every open order at the broker, journaled or not.
 A cancelled order may have filled in part since the last cycle synced it: its fills are
 booked into its portfolio's books before its status is stored, as the cycle's sync books
 them (``step.record``), since no later sync looks at a finished order.
+
+The paper broker keeps no state of its own: each cycle rebuilds a portfolio's paper account
+from its books, so ``cancel_paper_orders`` rebuilds it the same way and cancels there, and the
+next cycle, rebuilt from the cancellations stored, fills nothing.
 """
 
 from __future__ import annotations
@@ -28,7 +32,8 @@ from lab.config import TradingConfig
 from lab.db import models as db
 from lab.db import session_scope
 from lab.errors import TradingError
-from lab.trading.broker import BrokerInterface
+from lab.trading.broker import BrokerInterface, OrderNotFound
+from lab.trading.cycle import paper_account
 from lab.trading.model import Order, OrderStatus
 from lab.trading.step import Bookkeeper, StepResult, record
 from lab.trading.store import (
@@ -38,11 +43,13 @@ from lab.trading.store import (
     controls_of,
     hold_books,
     load_books,
+    load_open_orders,
     load_orders,
+    sole_writer,
 )
 
-__all__ = ["ALL", "Cancellation", "Switch", "engage", "cancel_open_orders", "engaged_by", "release", "is_killed",
-           "switches"]
+__all__ = ["ALL", "Cancellation", "Switch", "engage", "cancel_open_orders", "cancel_paper_orders", "engaged_by",
+           "release", "is_killed", "switches"]
 
 ALL = ALL_PORTFOLIOS
 log = logging.getLogger(__name__)
@@ -106,6 +113,37 @@ def cancel_open_orders(engine: Engine, config: TradingConfig, broker: BrokerInte
         log.warning("kill switch for %s left %d open order(s) at %s in no portfolio's journal: %s", portfolio,
                     len(unknown), broker.name, ", ".join(o.client_order_id for o in unknown))
     return Cancellation(cancelled, unknown)
+
+
+def cancel_paper_orders(engine: Engine, config: TradingConfig, portfolio: str, reason: str) -> Cancellation:
+    """``cancel_open_orders`` at the paper broker, for ``portfolio`` (every portfolio with open
+    orders, for ``ALL``): in its paper account as its latest cycle leaves it
+    (``cycle.paper_account``), booking the fills made by then first. An order recorded but
+    never submitted is not at the broker: the next sync refuses it, the switch being on.
+    Refused (``TradingError``) for a portfolio whose books a cycle holds, as its paper account
+    is that cycle's until it ends: run it again then."""
+    cancelled = []
+    for owner in _with_open_orders(engine, portfolio):
+        with sole_writer(engine, owner, what="the kill switch's cancelling of its paper orders"):
+            manager, open_orders = load_books(engine, config, owner), load_open_orders(engine, owner)
+            broker = paper_account(engine, config, manager, open_orders)
+            books = SqlBookkeeper(engine, manager, broker.name)
+            for order in open_orders:
+                try:
+                    cancelled.append(_cancel(books, broker, order, reason))
+                except OrderNotFound:
+                    continue
+    return Cancellation(cancelled, [])
+
+
+def _with_open_orders(engine: Engine, portfolio: str) -> list[str]:
+    """``portfolio`` if its journal holds open orders (for ``ALL``, every trading account that
+    does; a stored backtest's are a finished run's record)."""
+    with session_scope(engine) as session:
+        query = select(db.Order.portfolio).distinct().where(
+            db.Order.status.in_([OrderStatus.PENDING.value, OrderStatus.PARTIALLY_FILLED.value]),
+            db.Order.portfolio == portfolio if portfolio != ALL else db.Order.portfolio.not_like(f"{db.BACKTEST_PREFIX}%"))
+        return sorted(session.scalars(query))
 
 
 def _cancel(books: Bookkeeper | None, broker: BrokerInterface, order: Order, reason: str) -> Order:
