@@ -27,6 +27,7 @@ __all__ = [
     "compute_metrics",
     "drawdown",
     "monthly_returns",
+    "monthly_series",
     "returns_of",
     "round_trips",
 ]
@@ -183,15 +184,23 @@ def _annualized(returns: pd.Series, periods_per_year: int) -> tuple[float, float
     return cagr, volatility, sharpe, sortino
 
 
-def monthly_returns(equity: pd.Series) -> pd.DataFrame:
-    """Compounded return per calendar month: rows are years, columns 1..12 (NaN where absent)."""
-    if len(equity) < 2:
-        return pd.DataFrame(columns=range(1, 13), dtype=float)
+def monthly_series(equity: pd.Series) -> pd.Series:
+    """The return of each calendar month, its bars' returns compounded (empyrical's
+    ``aggregate_returns(..., "monthly")``), indexed by (year, month). The one definition of a
+    month's figure for every curve: the portfolio, a strategy, buy-and-hold. The first bar has
+    no return, so its month counts from its second bar."""
     returns = returns_of(equity)
     index = pd.DatetimeIndex(returns.index)
-    monthly = (1.0 + returns).groupby([index.year, index.month]).prod() - 1.0
+    return (1.0 + returns).groupby([index.year.rename("year"), index.month.rename("month")]).prod() - 1.0
+
+
+def monthly_returns(equity: pd.Series) -> pd.DataFrame:
+    """``monthly_series`` as a calendar: rows are years, columns 1..12 (NaN where absent)."""
+    monthly = monthly_series(equity)
+    if monthly.empty:
+        return pd.DataFrame(columns=range(1, 13), dtype=float)
     table = monthly.unstack()
-    table.index.name, table.columns.name = "year", "month"
+    table.columns.name = "month"
     return table.reindex(columns=range(1, 13))
 
 
@@ -257,7 +266,7 @@ def compute_metrics(
     years = max(len(returns), 1) / periods_per_year
     traded = float((fills["qty"].astype(float) * fills["price"].astype(float)).abs().sum()) if len(fills) else 0.0
     mean_equity = float(equity.mean()) if len(equity) else math.nan
-    months = monthly_returns(equity).stack().dropna()
+    months = monthly_series(equity)
     return Metrics(
         total_return=float(equity.iloc[-1] / equity.iloc[0] - 1.0) if len(equity) else math.nan,
         cagr=cagr,

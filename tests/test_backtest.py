@@ -25,6 +25,7 @@ from lab.backtest import (
 )
 from lab.backtest.decisions import WalkForwardPredictions
 from lab.backtest.periods import latest_periods
+from lab.backtest.result import EQUITY_COLUMNS, FILL_COLUMNS, ORDER_COLUMNS, POSITION_COLUMNS, BacktestResult
 from lab.cli.main import app
 from lab.config import TradingConfig, load_config
 from lab.db import connect
@@ -65,6 +66,27 @@ def _spec(**changes) -> BacktestSpec:
 
 def _run(engine, spec: BacktestSpec, tmp_path: Path):
     return run_backtest(engine, load_config(CONFIG), ModelRegistry(engine, tmp_path / "models"), spec)
+
+
+#: a hand-made run over two months and a day: strategy "a" swings, "b" creeps up, BEN is held
+HAND_MADE = {"a": [50_000.0, 55_000.0, 49_500.0, 54_450.0, 50_094.0],
+             "b": [50_000.0, 50_000.0, 50_500.0, 50_500.0, 51_005.0]}
+HAND_MADE_DAYS = ["2021-01-29", "2021-02-01", "2021-02-26", "2021-03-01", "2021-03-31"]
+HAND_MADE_BEN = [10.0, 11.0, 12.0, 12.0, 9.0]
+
+
+def _hand_made_result(positions: pd.DataFrame | None = None) -> BacktestResult:
+    """A run built by hand (no engine): its figures can be worked out on paper."""
+    ts = pd.to_datetime(HAND_MADE_DAYS, utc=True)
+    total = [a + b for a, b in zip(HAND_MADE["a"], HAND_MADE["b"], strict=True)]
+    equity = pd.DataFrame({"ts": ts, "cash": total, "positions_value": 0.0, "equity": total, "realized_pnl": 0.0,
+                           "unrealized_pnl": 0.0, "benchmark_close": HAND_MADE_BEN})[EQUITY_COLUMNS]
+    return BacktestResult(
+        portfolio="backtest:hand", name="hand made", start=ts[0], end=ts[-1], strategies=["a", "b"],
+        symbols=["BEN"], benchmark="BEN", initial_cash=100_000.0, periods_per_year=252, equity=equity,
+        strategy_equity=pd.DataFrame(HAND_MADE, index=pd.DatetimeIndex(ts, name="ts")),
+        orders=pd.DataFrame(columns=ORDER_COLUMNS), fills=pd.DataFrame(columns=FILL_COLUMNS),
+        positions=positions if positions is not None else pd.DataFrame(columns=POSITION_COLUMNS))
 
 
 @pytest.fixture
@@ -300,11 +322,25 @@ def test_lab_backtests_delete_removes_the_runs_and_their_reports_or_none_when_on
     assert not report_dir(tmp_path, gone.portfolio).exists() and report_dir(tmp_path, kept.portfolio).exists()
 
 
+def test_monthly_returns_are_each_months_compounded_return_of_the_portfolio_each_strategy_and_buy_and_hold():
+    table = _hand_made_result().monthly_returns()
+    assert list(table.columns) == ["portfolio", "a", "b", "buy&hold BEN"]
+    assert list(table.index) == ["2021-02", "2021-03"]  # January's one bar has no return
+    portfolio = [a + b for a, b in zip(HAND_MADE["a"], HAND_MADE["b"], strict=True)]
+    for name, values in {"portfolio": portfolio, **HAND_MADE, "buy&hold BEN": HAND_MADE_BEN}.items():
+        # from the last bar of the month before to the month's last bar
+        assert table[name].tolist() == pytest.approx([values[2] / values[0] - 1, values[4] / values[2] - 1]), name
+
+
 def test_export_writes_every_frame_as_parquet_and_csv(momentum_run, tmp_path):
     for fmt in ("parquet", "csv"):
         paths = momentum_run.export(tmp_path / fmt, fmt)
         assert sorted(p.name for p in paths) == sorted(
-            f"{n}.{fmt}" for n in ("equity", "strategy_equity", "orders", "trades", "positions"))
+            f"{n}.{fmt}" for n in ("equity", "strategy_equity", "orders", "trades", "positions", "monthly_returns"))
+    monthly = pd.read_csv(tmp_path / "csv" / "monthly_returns.csv")
+    assert list(monthly.columns) == ["month", "portfolio", "momentum", "buy&hold AAPL"]
+    assert monthly["month"].tolist() == [f"2019-{m:02d}" for m in range(1, 7)]
+    np.testing.assert_allclose(monthly["portfolio"], momentum_run.monthly_returns()["portfolio"], rtol=1e-12)
     back = pd.read_parquet(tmp_path / "parquet" / "trades.parquet")
     assert len(back) == len(momentum_run.fills)
     curve = pd.read_csv(tmp_path / "csv" / "equity.csv")

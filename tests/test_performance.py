@@ -20,6 +20,7 @@ from lab.performance import (
     compute_metrics,
     drawdown,
     monthly_returns,
+    monthly_series,
     returns_of,
     round_trips,
 )
@@ -94,6 +95,16 @@ def test_monthly_table_matches_empyrical_aggregation(random_equity):
     assert list(stacked.index) == list(expected.index)
     np.testing.assert_allclose(stacked.to_numpy(), expected.to_numpy(), rtol=1e-9)
     assert list(table.columns) == list(range(1, 13))
+
+
+def test_each_month_compounds_its_own_returns_on_a_hand_made_curve():
+    index = pd.to_datetime(["2021-01-29", "2021-02-01", "2021-02-26", "2021-03-01", "2021-03-31"], utc=True)
+    equity = pd.Series([100.0, 110.0, 99.0, 108.9, 100.188], index=index)
+    monthly = monthly_series(equity)
+    # the first bar has no return, so January has none; February runs from January's last close
+    assert list(monthly.index) == [(2021, 2), (2021, 3)]
+    assert monthly.tolist() == pytest.approx([99.0 / 100.0 - 1.0, 100.188 / 99.0 - 1.0])
+    assert monthly_returns(equity).loc[2021, [2, 3]].tolist() == pytest.approx(monthly.tolist())
 
 
 def test_drawdown_and_its_duration_on_a_hand_made_curve():

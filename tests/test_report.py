@@ -21,7 +21,7 @@ from lab.db import connect
 from lab.report import write_report, write_stored_report
 from lab.report.charts import heat_limit, indicators, return_curves
 from tests.conftest import missing_service
-from tests.test_backtest import _adjusted, _store_bars
+from tests.test_backtest import _adjusted, _hand_made_result, _store_bars
 
 SYMBOL = "MSFT"
 
@@ -51,7 +51,15 @@ def test_report_shows_the_gate_with_measured_values(sma_run, tmp_path):
     assert re.search(rf"<td>sharpe</td><td>{sharpe:.3f}</td><td>&gt; 1.000</td><td class=\"\w+\">{verdict}</td>",
                      page)
     assert f"buy&amp;hold {SYMBOL}" in page
-    assert "Monthly returns table" in page and "<th>year</th>" in page
+    assert "Monthly returns table" in page and "<th>month</th>" in page
+
+
+def test_report_tables_the_monthly_returns_of_the_portfolio_each_strategy_and_buy_and_hold(tmp_path):
+    page = write_report(_hand_made_result(), {}, tmp_path).read_text()
+    table = page.split("<h2>Monthly returns table</h2>")[1].split("</table>")[0]
+    assert "<tr><th>month</th><th>portfolio</th><th>a</th><th>b</th><th>buy&amp;hold BEN</th></tr>" in table
+    assert "<tr><td>2021-02</td><td>0.00%</td><td>-1.00%</td><td>1.00%</td><td>20.00%</td></tr>" in table
+    assert "<tr><td>2021-03</td><td>1.10%</td><td>1.20%</td><td>1.00%</td><td>-25.00%</td></tr>" in table
 
 
 def test_report_shows_how_far_the_signals_got(sma_run, tmp_path):

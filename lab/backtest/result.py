@@ -11,7 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from lab.performance import Metrics, SuccessGate, buy_and_hold, compute_metrics, drawdown
+from lab.performance import Metrics, SuccessGate, buy_and_hold, compute_metrics, drawdown, monthly_series
 
 __all__ = ["EQUITY_COLUMNS", "FILL_COLUMNS", "ORDER_COLUMNS", "POSITION_COLUMNS", "BacktestResult", "ExportFormat"]
 
@@ -80,6 +80,21 @@ class BacktestResult:
     def drawdown(self) -> pd.Series:
         return drawdown(self.equity_curve)
 
+    @property
+    def benchmark_name(self) -> str:
+        """Buy-and-hold's name beside the portfolio and the strategies (metrics, monthly returns)."""
+        return f"buy&hold {self.benchmark}"
+
+    def monthly_returns(self) -> pd.DataFrame:
+        """Each calendar month's return (``lab.performance.monthly_series``) of the portfolio, each
+        strategy and buy-and-hold of the benchmark: one row per month ("2019-01"), one column
+        each, named as in ``metrics``."""
+        curves = {"portfolio": self.equity_curve, **{s: self.strategy_equity[s] for s in self.strategies},
+                  self.benchmark_name: self.benchmark_curve}
+        table = pd.DataFrame({name: monthly_series(curve) for name, curve in curves.items()})
+        table.index = pd.Index([f"{year}-{month:02d}" for year, month in table.index], name="month")
+        return table
+
     def metrics(self) -> dict[str, Metrics]:
         """Portfolio, each strategy, and buy-and-hold of the benchmark, with one set of rules."""
         exposure = _gross(self.positions)
@@ -94,7 +109,7 @@ class BacktestResult:
                 exposure=strategy_exposure.reindex(curve.index, fill_value=0.0),
                 periods_per_year=self.periods_per_year)
         bench = self.benchmark_curve
-        out[f"buy&hold {self.benchmark}"] = compute_metrics(
+        out[self.benchmark_name] = compute_metrics(
             bench, exposure=pd.Series(1.0, index=bench.index), periods_per_year=self.periods_per_year)
         return out
 
@@ -121,10 +136,11 @@ class BacktestResult:
         curve["benchmark_equity"] = self.benchmark_curve.to_numpy()
         strategy_equity = self.strategy_equity.reset_index(names="ts")
         return {"equity": curve, "strategy_equity": strategy_equity, "orders": self.orders,
-                "trades": self.fills, "positions": self.positions}
+                "trades": self.fills, "positions": self.positions,
+                "monthly_returns": self.monthly_returns().reset_index()}
 
     def export(self, directory: Path, fmt: ExportFormat | str = ExportFormat.PARQUET) -> list[Path]:
-        """Write equity, strategy_equity, orders, trades and positions, one file each."""
+        """Write equity, strategy_equity, orders, trades, positions and monthly_returns, one file each."""
         if fmt not in ExportFormat.__members__.values():
             raise ValueError(f"export format {fmt!r}: expected one of {', '.join(ExportFormat)}")
         directory.mkdir(parents=True, exist_ok=True)

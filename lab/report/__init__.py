@@ -19,7 +19,7 @@ from sqlalchemy import Engine
 from lab.backtest.funnel import funnel_table, refusals
 from lab.backtest.result import BacktestResult
 from lab.backtest.spec import folder_name
-from lab.performance import SuccessGate, monthly_returns
+from lab.performance import SuccessGate
 from lab.report.charts import candlestick_chart, drawdown_chart, equity_chart, monthly_heatmap
 
 __all__ = ["report_dir", "write_report", "write_stored_report"]
@@ -87,12 +87,13 @@ def _funnel_table(result: BacktestResult) -> str:
 
 
 def _monthly_table(result: BacktestResult) -> str:
-    table = monthly_returns(result.equity_curve)
-    head = "".join(f"<th>{m}</th>" for m in table.columns)
+    """One row per month: the portfolio, each strategy and buy-and-hold side by side."""
+    table = result.monthly_returns()
+    head = "".join(f"<th>{html.escape(name)}</th>" for name in table.columns)
     rows = "".join(
-        f"<tr><td>{year}</td>" + "".join(f"<td>{_fmt('total_return', v)}</td>" for v in row) + "</tr>"
-        for year, row in zip(table.index, table.to_numpy(dtype=float), strict=True))
-    return f"<table><tr><th>year</th>{head}</tr>{rows}</table>"
+        f"<tr><td>{month}</td>" + "".join(f"<td>{_fmt('total_return', v)}</td>" for v in row) + "</tr>"
+        for month, row in zip(table.index, table.to_numpy(dtype=float), strict=True))
+    return f"<table><tr><th>month</th>{head}</tr>{rows}</table>"
 
 
 #: each sizing method's setting, named in the assumptions line
