@@ -52,7 +52,8 @@ class Metrics:
     profit_factor: float
     avg_win: float
     avg_loss: float
-    exposure: float
+    time_in_market: float  # the share of bars with any position open
+    avg_gross_exposure: float  # the mean over the bars of the open positions' gross value / equity
     turnover: float
     positive_months: float
     months: int
@@ -65,9 +66,13 @@ class Metrics:
 
     @classmethod
     def from_dict(cls, values: dict[str, float | int | str | None]) -> Metrics:
+        """``as_dict`` read back; a run stored before time in market was named so holds it as
+        "exposure" (and no gross exposure: NaN)."""
         def value(v: float | int | str | None) -> float | int:
             return math.nan if v is None else float(v) if isinstance(v, str) else v
 
+        if "time_in_market" not in values and "exposure" in values:
+            values = values | {"time_in_market": values["exposure"]}
         return cls(**{f.name: value(values.get(f.name)) for f in fields(cls)})
 
 
@@ -247,8 +252,11 @@ def compute_metrics(
     """Metrics of one equity curve (indexed by tz-aware timestamps) and its fills.
 
     ``exposure`` is the gross value of open positions at each bar (same index as
-    ``equity``); the reported figure is the share of bars with any position open.
-    Turnover is traded notional per year divided by average equity.
+    ``equity``). Two figures come of it, apart because they read very differently: time in
+    market, the share of bars with any position open (a book holding 5% of its equity every
+    day is in the market all the time), and the average gross exposure, that value over the
+    equity averaged over the bars (bars without positive equity left out). Turnover is traded
+    notional per year divided by average equity.
     """
     equity = equity.astype(float)
     returns = returns_of(equity)
@@ -267,6 +275,7 @@ def compute_metrics(
     traded = float((fills["qty"].astype(float) * fills["price"].astype(float)).abs().sum()) if len(fills) else 0.0
     mean_equity = float(equity.mean()) if len(equity) else math.nan
     months = monthly_series(equity)
+    held = exposure.astype(float).abs() if exposure is not None and len(exposure) else None
     return Metrics(
         total_return=float(equity.iloc[-1] / equity.iloc[0] - 1.0) if len(equity) else math.nan,
         cagr=cagr,
@@ -280,8 +289,8 @@ def compute_metrics(
         profit_factor=profit_factor,
         avg_win=float(wins.mean()) if len(wins) else math.nan,
         avg_loss=float(losses.mean()) if len(losses) else math.nan,
-        exposure=float((exposure.astype(float).abs() > 0).mean()) if exposure is not None and len(exposure)
-        else math.nan,
+        time_in_market=float((held > 0).mean()) if held is not None else math.nan,
+        avg_gross_exposure=float((held / equity.where(equity > 0)).mean()) if held is not None else math.nan,
         turnover=traded / years / mean_equity if mean_equity and len(returns) else math.nan,
         positive_months=float((months > 0).mean()) if len(months) else math.nan,
         months=_whole_months(pd.DatetimeIndex(equity.index)),

@@ -332,6 +332,24 @@ def test_monthly_returns_are_each_months_compounded_return_of_the_portfolio_each
         assert table[name].tolist() == pytest.approx([values[2] / values[0] - 1, values[4] / values[2] - 1]), name
 
 
+def test_time_in_market_and_gross_exposure_of_the_portfolio_each_strategy_and_buy_and_hold():
+    ts = pd.to_datetime(HAND_MADE_DAYS, utc=True)
+    # "a" holds BEN worth 11,000 on the second bar and 24,000 on the third, "b" 5,050 on the third
+    positions = pd.DataFrame([(ts[1], "a", "BEN", 1000.0, 10.0, 11.0, 11_000.0),
+                              (ts[2], "a", "BEN", 2000.0, 10.0, 12.0, 24_000.0),
+                              (ts[2], "b", "BEN", -420.0, 12.0, 12.0, -5_050.0)], columns=POSITION_COLUMNS)
+    metrics = _hand_made_result(positions).metrics()
+    portfolio = [a + b for a, b in zip(HAND_MADE["a"], HAND_MADE["b"], strict=True)]
+    assert metrics["portfolio"].time_in_market == pytest.approx(2 / 5)
+    assert metrics["portfolio"].avg_gross_exposure == pytest.approx(
+        (11_000 / portfolio[1] + (24_000 + 5_050) / portfolio[2]) / 5)
+    assert metrics["a"].avg_gross_exposure == pytest.approx((11_000 / 55_000 + 24_000 / 49_500) / 5)
+    assert metrics["b"].time_in_market == pytest.approx(1 / 5)
+    assert metrics["b"].avg_gross_exposure == pytest.approx(5_050 / 50_500 / 5)
+    held = metrics["buy&hold BEN"]
+    assert (held.time_in_market, held.avg_gross_exposure) == (1.0, pytest.approx(1.0))
+
+
 def test_export_writes_every_frame_as_parquet_and_csv(momentum_run, tmp_path):
     for fmt in ("parquet", "csv"):
         paths = momentum_run.export(tmp_path / fmt, fmt)

@@ -163,8 +163,25 @@ def test_trade_statistics():
     assert metrics.profit_factor == pytest.approx(50 / 10)
     assert metrics.avg_win == pytest.approx(25.0)
     assert metrics.avg_loss == pytest.approx(-10.0)
-    assert metrics.exposure == pytest.approx(0.5)
     assert metrics.turnover == pytest.approx(640.0 / (3 / 252) / 1022.5)
+
+
+def test_time_in_market_counts_bars_with_a_position_and_gross_exposure_weighs_them_by_equity():
+    index = pd.to_datetime(["2021-01-04", "2021-01-05", "2021-01-06", "2021-01-07"], utc=True)
+    equity = pd.Series([1000.0, 1030.0, 1020.0, 1040.0], index=index)
+    held = pd.Series([100.0, 0.0, 0.0, 520.0], index=index)  # gross value of the open positions
+    metrics = compute_metrics(equity, exposure=held)
+    assert metrics.time_in_market == pytest.approx(2 / 4)
+    assert metrics.avg_gross_exposure == pytest.approx((100 / 1000 + 0 + 0 + 520 / 1040) / 4)
+    unknown = compute_metrics(equity)
+    assert math.isnan(unknown.time_in_market) and math.isnan(unknown.avg_gross_exposure)
+
+
+def test_a_run_stored_before_time_in_market_was_named_so_reads_its_exposure_as_time_in_market(random_equity):
+    stored = compute_metrics(random_equity).as_dict()
+    del stored["time_in_market"], stored["avg_gross_exposure"]
+    older = Metrics.from_dict(stored | {"exposure": 0.75})
+    assert older.time_in_market == 0.75 and math.isnan(older.avg_gross_exposure)
 
 
 def test_no_trades_leaves_trade_statistics_undefined(random_equity):
@@ -183,7 +200,7 @@ def test_metrics_round_trip_through_json_dict(random_equity):
 def test_an_infinite_profit_factor_and_sortino_survive_the_json_dict_and_still_pass_the_gate():
     winning = Metrics(total_return=0.3, cagr=0.2, volatility=0.1, sharpe=1.4, sortino=math.inf, max_drawdown=0.0,
                       max_drawdown_days=0, trades=40, win_rate=1.0, profit_factor=math.inf, avg_win=10,
-                      avg_loss=math.nan, exposure=0.5, turnover=3.0, positive_months=1.0, months=24)
+                      avg_loss=math.nan, time_in_market=0.5, avg_gross_exposure=0.2, turnover=3.0, positive_months=1.0, months=24)
     stored = json.loads(json.dumps(winning.as_dict(), allow_nan=False))
     again = Metrics.from_dict(stored)
     assert (again.profit_factor, again.sortino) == (math.inf, math.inf) and math.isnan(again.avg_loss)
@@ -199,7 +216,7 @@ def test_sortino_without_a_losing_period_is_infinite_as_empyricals():
 def test_success_gate_reports_each_criterion_with_its_value():
     good = Metrics(total_return=0.3, cagr=0.2, volatility=0.1, sharpe=1.4, sortino=2.0, max_drawdown=0.08,
                    max_drawdown_days=30, trades=40, win_rate=0.55, profit_factor=1.8, avg_win=10, avg_loss=-5,
-                   exposure=0.5, turnover=3.0, positive_months=0.7, months=24)
+                   time_in_market=0.5, avg_gross_exposure=0.2, turnover=3.0, positive_months=0.7, months=24)
     checks = SuccessGate().evaluate(good)
     assert [c.name for c in checks] == ["sharpe", "win_rate", "profit_factor", "max_drawdown", "positive_months",
                                         "trades", "months"]
@@ -213,7 +230,7 @@ def test_success_gate_reports_each_criterion_with_its_value():
 def test_success_gate_fails_a_run_too_short_to_judge_however_good_its_figures():
     good = Metrics(total_return=0.3, cagr=0.2, volatility=0.1, sharpe=2.9, sortino=4.0, max_drawdown=0.01,
                    max_drawdown_days=5, trades=40, win_rate=0.8, profit_factor=3.0, avg_win=10, avg_loss=-5,
-                   exposure=0.5, turnover=3.0, positive_months=1.0, months=24)
+                   time_in_market=0.5, avg_gross_exposure=0.2, turnover=3.0, positive_months=1.0, months=24)
     assert all(c.passed for c in SuccessGate().evaluate(good))
     thin = dataclasses.replace(good, trades=6, months=2)
     failed = [c.describe() for c in SuccessGate().evaluate(thin) if not c.passed]
@@ -235,7 +252,7 @@ def test_the_gate_counts_whole_months_from_the_first_bar_to_the_last(start, end,
 def test_a_profit_factor_without_a_losing_trade_passes_and_none_without_trades_fails():
     base = Metrics(total_return=0.3, cagr=0.2, volatility=0.1, sharpe=1.4, sortino=2.0, max_drawdown=0.08,
                    max_drawdown_days=30, trades=40, win_rate=1.0, profit_factor=math.inf, avg_win=10,
-                   avg_loss=math.nan, exposure=0.5, turnover=3.0, positive_months=0.7, months=24)
+                   avg_loss=math.nan, time_in_market=0.5, avg_gross_exposure=0.2, turnover=3.0, positive_months=0.7, months=24)
     no_trades = dataclasses.replace(base, trades=0, win_rate=math.nan, profit_factor=math.nan)
     assert {c.name: c.passed for c in SuccessGate().evaluate(base)}["profit_factor"]
     assert not {c.name: c.passed for c in SuccessGate().evaluate(no_trades)}["profit_factor"]

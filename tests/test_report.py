@@ -52,6 +52,8 @@ def test_report_shows_the_gate_with_measured_values(sma_run, tmp_path):
                      page)
     assert f"buy&amp;hold {SYMBOL}" in page
     assert "Monthly returns table" in page and "<th>month</th>" in page
+    # the share of bars with a position is named so, apart from how much of the equity was held
+    assert "<th>time in market</th>" in page and "<th>avg gross exposure</th>" in page
 
 
 def test_report_tables_the_monthly_returns_of_the_portfolio_each_strategy_and_buy_and_hold(tmp_path):

@@ -109,8 +109,8 @@ class BacktestResult:
                 exposure=strategy_exposure.reindex(curve.index, fill_value=0.0),
                 periods_per_year=self.periods_per_year)
         bench = self.benchmark_curve
-        out[self.benchmark_name] = compute_metrics(
-            bench, exposure=pd.Series(1.0, index=bench.index), periods_per_year=self.periods_per_year)
+        out[self.benchmark_name] = compute_metrics(  # all of its equity is the one position, every bar
+            bench, exposure=bench, periods_per_year=self.periods_per_year)
         return out
 
     def gap_notes(self) -> list[str]:

@@ -25,15 +25,16 @@ from lab.report.charts import candlestick_chart, drawdown_chart, equity_chart, m
 __all__ = ["report_dir", "write_report", "write_stored_report"]
 
 _CANDLE_SYMBOLS = 4
-_PERCENT = {"total_return", "cagr", "volatility", "max_drawdown", "win_rate", "exposure", "positive_months"}
+_PERCENT = {"total_return", "cagr", "volatility", "max_drawdown", "win_rate", "time_in_market",
+            "avg_gross_exposure", "positive_months"}
 _COLUMNS = ["total_return", "cagr", "volatility", "sharpe", "sortino", "max_drawdown", "max_drawdown_days",
-            "trades", "win_rate", "profit_factor", "avg_win", "avg_loss", "exposure", "turnover",
-            "positive_months"]
+            "trades", "win_rate", "profit_factor", "avg_win", "avg_loss", "time_in_market", "avg_gross_exposure",
+            "turnover", "positive_months"]
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;margin:24px;color:#222;
 background:#fff}h1{margin-bottom:4px}.sub{color:#666;margin-top:0}table{border-collapse:collapse;
-margin:8px 0 20px}th,td{border:1px solid #ddd;padding:4px 8px;text-align:right;font-size:13px}
+margin:8px 0 20px}th,td{border:1px solid #ddd;padding:4px 6px;text-align:right;font-size:13px}
 th:first-child,td:first-child{text-align:left}th{background:#f3f5f8}.pass{background:#d9f2d9;
 font-weight:600}.fail{background:#f8d7d7;font-weight:600}img{max-width:100%;display:block;margin:6px 0 18px}
 .gaps{color:#8a5a00}td.note{text-align:left;color:#666}
