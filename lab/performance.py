@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 __all__ = [
+    "PERCENT_FIGURES",
     "GateCheck",
     "Metrics",
     "SuccessGate",
@@ -31,6 +32,10 @@ __all__ = [
     "returns_of",
     "round_trips",
 ]
+
+#: the ``Metrics`` (and gate checks) that are fractions: every table shows them in percent
+PERCENT_FIGURES = frozenset({"total_return", "cagr", "volatility", "max_drawdown", "win_rate", "time_in_market",
+                             "avg_gross_exposure", "positive_months"})
 
 #: fills columns used by ``round_trips``
 FILL_COLUMNS = ["ts", "strategy", "symbol", "side", "qty", "price", "fee"]

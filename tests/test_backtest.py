@@ -350,6 +350,18 @@ def test_time_in_market_and_gross_exposure_of_the_portfolio_each_strategy_and_bu
     assert (held.time_in_market, held.avg_gross_exposure) == (1.0, pytest.approx(1.0))
 
 
+def test_the_cli_gate_table_shows_fractions_in_percent_as_the_summary_above_it_and_a_dash_where_undefined():
+    from lab.cli._common import console
+    from lab.cli.backtest import _summary
+
+    with console.capture() as shown:
+        _summary(_hand_made_result())
+    gate = [" ".join(line.split()) for line in shown.get().split("Success gate")[1].splitlines()]
+    assert "│ max_drawdown │ 4.76% │ < 15.00% │ PASS │" in gate  # 105,000 down to 100,000
+    assert "│ win_rate │ - │ > 50.00% │ FAIL │" in gate  # no trade: no win rate
+    assert "│ trades │ 0 │ >= 30 │ FAIL │" in gate
+
+
 def test_export_writes_every_frame_as_parquet_and_csv(momentum_run, tmp_path):
     for fmt in ("parquet", "csv"):
         paths = momentum_run.export(tmp_path / fmt, fmt)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -17,6 +18,17 @@ ROOT = Path(__file__).resolve().parents[1]
 def lab(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "lab.cli.main", *args], capture_output=True, text=True,
                           env={**os.environ, "COLUMNS": "200", **(env or {})}, timeout=120)
+
+
+@pytest.mark.parametrize(("name", "value", "shown"), [
+    ("max_drawdown", 0.0146, "1.46%"), ("max_drawdown", 0.004, "0.40%"), ("win_rate", 0.5862, "58.62%"),
+    ("win_rate", math.nan, "-"), ("win_rate", None, "-"), ("sharpe", 1.8239, "1.82"), ("trades", 29, "29"),
+    ("profit_factor", math.inf, "inf"), ("profit_factor", "inf", "inf"),  # fresh, and as Metrics.as_dict stores it
+])
+def test_a_figure_reads_the_same_in_every_cli_table(name, value, shown):
+    from lab.cli._common import figure
+
+    assert figure(name, value) == shown
 
 
 def test_db_current_reports_the_head_revision_after_upgrade():

@@ -91,6 +91,26 @@ def test_the_demo_runs_the_whole_pipeline_and_a_rerun_reuses_what_it_can(demo_ou
     assert link is not None and "report.html" in str(link.data)
 
 
+def test_the_demo_prints_its_gate_as_lab_backtest_does():
+    from flows.demo import DemoOutcome
+    from lab.cli._common import console
+    from lab.cli.demo import _print_summary
+    from tests.test_backtest import _hand_made_result
+
+    result = _hand_made_result()
+    gate = [{"check": c.name, "value": c.value, "op": c.op, "threshold": c.threshold, "passed": c.passed}
+            for c in result.gate()]  # as flows.backtest hands it over
+    outcome = DemoOutcome(plan=None, ingest={"stored": 0, "quarantined": 0, "failed": []}, backtests={"stocks": {
+        "metrics": {name: m.as_dict() for name, m in result.metrics().items()}, "gate": gate, "report": "r.html"}})
+    with console.capture() as shown:
+        _print_summary(outcome)
+    printed = shown.get()
+    rows = [" ".join(line.split()) for line in printed.splitlines()]
+    assert "nan" not in printed
+    assert "│ stocks │ max_drawdown │ 4.76% │ < 15.00% │ PASS │" in rows
+    assert "│ stocks │ win_rate │ - │ > 50.00% │ FAIL │" in rows
+
+
 def test_lab_demo_is_a_cli_command():
     result = subprocess.run([sys.executable, "-m", "lab.cli.main", "demo", "--help"], capture_output=True,
                             text=True, timeout=120)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import socket
 import tempfile
 from collections.abc import Iterable, Sequence
@@ -29,6 +30,24 @@ def print_table(title: str, columns: Sequence[str], rows: Iterable[Sequence[Any]
     for row in rows:
         table.add_row(*("" if v is None else escape(str(v)) for v in row))
     console.print(table)
+
+
+def figure(name: str, value: float | int | str | None) -> str:
+    """A metric or gate figure (``name`` as in ``Metrics``) as every CLI table shows it, fresh or
+    as stored (``Metrics.as_dict``): a fraction (``PERCENT_FIGURES``) in percent with two
+    decimals, a count as it is, another figure with two decimals; "-" where it is undefined
+    (None, NaN) and "inf" where infinite (a profit factor without a losing trade)."""
+    from lab.performance import PERCENT_FIGURES  # (pandas: not loaded for every command)
+
+    if isinstance(value, str):  # "inf" / "-inf" as stored
+        return value
+    if value is None or math.isnan(value):
+        return "-"
+    if math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    if name in PERCENT_FIGURES:
+        return f"{100 * value:.2f}%"
+    return str(value) if isinstance(value, int) else f"{value:.2f}"
 
 
 def parse_assignment(option: str, item: str) -> tuple[str, Any]:

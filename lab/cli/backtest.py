@@ -11,7 +11,7 @@ from typing import Any, Literal
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from lab.cli._common import console, output_dir, parse_assignment, print_table
+from lab.cli._common import console, figure, output_dir, parse_assignment, print_table
 from lab.errors import ConfigError
 
 __all__ = ["backtest", "backtests", "report"]
@@ -214,7 +214,8 @@ def _summary(result) -> None:
     print_table(f"Backtest {result.name} (out of sample, after fees and slippage)", ["", *_FIGURES],
                 [(name, *_figures(m)) for name, m in result.metrics().items()])
     print_table("Success gate", ["criterion", "measured", "required", "result"],
-                [(c.name, _num(c.value), f"{c.op} {c.threshold:g}", "PASS" if c.passed else "FAIL")
+                [(c.name, figure(c.name, c.value), f"{c.op} {figure(c.name, c.threshold)}",
+                  "PASS" if c.passed else "FAIL")
                  for c in result.gate()])
     from lab.backtest.funnel import funnel_table, refusals
 

@@ -7,7 +7,7 @@ import os
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from lab.cli._common import console, free_port, print_table
+from lab.cli._common import console, figure, free_port, print_table
 
 __all__ = ["demo"]
 
@@ -37,38 +37,27 @@ def demo(
     _print_summary(outcome)
 
 
-def _fmt(value: object, pct: bool = False) -> str:
-    """A figure as stored (``Metrics.as_dict``: None when undefined, "inf" when infinite)."""
-    if value in ("inf", "-inf"):
-        return str(value)
-    if not isinstance(value, int | float):
-        return "-"
-    if isinstance(value, int) and not pct:
-        return str(value)
-    return f"{value:.1%}" if pct else f"{value:.2f}"
-
-
 def _print_summary(outcome) -> None:
     ingest = outcome.ingest
     console.print(f"ingested: {ingest['stored']} rows stored, {ingest['quarantined']} quarantined, "
                   f"{len(ingest['failed'])} symbols failed")
     print_table("Tuning leaderboard (walk-forward, out of sample)",
                 ["strategy", "oos score", "deflated Sharpe", "trials", "version", "promoted"],
-                [(r["strategy"], _fmt(r["oos_score"]), _fmt(r["deflated_sharpe"]), r["trials"], r["version"],
-                  "yes" if r["promoted"] else "no") for r in outcome.leaderboard])
+                [(r["strategy"], figure("oos_score", r["oos_score"]), figure("deflated_sharpe", r["deflated_sharpe"]),
+                  r["trials"], r["version"], "yes" if r["promoted"] else "no") for r in outcome.leaderboard])
     for r in outcome.leaderboard:
         console.print(f"  {r['strategy']}: {r['reason']}", highlight=False)
     rows = []
     for asset_class, bt in outcome.backtests.items():
         for name, m in bt["metrics"].items():
-            rows.append((asset_class, name, _fmt(m["total_return"], True), _fmt(m["sharpe"]),
-                         _fmt(m["max_drawdown"], True), _fmt(m["win_rate"], True), _fmt(m["profit_factor"]),
-                         m["trades"]))
+            rows.append((asset_class, name, *(figure(f, m[f]) for f in (
+                "total_return", "sharpe", "max_drawdown", "win_rate", "profit_factor", "trades"))))
     print_table("Out-of-sample backtest after fees and slippage (model trained before the window)",
                 ["asset class", "strategy", "return", "Sharpe", "max DD", "win rate", "profit factor", "trades"],
                 rows)
     print_table("Success gate (portfolio, out of sample)", ["asset class", "check", "value", "threshold", "result"], [
-        (ac, c["check"], _fmt(c["value"]), f"{c['op']} {c['threshold']}", "PASS" if c["passed"] else "FAIL")
+        (ac, c["check"], figure(c["check"], c["value"]), f"{c['op']} {figure(c['check'], c['threshold'])}",
+         "PASS" if c["passed"] else "FAIL")
         for ac, bt in outcome.backtests.items() for c in bt["gate"]])
     print_table("Paper trading through Serve", ["asset class", "days", "orders", "fills", "rejected", "equity"], [
         (ac, len(cycles), sum(c["orders_placed"] for c in cycles), sum(c["fills"] for c in cycles),

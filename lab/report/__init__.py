@@ -19,14 +19,12 @@ from sqlalchemy import Engine
 from lab.backtest.funnel import funnel_table, refusals
 from lab.backtest.result import BacktestResult
 from lab.backtest.spec import folder_name
-from lab.performance import SuccessGate
+from lab.performance import PERCENT_FIGURES, SuccessGate
 from lab.report.charts import candlestick_chart, drawdown_chart, equity_chart, monthly_heatmap
 
 __all__ = ["report_dir", "write_report", "write_stored_report"]
 
 _CANDLE_SYMBOLS = 4
-_PERCENT = {"total_return", "cagr", "volatility", "max_drawdown", "win_rate", "time_in_market",
-            "avg_gross_exposure", "positive_months"}
 _COLUMNS = ["total_return", "cagr", "volatility", "sharpe", "sortino", "max_drawdown", "max_drawdown_days",
             "trades", "win_rate", "profit_factor", "avg_win", "avg_loss", "time_in_market", "avg_gross_exposure",
             "turnover", "positive_months"]
@@ -44,7 +42,7 @@ font-weight:600}.fail{background:#f8d7d7;font-weight:600}img{max-width:100%;disp
 def _fmt(name: str, value: float | None) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)):
         return "inf" if value == math.inf else "–"
-    if name in _PERCENT:
+    if name in PERCENT_FIGURES:
         return f"{100.0 * value:.2f}%"
     if isinstance(value, int):
         return str(value)
