@@ -3,6 +3,7 @@ databases, export, gaps and bad input (sweeps: ``test_backtest_sweep``)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -386,8 +387,32 @@ def test_a_symbol_with_gaps_runs_and_reports_them(sqlite_bars, tmp_path):
         conn.execute(delete(db.PriceBar).where(db.PriceBar.symbol == "IBM", db.PriceBar.ts.in_(holes)))
     result = _run(sqlite_bars, _spec(), tmp_path)
     assert result.gaps == {"IBM": ["2019-02-04", "2019-02-05", "2019-03-12"]}
-    assert result.gap_notes() == ["IBM: 3 missing session(s), the first 2019-02-04"]
+    assert result.gap_notes() == ["IBM: 3 missing sessions in 2 gaps: 2019-02-04 to 2019-02-05 (2 sessions), "
+                                  "2019-03-12"]
     assert len(result.equity) == len(pd.bdate_range("2019-01-01", "2019-06-28")) - 5  # NYSE holidays
+
+
+def test_each_gap_is_named_with_its_first_and_last_session_and_its_length():
+    march = ["2018-03-05", "2018-03-06", "2018-03-07", "2018-03-08", "2018-03-09", "2018-03-12", "2018-03-13"]
+    september = ["2018-09-10", "2018-09-11", "2018-09-12"]
+    result = dataclasses.replace(_hand_made_result(), gaps={"GAPKO": march + september})
+    # a weekend (no session) does not split a gap; sessions with bars between two holes do
+    assert result.gap_notes() == ["GAPKO: 10 missing sessions in 2 gaps: 2018-03-05 to 2018-03-13 (7 sessions), "
+                                  "2018-09-10 to 2018-09-12 (3 sessions)"]
+    one = dataclasses.replace(result, gaps={"GAPKO": september})
+    assert one.gap_notes() == ["GAPKO: 3 missing sessions: 2018-09-10 to 2018-09-12"]
+    holes = ["2018-01-03", "2018-01-05", "2018-01-09", "2018-01-11", "2018-01-12", "2018-01-17"]
+    many = dataclasses.replace(result, gaps={"GAPKO": holes})
+    assert many.gap_notes() == ["GAPKO: 6 missing sessions in 5 gaps: 2018-01-03, 2018-01-05, 2018-01-09 and 2 more"]
+
+
+def test_a_coins_gaps_are_counted_in_the_days_it_trades():
+    universe = {"stocks": None, "crypto": {"symbols": ["BTC/USDT"], "benchmark": "BTC/USDT"}}
+    result = dataclasses.replace(_hand_made_result(), settings={"universe": universe},
+                                 gaps={"BTC/USDT": ["2021-03-05", "2021-03-08", "2021-03-13", "2021-03-14"]})
+    # a coin trades at weekends: Friday and Monday are two gaps, Saturday and Sunday one
+    assert result.gap_notes() == ["BTC/USDT: 4 missing sessions in 3 gaps: 2021-03-05, 2021-03-08, "
+                                  "2021-03-13 to 2021-03-14 (2 sessions)"]
 
 
 def test_no_entry_is_decided_on_a_symbol_without_a_bar_at_that_time(sqlite_bars, tmp_path):
@@ -409,7 +434,7 @@ def test_a_symbol_listed_after_the_start_reports_its_first_bar_apart_from_the_ho
         conn.execute(delete(db.PriceBar).where(db.PriceBar.symbol == "IBM", (db.PriceBar.ts < listed) | (db.PriceBar.ts == hole)))
     result = _run(sqlite_bars, _spec(), tmp_path)
     assert result.gaps == {"IBM": ["2019-01-02", "2019-01-03", "2019-01-04", "2019-01-07", "2019-03-12"]}
-    notes = ["IBM: first bar 2019-01-08, 4 session(s) into the period; 1 missing session(s), the first 2019-03-12"]
+    notes = ["IBM: first bar 2019-01-08, 4 sessions into the period; 1 missing session: 2019-03-12"]
     assert result.gap_notes() == notes
     save_result(sqlite_bars, result)
     assert load_result(sqlite_bars, result.portfolio).gap_notes() == notes

@@ -64,6 +64,14 @@ def test_report_tables_the_monthly_returns_of_the_portfolio_each_strategy_and_bu
     assert "<tr><td>2021-03</td><td>1.10%</td><td>1.20%</td><td>1.00%</td><td>-25.00%</td></tr>" in table
 
 
+def test_report_names_the_data_gaps_near_the_top_after_the_summary(tmp_path):
+    gappy = dataclasses.replace(_hand_made_result(), gaps={"BEN": ["2021-02-02", "2021-02-03"]})
+    page = write_report(gappy, {}, tmp_path).read_text()
+    note = "<li>BEN: 2 missing sessions: 2021-02-02 to 2021-02-03</li>"
+    assert note in page
+    assert page.index("initial cash 100,000") < page.index(note) < page.index("Success gate")
+
+
 def test_report_shows_how_far_the_signals_got(sma_run, tmp_path):
     result, bars = sma_run
     page = write_report(result, bars, tmp_path).read_text()

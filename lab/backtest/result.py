@@ -9,9 +9,11 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from lab.performance import Metrics, SuccessGate, buy_and_hold, compute_metrics, drawdown, monthly_series
+from universe.calendars import skipped_days
 
 __all__ = ["EQUITY_COLUMNS", "FILL_COLUMNS", "ORDER_COLUMNS", "POSITION_COLUMNS", "BacktestResult", "ExportFormat"]
 
@@ -115,17 +117,25 @@ class BacktestResult:
 
     def gap_notes(self) -> list[str]:
         """Each symbol's missing sessions in words, those before its first bar apart: a symbol
-        listed after the start has no bar there, which is not a hole in its data."""
+        listed after the start has no bar there, which is not a hole in its data. The holes
+        after it are named gap by gap (``_gaps_in_words``)."""
         notes = []
         for symbol, days in sorted(self.gaps.items()):
             first = self.first_bars.get(symbol, days[0])
             before = [d for d in days if d < first]
             after = days[len(before):]
-            parts = [f"first bar {first}, {len(before)} session(s) into the period"] if before else []
+            parts = [f"first bar {first}, {_sessions(len(before))} into the period"] if before else []
             if after:
-                parts.append(f"{len(after)} missing session(s), the first {after[0]}")
+                parts.append(_gaps_in_words(after, self._asset_class(symbol)))
             notes.append(f"{symbol}: {'; '.join(parts)}")
         return notes
+
+    def _asset_class(self, symbol: str) -> str:
+        """The symbol's asset class in the run's universe (a run stored before the settings kept
+        it traded stocks only)."""
+        universe = self.settings.get("universe") or {}
+        return next((asset_class for asset_class, section in universe.items()
+                     if section and symbol in section["symbols"]), "stocks")
 
     def gate(self, gate: SuccessGate | None = None) -> list:
         return (gate or SuccessGate()).evaluate(self.metrics()["portfolio"])
@@ -153,6 +163,31 @@ class BacktestResult:
                 frame.to_csv(path, index=False)
             written.append(path)
         return written
+
+
+#: the gaps a note names one by one; the rest are counted
+_NAMED_GAPS = 3
+
+
+def _sessions(count: int, kind: str = "") -> str:
+    """"1 session", "3 sessions" ("3 missing sessions" with a kind)."""
+    return f"{count} {kind + ' ' if kind else ''}session{'' if count == 1 else 's'}"
+
+
+def _gaps_in_words(days: list[str], asset_class: str) -> str:
+    """Missing sessions (ISO days, ascending) as their gaps: each run of sessions in a row
+    without a bar (on the asset class's calendar, so a weekend does not split a stock's gap,
+    and does split a coin's) by its first and last day and its length, the first few named."""
+    stamps = pd.DatetimeIndex(days, tz="UTC").as_unit("ns").asi8
+    starts = [0, *(np.flatnonzero(skipped_days(asset_class, stamps) > 0) + 1)]
+    runs = [days[a:b] for a, b in zip(starts, [*starts[1:], len(days)], strict=True)]
+    if len(runs) == 1:
+        only = runs[0]
+        return f"{_sessions(len(days), 'missing')}: {only[0]}" + (f" to {only[-1]}" if len(only) > 1 else "")
+    named = ", ".join(run[0] if len(run) == 1 else f"{run[0]} to {run[-1]} ({_sessions(len(run))})"
+                      for run in runs[:_NAMED_GAPS])
+    more = f" and {len(runs) - _NAMED_GAPS} more" if len(runs) > _NAMED_GAPS else ""
+    return f"{_sessions(len(days), 'missing')} in {len(runs)} gaps: {named}{more}"
 
 
 def _gross(positions: pd.DataFrame) -> pd.Series:

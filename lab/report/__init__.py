@@ -162,6 +162,7 @@ def write_report(result: BacktestResult, bars: dict[str, pd.DataFrame], out_dir:
          f"{html.escape(result.benchmark)} · initial cash {result.initial_cash:,.0f} · portfolio "
          f"<code>{html.escape(result.portfolio)}</code></p>"),
         _assumptions(result),
+        *([f'<h2>Data gaps</h2><ul class="gaps">{gaps}</ul>'] if gaps else []),
         "<h2>Success gate (portfolio)</h2>", _gate_table(result, gate),
         "<h2>Per strategy, portfolio and buy-and-hold</h2>", _metrics_table(result),
         *(["<h2>Signals: how far each strategy's got</h2>", _funnel_table(result)] if result.funnel else []),
@@ -169,8 +170,6 @@ def write_report(result: BacktestResult, bars: dict[str, pd.DataFrame], out_dir:
         "<h2>Monthly returns table</h2>", _monthly_table(result),
         *(f"<h2>{html.escape(name)}</h2>{_img(path, name)}" for name, path in charts[3:]),
     ]
-    if gaps:
-        body.append(f'<h2>Data gaps</h2><ul class="gaps">{gaps}</ul>')
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
             f"<style>{_STYLE}</style></head><body>{''.join(body)}</body></html>")
     path = out_dir / "report.html"
