@@ -17,6 +17,7 @@ import pytest
 
 from benchmarks.backtest import lab_sma
 from lab.backtest import load_result, save_result
+from lab.backtest.result import FILL_COLUMNS
 from lab.db import connect
 from lab.report import write_report, write_stored_report
 from lab.report.charts import heat_limit, indicators, return_curves
@@ -70,6 +71,20 @@ def test_report_names_the_data_gaps_near_the_top_after_the_summary(tmp_path):
     note = "<li>BEN: 2 missing sessions: 2021-02-02 to 2021-02-03</li>"
     assert note in page
     assert page.index("initial cash 100,000") < page.index(note) < page.index("Success gate")
+
+
+def test_report_says_which_symbols_have_candles_and_names_those_left_out(tmp_path):
+    symbols = ["AAA", "BBB", "CCC", "DDD", "EEE", "FFF"]
+    index = pd.bdate_range("2020-11-02", "2021-03-31", tz="UTC")
+    closes = np.linspace(10.0, 12.0, len(index))
+    bars = {s: pd.DataFrame({"open": closes, "high": closes + 0.5, "low": closes - 0.5, "close": closes,
+                             "volume": 1_000.0}, index=index) for s in symbols}
+    fills = pd.DataFrame([(f"f{i}", f"o{i}", index[-3 + i], "a", symbol, "buy", 1.0, 11.0, 0.0, 0.0, None)
+                          for i, symbol in enumerate(["FFF", "FFF", "EEE"])], columns=FILL_COLUMNS)
+    run = dataclasses.replace(_hand_made_result(), symbols=symbols, fills=fills)
+    page = write_report(run, bars, tmp_path).read_text()
+    assert [s for s in symbols if f"<h2>{s} candles</h2>" in page] == ["AAA", "BBB", "EEE", "FFF"]
+    assert "Candles of the 4 most traded of the 6 symbols: FFF, EEE, AAA, BBB; not charted: CCC, DDD." in page
 
 
 def test_report_shows_how_far_the_signals_got(sma_run, tmp_path):

@@ -123,10 +123,29 @@ def _assumptions(result: BacktestResult) -> str:
     return f'<p class="sub">Assumptions: {html.escape("; ".join(parts))}.</p>' if parts else ""
 
 
-def _most_traded(result: BacktestResult, bars: dict[str, pd.DataFrame]) -> list[str]:
-    counts = result.fills["symbol"].value_counts()
-    traded = [s for s in counts.index if s in bars]
-    return (traded + [s for s in sorted(bars) if s not in traded])[:_CANDLE_SYMBOLS]
+def _most_traded(result: BacktestResult, bars: dict[str, pd.DataFrame], window: slice) -> list[str]:
+    """The symbols to draw candles of: the ``_CANDLE_SYMBOLS`` most traded among those with
+    bars in ``window`` (then the untraded, by name)."""
+    drawable = {s for s, frame in bars.items() if len(frame.loc[window])}
+    traded = [s for s in result.fills["symbol"].value_counts().index if s in drawable]
+    return (traded + [s for s in sorted(drawable) if s not in traded])[:_CANDLE_SYMBOLS]
+
+
+#: the symbols without candles a report names; the rest are counted
+_NAMED_UNCHARTED = 10
+
+
+def _uncharted(result: BacktestResult, charted: list[str]) -> str:
+    """Which symbols have candle charts and which not, where some have none (only the
+    ``_CANDLE_SYMBOLS`` most traded are drawn): a symbol's chart is not silently missing."""
+    left_out = [symbol for symbol in result.symbols if symbol not in charted]
+    if not left_out:
+        return ""
+    named = ", ".join(left_out[:_NAMED_UNCHARTED])
+    more = f" and {len(left_out) - _NAMED_UNCHARTED} more" if len(left_out) > _NAMED_UNCHARTED else ""
+    drawn = (f"Candles of the {len(charted)} most traded of the {len(result.symbols)} symbols: "
+             f"{', '.join(charted)}; not charted: " if charted else "No candles (no bars in the period) of: ")
+    return f'<p class="sub">{html.escape(f"{drawn}{named}{more}.")}</p>'
 
 
 def report_dir(home: Path, portfolio: str) -> Path:
@@ -149,10 +168,10 @@ def write_report(result: BacktestResult, bars: dict[str, pd.DataFrame], out_dir:
         ("Monthly returns", monthly_heatmap(result, out_dir / "monthly_returns.png")),
     ]
     window = slice(result.start, result.end + pd.Timedelta(days=1))
-    for symbol in _most_traded(result, bars):
-        if len(bars[symbol].loc[window]):
-            charts.append((f"{symbol} candles", candlestick_chart(
-                bars[symbol], result.fills, symbol, out_dir / f"candles_{symbol.replace('/', '_')}.png", window)))
+    charted = _most_traded(result, bars, window)
+    for symbol in charted:
+        charts.append((f"{symbol} candles", candlestick_chart(
+            bars[symbol], result.fills, symbol, out_dir / f"candles_{symbol.replace('/', '_')}.png", window)))
     gaps = "".join(f"<li>{html.escape(note)}</li>" for note in result.gap_notes())
     title = html.escape(f"Backtest {result.name}")
     body = [
@@ -168,6 +187,7 @@ def write_report(result: BacktestResult, bars: dict[str, pd.DataFrame], out_dir:
         *(["<h2>Signals: how far each strategy's got</h2>", _funnel_table(result)] if result.funnel else []),
         *(f"<h2>{html.escape(name)}</h2>{_img(path, name)}" for name, path in charts[:3]),
         "<h2>Monthly returns table</h2>", _monthly_table(result),
+        _uncharted(result, charted),
         *(f"<h2>{html.escape(name)}</h2>{_img(path, name)}" for name, path in charts[3:]),
     ]
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
