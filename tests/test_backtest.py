@@ -294,6 +294,16 @@ def test_deleting_a_stored_run_removes_all_it_stored_and_nothing_else(engine, sh
         delete_result(engine, gone.portfolio)
 
 
+def test_an_unknown_run_is_named_with_the_latest_stored_and_where_to_see_them_all(sqlite_url):
+    engine = connect(sqlite_url)
+    ids = [save_result(engine, dataclasses.replace(_hand_made_result(), portfolio=f"backtest:hand{i}"))
+           for i in range(5)]
+    with pytest.raises(DataError) as few:
+        load_result(engine, "999")
+    assert str(few.value) == (f"no backtest '999'; the latest 3 of the 5 stored: {ids[4]} (backtest:hand4), "
+                              f"{ids[3]} (backtest:hand3), {ids[2]} (backtest:hand2); `lab backtests` lists them all")
+
+
 def test_a_deleted_runs_id_never_names_another_run(engine, shared_data):
     first, second = _msft_run(shared_data, "2016"), _msft_run(shared_data, "2017")
     save_result(engine, first)

@@ -184,8 +184,19 @@ def test_an_output_folder_that_cannot_be_created_is_refused_before_the_work(tmp_
     blocker.write_text("not a folder")
     result = lab(*args, str(blocker / "out"))
     assert result.returncode == 1
-    assert f"{args[-1]} {blocker / 'out'}: cannot create it" in result.stderr
+    assert (f"{args[-1]} {blocker / 'out'}: cannot create it ({blocker} is a file, not a folder)"
+            in " ".join(result.stderr.split()))
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("args", [["backtest", "-s", "momentum", "--start", "2019-01-01", "--end", "2019-06-01",
+                                   "--export"], ["grafana", "render", "--out"], ["report", "--out"]])
+def test_an_output_folder_that_is_a_file_is_refused_saying_so(tmp_path: Path, args):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    result = lab(*args, str(blocker))
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert f"error: {args[-1]} {blocker}: a file, not a folder" in " ".join(result.stderr.split())
 
 
 @pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc: a folder that exists but takes no files")

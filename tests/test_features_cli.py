@@ -56,7 +56,7 @@ def test_features_command_refuses_an_output_it_cannot_write_before_computing(sto
     blocker = tmp_path / "a-file"
     blocker.write_text("not a folder")
     result = CliRunner().invoke(app, ["features", "--out", str(blocker / "f.parquet"), "--no-ray"])
-    assert result.exit_code != 0 and f"--out {blocker}: cannot create it" in str(result.exception)
+    assert result.exit_code != 0 and f"--out {blocker}: a file, not a folder" in str(result.exception)
 
 
 @pytest.mark.parametrize("out", ["folder", ""])

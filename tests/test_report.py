@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import matplotlib.image as mpimg
@@ -85,6 +86,16 @@ def test_report_says_which_symbols_have_candles_and_names_those_left_out(tmp_pat
     page = write_report(run, bars, tmp_path).read_text()
     assert [s for s in symbols if f"<h2>{s} candles</h2>" in page] == ["AAA", "BBB", "EEE", "FFF"]
     assert "Candles of the 4 most traded of the 6 symbols: FFF, EEE, AAA, BBB; not charted: CCC, DDD." in page
+
+
+def test_a_one_day_run_reports_without_a_warning(tmp_path):
+    run = _hand_made_result()
+    one_day = dataclasses.replace(run, end=run.start, equity=run.equity.iloc[:1],
+                                  strategy_equity=run.strategy_equity.iloc[:1])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # matplotlib warned of an empty monthly heatmap
+        page = write_report(one_day, {}, tmp_path).read_text()
+    assert "No month has a return yet: the period has a single bar." in page
 
 
 def test_report_shows_how_far_the_signals_got(sma_run, tmp_path):

@@ -25,6 +25,9 @@ from lab.trading.store import write_position
 
 __all__ = ["delete_result", "list_backtests", "load_result", "positions_over_time", "save_result"]
 
+#: the latest runs an unknown run's error names (a lab holds hundreds after a few sweeps)
+_NAMED_RUNS = 3
+
 _TABLES = (db.Trade, db.Order, db.Position, db.PortfolioSnapshot, db.Account, db.Signal, db.TradingControl,
            db.TradingCycle)
 
@@ -103,12 +106,17 @@ def _clear(session: Session, portfolio: str) -> None:
 
 
 def _stored(session: Session, backtest: int | str) -> db.Backtest:
-    """The run's row, by id or portfolio name; an unknown one is a DataError naming the stored runs."""
+    """The run's row, by id or portfolio name; an unknown one is a DataError naming the latest stored runs."""
     row = session.scalar(select(db.Backtest).where(
         db.Backtest.id == int(backtest) if str(backtest).isdigit() else db.Backtest.portfolio == str(backtest)))
     if row is None:
-        known = ", ".join(f"{r.id} ({r.portfolio})" for r in session.scalars(select(db.Backtest)))
-        raise DataError(f"no backtest {backtest!r}; stored: {known or 'none'}")
+        stored = session.execute(select(db.Backtest.id, db.Backtest.portfolio)
+                                 .order_by(db.Backtest.created_at.desc(), db.Backtest.id.desc())).all()
+        latest = ", ".join(f"{id_} ({portfolio})" for id_, portfolio in stored[:_NAMED_RUNS])
+        if len(stored) <= _NAMED_RUNS:
+            raise DataError(f"no backtest {backtest!r}; stored: {latest or 'none'}")
+        raise DataError(f"no backtest {backtest!r}; the latest {_NAMED_RUNS} of the {len(stored)} stored: {latest}; "
+                        f"`lab backtests` lists them all")
     return row
 
 

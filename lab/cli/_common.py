@@ -68,7 +68,12 @@ def output_dir(option: str, directory: Path) -> Path:
     try:
         directory.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError([f"{option} {directory}: cannot create it ({exc.strerror})"]) from None
+        if directory.is_file():
+            raise ConfigError([f"{option} {directory}: a file, not a folder"]) from None
+        # a file where a folder above it should be: name it ("Not a directory" does not say which)
+        blocker = next((parent for parent in directory.parents if parent.is_file()), None)
+        why = f"{blocker} is a file, not a folder" if blocker is not None else exc.strerror
+        raise ConfigError([f"{option} {directory}: cannot create it ({why})"]) from None
     try:
         tempfile.TemporaryFile(dir=directory).close()
     except OSError as exc:

@@ -85,9 +85,11 @@ def _funnel_table(result: BacktestResult) -> str:
     return f"<table><tr>{head}</tr>{body}</table>" + (f"<ul>{why}</ul>" if why else "")
 
 
-def _monthly_table(result: BacktestResult) -> str:
-    """One row per month: the portfolio, each strategy and buy-and-hold side by side."""
-    table = result.monthly_returns()
+def _monthly_table(table: pd.DataFrame) -> str:
+    """``BacktestResult.monthly_returns``, one row per month: the portfolio, each strategy and
+    buy-and-hold side by side."""
+    if table.empty:
+        return "<p>No month has a return yet: the period has a single bar.</p>"
     head = "".join(f"<th>{html.escape(name)}</th>" for name in table.columns)
     rows = "".join(
         f"<tr><td>{month}</td>" + "".join(f"<td>{_fmt('total_return', v)}</td>" for v in row) + "</tr>"
@@ -162,16 +164,18 @@ def write_report(result: BacktestResult, bars: dict[str, pd.DataFrame], out_dir:
     """
     gate = gate or SuccessGate()
     out_dir.mkdir(parents=True, exist_ok=True)
+    monthly = result.monthly_returns()
     charts = [
         ("Equity vs benchmark: return since the start", equity_chart(result, out_dir / "equity.png")),
         ("Drawdown", drawdown_chart(result, out_dir / "drawdown.png")),
-        ("Monthly returns", monthly_heatmap(result, out_dir / "monthly_returns.png")),
+        # a single bar has no return: no month to colour (matplotlib warns of an empty image)
+        *([("Monthly returns", monthly_heatmap(result, out_dir / "monthly_returns.png"))] if len(monthly) else []),
     ]
     window = slice(result.start, result.end + pd.Timedelta(days=1))
     charted = _most_traded(result, bars, window)
-    for symbol in charted:
-        charts.append((f"{symbol} candles", candlestick_chart(
-            bars[symbol], result.fills, symbol, out_dir / f"candles_{symbol.replace('/', '_')}.png", window)))
+    candles = [(f"{symbol} candles", candlestick_chart(
+        bars[symbol], result.fills, symbol, out_dir / f"candles_{symbol.replace('/', '_')}.png", window))
+        for symbol in charted]
     gaps = "".join(f"<li>{html.escape(note)}</li>" for note in result.gap_notes())
     title = html.escape(f"Backtest {result.name}")
     body = [
@@ -185,10 +189,10 @@ def write_report(result: BacktestResult, bars: dict[str, pd.DataFrame], out_dir:
         "<h2>Success gate (portfolio)</h2>", _gate_table(result, gate),
         "<h2>Per strategy, portfolio and buy-and-hold</h2>", _metrics_table(result),
         *(["<h2>Signals: how far each strategy's got</h2>", _funnel_table(result)] if result.funnel else []),
-        *(f"<h2>{html.escape(name)}</h2>{_img(path, name)}" for name, path in charts[:3]),
-        "<h2>Monthly returns table</h2>", _monthly_table(result),
+        *(f"<h2>{html.escape(name)}</h2>{_img(path, name)}" for name, path in charts),
+        "<h2>Monthly returns table</h2>", _monthly_table(monthly),
         _uncharted(result, charted),
-        *(f"<h2>{html.escape(name)}</h2>{_img(path, name)}" for name, path in charts[3:]),
+        *(f"<h2>{html.escape(name)}</h2>{_img(path, name)}" for name, path in candles),
     ]
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
             f"<style>{_STYLE}</style></head><body>{''.join(body)}</body></html>")
