@@ -11,7 +11,7 @@ from prefect import flow
 from prefect.artifacts import create_link_artifact, create_table_artifact
 
 from lab.backtest import BacktestSpec, WalkForward, run_backtest, save_result
-from lab.backtest.sweep import run_stored_sweep
+from lab.backtest.sweep import no_best, run_stored_sweep
 from lab.bars import bars_by_symbol, load_bars
 from lab.report import report_dir, write_report
 from lab.runtime import open_lab
@@ -53,17 +53,19 @@ def sweep_flow(strategies: list[str], start: date, end: date, grid: dict[str, li
                name: str | None = None, symbols: list[str] | None = None,
                settings: dict[str, Any] | None = None) -> dict:
     """One backtest per combination of ``grid`` (dotted config path -> values; ``settings``
-    fixed for all), run on Ray and stored; returns each run's figures and the best's deflated
-    Sharpe."""
+    fixed for all), run on Ray and stored; returns each run's figures and the best's id and
+    deflated Sharpe (both None when no run has a Sharpe ratio)."""
     lab = open_lab()
     spec = _spec(strategies, start, end, walk_forward, name, symbols, settings)
     comparison, _ = run_stored_sweep(lab, spec, grid)
     runs = [{**row.settings, "id": row.backtest_id, "portfolio": row.portfolio, **row.metrics.as_dict(),
              "gate_passed": row.gate_passed} for row in comparison.rows]
-    best = runs[comparison.best]
+    if comparison.best is None:
+        best, verdict = None, no_best(len(runs))
+    else:
+        best = runs[comparison.best]["id"]
+        verdict = f"the best Sharpe (id {best}) has a deflated Sharpe of {comparison.deflated_sharpe:.2f}"
     create_table_artifact(key="backtest-sweep", table=runs,
-                          description=f"sweep of {spec.label}: {len(runs)} runs; the best Sharpe (id {best['id']}) "
-                                      f"has a deflated Sharpe of {comparison.deflated_sharpe:.2f}")
-    print(f"sweep of {spec.label}: {len(runs)} runs stored; best id {best['id']}, "
-          f"deflated Sharpe {comparison.deflated_sharpe:.2f}")
-    return {"runs": runs, "best": best["id"], "deflated_sharpe": comparison.deflated_sharpe}
+                          description=f"sweep of {spec.label}: {len(runs)} runs; {verdict}")
+    print(f"sweep of {spec.label}: {len(runs)} runs stored; {verdict}")
+    return {"runs": runs, "best": best, "deflated_sharpe": comparison.deflated_sharpe}

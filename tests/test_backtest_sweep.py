@@ -5,6 +5,7 @@ and whose best is judged against the number tried."""
 from __future__ import annotations
 
 import json
+import math
 from datetime import date
 from pathlib import Path
 
@@ -15,14 +16,14 @@ from typer.testing import CliRunner
 
 from lab.backtest import BacktestSpec, list_backtests, load_result
 from lab.backtest.spec import folder_name, setting_names
-from lab.backtest.sweep import expand_grid
+from lab.backtest.sweep import SweepPoint, compare, expand_grid
 from lab.cli.main import app
 from lab.config import load_config
 from lab.db import connect
 from lab.errors import ConfigError, LabError
 from lab.models.scoring import deflated_sharpe_ratio, sharpe_ratio
 from lab.performance import returns_of
-from tests.test_backtest import CONFIG, SYMBOLS, _store_bars
+from tests.test_backtest import CONFIG, SYMBOLS, _adjusted, _store_bars
 from tests.test_flows import _artifacts, _read
 
 QUANTILE = "strategies.momentum.params.top_quantile"
@@ -124,6 +125,77 @@ def test_the_sweep_flow_stores_every_run_and_compares_them_in_an_artifact(prefec
     [artifact] = [a for a in _read(_artifacts(state.state_details.flow_run_id)) if a.key == "backtest-sweep"]
     assert [row[QUANTILE] for row in json.loads(artifact.data)] == [0.5, 0.9]
     assert f"deflated Sharpe of {outcome['deflated_sharpe']:.2f}" in artifact.description
+
+
+def _msft_2018(shared_data: Path, enter: int | None, leave: int | None):
+    """MSFT in 2018 through the engine, bought on session ``enter`` and sold on ``leave``
+    (None: never traded, its equity flat)."""
+    from benchmarks.backtest import lab_sma
+
+    bars = _adjusted(shared_data, "MSFT").loc["2018-01-01":"2018-12-31"]
+    buy, sell = pd.Series(False, index=bars.index), pd.Series(False, index=bars.index)
+    if enter is not None:
+        buy.iloc[enter], sell.iloc[leave] = True, True
+    return lab_sma({"MSFT": bars}, {"method": "fixed", "fixed_amount": 20_000.0}, flags={"MSFT": (buy, sell)})
+
+
+def _points(n: int) -> list[SweepPoint]:
+    base = BacktestSpec(strategies=["momentum"], start=date(2018, 1, 1), end=date(2018, 12, 31))
+    return [SweepPoint({QUANTILE: q}, base.with_settings({QUANTILE: q})) for q in (0.5, 0.6, 0.7)[:n]]
+
+
+def test_a_run_that_never_traded_is_never_the_best_even_beside_a_losing_one(shared_data):
+    lost = _msft_2018(shared_data, enter=190, leave=245)  # October to December 2018: MSFT fell
+    idle = _msft_2018(shared_data, enter=None, leave=None)
+    assert lost.metrics()["portfolio"].sharpe < 0 and idle.fills.empty
+    comparison = compare(_points(2), [idle, lost], [1, 2])
+    assert comparison.best == 1
+    returns = [returns_of(r.equity_curve).to_numpy() for r in (idle, lost)]
+    sharpes = np.array([sharpe_ratio(x) for x in returns])
+    assert comparison.deflated_sharpe == deflated_sharpe_ratio(returns[1], sharpes, 2)  # both runs were tried
+
+
+def test_when_no_run_has_a_sharpe_there_is_no_best_and_nothing_to_deflate(shared_data):
+    idle = _msft_2018(shared_data, enter=None, leave=None)
+    comparison = compare(_points(2), [idle, idle], [1, 2])
+    assert math.isnan(comparison.rows[0].metrics.sharpe)
+    assert comparison.best is None and comparison.deflated_sharpe is None
+
+
+#: every entry refused by the pre-trade limits: a sweep whose runs make no trade at all
+NO_TRADE = "execution.max_order_notional=1,2"
+
+
+def test_a_sweep_where_no_run_has_a_sharpe_says_there_is_no_best(ray_session, shared_data, monkeypatch, tmp_path):
+    engine = connect(_lab_env(monkeypatch, tmp_path))
+    monkeypatch.setenv("COLUMNS", "200")
+    _store_bars(engine, shared_data)
+    outcome = CliRunner().invoke(app, ["backtest", *PERIOD, "--sweep", NO_TRADE])
+    assert outcome.exit_code == 0, outcome.output
+    stored = list_backtests(engine)
+    assert len(stored) == 2 and all(load_result(engine, b["id"]).fills.empty for b in stored)
+    rows = [[cell.strip() for cell in line.split("│")[1:-1]] for line in outcome.output.splitlines() if "%" in line]
+    assert [row[-1] for row in rows] == ["", ""]
+    text = " ".join(outcome.output.split())
+    assert "None of the 2 runs has a Sharpe ratio" in text and "no best" in text
+    assert "deflated Sharpe is" not in text
+
+
+def test_the_sweep_flow_says_there_is_no_best_when_no_run_has_a_sharpe(prefect_server, ray_session, shared_data,
+                                                                       monkeypatch, tmp_path):
+    from flows.backtest import sweep_flow
+
+    engine = connect(_lab_env(monkeypatch, tmp_path))
+    _store_bars(engine, shared_data)
+    key, values = NO_TRADE.split("=")
+    state = sweep_flow(strategies=["momentum"], start="2019-01-01", end="2019-03-29",
+                       grid={key: [float(v) for v in values.split(",")]}, symbols=SYMBOLS[:3], return_state=True)
+    outcome = state.result()
+    assert outcome["best"] is None and outcome["deflated_sharpe"] is None
+    assert len(outcome["runs"]) == 2 and all(run["trades"] == 0 for run in outcome["runs"])
+    [artifact] = [a for a in _read(_artifacts(state.state_details.flow_run_id)) if a.key == "backtest-sweep"]
+    assert "none of the 2 runs has a Sharpe ratio" in artifact.description
+    assert "has a deflated Sharpe of" not in artifact.description
 
 
 @pytest.mark.parametrize(("sweep", "message"), [

@@ -3,12 +3,15 @@ grid point (each its own content hash and portfolio), every point checked before
 the runs fan out as Ray tasks (workers only read the database and model files, so on a
 cluster both must be reachable from every node; the caller stores the results); and the
 comparison judges the best point against how many were tried, because picking it by its
-result over the same period is a choice made in sample."""
+result over the same period is a choice made in sample. Only a run with a Sharpe ratio can
+be the best: one that never traded kept a flat equity, which has none (a Sharpe of 0 would
+have put it above every run that lost), and a sweep where no run has one has no best."""
 
 from __future__ import annotations
 
 import itertools
 import json
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +29,8 @@ from lab.models.scoring import deflated_sharpe_ratio, sharpe_ratio
 from lab.performance import Metrics, returns_of
 from lab.runtime import LabContext, ensure_ray
 
-__all__ = ["SweepComparison", "SweepPoint", "SweepRow", "compare", "expand_grid", "run_stored_sweep", "run_sweep"]
+__all__ = ["SweepComparison", "SweepPoint", "SweepRow", "compare", "expand_grid", "no_best", "run_stored_sweep",
+           "run_sweep"]
 
 
 @dataclass(frozen=True)
@@ -128,10 +132,19 @@ class SweepRow:
 @dataclass(frozen=True)
 class SweepComparison:
     rows: list[SweepRow]  # in grid order
-    best: int  # the row with the highest Sharpe
+    #: the row with the highest Sharpe among those that have one; None when none has
+    best: int | None
     #: the probability that the best row's true Sharpe beats the best that ``len(rows)`` runs
-    #: without skill would show by luck (Bailey and Lopez de Prado's deflated Sharpe ratio)
-    deflated_sharpe: float
+    #: without skill would show by luck (Bailey and Lopez de Prado's deflated Sharpe ratio);
+    #: None without a best
+    deflated_sharpe: float | None
+
+
+def no_best(runs: int) -> str:
+    """Why a sweep of ``runs`` runs, none with a Sharpe ratio, names no best (the CLI and the
+    flow say it alike)."""
+    return (f"none of the {runs} runs has a Sharpe ratio (a run that never trades keeps a flat equity, which "
+            f"has none), so there is no best to pick and no deflated Sharpe to give")
 
 
 def run_stored_sweep(lab: LabContext, base: BacktestSpec,
@@ -145,11 +158,16 @@ def run_stored_sweep(lab: LabContext, base: BacktestSpec,
 
 
 def compare(points: Sequence[SweepPoint], results: Sequence[BacktestResult], ids: Sequence[int]) -> SweepComparison:
-    """Each point's portfolio figures and success gate; the best by Sharpe, deflated for the
-    number of points tried."""
+    """Each point's portfolio figures and success gate; the best by the Sharpe of those that
+    have one (as the table shows it), deflated for every point tried: a run without a Sharpe
+    was tried too, and its Sharpe counts as 0 in the spread of the trials' Sharpes (it earned
+    nothing)."""
     returns = [returns_of(r.equity_curve).to_numpy() for r in results]
     sharpes = np.array([sharpe_ratio(x) for x in returns])
     rows = [SweepRow(p.settings, backtest_id, r.portfolio, r.metrics()["portfolio"], all(c.passed for c in r.gate()))
             for p, r, backtest_id in zip(points, results, ids, strict=True)]
-    best = int(np.argmax(sharpes))
+    defined = [i for i, row in enumerate(rows) if math.isfinite(row.metrics.sharpe)]
+    if not defined:
+        return SweepComparison(rows, None, None)
+    best = max(defined, key=lambda i: rows[i].metrics.sharpe)
     return SweepComparison(rows, best, deflated_sharpe_ratio(returns[best], sharpes, len(rows)))

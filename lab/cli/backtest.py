@@ -182,7 +182,7 @@ def _grid(items: list[str]) -> dict[str, list]:
 def _sweep(lab, spec, grid: dict[str, list], export: Path | None, fmt: str) -> None:
     """One row per stored run, and the best judged against the number tried."""
     from lab.backtest.spec import folder_name, setting_names
-    from lab.backtest.sweep import run_stored_sweep
+    from lab.backtest.sweep import no_best, run_stored_sweep
 
     comparison, results = run_stored_sweep(lab, spec, grid)
     if export is not None:
@@ -195,6 +195,11 @@ def _sweep(lab, spec, grid: dict[str, list], export: Path | None, fmt: str) -> N
                   "PASS" if row.gate_passed else "FAIL", "best" if i == comparison.best else "")
                  for i, row in enumerate(comparison.rows)])
     n = len(comparison.rows)
+    if comparison.best is None:
+        verdict = no_best(n)
+        console.print(f"{verdict[0].upper()}{verdict[1:]}. `lab report ID` writes any run's report.", markup=False,
+                      highlight=False)
+        return
     console.print(f"The best Sharpe was picked from {n} runs over the same period, so the pick itself is in "
                   f"sample: its deflated Sharpe is {comparison.deflated_sharpe:.2f} (the probability that it beats "
                   f"what the best of {n} runs without skill would show; trust it above 0.95). `lab report ID` "
