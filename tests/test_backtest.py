@@ -129,6 +129,22 @@ def test_results_sit_beside_buy_and_hold_after_fees(momentum_run):
     assert bench.iloc[-1] == pytest.approx(momentum_run.initial_cash * closes[-1] / closes[0])
 
 
+def test_the_benchmark_given_changes_the_comparison_only_not_the_trades(sqlite_bars, momentum_run, tmp_path):
+    # the features' relative strength is against the universe's configured benchmark (AAPL),
+    # as training and the live cycle compute it: KO as the buy-and-hold line must not change it
+    against_ko = _run(sqlite_bars, _spec(benchmark="KO"), tmp_path)
+    for frame in ("orders", "fills"):
+        ours, theirs = (getattr(r, frame).drop(columns=["client_order_id", "fill_id"], errors="ignore")
+                        for r in (against_ko, momentum_run))
+        pd.testing.assert_frame_equal(ours, theirs)
+    pd.testing.assert_frame_equal(against_ko.equity.drop(columns="benchmark_close"),
+                                  momentum_run.equity.drop(columns="benchmark_close"))
+    assert against_ko.funnel == momentum_run.funnel
+    assert (against_ko.benchmark, momentum_run.benchmark) == ("KO", "AAPL")
+    assert not np.allclose(against_ko.equity["benchmark_close"], momentum_run.equity["benchmark_close"])
+    assert against_ko.portfolio != momentum_run.portfolio  # stored beside it, not over it
+
+
 def test_the_funnel_accounts_for_every_signal(momentum_run):
     funnel = momentum_run.funnel["momentum"]
     entries = momentum_run.orders[momentum_run.orders["intent"] == "entry"]

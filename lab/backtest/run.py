@@ -38,7 +38,10 @@ Progress = Callable[[int, int], None]
 
 def backtest_config(base: TradingConfig, spec: BacktestSpec, asset_types: Mapping[str, str]) -> TradingConfig:
     """The run's config: overrides applied, only the run's strategies enabled, and the
-    universe narrowed to the run's symbols (the benchmark stays in)."""
+    universe narrowed to the run's symbols. Each class keeps its configured benchmark, whatever
+    ``spec.benchmark`` says: that benchmark feeds the symbols' relative-strength features, as it
+    does in training and in the live cycle, while the spec's is only the buy-and-hold line the
+    run is compared with (a benchmark chosen for the comparison changed the trades)."""
     config = checked_config(base, spec)
     raw = config.model_dump(mode="json")
     symbols = spec.symbols or _config_symbols(config, spec.strategies)
@@ -46,9 +49,7 @@ def backtest_config(base: TradingConfig, spec: BacktestSpec, asset_types: Mappin
     for asset_class, current in config.universe.asset_classes().items():
         chosen = [s for s in symbols if asset_types.get(s, asset_class_guess(config, s)) == asset_class]
         if chosen:
-            benchmark = spec.benchmark if spec.benchmark and asset_types.get(spec.benchmark) == asset_class \
-                else current.benchmark
-            universe[asset_class] = {"symbols": chosen, "benchmark": benchmark}
+            universe[asset_class] = {"symbols": chosen, "benchmark": current.benchmark}
     if not universe:
         raise ConfigError([f"none of {', '.join(symbols)} belongs to a configured asset class"])
     raw["universe"] = universe

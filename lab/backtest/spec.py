@@ -71,7 +71,9 @@ class BacktestSpec(_Frozen):
     start: date
     end: date
     symbols: list[str] | None = None  # None: the config universe of the strategies' asset classes
-    benchmark: str | None = None  # None: the config benchmark of the first asset class the run trades
+    #: the buy-and-hold line the run is compared with, never what its features read (each asset
+    #: class's configured benchmark); None: the config benchmark of the first asset class the run trades
+    benchmark: str | None = None
     name: str | None = None
     walk_forward: WalkForward = WalkForward()
     #: "per_symbol": one account per symbol with the full initial cash (a peer engine's model)
