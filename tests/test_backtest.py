@@ -24,7 +24,7 @@ from lab.backtest import (
     run_backtest,
     save_result,
 )
-from lab.backtest.decisions import WalkForwardPredictions
+from lab.backtest.decisions import WalkForwardPredictions, pretrained_predictions
 from lab.backtest.periods import latest_periods
 from lab.backtest.result import EQUITY_COLUMNS, FILL_COLUMNS, ORDER_COLUMNS, POSITION_COLUMNS, BacktestResult
 from lab.cli.main import app
@@ -32,6 +32,7 @@ from lab.config import TradingConfig, load_config
 from lab.db import connect
 from lab.db import models as db
 from lab.errors import ConfigError, DataError
+from lab.models import load_predictor
 from lab.registry import ModelRegistry
 from lab.report import report_dir
 from lab.trading.predictions import NoActiveModel
@@ -628,13 +629,15 @@ def test_several_strategies_share_one_book_and_are_judged_apart(sqlite_bars, tmp
         assert pnl == pytest.approx(flows + held["market_value"].sum(), abs=1e-6)
 
 
-def _register_momentum(engine, shared_data: Path, tmp_path: Path, *, registered: str) -> ModelRegistry:
-    """A momentum model fitted on 2015-2017 bars, registered (as far as the database says) then."""
+def _register_momentum(engine, shared_data: Path, tmp_path: Path, *, registered: str,
+                       train_days: int = 1095) -> ModelRegistry:
+    """A momentum model fitted on the ``train_days`` before 2018 (2015-2017), registered (as
+    far as the database says) then, and activated."""
     bars = {s: _adjusted(shared_data, s) for s in SYMBOLS}
     start = pd.Timestamp("2018-01-01", tz="UTC")
     fitted = WalkForwardPredictions.fit(["momentum"], bars, symbols={"momentum": SYMBOLS},
                                         asset_classes=dict.fromkeys(SYMBOLS, "stocks"), start=start, end=start,
-                                        window_days=365, train_days=1095, seed=7)
+                                        window_days=365, train_days=train_days, seed=7)
     path = fitted.window("momentum", start).predictor.save(tmp_path / "momentum.ubj")
     registry = ModelRegistry(engine, tmp_path / "models")
     version = registry.save_version("trading", "momentum", path)
@@ -650,6 +653,42 @@ def test_a_model_registered_before_the_start_runs_out_of_sample(sqlite_bars, sha
     spec = _spec(end=date(2019, 3, 29), walk_forward=WalkForward(mode="pretrained"))
     result = run_backtest(sqlite_bars, load_config(CONFIG), registry, spec)
     assert len(result.equity) > 50 and result.metrics()["portfolio"].months == 2  # Jan 2 to Mar 29
+
+
+def test_a_pretrained_run_on_another_active_model_is_another_run_stored_beside_the_first(sqlite_bars, shared_data,
+                                                                                        tmp_path):
+    spec = _spec(end=date(2019, 3, 29), walk_forward=WalkForward(mode="pretrained"))
+    runs = []
+    for registered, train_days in (("2018-01-02", 1095), ("2018-01-03", 730)):  # v1, then v2 activated
+        registry = _register_momentum(sqlite_bars, shared_data, tmp_path, registered=registered,
+                                      train_days=train_days)
+        active = registry.get_active_version("momentum")
+        result = run_backtest(sqlite_bars, load_config(CONFIG), registry, spec)
+        runs.append((active, result, save_result(sqlite_bars, result)))
+    (v1, first, first_id), (v2, second, second_id) = runs
+    assert (v1.version, v2.version) == (1, 2)
+    assert first.portfolio != second.portfolio and first_id != second_id
+    assert [b["portfolio"] for b in list_backtests(sqlite_bars)] == [first.portfolio, second.portfolio]
+    for version, run, backtest_id in runs:  # the first is still stored as it ran, and each names its model
+        stored = load_result(sqlite_bars, backtest_id)
+        assert stored.models == {"momentum": {"id": version.id, "version": version.version}}
+        assert f"momentum v{version.version}" in stored.decided_by
+        pd.testing.assert_frame_equal(stored.fills.drop(columns="ts"), run.fills.drop(columns="ts"),
+                                      check_dtype=False)
+
+
+def test_a_pretrained_run_keeps_the_models_it_began_with_when_another_is_activated(sqlite_bars, shared_data,
+                                                                                  tmp_path):
+    registry = _register_momentum(sqlite_bars, shared_data, tmp_path, registered="2018-01-02")
+    v1 = registry.get_active_version("momentum")
+    start = pd.Timestamp("2019-01-01", tz="UTC")
+    pinned = pretrained_predictions(registry, ["momentum"], start)
+    _register_momentum(sqlite_bars, shared_data, tmp_path, registered="2018-01-03", train_days=730)  # v2 active
+    names = load_predictor(registry.model_file(v1)).feature_names
+    prediction = pinned.at(start.to_pydatetime()).predict("momentum", pd.DataFrame(np.zeros((1, len(names))),
+                                                                                   columns=names))
+    assert registry.get_active_version("momentum").version == 2 and prediction.model_version == 1
+    assert pinned.models == {"momentum": {"id": v1.id, "version": 1}}
 
 
 def test_a_model_registered_after_the_start_is_refused(sqlite_bars, shared_data, tmp_path):

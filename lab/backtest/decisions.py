@@ -25,7 +25,7 @@ from lab.config import TradingConfig
 from lab.errors import DataError
 from lab.features import get_feature_set, labelled_rows
 from lab.models.predictor import XGBPredictor, fit_threads, predictor_class
-from lab.registry import ModelRegistry
+from lab.registry import ModelRegistry, VersionInfo
 from lab.strategy import get_strategy
 from lab.trading.model import Intent, Order, Side
 from lab.trading.portfolio import ExitDecision, PortfolioManager
@@ -152,15 +152,27 @@ class WalkForwardPredictions:
 
 
 class _Fixed:
-    def __init__(self, source: PredictionSource):
+    """One prediction source for every bar: the registry ``versions`` (strategy -> version) it
+    predicts with."""
+
+    def __init__(self, source: PredictionSource, versions: Mapping[str, VersionInfo]):
         self._source = source
+        self._versions = dict(versions)
 
     def at(self, as_of: datetime) -> PredictionSource:
         return self._source
 
+    @property
+    def models(self) -> dict[str, dict[str, int]]:
+        """Each strategy's version as a run stores it and is named by: its registry id (what
+        tells it apart) and its number (what people call it, "v3")."""
+        return {name: {"id": v.id, "version": v.version} for name, v in self._versions.items()}
+
 
 def pretrained_predictions(registry: ModelRegistry, strategies: Iterable[str], start: pd.Timestamp) -> _Fixed:
-    """The active registry versions, each trained strictly before ``start`` (else an error)."""
+    """The active registry versions, each trained strictly before ``start`` (else an error),
+    pinned for the whole run."""
+    versions = {}
     for name in strategies:
         version = registry.get_active_version(name, "trading")
         if version is None:
@@ -174,7 +186,8 @@ def pretrained_predictions(registry: ModelRegistry, strategies: Iterable[str], s
             raise DataError(f"strategy {name!r}: the active model v{version.version} {what} "
                             f"{learned_until.date()}, not before the backtest start {start.date()}; its "
                             f"results would not be out of sample (use walk-forward retraining)")
-    return _Fixed(RegistryPredictions(registry))
+        versions[name] = version
+    return _Fixed(RegistryPredictions(registry, versions=versions), versions)
 
 
 class EngineDecisions:

@@ -67,6 +67,8 @@ class BacktestResult:
     #: the trading settings it ran with (``lab.backtest.spec.run_settings``)
     settings: dict[str, Any] = field(default_factory=dict)
     decided_by: str = ""  # ``Decisions.basis``
+    #: a pretrained run's registry version per strategy ({"id", "version"}), part of its name
+    models: dict[str, dict[str, int]] = field(default_factory=dict)
 
     @property
     def equity_curve(self) -> pd.Series:

@@ -102,8 +102,10 @@ def _require_benchmark(config: TradingConfig, spec: BacktestSpec, bars: Mapping[
 
 def run_with_decisions(config: TradingConfig, spec: BacktestSpec, bars: Mapping[str, pd.DataFrame],
                        decisions: Decisions, *, strategies: list[str], asset_types: Mapping[str, str],
+                       models: Mapping[str, dict[str, int]] | None = None,
                        progress: Progress | None = None) -> BacktestResult:
-    """Replay ``decisions`` over the spec's period and symbols (bars already checked)."""
+    """Replay ``decisions`` over the spec's period and symbols (bars already checked);
+    ``models``: the registry versions the decisions predict with, which name the run too."""
     symbols = [s for ac in config.universe.asset_classes().values() for s in ac.symbols]
     start, end = spec.start_ts, spec.end_ts
     market = Market.from_bars(bars, symbols, start, end, asset_types)
@@ -112,13 +114,14 @@ def run_with_decisions(config: TradingConfig, spec: BacktestSpec, bars: Mapping[
     # bars first, a run opening on a day without a benchmark bar (a stock holiday with crypto
     # on the clock) lost the close before the start and began with none
     bench_close = bars[benchmark]["close"].asof(market.index).to_numpy(dtype=float)
-    result = replay(config, market, decisions, portfolio=spec.portfolio_for(config), name=spec.label, strategies=strategies,
-                    benchmark_close=bench_close, per_symbol_accounts=spec.accounts == "per_symbol",
-                    progress=progress)
+    result = replay(config, market, decisions, portfolio=spec.portfolio_for(config, models), name=spec.label,
+                    strategies=strategies, benchmark_close=bench_close,
+                    per_symbol_accounts=spec.accounts == "per_symbol", progress=progress)
     result.benchmark = benchmark
     result.config = spec.model_dump(mode="json")
     result.settings = run_settings(config, spec.strategies)
     result.decided_by = decisions.basis
+    result.models = dict(models or {})
     result.gaps = {s: gaps for s in symbols
                    if (gaps := missing_sessions(bars[s], asset_types.get(s, "stocks"), start, end))}
     result.first_bars = {s: first for s, gaps in result.gaps.items() if gaps[0] < (first := first_day(bars[s], start, end))}
@@ -169,9 +172,12 @@ def run_backtest(engine, base: TradingConfig, registry: ModelRegistry, spec: Bac
         for name in on_fundamentals:
             require_fundamentals(fundamentals, name, per_strategy[name], end if pretrained else start)
     walk = spec.walk_forward
+    models = None
     if pretrained:
         predictions = pretrained_predictions(registry, spec.strategies, start)
-        basis = "the registry's active models, each trained on bars before the start"
+        models = predictions.models
+        named = ", ".join(f"{name} v{model['version']}" for name, model in models.items())
+        basis = f"the registry's models {named} (active when the run began), each trained on bars before the start"
     else:
         basis = f"models retrained every {walk.window_days} days on the {walk.train_days} days before each window"
         predictions = WalkForwardPredictions.fit(
@@ -181,4 +187,4 @@ def run_backtest(engine, base: TradingConfig, registry: ModelRegistry, spec: Bac
     features = FeatureFrames(bars, benchmarks=benchmarks, fundamentals=fundamentals)
     decisions = EngineDecisions(config, predictions, features, universe, basis=basis)
     return run_with_decisions(config, spec, bars, decisions, strategies=list(spec.strategies),
-                              asset_types=asset_types, progress=progress)
+                              asset_types=asset_types, models=models, progress=progress)

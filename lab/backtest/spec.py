@@ -1,7 +1,9 @@
-"""A backtest run as a frozen, keyword-only config. The content hash of the spec and of the
-settings it runs with names the run, its portfolio (``backtest:<hash>``) and its report
-folder: the same spec on the same settings is the same run, stored again in its place; after
-an edit of config/trading.json it is another run, stored beside the first."""
+"""A backtest run as a frozen, keyword-only config. The content hash of the spec, of the
+settings it runs with and of the registry models it predicts with (a pretrained run) names
+the run, its portfolio (``backtest:<hash>``) and its report folder: the same spec on the same
+settings and models is the same run, stored again in its place; after an edit of
+config/trading.json, or with another model version active, it is another run, stored beside
+the first."""
 
 from __future__ import annotations
 
@@ -100,11 +102,15 @@ class BacktestSpec(_Frozen):
             raise ValueError("expected a symbol, got an empty name")
         return None if benchmark is None else benchmark.strip().upper()
 
-    def portfolio_for(self, config: TradingConfig) -> str:
-        """The run's portfolio name: a hash of this spec and of the settings it runs with."""
-        payload = json.dumps({"spec": self.model_dump(mode="json"),
-                              "settings": run_settings(config, self.strategies)},
-                             sort_keys=True)
+    def portfolio_for(self, config: TradingConfig, models: Mapping[str, Any] | None = None) -> str:
+        """The run's portfolio name: a hash of this spec, of the settings it runs with and of
+        the registry ``models`` it predicts with (strategy -> its version, for a pretrained
+        run; a retrained run fits its own from the spec, and its name is as it always was)."""
+        identity: dict[str, Any] = {"spec": self.model_dump(mode="json"),
+                                    "settings": run_settings(config, self.strategies)}
+        if models:
+            identity["models"] = dict(models)
+        payload = json.dumps(identity, sort_keys=True)
         return f"{BACKTEST_PREFIX}{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
 
     @property

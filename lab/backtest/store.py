@@ -45,7 +45,7 @@ def save_result(engine: Engine, result: BacktestResult) -> int:
     meta = {"spec": result.config, "symbols": result.symbols, "benchmark": result.benchmark,
             "initial_cash": result.initial_cash, "periods_per_year": result.periods_per_year, "gaps": result.gaps,
             "first_bars": result.first_bars, "funnel": result.funnel, "settings": result.settings,
-            "decided_by": result.decided_by}
+            "decided_by": result.decided_by, "models": result.models}
     last = result.equity.iloc[-1]
     with session_scope(engine, write_lock=True) as session:
         # a run stored again keeps its id: `lab report ID` and links to it stay good
@@ -232,4 +232,4 @@ def load_result(engine: Engine, backtest: int | str, closes: pd.DataFrame | None
         equity=equity, strategy_equity=strategy_equity, orders=orders, fills=fills,
         positions=positions_over_time(fills, closes), gaps=meta.get("gaps", {}),
         first_bars=meta.get("first_bars", {}), funnel=meta.get("funnel", {}), config=meta.get("spec", {}),
-        settings=meta.get("settings", {}), decided_by=meta.get("decided_by", ""))
+        settings=meta.get("settings", {}), decided_by=meta.get("decided_by", ""), models=meta.get("models", {}))

@@ -7,6 +7,7 @@ live cycle). The engine never knows which one it has.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
@@ -15,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from lab.errors import TradingError
-from lab.registry import ModelRegistry
+from lab.registry import ModelRegistry, VersionInfo
 
 __all__ = ["Prediction", "PredictionSource", "NoActiveModel", "RegistryPredictions"]
 
@@ -40,15 +41,19 @@ class PredictionSource(Protocol):
 
 
 class RegistryPredictions:
-    """The active registry version of each strategy, loaded once per version."""
+    """The registry version of each strategy, loaded once per version: the one pinned in
+    ``versions`` (a backtest's, which names the run: an activation during the run must not
+    change its model), else the active one at each call (the live cycle takes up an activation)."""
 
-    def __init__(self, registry: ModelRegistry, *, domain: str = "trading"):
+    def __init__(self, registry: ModelRegistry, *, domain: str = "trading",
+                 versions: Mapping[str, VersionInfo] | None = None):
         self._registry = registry
         self._domain = domain
+        self._versions = dict(versions or {})
         self._loaded: dict[int, Any] = {}
 
     def predict(self, strategy: str, rows: pd.DataFrame) -> Prediction:
-        version = self._registry.get_active_version(strategy, self._domain)
+        version = self._versions.get(strategy) or self._registry.get_active_version(strategy, self._domain)
         if version is None:
             raise NoActiveModel(f"strategy {strategy!r} has no active model version; "
                                 f"train one with `lab tune --strategy {strategy}`")
