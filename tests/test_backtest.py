@@ -503,16 +503,21 @@ def test_a_backtest_refuses_what_the_cycles_pre_trade_limits_refuse(sqlite_bars,
     assert by_day.max() <= 30_000 * 1.05  # decided on the close, filled at the next open
 
 
-def test_a_stock_and_crypto_run_decides_no_stock_order_while_the_stock_market_is_closed(sqlite_bars, shared_data,
-                                                                                        tmp_path):
-    # crypto bars put weekends and holidays on the clock; the live cycle places nothing in a
-    # closed market, and neither may the backtest (it stored "market closed" rejections)
+def _store_btc(engine, shared_data: Path) -> None:
+    """BTC's daily bars of 2016 to mid-2019 (the config's crypto universe and benchmark)."""
     raw = pd.read_csv(shared_data / "crypto" / "BTC-USD.csv", parse_dates=["datetime"]).set_index("datetime")
-    with sqlite_bars.begin() as conn:
+    with engine.begin() as conn:
         conn.execute(insert(db.PriceBar), [
             {"asset_type": "crypto", "symbol": "BTC", "interval": "1d", "ts": ts.tz_localize("UTC").to_pydatetime(),
              "source": "test", "open": r.open, "high": r.high, "low": r.low, "close": r.close, "volume": r.volume}
             for ts, r in raw.loc["2016-01-01":"2019-06-30"].iterrows()])
+
+
+def test_a_stock_and_crypto_run_decides_no_stock_order_while_the_stock_market_is_closed(sqlite_bars, shared_data,
+                                                                                        tmp_path):
+    # crypto bars put weekends and holidays on the clock; the live cycle places nothing in a
+    # closed market, and neither may the backtest (it stored "market closed" rejections)
+    _store_btc(sqlite_bars, shared_data)
     spec = _spec(strategies=["momentum", "breakout"], symbols=[*SYMBOLS, "BTC"],
                  config_overrides={**_spec().config_overrides, "strategies": {
                      "momentum": {"min_confidence": 0.5, "max_positions": 3, "max_holding_days": 3},  # due on weekends
@@ -550,9 +555,22 @@ def test_start_after_end_is_a_clear_error(sqlite_bars, tmp_path):
         _run(sqlite_bars, _spec(start=date(2019, 6, 1), end=date(2019, 1, 1)), tmp_path)
 
 
-def test_an_empty_date_range_is_a_clear_error(sqlite_bars, tmp_path):
-    with pytest.raises(DataError, match="is empty: it holds no trading day"):
-        _run(sqlite_bars, _spec(start=date(2019, 1, 5), end=date(2019, 1, 6)), tmp_path)  # a weekend
+@pytest.mark.parametrize("crypto_stored", [False, True])  # BTC, the config's crypto benchmark, trades on weekends
+@pytest.mark.parametrize(("start", "end"), [(date(2019, 1, 5), date(2019, 1, 6)),  # a weekend
+                                            (date(2018, 12, 25), date(2018, 12, 25))])  # Christmas, a weekday
+def test_a_period_without_a_session_of_the_symbols_classes_is_a_clear_error(start, end, crypto_stored, sqlite_bars,
+                                                                            shared_data, tmp_path):
+    if crypto_stored:
+        _store_btc(sqlite_bars, shared_data)
+    with pytest.raises(DataError, match=f"the period {start}..{end} is empty: it holds no trading day of stocks"):
+        _run(sqlite_bars, _spec(start=start, end=end), tmp_path)
+
+
+def test_a_crypto_run_over_a_weekend_is_no_empty_period(sqlite_bars, shared_data, tmp_path):
+    _store_btc(sqlite_bars, shared_data)
+    spec = _spec(strategies=["breakout"], symbols=["BTC"], benchmark=None, start=date(2019, 1, 5),
+                 end=date(2019, 1, 6), walk_forward=WalkForward(window_days=91, train_days=365))
+    assert len(_run(sqlite_bars, spec, tmp_path).equity) == 2
 
 
 def test_a_benchmark_is_written_as_the_symbols_are():

@@ -8,7 +8,7 @@ the calendar days for crypto, which trades every day.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from datetime import datetime
 from functools import lru_cache
 
@@ -19,7 +19,7 @@ import pandas as pd
 from lab.errors import DataError
 
 __all__ = ["check_period", "first_day", "missing_sessions", "nanoseconds", "require_bars", "require_fundamentals",
-           "span"]
+           "require_sessions", "span"]
 
 _DAY_NS = 86_400 * 10**9
 
@@ -27,6 +27,15 @@ _DAY_NS = 86_400 * 10**9
 def check_period(start: pd.Timestamp, end: pd.Timestamp) -> None:
     if start > end:
         raise DataError(f"backtest start {start.date()} is after its end {end.date()}")
+
+
+def require_sessions(asset_types: Collection[str], start: pd.Timestamp, end: pd.Timestamp) -> None:
+    """The period must hold a session of one of the run's symbols' ``asset_types``: a weekend or
+    holiday of stocks is an empty period, whatever other series (a crypto benchmark's bars, on
+    every day) the run reads."""
+    if not any(len(_sessions(asset_type, start, end)) for asset_type in asset_types):
+        raise DataError(f"the period {start.date()}..{end.date()} is empty: it holds no trading day of "
+                        f"{' or '.join(sorted(asset_types))}")
 
 
 @lru_cache(maxsize=1)

@@ -13,7 +13,15 @@ from collections.abc import Callable, Mapping
 import pandas as pd
 from pydantic import ValidationError
 
-from lab.backtest.data import check_period, first_day, missing_sessions, require_bars, require_fundamentals, span
+from lab.backtest.data import (
+    check_period,
+    first_day,
+    missing_sessions,
+    require_bars,
+    require_fundamentals,
+    require_sessions,
+    span,
+)
 from lab.backtest.decisions import (
     Decisions,
     EngineDecisions,
@@ -149,9 +157,9 @@ def run_backtest(engine, base: TradingConfig, registry: ModelRegistry, spec: Bac
                       end=end.to_pydatetime())
     asset_types = dict(zip(frame["symbol"], frame["asset_type"], strict=False))
     bars = bars_by_symbol(frame)
+    # the classes of the symbols traded, not of every series read (a crypto benchmark's bars)
+    require_sessions({asset_types.get(s) or asset_class_guess(overridden, s) for s in wanted}, start, end)
     if not any(len(b.loc[start:end]) for b in bars.values()):
-        if "crypto" not in asset_types.values() and not len(pd.bdate_range(spec.start, spec.end)):
-            raise DataError(f"the period {spec.start}..{spec.end} is empty: it holds no trading day")
         raise DataError(f"no bars at all between {spec.start} and {spec.end} for {', '.join(wanted)}")
     require_bars(bars, wanted, start, end, stored_spans(engine, wanted))
     config = backtest_config(base, spec, asset_types)
