@@ -503,14 +503,18 @@ def test_a_backtest_refuses_what_the_cycles_pre_trade_limits_refuse(sqlite_bars,
     assert by_day.max() <= 30_000 * 1.05  # decided on the close, filled at the next open
 
 
-def _store_btc(engine, shared_data: Path) -> None:
+def _adjusted_btc(shared_data: Path) -> pd.DataFrame:
     """BTC's daily bars of 2016 to mid-2019 (the config's crypto universe and benchmark)."""
     raw = pd.read_csv(shared_data / "crypto" / "BTC-USD.csv", parse_dates=["datetime"]).set_index("datetime")
+    return raw.tz_localize("UTC").loc["2016-01-01":"2019-06-30"]
+
+
+def _store_btc(engine, shared_data: Path) -> None:
     with engine.begin() as conn:
         conn.execute(insert(db.PriceBar), [
-            {"asset_type": "crypto", "symbol": "BTC", "interval": "1d", "ts": ts.tz_localize("UTC").to_pydatetime(),
-             "source": "test", "open": r.open, "high": r.high, "low": r.low, "close": r.close, "volume": r.volume}
-            for ts, r in raw.loc["2016-01-01":"2019-06-30"].iterrows()])
+            {"asset_type": "crypto", "symbol": "BTC", "interval": "1d", "ts": ts.to_pydatetime(), "source": "test",
+             "open": r.open, "high": r.high, "low": r.low, "close": r.close, "volume": r.volume}
+            for ts, r in _adjusted_btc(shared_data).iterrows()])
 
 
 def test_a_stock_and_crypto_run_decides_no_stock_order_while_the_stock_market_is_closed(sqlite_bars, shared_data,
@@ -529,6 +533,24 @@ def test_a_stock_and_crypto_run_decides_no_stock_order_while_the_stock_market_is
     assert len(stock_orders) and stock_orders["ts"].isin(nyse).all(), stock_orders.loc[~stock_orders["ts"].isin(nyse)]
     assert not (result.orders["status"] == "rejected").any()
     assert result.funnel["momentum"]["screened"] <= len(nyse) * len(SYMBOLS)  # screened on sessions only
+
+
+def test_each_strategy_of_a_stock_and_crypto_run_is_compared_with_its_own_asset_classs_benchmark(
+        sqlite_bars, shared_data, tmp_path):
+    _store_btc(sqlite_bars, shared_data)
+    overrides = {**_spec().config_overrides, "strategies": {"momentum": {"min_confidence": 0.5},
+                                                            "breakout": {"min_confidence": 0.5}}}
+    spec = _spec(strategies=["momentum", "breakout"], symbols=[*SYMBOLS, "BTC"], benchmark=None,
+                 end=date(2019, 3, 29), config_overrides=overrides)
+    result = _run(sqlite_bars, spec, tmp_path)
+    assert result.benchmark == "AAPL"  # the portfolio's: the first asset class of the config
+    assert result.strategy_benchmarks == {"momentum": "AAPL", "breakout": "BTC"}
+    btc = _adjusted_btc(shared_data).loc[:"2019-03-29", "close"]
+    metrics = result.metrics()
+    assert list(metrics) == ["portfolio", "momentum", "breakout", "buy&hold AAPL", "buy&hold BTC"]
+    assert metrics["buy&hold BTC"].total_return == pytest.approx(btc.iloc[-1] / btc.asof(result.start) - 1)
+    save_result(sqlite_bars, result)
+    assert load_result(sqlite_bars, result.portfolio).metrics() == metrics
 
 
 def test_a_benchmark_without_bars_is_refused_before_any_model_is_fitted(sqlite_bars, tmp_path, monkeypatch):

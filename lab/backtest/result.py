@@ -51,7 +51,7 @@ class BacktestResult:
     end: pd.Timestamp
     strategies: list[str]
     symbols: list[str]
-    benchmark: str
+    benchmark: str  # the portfolio's buy-and-hold benchmark, closes in ``equity["benchmark_close"]``
     initial_cash: float
     periods_per_year: int
     equity: pd.DataFrame  # EQUITY_COLUMNS, one row per bar
@@ -69,6 +69,11 @@ class BacktestResult:
     decided_by: str = ""  # ``Decisions.basis``
     #: a pretrained run's registry version per strategy ({"id", "version"}), part of its name
     models: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: each strategy's own buy-and-hold benchmark, its asset class's (none kept by a run stored
+    #: before they were: each is compared with ``benchmark`` then)
+    strategy_benchmarks: dict[str, str] = field(default_factory=dict)
+    #: index ts: the closes of each of ``strategy_benchmarks`` other than ``benchmark``
+    benchmark_closes: pd.DataFrame = field(default_factory=pd.DataFrame)
 
     @property
     def equity_curve(self) -> pd.Series:
@@ -76,31 +81,41 @@ class BacktestResult:
 
     @property
     def benchmark_curve(self) -> pd.Series:
-        """Buy-and-hold of the benchmark with the same initial cash, on the same bars."""
-        closes = self.equity.set_index("ts")["benchmark_close"].ffill().bfill()
-        return buy_and_hold(closes, self.initial_cash)
+        """Buy-and-hold of the portfolio's benchmark with the same initial cash, on the same bars."""
+        return self.buy_and_hold(self.benchmark)
+
+    def closes_of(self, benchmark: str) -> pd.Series:
+        """The closes (index ts) of one of the run's benchmarks, the portfolio's or a strategy's."""
+        if benchmark == self.benchmark:
+            return self.equity.set_index("ts")["benchmark_close"]
+        return self.benchmark_closes[benchmark]
+
+    def buy_and_hold(self, benchmark: str) -> pd.Series:
+        """Buy-and-hold of one of the run's benchmarks with the same initial cash, on the same bars."""
+        return buy_and_hold(self.closes_of(benchmark).ffill().bfill(), self.initial_cash)
 
     @property
     def drawdown(self) -> pd.Series:
         return drawdown(self.equity_curve)
 
     @property
-    def benchmark_name(self) -> str:
-        """Buy-and-hold's name beside the portfolio and the strategies (metrics, monthly returns)."""
-        return f"buy&hold {self.benchmark}"
+    def benchmarks(self) -> list[str]:
+        """Each distinct benchmark of the run: the portfolio's first, then the strategies' own."""
+        return list(dict.fromkeys([self.benchmark, *self.strategy_benchmarks.values()]))
 
     def monthly_returns(self) -> pd.DataFrame:
         """Each calendar month's return (``lab.performance.monthly_series``) of the portfolio, each
-        strategy and buy-and-hold of the benchmark: one row per month ("2019-01"), one column
+        strategy and buy-and-hold of each benchmark: one row per month ("2019-01"), one column
         each, named as in ``metrics``."""
         curves = {"portfolio": self.equity_curve, **{s: self.strategy_equity[s] for s in self.strategies},
-                  self.benchmark_name: self.benchmark_curve}
+                  **{f"buy&hold {b}": self.buy_and_hold(b) for b in self.benchmarks}}
         table = pd.DataFrame({name: monthly_series(curve) for name, curve in curves.items()})
         table.index = pd.Index([f"{year}-{month:02d}" for year, month in table.index], name="month")
         return table
 
     def metrics(self) -> dict[str, Metrics]:
-        """Portfolio, each strategy, and buy-and-hold of the benchmark, with one set of rules."""
+        """Portfolio, each strategy, and buy-and-hold of each benchmark (the portfolio's first,
+        then each strategy's own), with one set of rules."""
         exposure = _gross(self.positions)
         curve = self.equity_curve
         out = {"portfolio": compute_metrics(curve, fills=self.fills, exposure=exposure.reindex(curve.index,
@@ -112,9 +127,10 @@ class BacktestResult:
                 self.strategy_equity[strategy], fills=self.fills[self.fills["strategy"] == strategy],
                 exposure=strategy_exposure.reindex(curve.index, fill_value=0.0),
                 periods_per_year=self.periods_per_year)
-        bench = self.benchmark_curve
-        out[self.benchmark_name] = compute_metrics(  # all of its equity is the one position, every bar
-            bench, exposure=bench, periods_per_year=self.periods_per_year)
+        for benchmark in self.benchmarks:
+            bench = self.buy_and_hold(benchmark)
+            out[f"buy&hold {benchmark}"] = compute_metrics(  # all of its equity is the one position, every bar
+                bench, exposure=bench, periods_per_year=self.periods_per_year)
         return out
 
     def gap_notes(self) -> list[str]:

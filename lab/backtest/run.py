@@ -8,7 +8,7 @@ same bars.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import pandas as pd
 from pydantic import ValidationError
@@ -95,37 +95,63 @@ def _config_symbols(config: TradingConfig, strategies: list[str]) -> list[str]:
 
 
 def _benchmark_of(config: TradingConfig, spec: BacktestSpec) -> str:
+    """The portfolio's buy-and-hold benchmark: the spec's, else the configured benchmark of the
+    first asset class the run trades, in the order the config lists them (stocks, then crypto).
+    A book holding several classes still gets one line: a blend of benchmarks would be a
+    portfolio nobody holds, and a fixed rule keeps the line of a stock run when a crypto
+    strategy joins it; each strategy is set beside its own class's (``_strategy_benchmarks``)."""
     if spec.benchmark:
         return spec.benchmark
     return next(iter(config.universe.asset_classes().values())).benchmark
 
 
-def _require_benchmark(config: TradingConfig, spec: BacktestSpec, bars: Mapping[str, pd.DataFrame]) -> str:
-    """The run's buy-and-hold benchmark, which must have bars in the period."""
-    benchmark = _benchmark_of(config, spec)
-    if benchmark not in bars or not len(bars[benchmark].index[span(bars[benchmark].index, spec.start_ts, spec.end_ts)]):
-        raise DataError(f"no bars for the benchmark {benchmark} between {spec.start} and {spec.end}")
-    return benchmark
+def _strategy_benchmarks(config: TradingConfig, spec: BacktestSpec, classes: Mapping[str, list[str]],
+                         asset_types: Mapping[str, str]) -> dict[str, str]:
+    """Each strategy's buy-and-hold benchmark: the configured benchmark of the first of its
+    asset classes (``classes``) the run trades, or the spec's where the spec's is of that class:
+    a crypto strategy is judged against a coin, not against the stocks' benchmark."""
+    universes = config.universe.asset_classes()
+    out = {}
+    for name in spec.strategies:
+        asset_class = next(ac for ac in classes[name] if ac in universes)
+        out[name] = spec.benchmark if spec.benchmark and asset_types.get(spec.benchmark) == asset_class \
+            else universes[asset_class].benchmark
+    return out
+
+
+def _require_benchmarks(spec: BacktestSpec, bars: Mapping[str, pd.DataFrame], benchmarks: Iterable[str]) -> None:
+    """Every buy-and-hold benchmark of the run must have bars in the period."""
+    for benchmark in dict.fromkeys(benchmarks):
+        if benchmark not in bars or not len(bars[benchmark].index[span(bars[benchmark].index, spec.start_ts,
+                                                                       spec.end_ts)]):
+            raise DataError(f"no bars for the benchmark {benchmark} between {spec.start} and {spec.end}")
 
 
 def run_with_decisions(config: TradingConfig, spec: BacktestSpec, bars: Mapping[str, pd.DataFrame],
                        decisions: Decisions, *, strategies: list[str], asset_types: Mapping[str, str],
                        models: Mapping[str, dict[str, int]] | None = None,
+                       compared_with: Mapping[str, str] | None = None,
                        progress: Progress | None = None) -> BacktestResult:
     """Replay ``decisions`` over the spec's period and symbols (bars already checked);
-    ``models``: the registry versions the decisions predict with, which name the run too."""
+    ``models``: the registry versions the decisions predict with, which name the run too;
+    ``compared_with``: each strategy's buy-and-hold benchmark (default: the portfolio's)."""
     symbols = [s for ac in config.universe.asset_classes().values() for s in ac.symbols]
     start, end = spec.start_ts, spec.end_ts
     market = Market.from_bars(bars, symbols, start, end, asset_types)
-    benchmark = _require_benchmark(config, spec, bars)
-    # its last close at or before each bar, read from its own history: reindexed onto the run's
-    # bars first, a run opening on a day without a benchmark bar (a stock holiday with crypto
-    # on the clock) lost the close before the start and began with none
-    bench_close = bars[benchmark]["close"].asof(market.index).to_numpy(dtype=float)
+    benchmark = _benchmark_of(config, spec)
+    compared = {name: (compared_with or {}).get(name, benchmark) for name in strategies}
+    _require_benchmarks(spec, bars, [benchmark, *compared.values()])
+    # each one's last close at or before each bar, read from its own history: reindexed onto
+    # the run's bars first, a run opening on a day without a benchmark bar (a stock holiday
+    # with crypto on the clock) lost the close before the start and began with none
+    closes = {s: bars[s]["close"].asof(market.index).to_numpy(dtype=float) for s in {benchmark, *compared.values()}}
     result = replay(config, market, decisions, portfolio=spec.portfolio_for(config, models), name=spec.label,
-                    strategies=strategies, benchmark_close=bench_close,
+                    strategies=strategies, benchmark_close=closes[benchmark],
                     per_symbol_accounts=spec.accounts == "per_symbol", progress=progress)
     result.benchmark = benchmark
+    result.strategy_benchmarks = compared
+    result.benchmark_closes = pd.DataFrame({s: closes[s] for s in dict.fromkeys(compared.values()) if s != benchmark},
+                                           index=result.strategy_equity.index)
     result.config = spec.model_dump(mode="json")
     result.settings = run_settings(config, spec.strategies)
     result.decided_by = decisions.basis
@@ -170,7 +196,8 @@ def run_backtest(engine, base: TradingConfig, registry: ModelRegistry, spec: Bac
     if idle := [name for name, symbols in per_strategy.items() if not symbols]:
         raise DataError("; ".join(f"{name} trades {' and '.join(classes[name])}: none of {', '.join(wanted)} is one"
                                   for name in idle))
-    _require_benchmark(config, spec, bars)  # before any model is fitted
+    compared_with = _strategy_benchmarks(config, spec, classes, asset_types)
+    _require_benchmarks(spec, bars, [_benchmark_of(config, spec), *compared_with.values()])  # before any fit
     pretrained = spec.walk_forward.mode == "pretrained"
     fundamentals = None
     if on_fundamentals := [n for n in spec.strategies
@@ -195,4 +222,5 @@ def run_backtest(engine, base: TradingConfig, registry: ModelRegistry, spec: Bac
     features = FeatureFrames(bars, benchmarks=benchmarks, fundamentals=fundamentals)
     decisions = EngineDecisions(config, predictions, features, universe, basis=basis)
     return run_with_decisions(config, spec, bars, decisions, strategies=list(spec.strategies),
-                              asset_types=asset_types, models=models, progress=progress)
+                              asset_types=asset_types, models=models, compared_with=compared_with,
+                              progress=progress)

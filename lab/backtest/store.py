@@ -45,7 +45,8 @@ def save_result(engine: Engine, result: BacktestResult) -> int:
     meta = {"spec": result.config, "symbols": result.symbols, "benchmark": result.benchmark,
             "initial_cash": result.initial_cash, "periods_per_year": result.periods_per_year, "gaps": result.gaps,
             "first_bars": result.first_bars, "funnel": result.funnel, "settings": result.settings,
-            "decided_by": result.decided_by, "models": result.models}
+            "decided_by": result.decided_by, "models": result.models,
+            "strategy_benchmarks": result.strategy_benchmarks}
     last = result.equity.iloc[-1]
     with session_scope(engine, write_lock=True) as session:
         # a run stored again keeps its id: `lab report ID` and links to it stay good
@@ -77,6 +78,8 @@ def save_result(engine: Engine, result: BacktestResult) -> int:
             write_position(session, position)
         peak = result.equity["equity"].cummax().tolist()
         by_strategy = result.strategy_equity[result.strategies].to_numpy(dtype=float).tolist()
+        # each strategy's benchmark close beside its equity (the portfolio's is benchmark_close)
+        compared = {s: result.closes_of(b).to_numpy(dtype=float).tolist() for s, b in result.strategy_benchmarks.items()}
         open_count = result.positions.groupby("ts").size().reindex(result.equity["ts"], fill_value=0).tolist()
         _insert(session, db.PortfolioSnapshot, [
             {"portfolio": result.portfolio, "ts": e.ts.to_pydatetime(), "cash": float(e.cash),
@@ -84,7 +87,8 @@ def save_result(engine: Engine, result: BacktestResult) -> int:
              "realized_pnl": float(e.realized_pnl), "unrealized_pnl": float(e.unrealized_pnl),
              "peak_equity": peak[i], "drawdown": float(1 - e.equity / peak[i]), "halted": False,
              "open_positions": open_count[i], "benchmark_close": _none(float(e.benchmark_close)),
-             "by_strategy": {s: {"equity": value} for s, value in zip(result.strategies, by_strategy[i], strict=True)}}
+             "by_strategy": {s: {"equity": value, **({"benchmark_close": _none(compared[s][i])} if s in compared else {})}
+                             for s, value in zip(result.strategies, by_strategy[i], strict=True)}}
             for i, e in enumerate(result.equity.itertuples(index=False))])
         session.flush()
         return row.id
@@ -202,8 +206,15 @@ def load_result(engine: Engine, backtest: int | str, closes: pd.DataFrame | None
                                     .order_by(db.PortfolioSnapshot.ts)).all()
         equity = pd.DataFrame([(s.ts, s.cash, s.positions_value, s.equity, s.realized_pnl, s.unrealized_pnl,
                                 s.benchmark_close) for s in snapshots], columns=EQUITY_COLUMNS)
+        index = pd.DatetimeIndex(equity["ts"], name="ts")
         strategy_equity = pd.DataFrame([{k: v["equity"] for k, v in (s.by_strategy or {}).items()}
-                                        for s in snapshots], index=pd.DatetimeIndex(equity["ts"], name="ts"))
+                                        for s in snapshots], index=index)
+        compared = meta.get("strategy_benchmarks", {})
+        # each benchmark other than the portfolio's, from the first strategy compared with it
+        kept_by = {benchmark: strategy for strategy, benchmark in reversed(compared.items())
+                   if benchmark != meta["benchmark"]}
+        benchmark_closes = pd.DataFrame({benchmark: [s.by_strategy[strategy]["benchmark_close"] for s in snapshots]
+                                         for benchmark, strategy in kept_by.items()}, index=index, dtype=float)
         orders = pd.DataFrame([(o.client_order_id, o.cycle_as_of, o.strategy, o.symbol, o.asset_type, o.side,
                                 o.order_type, o.intent, o.qty, o.status, o.filled_qty, o.avg_fill_price, o.reason,
                                 o.pair)
@@ -232,4 +243,5 @@ def load_result(engine: Engine, backtest: int | str, closes: pd.DataFrame | None
         equity=equity, strategy_equity=strategy_equity, orders=orders, fills=fills,
         positions=positions_over_time(fills, closes), gaps=meta.get("gaps", {}),
         first_bars=meta.get("first_bars", {}), funnel=meta.get("funnel", {}), config=meta.get("spec", {}),
-        settings=meta.get("settings", {}), decided_by=meta.get("decided_by", ""), models=meta.get("models", {}))
+        settings=meta.get("settings", {}), decided_by=meta.get("decided_by", ""), models=meta.get("models", {}),
+        strategy_benchmarks=compared, benchmark_closes=benchmark_closes)
