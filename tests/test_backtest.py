@@ -35,6 +35,7 @@ from lab.errors import ConfigError, DataError
 from lab.models import load_predictor
 from lab.registry import ModelRegistry
 from lab.report import report_dir
+from lab.report.charts import return_curves
 from lab.trading.predictions import NoActiveModel
 from lab.trading.store import load_books, replay_ledger
 from universe.calendars import xnys
@@ -549,6 +550,9 @@ def test_each_strategy_of_a_stock_and_crypto_run_is_compared_with_its_own_asset_
     metrics = result.metrics()
     assert list(metrics) == ["portfolio", "momentum", "breakout", "buy&hold AAPL", "buy&hold BTC"]
     assert metrics["buy&hold BTC"].total_return == pytest.approx(btc.iloc[-1] / btc.asof(result.start) - 1)
+    # the monthly table and the report's return chart show both too
+    assert list(result.monthly_returns().columns)[-2:] == ["buy&hold AAPL", "buy&hold BTC"]
+    assert list(return_curves(result).columns)[-2:] == ["buy & hold AAPL", "buy & hold BTC"]
     save_result(sqlite_bars, result)
     assert load_result(sqlite_bars, result.portfolio).metrics() == metrics
 

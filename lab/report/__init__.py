@@ -178,11 +178,13 @@ def write_report(result: BacktestResult, bars: dict[str, pd.DataFrame], out_dir:
         for symbol in charted]
     gaps = "".join(f"<li>{html.escape(note)}</li>" for note in result.gap_notes())
     title = html.escape(f"Backtest {result.name}")
+    own = [f"{strategy} vs {b}" for strategy, b in result.strategy_benchmarks.items() if b != result.benchmark]
+    benchmark = result.benchmark + (f" ({', '.join(own)})" if own else "")
     body = [
         f"<h1>{title}</h1>",
         (f'<p class="sub">{result.start.date()} to {result.end.date()} · strategies: '
          f"{html.escape(', '.join(result.strategies))} · {len(result.symbols)} symbols · benchmark "
-         f"{html.escape(result.benchmark)} · initial cash {result.initial_cash:,.0f} · portfolio "
+         f"{html.escape(benchmark)} · initial cash {result.initial_cash:,.0f} · portfolio "
          f"<code>{html.escape(result.portfolio)}</code></p>"),
         _assumptions(result),
         *([f'<h2>Data gaps</h2><ul class="gaps">{gaps}</ul>'] if gaps else []),

@@ -30,22 +30,22 @@ def _save(fig: plt.Figure, path: Path) -> Path:
 
 
 def return_curves(result: BacktestResult) -> pd.DataFrame:
-    """The equity chart's curves: the portfolio, each strategy and buy-and-hold of the
-    benchmark, each in percent since its own start. A strategy trades a share of the cash,
-    so its equity drawn beside the portfolio's sits flat at the bottom of the chart."""
+    """The equity chart's curves: the portfolio, each strategy and buy-and-hold of each
+    benchmark (the portfolio's, then a strategy's own of another asset class), each in percent
+    since its own start. A strategy trades a share of the cash, so its equity drawn beside the
+    portfolio's sits flat at the bottom of the chart."""
     curves = {"portfolio": result.equity_curve,
               **{strategy: result.strategy_equity[strategy] for strategy in result.strategies},
-              f"buy & hold {result.benchmark}": result.benchmark_curve}
+              **{f"buy & hold {b}": result.buy_and_hold(b) for b in result.benchmarks}}
     return pd.DataFrame({name: 100.0 * (curve / curve.iloc[0] - 1.0) for name, curve in curves.items()})
 
 
 def equity_chart(result: BacktestResult, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(11, 4.2))
     curves = return_curves(result)
-    benchmark = curves.columns[-1]
     for name in curves.columns:
         style = ({"color": "#1f4e8c", "linewidth": 1.8} if name == "portfolio" else
-                 {"color": "#888888", "linestyle": "--", "linewidth": 1.2} if name == benchmark else
+                 {"linestyle": "--", "linewidth": 1.2} if name.startswith("buy & hold ") else
                  {"linewidth": 0.9, "alpha": 0.8})
         ax.plot(curves.index, curves[name].to_numpy(), label=name, **style)
     ax.axhline(0.0, color="#444444", linewidth=0.6)
