@@ -4,6 +4,10 @@ A pair "AAA/BBB" is traded as two legs: buying the spread is long AAA and short
 ``hedge_ratio`` times its value in BBB (selling it, the reverse), so it needs
 ``risk.allow_shorts``. Its stop-loss and take-profit are on the pair's P&L as a fraction of
 its gross notional; it exits when the spread is back near its mean.
+
+Its model learns the direction of that same hedged spread, log AAA - beta log BBB with the
+row's own hedge ratio, over the label horizon (``lab.features.make_label`` on a pair's bars):
+the spread the entry signal ``spread_z`` measures and the position holds.
 """
 
 import numpy as np
@@ -17,7 +21,7 @@ class Pairs(Strategy):
     description = "Correlated pairs (corr > 0.7), spread beyond 2 std, ML mean-reversion probability."
     asset_classes = ("stocks",)
     feature_set = "pairs@1"
-    label = Label(kind="direction", horizon=10)  # of the price ratio AAA/BBB
+    label = Label(kind="direction", horizon=10)  # of the hedged spread log AAA - beta log BBB
     holding_days = (2, 20)
     stop_loss = 0.05  # of the pair's gross notional
     take_profit = 0.10

@@ -73,6 +73,23 @@ def test_no_label_column_is_in_any_feature_set() -> None:
 
 @pytest.mark.parametrize("strategy", sorted(available_strategies()))
 @settings(max_examples=10, deadline=None)
+@given(seed=st.integers(0, 10_000), cut=st.integers(1, N_BARS - 1))
+def test_a_strategys_label_of_bar_t_reads_bars_up_to_t_plus_horizon_only(strategy: str, seed: int, cut: int) -> None:
+    """Computed on the bars up to ``cut``, every label whose horizon ends by then equals the
+    full history's: a pair's hedge ratio, held fixed from t, is the one known at t."""
+    declared = available_strategies()[strategy]
+    bars = random_bars(N_BARS, seed=seed)
+    if FEATURE_SETS[declared.feature_set].kind == "pair":
+        bars = pair_bars(bars, random_bars(N_BARS, seed=seed + 1))
+    known = max(cut + 1 - declared.label.horizon, 0)
+    full = make_label(bars, declared.label)
+    truncated = make_label(bars.iloc[: cut + 1], declared.label)
+    pd.testing.assert_series_equal(truncated.iloc[:known], full.iloc[:known], check_exact=True)
+    assert truncated.iloc[known:].isna().all()
+
+
+@pytest.mark.parametrize("strategy", sorted(available_strategies()))
+@settings(max_examples=10, deadline=None)
 @given(seed=st.integers(0, 10_000), cut=st.integers(30, N_BARS - 1), train=st.integers(20, 200))
 def test_a_window_of_the_labelled_history_equals_the_training_frame_of_the_bars_before_it(
         strategy: str, seed: int, cut: int, train: int) -> None:

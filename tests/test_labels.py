@@ -10,7 +10,7 @@ import pytest
 
 from lab.config import load_config
 from lab.errors import ConfigError
-from lab.features import LABEL_KINDS, barrier_outcome, make_label
+from lab.features import LABEL_KINDS, barrier_outcome, compute_features, make_label, pair_bars
 from lab.strategy import Label, available_strategies
 from lab.trading.portfolio import strategy_levels
 from tests.test_features_support import random_bars
@@ -85,6 +85,39 @@ def test_label_depends_only_on_bars_t_to_t_plus_h() -> None:
         label = Label(kind=kind, horizon=5)
         before, after = make_label(bars, label), make_label(changed, label)
         pd.testing.assert_series_equal(before.iloc[:35], after.iloc[:35])
+
+
+def _legs(beta: float, n: int = 300, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Two closes whose logs move together in ``beta`` (log A = beta log B + noise): a pair
+    whose hedge ratio is far from 1, where the price ratio and the hedged spread part ways."""
+    rng = np.random.default_rng(seed)
+    index = pd.date_range("2020-01-01", periods=n, freq="D", tz="UTC")
+    log_b = np.log(50.0) + np.cumsum(rng.normal(0, 0.02, n))
+    log_a = beta * log_b + rng.normal(0, 0.01, n)
+    return pd.DataFrame({"close": np.exp(log_a)}, index=index), pd.DataFrame({"close": np.exp(log_b)}, index=index)
+
+
+def test_a_pairs_label_is_the_direction_of_its_hedged_spread_not_of_the_price_ratio() -> None:
+    """The position holds A against beta x A's value in B, so what it earns is the change of
+    log A - beta log B; the label of row t is that spread's direction over the horizon, with
+    the hedge ratio the features give at t held fixed (known at t), NaN where there is none."""
+    bars = pair_bars(*_legs(beta=2.0))
+    h = 5
+    label = make_label(bars, Label(kind="direction", horizon=h)).to_numpy()
+    beta = compute_features(bars, "pairs@1")["hedge_ratio"].to_numpy()[:-h]
+    la, lb = np.log(bars["close_a"].to_numpy()), np.log(bars["close_b"].to_numpy())
+    hedged_up = (la[h:] - la[:-h]) - beta * (lb[h:] - lb[:-h]) > 0
+    ratio_up = la[h:] - lb[h:] > la[:-h] - lb[:-h]
+    known = np.isfinite(beta)
+    np.testing.assert_array_equal(label[:-h][known], hedged_up[known].astype(float))
+    assert np.isnan(label[:-h][~known]).all() and np.isnan(label[-h:]).all()
+    assert (hedged_up != ratio_up)[known].mean() > 0.2  # the two readings differ here: the test tells them apart
+
+
+@pytest.mark.parametrize("kind", ["magnitude", "volatility", "triple_barrier"])
+def test_a_pairs_label_other_than_direction_is_a_clear_error(kind: str) -> None:
+    with pytest.raises(ConfigError, match=f"pair.*'{kind}'.*direction"):
+        make_label(pair_bars(*_legs(beta=0.5)), Label(kind=kind, horizon=5))
 
 
 def test_a_bad_label_declaration_is_a_clear_error() -> None:

@@ -63,17 +63,21 @@ def test_a_random_walk_universe_is_tuned_registered_and_kept_as_candidate(ray_se
     assert row["strategy"] == "swing" and row["version"] == 1 and not row["promoted"]
 
 
-def test_a_pair_strategy_is_tuned_on_its_pairs_scored_by_the_ratio_return(ray_session, engine):
+def test_a_pair_strategy_is_tuned_on_its_pairs_scored_by_its_hedged_spread_return(ray_session, engine):
+    """A pair row earns what its position does: A against beta_t x A's value in B (beta_t the
+    row's hedge ratio), the change of log A - beta_t log B per unit of gross notional (1 + |beta_t|)."""
     _store_random_walks(engine, ["AAPL", "MSFT", "IBM", "GOOG"], days=400)
     ctx = LabContext(settings=get_settings(), engine=engine)
     data, _ = _training_data(ctx, get_strategy("pairs"), ["stocks"])
     assert set(data["symbol"]) == {"AAPL/GOOG", "AAPL/IBM", "AAPL/MSFT", "GOOG/IBM", "GOOG/MSFT", "IBM/MSFT"}
-    closes = {s: f.set_index("ts")["close"] for s, f in _stored_closes(engine).items()}
-    row = data.iloc[0]
-    a, b = row["symbol"].split("/")
-    later = closes[a].index[closes[a].index.get_loc(row["timestamp"]) + 10]  # the label's horizon
-    ratio = closes[a] / closes[b]
-    assert row[RETURN_COLUMN] == pytest.approx(ratio[later] / ratio[row["timestamp"]] - 1)
+    closes = {s: np.log(f.set_index("ts")["close"]) for s, f in _stored_closes(engine).items()}
+    for _, row in data.iloc[[0, len(data) // 2, -1]].iterrows():
+        a, b = row["symbol"].split("/")
+        now = closes[a].index.get_loc(row["timestamp"])
+        moved = {leg: closes[leg].iloc[now + 10] - closes[leg].iloc[now] for leg in (a, b)}  # the label's horizon
+        beta = row["hedge_ratio"]
+        assert row[RETURN_COLUMN] == pytest.approx((moved[a] - beta * moved[b]) / (1 + abs(beta)))
+        assert row["label"] == float(moved[a] - beta * moved[b] > 0)
     (outcome,) = train_and_promote_all(ctx, ["pairs"], trials=1)
     assert outcome.error is None, outcome.error
     assert [v.strategy for v in ctx.registry.list_versions("trading", "pairs")] == ["pairs"]

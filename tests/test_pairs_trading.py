@@ -39,7 +39,7 @@ class PairTable:
 
 
 class OddsOfUp:
-    """The model's probability that the ratio rises, per pair."""
+    """The model's probability that the hedged spread rises, per pair."""
 
     def __init__(self, odds: dict[str, float]):
         self.odds = odds

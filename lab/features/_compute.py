@@ -80,10 +80,9 @@ def benchmark_returns(benchmark: pd.DataFrame) -> pd.Series:
 
 
 def pair_bars(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
-    """The bars of pair a/b: both closes on their common timestamps, priced as close_a/close_b.
-
-    open/high/low/close all hold the ratio (so labels can be made on the pair), volume NaN.
-    """
+    """The bars of pair a/b: both closes (close_a, close_b) on their common timestamps where
+    both are positive. A pair has no single price: its features, label and forward return
+    are all of the hedged spread of the two (``pair_indicators``, ``make_label``)."""
     _check_frame(a, ("close",), "pair leg a")
     _check_frame(b, ("close",), "pair leg b")
     if a.index.equals(b.index):  # the usual case: no join to make (a backtest builds every pair per window)
@@ -93,9 +92,7 @@ def pair_bars(a: pd.DataFrame, b: pd.DataFrame) -> pd.DataFrame:
         close_a = a["close"].reindex(index).to_numpy(dtype=float)
         close_b = b["close"].reindex(index).to_numpy(dtype=float)
     ok = (close_a > 0) & (close_b > 0) & np.isfinite(close_a) & np.isfinite(close_b)
-    ratio = close_a[ok] / close_b[ok]
-    return pd.DataFrame({"close_a": close_a[ok], "close_b": close_b[ok], "open": ratio, "high": ratio, "low": ratio,
-                         "close": ratio, "volume": np.nan}, index=index[ok])
+    return pd.DataFrame({"close_a": close_a[ok], "close_b": close_b[ok]}, index=index[ok])
 
 
 def compute_with_problems(bars: pd.DataFrame, feature_set: FeatureSet, bench_ret: pd.Series | None,

@@ -6,6 +6,13 @@ the take-profit is hit before the stop-loss and the time limit, the exits the st
 stop (the conservative reading of a daily bar). A horizon window holding a bar with a
 missing or non-positive close, high or low gives NaN: the bar the features call invalid is no
 barrier hit (a low of 0 is a bad tick, not a stop-loss).
+
+A pair's bars (``pair_bars``: close_a, close_b) are labelled on the spread its position
+holds: A against ``beta`` times A's value in B, beta being the pair's ``hedge_ratio`` feature
+at t (known at t) held fixed over the horizon. Its label is the direction of
+log A - beta log B from t to t+h, its forward return that change per unit of gross notional
+(1 + |beta|), the unit its stop-loss and take-profit are in; the same spread the entry signal
+``spread_z`` measures, not the price ratio A/B (a hedge ratio of 1).
 """
 
 from __future__ import annotations
@@ -15,16 +22,27 @@ import pandas as pd
 from numpy.lib.stride_tricks import sliding_window_view
 
 from lab.errors import ConfigError
+from lab.features._indicators import PAIR_COLUMNS, pair_indicators
 from lab.strategy import Label
 
-__all__ = ["LABEL_KINDS", "make_label", "barrier_outcome"]
+__all__ = ["LABEL_KINDS", "make_label", "barrier_outcome", "pair_forward_return"]
 
 LABEL_KINDS = ("direction", "magnitude", "volatility", "triple_barrier")
 
 
 def make_label(bars: pd.DataFrame, label: Label) -> pd.Series:
-    """The label of each bar, named ``label_<kind>_<horizon>``; NaN where t+horizon is past the data."""
+    """The label of each bar, named ``label_<kind>_<horizon>``; NaN where t+horizon is past the data.
+
+    A pair's bars get the direction of its hedged spread (see the module's docstring).
+    """
     _check(label)
+    if _is_pair(bars):
+        if label.kind != "direction":
+            raise ConfigError([f"a pair is labelled on its hedged spread's direction; label kind {label.kind!r} "
+                               "is not defined for a pair (declare kind='direction')"])
+        change, _ = _spread_change(bars, label.horizon)
+        return pd.Series(np.where(np.isnan(change), np.nan, change > 0), index=bars.index,
+                         name=f"label_{label.kind}_{label.horizon}")
     close, high, low, ok = _prices(bars)
     h, n = label.horizon, len(close)
     out = np.full(n, np.nan)
@@ -45,9 +63,23 @@ def make_label(bars: pd.DataFrame, label: Label) -> pd.Series:
     return pd.Series(out, index=bars.index, name=f"label_{label.kind}_{h}")
 
 
+def pair_forward_return(bars: pd.DataFrame, horizon: int) -> pd.Series:
+    """What a pair's position opened at each bar earns over ``horizon`` bars: the change of
+    log A - beta_t log B per unit of gross notional (1 + |beta_t|); NaN past the data or where
+    the hedge ratio is not known yet."""
+    if not _is_pair(bars):
+        raise ConfigError(["pair_forward_return needs a pair's bars (close_a, close_b: see pair_bars)"])
+    if horizon < 1:
+        raise ConfigError([f"label horizon must be >= 1 bar, got {horizon}"])
+    change, beta = _spread_change(bars, horizon)
+    return pd.Series(change / (1 + np.abs(beta)), index=bars.index, name="forward_return")
+
+
 def barrier_outcome(bars: pd.DataFrame, label: Label) -> pd.Series:
     """Which exit comes first: 1 take-profit, -1 stop-loss, 0 time limit (NaN past the data)."""
     _check(label)
+    if _is_pair(bars):
+        raise ConfigError(["a pair has no barrier outcome: it is labelled on its hedged spread's direction"])
     close, high, low, ok = _prices(bars)
     h = label.horizon
     out = np.full(len(close), np.nan)
@@ -68,6 +100,26 @@ def _check(label: Label) -> None:
         problems.append("label threshold and stop must be > 0")
     if problems:
         raise ConfigError(problems)
+
+
+def _is_pair(bars: pd.DataFrame) -> bool:
+    return "close_a" in bars and "close_b" in bars
+
+
+def _spread_change(bars: pd.DataFrame, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per bar t: (log A_{t+h} - log A_t) - beta_t (log B_{t+h} - log B_t), and beta_t (the
+    ``hedge_ratio`` feature at t). NaN past the data, where beta_t is not known, or where a
+    close in t..t+h is missing or not positive."""
+    close_a, close_b = bars["close_a"].to_numpy(dtype=float), bars["close_b"].to_numpy(dtype=float)
+    beta = pair_indicators(close_a, close_b)[:, PAIR_COLUMNS.index("hedge_ratio")]
+    ok = np.isfinite(close_a) & np.isfinite(close_b) & (close_a > 0) & (close_b > 0)
+    la, lb = np.log(np.where(ok, close_a, np.nan)), np.log(np.where(ok, close_b, np.nan))
+    change = np.full(len(la), np.nan)
+    if len(la) > horizon:
+        change[:-horizon] = (la[horizon:] - la[:-horizon]) - beta[:-horizon] * (lb[horizon:] - lb[:-horizon])
+        usable = _windows(ok.astype(float), horizon).all(axis=1)
+        change[:-horizon][~usable] = np.nan
+    return change, beta
 
 
 def _prices(bars: pd.DataFrame) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
