@@ -135,7 +135,8 @@ class Strategy:
         """Rule-based exit on the latest feature row per held symbol (True = close it now).
 
         Checked every cycle and every backtest bar next to the stop-loss, take-profit and
-        holding time; the default never exits.
+        holding time; the default never exits. A held pair's row also holds
+        ``held_spread_z``: the z-score of the spread its legs hold (the entry's hedge ratio).
         """
         return pd.Series(False, index=latest.index)
 

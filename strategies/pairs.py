@@ -43,4 +43,6 @@ class Pairs(Strategy):
         return pd.Series(np.where(latest["spread_z"] > 0, "sell", "buy"), index=latest.index, dtype=object)
 
     def exit_rule(self, latest: pd.DataFrame) -> pd.Series:
-        return latest["spread_z"].abs() <= self.values["exit_z"]
+        """Back near its mean: the spread the legs hold (the entry's hedge ratio), not today's
+        re-fitted ``spread_z``, whose hedge ratio, mean and sd have moved since."""
+        return latest["held_spread_z"].abs() <= self.values["exit_z"]

@@ -4,20 +4,23 @@ a leg left alone), persisted on real SQLite and PostgreSQL through the trading c
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 from sqlalchemy import select
 
 from lab.config import load_config
 from lab.db import models as db
+from lab.features import compute_features, pair_bars
 from lab.runtime import LabContext
 from lab.settings import Settings
 from lab.trading.cycle import run_trading_cycle
+from lab.trading.market import FeatureFrames
 from lab.trading.model import Fill, Intent, Order, Side
 from lab.trading.paper import PaperTradingExecutor
 from lab.trading.portfolio import PortfolioManager
 from lab.trading.predictions import Prediction
-from lab.trading.signals import TradeSignalEngine
+from lab.trading.signals import TradeSignalEngine, exit_decisions
 from lab.trading.store import replay_ledger
 from tests.fakes.trading import FixedPredictions, seed_bars, sessions, utc, write_config
 
@@ -36,6 +39,10 @@ class PairTable:
         if feature_set != "pairs@1":
             return pd.DataFrame()
         return pd.DataFrame.from_dict({s: self.rows[s] for s in symbols if s in self.rows}, orient="index")
+
+    def held_spread_z(self, pair, hedge_ratio, as_of):
+        """The spread a position holds is the one its row sets (the tests here do not re-fit it)."""
+        return self.rows[pair]["spread_z"]
 
 
 class OddsOfUp:
@@ -141,6 +148,53 @@ def test_a_leg_whose_partner_is_gone_is_closed_but_not_while_the_partner_is_bein
 def test_a_pair_exits_after_its_holding_time(tmp_path):
     pm = pair_book(tmp_path, first=100.0, second=125.0, opened=utc(2023, 1, 3))
     assert {d.intent for d in pm.exits(utc(2023, 1, 24))} == {Intent.TIME_EXIT}  # 21 days > 20
+
+
+def _legs_drifting_apart(n: int = 160, seed: int = 7) -> dict[str, pd.DataFrame]:
+    """AAPL and MSFT whose log prices move together in a hedge ratio that drifts from 0.5 to 2."""
+    rng = np.random.default_rng(seed)
+    index = pd.date_range("2023-01-02", periods=n, freq="D", tz="UTC", name="ts")
+    log_b = np.log(125.0) + np.cumsum(rng.normal(0, 0.02, n))
+    log_a = np.log(100.0) + np.linspace(0.5, 2.0, n) * (log_b - log_b[0]) + rng.normal(0, 0.01, n)
+    return {s: pd.DataFrame({"open": np.exp(x), "high": np.exp(x), "low": np.exp(x), "close": np.exp(x),
+                             "volume": 1e6}, index=index) for s, x in (("AAPL", log_a), ("MSFT", log_b))}
+
+
+def _held_z(bars: dict[str, pd.DataFrame], hedge: float, at: int) -> float:
+    """The z of log AAPL - hedge log MSFT at bar ``at`` against its last 60 bars (sd as spread_z's: w - 2)."""
+    spread = (np.log(bars["AAPL"]["close"]) - hedge * np.log(bars["MSFT"]["close"])).to_numpy()[at - 59:at + 1]
+    return (spread[-1] - spread.mean()) / np.sqrt(((spread - spread.mean()) ** 2).sum() / 58)
+
+
+def test_the_spread_exit_judges_the_spread_the_legs_hold_not_the_one_refitted_now(tmp_path):
+    """The legs hold AAPL against the entry's hedge ratio x its value in MSFT; the rule's |z| <= exit_z
+    is of that spread (its mean and sd over the pair window as of now), not of today's re-fitted one."""
+    bars = _legs_drifting_apart()
+    refit = compute_features(pair_bars(bars["AAPL"], bars["MSFT"]), "pairs@1")
+    config = load_config(write_config(tmp_path / "c.json", strategies=PAIRS_ONLY, risk=SHORTS))
+    now = next(t for t in range(100, len(refit)) if abs(refit["spread_z"].iloc[t]) <= 0.2
+               and abs(_held_z(bars, refit["hedge_ratio"].iloc[t] / 2, t)) > 1.5)
+    as_of, close = refit.index[now].to_pydatetime(), {s: f["close"].iloc[now] for s, f in bars.items()}
+
+    def exits_holding(hedge: float) -> list:
+        """Long 10 AAPL against ``hedge`` x their value in MSFT, entered at today's closes (no P&L yet)."""
+        pm = PortfolioManager(config)
+        qty = {"AAPL": 10.0, "MSFT": 10.0 * hedge * close["AAPL"] / close["MSFT"]}
+        for symbol, side in (("AAPL", Side.BUY), ("MSFT", Side.SELL)):
+            order = Order(client_order_id=f"c-{symbol}", portfolio="paper", strategy="pairs", symbol=symbol,
+                          asset_type="stocks", side=side, qty=qty[symbol], created_at=as_of, pair="AAPL/MSFT")
+            pm.apply_fill(Fill(fill_id=f"f-{symbol}", client_order_id=order.client_order_id, portfolio="paper",
+                               strategy="pairs", symbol=symbol, side=side, qty=qty[symbol], price=close[symbol],
+                               fee=0.0, ts=as_of), asset_type="stocks", order=order)
+        pm.mark(close)
+        return exit_decisions(config, pm, FeatureFrames(bars, benchmarks={}), as_of, [])
+
+    # held in today's re-fitted hedge ratio, the held spread is the one spread_z measures: back at its mean
+    assert _held_z(bars, refit["hedge_ratio"].iloc[now], now) == pytest.approx(refit["spread_z"].iloc[now])
+    assert {(d.position.symbol, d.intent) for d in exits_holding(refit["hedge_ratio"].iloc[now])} == {
+        ("AAPL", Intent.EXIT), ("MSFT", Intent.EXIT)}
+    # held in half of it, the spread the legs hold is still > 1.5 sd away: no exit
+    assert exits_holding(refit["hedge_ratio"].iloc[now] / 2) == []
 
 
 # --- the cycle: placement, persistence and exits on both databases ----------------------------------

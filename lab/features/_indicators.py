@@ -17,7 +17,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 __all__ = [
     "BASE_COLUMNS", "PAIR_COLUMNS", "PCTILE_WINDOW", "PAIR_WINDOW",
-    "base_indicators", "pair_indicators", "ratio_change",
+    "base_indicators", "pair_indicators", "held_spread_z", "ratio_change",
 ]
 
 PCTILE_WINDOW = 126  # half a year of bars for the Bollinger-width percentile
@@ -282,3 +282,18 @@ def pair_indicators(close_a: np.ndarray, close_b: np.ndarray) -> np.ndarray:
         den = np.sqrt(np.einsum("ij,ij->i", xa, xa) * np.einsum("ij,ij->i", xb, xb))
         col["pair_corr"][w:] = _div(np.einsum("ij,ij->i", xa, xb), den)
     return out
+
+
+def held_spread_z(close_a: np.ndarray, close_b: np.ndarray, hedge_ratio: float) -> float:
+    """The z-score of the last bar of log a - ``hedge_ratio`` log b against its last PAIR_WINDOW
+    bars: ``spread_z`` of the spread a pair position holds, its hedge ratio fixed at entry,
+    where ``spread_z`` re-fits the ratio (and so the spread) at every bar. Scaled as
+    ``spread_z`` (residual sd over w - 2), so with the window's own OLS hedge ratio the two are
+    the same number. NaN with fewer bars, a hedge ratio that is not finite, or a flat spread."""
+    w = PAIR_WINDOW
+    if len(close_a) < w or len(close_b) != len(close_a) or not np.isfinite(hedge_ratio):
+        return float("nan")
+    spread = np.log(close_a[-w:]) - hedge_ratio * np.log(close_b[-w:])
+    dev = spread - spread.mean()
+    sd = float(np.sqrt(dev @ dev / (w - 2)))
+    return float(dev[-1] / sd) if sd > 0 else float("nan")

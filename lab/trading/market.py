@@ -12,7 +12,7 @@ from sqlalchemy import Engine
 
 from lab.bars import bars_by_symbol, load_bars
 from lab.config import TradingConfig
-from lab.features import compute_features, get_feature_set, load_fundamentals, pair_bars
+from lab.features import compute_features, get_feature_set, held_spread_z, load_fundamentals, pair_bars
 from universe.calendars import last_bar_at
 
 __all__ = ["FeatureFrames", "MarketSnapshot", "load_market"]
@@ -49,6 +49,17 @@ class FeatureFrames:
                 names.append(symbol)
                 rows.append(values[at])
         return pd.DataFrame(np.vstack(rows), index=names, columns=columns) if rows else pd.DataFrame()
+
+    def held_spread_z(self, pair: str, hedge_ratio: float, as_of: datetime) -> float:
+        """The z-score at ``as_of`` of the spread a position in ``pair`` ("AAA/BBB") holds,
+        log AAA - ``hedge_ratio`` log BBB, over the pair window of bars up to then
+        (``lab.features.held_spread_z``); NaN when a leg's bars are missing or too few."""
+        a, b = (self.bars.get(leg) for leg in pair.split("/"))
+        if a is None or b is None:
+            return float("nan")
+        cut = pd.Timestamp(as_of)
+        legs = pair_bars(a.loc[:cut], b.loc[:cut])
+        return held_spread_z(legs["close_a"].to_numpy(), legs["close_b"].to_numpy(), hedge_ratio)
 
     def _table(self, key: str, symbol: str) -> tuple[np.ndarray, np.ndarray, pd.Index] | None:
         """The symbol's feature frame as arrays (UTC nanoseconds, rows, columns): a backtest asks

@@ -20,7 +20,7 @@ import pandas as pd
 
 from lab.config import TradingConfig
 from lab.strategy import Strategy, get_strategy
-from lab.trading.model import Intent, Order
+from lab.trading.model import Intent, Order, Position
 from lab.trading.portfolio import ExitDecision, PortfolioManager, strategy_levels
 from lab.trading.predictions import NoActiveModel, PredictionSource
 
@@ -46,6 +46,11 @@ class FeatureSource(Protocol):
     def latest(self, feature_set: str, symbols: Sequence[str], as_of: datetime) -> pd.DataFrame:
         """The last feature row at or before ``as_of`` per symbol (index: symbol); symbols
         without enough history are left out. Pair sets take "AAA/BBB" symbols."""
+        ...
+
+    def held_spread_z(self, pair: str, hedge_ratio: float, as_of: datetime) -> float:
+        """The z-score at ``as_of`` of the spread a position in ``pair`` holds: log AAA -
+        ``hedge_ratio`` log BBB over the pair window (NaN without enough bars)."""
         ...
 
 
@@ -90,7 +95,9 @@ def calculate_risk_reward(entry: float, stop_loss: float, take_profit: float) ->
 def exit_decisions(config: TradingConfig, manager: PortfolioManager, features: FeatureSource, as_of: datetime,
                    pending: Sequence[Order]) -> list[ExitDecision]:
     """Every exit due at ``as_of``: the manager's stop-loss, take-profit and holding time, then
-    each strategy's ``exit_rule`` on the latest features of the symbols it holds."""
+    each strategy's ``exit_rule`` on the latest features of the symbols it holds. A held pair's
+    row also holds ``held_spread_z``: the z-score of the spread its legs hold (their hedge ratio,
+    ``_held_hedge_ratio``), where the features' ``spread_z`` re-fits the hedge ratio every bar."""
     decisions = manager.exits(as_of, pending)
     taken = {(d.position.strategy, d.position.symbol) for d in decisions}
     taken |= {(o.strategy, o.symbol) for o in pending if o.status.is_open and o.intent is not Intent.ENTRY}
@@ -108,10 +115,23 @@ def exit_decisions(config: TradingConfig, manager: PortfolioManager, features: F
         latest = features.latest(declared.feature_set, sorted({p.pair or p.symbol for p in positions}), as_of)
         if latest.empty:
             continue
+        if any(p.pair for p in positions):
+            latest = latest.assign(held_spread_z=[
+                features.held_spread_z(s, _held_hedge_ratio(s, positions), as_of) if "/" in s else math.nan
+                for s in latest.index])
         flagged = strategy.exit_rule(latest).reindex(latest.index).fillna(False).astype(bool)
         decisions.extend(ExitDecision(p, Intent.EXIT, f"{name} exit rule") for p in positions
                          if bool(flagged.get(p.pair or p.symbol, False)))
     return decisions
+
+
+def _held_hedge_ratio(pair: str, positions: Sequence[Position]) -> float:
+    """The hedge ratio the legs of ``pair`` hold: the second leg's value per unit of the
+    first's at the prices they were filled at (``pair_entry`` sizes them so, in the signal's
+    ratio); NaN unless both legs are held."""
+    value = {p.symbol: abs(p.qty) * p.avg_price for p in positions if p.pair == pair and p.is_open}
+    first, second = pair.split("/")
+    return value[second] / value[first] if value.get(first, 0.0) > 0 and second in value else math.nan
 
 
 class TradeSignalEngine:
