@@ -125,6 +125,9 @@ class PredictResponse(BaseModel):
     task: str = Field(description="classification: class-1 probabilities; regression: values")
     feature_names: list[str] = Field(description="the feature order the model used")
     predictions: list[float]
+    payoff: dict[str, float] | None = Field(
+        description="mean forward return of the model's class-1 (`win`) and class-0 (`loss`) training rows, "
+                    "what the signal engine prices a prediction at; null for a version stored without one")
     symbols: list[str] | None = None
     as_of: datetime | None = Field(default=None, description="the decision time the `symbols` features are at")
 
@@ -314,7 +317,7 @@ class PredictionService:
             return Response(orjson.dumps({
                 "strategy": strategy, "model_version": model.version, "model_id": model.model_id,
                 "task": model.task, "feature_names": model.feature_names, "predictions": values.tolist(),
-                "symbols": payload.symbols, "as_of": as_of,
+                "payoff": model.payoff, "symbols": payload.symbols, "as_of": as_of,
             }), media_type="application/json")
         except HTTPException as exc:
             status = exc.status_code

@@ -18,7 +18,7 @@ import pandas as pd
 from tenacity import Retrying, retry_if_exception, stop_after_attempt, wait_exponential
 
 from lab.errors import TradingError
-from lab.trading.predictions import NoActiveModel, Prediction
+from lab.trading.predictions import NoActiveModel, Payoff, Prediction
 
 __all__ = ["ServePredictionClient", "PredictionServiceError"]
 
@@ -59,7 +59,9 @@ class ServePredictionClient:
         cells = np.where(np.isnan(values), None, values).tolist()
         records = [dict(zip(numeric.columns.astype(str), row, strict=True)) for row in cells]
         body = self._post({"strategy": strategy, "rows": records, "ignore_extra": True})
-        return Prediction(np.asarray(body["predictions"], dtype=np.float64), int(body["model_version"]))
+        version = int(body["model_version"])
+        return Prediction(np.asarray(body["predictions"], dtype=np.float64), version,
+                          Payoff.of(body.get("payoff"), strategy=strategy, version=version))
 
     def models(self) -> dict[str, Any]:
         """The version each strategy is served with, and any problem (``GET /models``)."""

@@ -46,6 +46,9 @@ class ActiveModel:
     feature_names: tuple[str, ...]
     task: str
     loaded_at: datetime
+    #: the version's ``metrics["payoff"]`` (None if it stores none): returned with its
+    #: predictions, as the signal engine prices them at it
+    payoff: dict[str, float] | None = None
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         return np.asarray(self.predictor.predict(matrix), dtype=np.float64)
@@ -103,5 +106,6 @@ class ModelStore:
         model = ActiveModel(
             strategy=name, version=info.version, model_id=info.id, predictor=predictor,
             feature_names=tuple(predictor.feature_names), task=predictor.task, loaded_at=utcnow(),
+            payoff=info.metrics.get("payoff"),
         )
         return StrategyState(name, model)

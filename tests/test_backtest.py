@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+from dataclasses import asdict
 from datetime import UTC, date, datetime
 from pathlib import Path
 
@@ -36,7 +37,7 @@ from lab.models import load_predictor
 from lab.registry import ModelRegistry
 from lab.report import report_dir
 from lab.report.charts import return_curves
-from lab.trading.predictions import NoActiveModel
+from lab.trading.predictions import ModelWithoutPayoff, NoActiveModel, RegistryPredictions
 from lab.trading.store import load_books, replay_ledger
 from universe.calendars import xnys
 
@@ -674,17 +675,20 @@ def test_several_strategies_share_one_book_and_are_judged_apart(sqlite_bars, tmp
 
 
 def _register_momentum(engine, shared_data: Path, tmp_path: Path, *, registered: str,
-                       train_days: int = 1095) -> ModelRegistry:
+                       train_days: int = 1095, payoff: bool = True) -> ModelRegistry:
     """A momentum model fitted on the ``train_days`` before 2018 (2015-2017), registered (as
-    far as the database says) then, and activated."""
+    far as the database says) then, and activated; with the payoff of its training rows unless
+    ``payoff`` is False (a version stored before the lab measured it)."""
     bars = {s: _adjusted(shared_data, s) for s in SYMBOLS}
     start = pd.Timestamp("2018-01-01", tz="UTC")
     fitted = WalkForwardPredictions.fit(["momentum"], bars, symbols={"momentum": SYMBOLS},
                                         asset_classes=dict.fromkeys(SYMBOLS, "stocks"), start=start, end=start,
                                         window_days=365, train_days=train_days, seed=7)
-    path = fitted.window("momentum", start).predictor.save(tmp_path / "momentum.ubj")
+    window = fitted.window("momentum", start)
+    path = window.predictor.save(tmp_path / "momentum.ubj")
     registry = ModelRegistry(engine, tmp_path / "models")
-    version = registry.save_version("trading", "momentum", path)
+    version = registry.save_version("trading", "momentum", path,
+                                    metrics={"payoff": asdict(window.payoff)} if payoff else None)
     registry.activate(version.id)
     with engine.begin() as conn:
         conn.execute(db.ModelVersion.__table__.update().where(db.ModelVersion.id == version.id)
@@ -733,6 +737,36 @@ def test_a_pretrained_run_keeps_the_models_it_began_with_when_another_is_activat
                                                                                    columns=names))
     assert registry.get_active_version("momentum").version == 2 and prediction.model_version == 1
     assert pinned.models == {"momentum": {"id": v1.id, "version": 1}}
+
+
+def test_a_model_stored_without_a_payoff_is_refused_naming_it(sqlite_bars, shared_data, tmp_path):
+    """Its signals cannot be priced; a backtest without them would report a strategy that never traded."""
+    registry = _register_momentum(sqlite_bars, shared_data, tmp_path, registered="2018-01-02", payoff=False)
+    spec = _spec(end=date(2019, 3, 29), walk_forward=WalkForward(mode="pretrained"))
+    with pytest.raises(ModelWithoutPayoff, match="'momentum' model v1 has no payoff.*`lab tune --strategy momentum`"):
+        run_backtest(sqlite_bars, load_config(CONFIG), registry, spec)
+    with pytest.raises(ModelWithoutPayoff, match="'momentum' model v1 has no payoff"):
+        RegistryPredictions(registry).predict("momentum", pd.DataFrame())
+
+
+def test_each_walk_forward_window_carries_the_payoff_of_its_training_rows(shared_data):
+    """Momentum's label is "the close is higher 10 bars on": the window's payoff is the mean
+    10-bar return of its training rows that rose and of those that did not."""
+    bars = {s: _adjusted(shared_data, s) for s in SYMBOLS}
+    start, first = pd.Timestamp("2018-01-01", tz="UTC"), pd.Timestamp("2018-01-01", tz="UTC") - pd.Timedelta(days=1095)
+    fitted = WalkForwardPredictions.fit(["momentum"], bars, symbols={"momentum": SYMBOLS},
+                                        asset_classes=dict.fromkeys(SYMBOLS, "stocks"), start=start, end=start,
+                                        window_days=365, train_days=1095, seed=7)
+    returns = []
+    for frame in bars.values():
+        close = frame["close"].loc[:start]
+        forward = (close.shift(-10) / close - 1).to_numpy()
+        label_end = close.index[10:].append(pd.DatetimeIndex([pd.NaT] * 10, tz="UTC"))
+        returns.append(forward[(close.index >= first) & (label_end < start)])
+    returns = np.concatenate(returns)
+    payoff = fitted.at(start).predict("momentum", pd.DataFrame()).payoff
+    assert payoff == fitted.window("momentum", start).payoff
+    assert (payoff.win, payoff.loss) == pytest.approx((returns[returns > 0].mean(), returns[returns <= 0].mean()))
 
 
 def test_a_model_registered_after_the_start_is_refused(sqlite_bars, shared_data, tmp_path):

@@ -15,6 +15,7 @@ from sqlalchemy import text
 from lab.dashboards import build_dashboards
 from lab.dashboards.queries import panel_queries, render_sql, variable_queries
 from lab.db import connect
+from tests.fakes.trading import PAYOFF
 from tests.observability_seed import seed_lab
 
 BOARDS = build_dashboards()
@@ -180,7 +181,7 @@ def test_portfolio_board_runs_on_a_database_filled_by_real_ingestion_and_trading
 
     class Confident:
         def predict(self, strategy, rows):
-            return Prediction(values=np.full(len(rows), 0.8), model_version=1)
+            return Prediction(values=np.full(len(rows), 0.8), model_version=1, payoff=PAYOFF)
 
     monkeypatch.setenv("LAB_DATABASE_URL", pg_url)
     ctx = open_lab()
@@ -220,7 +221,7 @@ def test_every_board_runs_on_a_database_filled_by_the_real_pipeline(
 
     class Confident:
         def predict(self, strategy, rows):
-            return Prediction(values=np.full(len(rows), 0.8), model_version=1)
+            return Prediction(values=np.full(len(rows), 0.8), model_version=1, payoff=PAYOFF)
 
     raw = json.loads(open(open_lab().settings.lab_config).read())
     raw["universe"]["stocks"]["symbols"].append("ZZZZ")  # in no offline package: a reported failure

@@ -4,6 +4,7 @@ import math
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import stats
@@ -11,7 +12,13 @@ from scipy import stats
 from benchmarks.backtest import load
 from lab.features import labelled_rows
 from lab.models import deflated_sharpe_ratio, sharpe_ratio
-from lab.models.scoring import classification_scores, expected_max_sharpe, holding_periods, period_returns
+from lab.models.scoring import (
+    classification_scores,
+    expected_max_sharpe,
+    holding_periods,
+    label_payoff,
+    period_returns,
+)
 from lab.strategy import get_strategy
 
 
@@ -83,3 +90,15 @@ def test_expected_max_sharpe_matches_the_paper_formula():
     expected = sharpes.std(ddof=1) * ((1 - gamma) * stats.norm.ppf(1 - 1 / n)
                                       + gamma * stats.norm.ppf(1 - 1 / (n * math.e)))
     assert abs(expected_max_sharpe(sharpes, n) - expected) < 1e-12
+
+
+def test_the_payoff_is_the_mean_forward_return_of_each_class():
+    y = np.array([1, 0, 1, 0, 1])
+    forward = np.array([0.04, -0.02, 0.06, 0.00, 0.02])
+    assert label_payoff(y, forward) == {"win": pytest.approx(0.04), "loss": pytest.approx(-0.01)}
+
+
+@pytest.mark.parametrize("y", [[1, 1, 1], [0.5, 0, 1]])
+def test_the_payoff_needs_both_classes_of_a_binary_label(y):
+    with pytest.raises(ValueError, match="both classes"):
+        label_payoff(np.array(y), np.zeros(3))

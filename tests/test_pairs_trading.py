@@ -22,7 +22,7 @@ from lab.trading.portfolio import PortfolioManager
 from lab.trading.predictions import Prediction
 from lab.trading.signals import TradeSignalEngine, exit_decisions
 from lab.trading.store import replay_ledger
-from tests.fakes.trading import FixedPredictions, seed_bars, sessions, utc, write_config
+from tests.fakes.trading import PAYOFF, FixedPredictions, seed_bars, sessions, utc, write_config
 
 DAYS = [d.to_pydatetime() for d in sessions("stocks", "2023-03-01", "2023-03-10")]
 PAIRS_ONLY = {"pairs": {"asset_classes": ["stocks"], "min_confidence": 0.7, "max_positions": 1}}
@@ -52,7 +52,7 @@ class OddsOfUp:
         self.odds = odds
 
     def predict(self, strategy, rows):
-        return Prediction(rows.index.map(self.odds).to_numpy(dtype=float), model_version=2)
+        return Prediction(rows.index.map(self.odds).to_numpy(dtype=float), model_version=2, payoff=PAYOFF)
 
 
 # --- signals: the side follows the spread, the confidence is the odds of reversion -----------------
@@ -93,7 +93,7 @@ def test_momentum_ranks_on_the_lookback_it_is_asked_for(tmp_path):
 
     class Confidence:
         def predict(self, strategy, frame):
-            return Prediction(frame["confidence"].to_numpy(), model_version=1)
+            return Prediction(frame["confidence"].to_numpy(), model_version=1, payoff=PAYOFF)
 
     engine = TradeSignalEngine(config, Confidence(), Rows(), as_of=DAYS[0], prices={"AAPL": 10.0, "MSFT": 10.0})
     assert engine.find_momentum_signals(["AAPL", "MSFT"], lookback_days=20)["symbol"].tolist() == ["AAPL"]

@@ -55,13 +55,21 @@ def test_books_cash_positions_and_pnl_per_strategy_and_in_total(config):
 ])
 def test_sizing_methods(tmp_path, sizing, expected):
     pm = PortfolioManager(configured(tmp_path, sizing=sizing))
-    qty = pm.target_qty(entry=100.0, stop_loss=95.0, confidence=0.7, rr=2.0, asset_type="stocks")
+    qty = pm.target_qty(entry=100.0, stop_loss=95.0, confidence=0.7, odds=2.0, asset_type="stocks")
     assert qty == expected
+
+
+def test_kelly_bets_at_the_odds_of_the_models_payoff(tmp_path):
+    """A model whose wins average +3% and losses -2% offers odds of 1.5, whatever the
+    take-profit/stop-loss ratio: full Kelly at 0.8 is 0.8 - 0.2 / 1.5 of equity."""
+    pm = PortfolioManager(configured(tmp_path, sizing={"method": "kelly", "kelly_fraction": 0.5, "kelly_cap": 1.0}))
+    qty = pm.target_qty(entry=100.0, stop_loss=95.0, confidence=0.8, odds=0.03 / 0.02, asset_type="stocks")
+    assert qty == math.floor(100_000 * 0.5 * (0.8 - 0.2 / 1.5) / 100.0)
 
 
 def test_kelly_sizes_nothing_without_an_edge(tmp_path):
     pm = PortfolioManager(configured(tmp_path, sizing={"method": "kelly"}))
-    assert pm.target_qty(entry=100.0, stop_loss=95.0, confidence=0.3, rr=2.0, asset_type="stocks") == 0
+    assert pm.target_qty(entry=100.0, stop_loss=95.0, confidence=0.3, odds=2.0, asset_type="stocks") == 0
 
 
 def test_an_entry_is_cut_to_the_max_share_of_equity_per_position(config):
@@ -232,7 +240,7 @@ def test_no_order_breaks_a_risk_rule_cash_stays_positive_and_the_ledger_replays(
         for s in signals:
             pending = broker.open_orders()
             entry = prices[s]
-            qty = pm.target_qty(entry=entry, stop_loss=entry * 0.95, confidence=0.7, rr=2.0, asset_type="stocks")
+            qty = pm.target_qty(entry=entry, stop_loss=entry * 0.95, confidence=0.7, odds=2.0, asset_type="stocks")
             decision = pm.size_entry(strategy="momentum", symbol=s, side=Side.BUY, entry=entry, qty=qty,
                                      asset_type="stocks", pending=pending, prices=prices)
             if decision.qty <= 0:
@@ -297,7 +305,7 @@ def test_all_in_sizing_spends_the_cash_at_the_price_with_the_fee(tmp_path):
                                    "fee_bps": {"stocks": 10.0, "crypto": 10.0}})
     pm = PortfolioManager(config)
     assert pm.entry_notional() == 5_000.0
-    assert pm.target_qty(entry=99.0, stop_loss=None, confidence=0.7, rr=None, asset_type="stocks") \
+    assert pm.target_qty(entry=99.0, stop_loss=None, confidence=0.7, odds=None, asset_type="stocks") \
         == math.floor(5_000.0 / (99.0 * 1.001))
 
 

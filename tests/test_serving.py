@@ -32,7 +32,7 @@ from lab.registry import ModelRegistry, VersionInfo
 from lab.settings import Settings
 from lab.strategy import get_strategy
 from lab.trading.market import load_market
-from lab.trading.predictions import NoActiveModel, PredictionSource
+from lab.trading.predictions import ModelWithoutPayoff, NoActiveModel, Payoff, PredictionSource
 from serving.client import PredictionServiceError, ServePredictionClient
 
 FEATURES = ["ret_5", "ret_20", "volume_ratio_20", "rsi_14"]
@@ -43,6 +43,8 @@ REPO_CONFIG = Path(__file__).resolve().parents[1] / "config" / "trading.json"
 #: stored bars: two universe stocks with a year of history, and one listed a week before AS_OF
 HISTORY = {"AAA": "2023-05-01", "BBB": "2023-05-01", "NEWCO": "2024-06-20"}
 AS_OF = date(2024, 6, 28)
+#: momentum v1's payoff as tuning stores it; v2 and the others are stored without one
+MOMENTUM_PAYOFF = {"win": 0.031, "loss": -0.024}
 
 
 @dataclass
@@ -125,7 +127,8 @@ def service(ray_session, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     home = tmp_path_factory.mktemp("serving")
     url = f"sqlite:///{home / 'lab.db'}"
     registry = ModelRegistry(connect(url), home / "models")
-    momentum = [registry.save_version("trading", "momentum", _train(home / f"m{s}.ubj", "momentum", s))
+    momentum = [registry.save_version("trading", "momentum", _train(home / f"m{s}.ubj", "momentum", s),
+                                      metrics={"payoff": MOMENTUM_PAYOFF} if s == 1 else None)
                 for s in (1, 2)]
     registry.activate(momentum[0].id)
     breakout = registry.activate(
@@ -187,6 +190,18 @@ def test_predictions_equal_the_in_process_predictor(service: Service, client: ht
     assert body["feature_names"] == FEATURES
     expected = service.predictor(service.momentum[0]).predict(_frame(rows))
     np.testing.assert_array_equal(np.asarray(body["predictions"]), expected)
+
+
+def test_predictions_come_with_the_payoff_their_version_stores(client: httpx.Client) -> None:
+    """The signal engine prices a prediction at its model's payoff, so Serve returns it: the
+    version's, or null for one stored without it (the engine then refuses it)."""
+    momentum = client.post("/predict", json={"strategy": "momentum", "rows": _rows(3)})
+    assert momentum.status_code == 200, momentum.text
+    assert momentum.json()["payoff"] == MOMENTUM_PAYOFF
+    rows = [dict.fromkeys(_feature_columns("value"), 1.0)]
+    value = client.post("/predict", json={"strategy": "value", "rows": rows})
+    assert value.status_code == 200, value.text
+    assert value.json()["payoff"] is None
 
 
 def test_feature_order_in_the_request_does_not_matter(service: Service, client: httpx.Client) -> None:
@@ -491,8 +506,15 @@ def test_client_is_a_prediction_source_matching_in_process_predictions(service: 
     with ServePredictionClient(service.url) as source:
         assert isinstance(source, PredictionSource)
         prediction = source.predict("momentum", frame)
-    assert prediction.model_version == 1
+    assert prediction.model_version == 1 and prediction.payoff == Payoff(**MOMENTUM_PAYOFF)
     np.testing.assert_array_equal(prediction.values, service.predictor(service.momentum[0]).predict(frame))
+
+
+def test_client_refuses_a_version_served_without_a_payoff_naming_it(service: Service) -> None:
+    frame = pd.DataFrame([dict.fromkeys(_feature_columns("value"), 1.0)])
+    with ServePredictionClient(service.url) as source, pytest.raises(
+            ModelWithoutPayoff, match=r"'value' model v1 has no payoff.*retrain it with `lab tune --strategy value`"):
+        source.predict("value", frame)
 
 
 def test_client_raises_no_active_model_with_the_reason(service: Service) -> None:

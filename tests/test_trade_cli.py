@@ -15,7 +15,7 @@ from lab.db.models import Account, Position, TradingCycle
 from lab.registry import ModelRegistry
 from lab.trading.store import set_halt, sole_writer
 from tests.fakes.trading import seed_bars, write_config
-from tests.test_serving import _train
+from tests.test_serving import MOMENTUM_PAYOFF, _train
 
 
 @pytest.fixture
@@ -26,7 +26,8 @@ def lab(sqlite_url: str, tmp_path: Path, lab_home: Path, monkeypatch: pytest.Mon
     engine = connect(sqlite_url)
     seed_bars(engine)
     registry = ModelRegistry(engine, lab_home / "models")
-    registry.activate(registry.save_version("trading", "momentum", _train(tmp_path / "m.ubj", "momentum", 0)).id)
+    registry.activate(registry.save_version("trading", "momentum", _train(tmp_path / "m.ubj", "momentum", 0),
+                                            metrics={"payoff": MOMENTUM_PAYOFF}).id)
 
 
 def test_a_cycle_says_how_far_each_strategy_got_and_why_one_was_skipped(lab) -> None:

@@ -10,7 +10,7 @@ from lab.config import load_config
 from lab.strategy import get_strategy
 from lab.trading.model import Fill, Intent, Side
 from lab.trading.portfolio import PortfolioManager
-from lab.trading.predictions import NoActiveModel, Prediction
+from lab.trading.predictions import NoActiveModel, Payoff, Prediction
 from lab.trading.signals import (
     SIGNAL_COLUMNS,
     TradeSignalEngine,
@@ -18,7 +18,8 @@ from lab.trading.signals import (
     calculate_risk_reward,
     exit_decisions,
 )
-from tests.fakes.trading import utc, write_config
+from lab.trading.step import Candidate
+from tests.fakes.trading import PAYOFF, utc, write_config
 
 AS_OF = utc(2024, 1, 8)
 
@@ -36,10 +37,14 @@ class Table:
 
 
 class ByColumn:
-    """Confidence read from a column of the rows (a deterministic PredictionSource)."""
+    """Confidence read from a column of the rows (a deterministic PredictionSource) of a model
+    with ``payoff``."""
+
+    def __init__(self, payoff: Payoff = PAYOFF):
+        self.payoff = payoff
 
     def predict(self, strategy, rows):
-        return Prediction(rows["confidence"].to_numpy(dtype=float), model_version=3)
+        return Prediction(rows["confidence"].to_numpy(dtype=float), model_version=3, payoff=self.payoff)
 
 
 class NoModel:
@@ -86,6 +91,50 @@ def test_momentum_signals_pass_the_rule_and_the_confidence_filter_with_levels(co
     assert (row.entry, row.stop_loss, row.take_profit) == pytest.approx((100.0, 95.0, 110.0))
     assert row.rr == pytest.approx(2.0) and row.model_version == 3
     assert row.ev == pytest.approx(calculate_ev(0.8, 0.10, 0.05))
+
+
+def test_a_buy_is_priced_at_its_models_payoff_not_at_the_strategys_levels(config):
+    """Momentum's model gives P(close higher in 10 bars), not P(take-profit before stop): its
+    EV is what that event's training rows returned, +3% when up and -2% when not."""
+    payoff = Payoff(win=0.03, loss=-0.02)
+    engine = TradeSignalEngine(config, ByColumn(payoff), Table(MOMENTUM), as_of=AS_OF, prices=PRICES)
+    row = engine.find_momentum_signals(list(MOMENTUM)).iloc[0]
+    assert row.symbol == "AAPL" and row.confidence == pytest.approx(0.8)
+    assert row.ev == pytest.approx(0.8 * 0.03 + 0.2 * -0.02)
+    assert row.odds == pytest.approx(0.03 / 0.02)  # Kelly's: the win per unit of loss
+    # the declared levels still place the orders and pass the risk/reward filter
+    assert (row.stop_loss, row.take_profit, row.rr) == pytest.approx((95.0, 110.0, 2.0))
+    assert Candidate.from_record(row.to_dict()).odds == pytest.approx(1.5)
+
+
+def test_a_sell_under_a_direction_label_gains_the_down_moves_and_loses_the_up_moves(config):
+    """A pair sold at a rich spread wins when the ratio does not rise (1 - P(up) = 0.8),
+    gaining what such rows lost (2%), and otherwise loses what rising rows gained (3%)."""
+    rows = {"AAPL/MSFT": {"pair_corr": 0.9, "spread_z": 2.5, "hedge_ratio": 0.5, "confidence": 0.2}}
+    engine = TradeSignalEngine(config, ByColumn(Payoff(win=0.03, loss=-0.02)), Table(rows), as_of=AS_OF,
+                               prices=PRICES)
+    row = engine.find_pairs_signals(["AAPL", "MSFT"]).iloc[0]
+    assert (row.side, row.confidence) == ("sell", pytest.approx(0.8))
+    assert row.ev == pytest.approx(0.8 * 0.02 + 0.2 * -0.03)
+    assert row.odds == pytest.approx(0.02 / 0.03)
+
+
+def test_a_side_that_gains_nothing_when_right_gets_no_kelly_odds(config):
+    engine = TradeSignalEngine(config, ByColumn(Payoff(win=-0.01, loss=-0.03)), Table(MOMENTUM), as_of=AS_OF,
+                               prices=PRICES)
+    row = engine.find_momentum_signals(list(MOMENTUM)).iloc[0]
+    assert row.odds == 0.0 and row.ev == pytest.approx(0.8 * -0.01 + 0.2 * -0.03)
+
+
+def test_generate_skips_a_model_without_a_payoff_and_says_to_retrain_it(config):
+    class Untrained:
+        def predict(self, strategy, rows):
+            return Prediction(np.full(len(rows), 0.9), 7, Payoff.of(None, strategy=strategy, version=7))
+
+    engine = TradeSignalEngine(config, Untrained(), Table(MOMENTUM), as_of=AS_OF, prices=PRICES)
+    assert engine.generate({"stocks": list(MOMENTUM)}).empty
+    assert engine.skipped["momentum"].startswith("strategy 'momentum' model v7 has no payoff")
+    assert "`lab tune --strategy momentum`" in engine.skipped["momentum"]
 
 
 def test_max_positions_per_strategy_keeps_the_best_expected_value(config):

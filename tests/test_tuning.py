@@ -67,6 +67,17 @@ def test_the_out_of_sample_figures_are_the_chosen_params_scored_once_on_the_hold
     assert planted.metrics["tuning_score"] == planted.tuning_score != planted.oos_score
 
 
+def test_the_registered_payoff_is_the_mean_forward_return_of_each_class_of_the_training_rows(
+        planted, engine, tmp_path):
+    """The deployed model is fitted on every row, so its payoff is measured on every row."""
+    data = random_walk_market(symbols=6, days=500, signal=0.6, seed=11)  # the planted run's rows
+    means = data.groupby("label")["forward_return"].mean()
+    promote(_registry(engine, tmp_path), engine, planted, gate=Gate(min_auc_margin=0.02))
+    stored = _registry(engine, tmp_path).list_versions("trading", "swing")[-1].metrics["payoff"]
+    assert stored == {"win": pytest.approx(means[1]), "loss": pytest.approx(means[0])}
+    assert stored["win"] > 0 > stored["loss"]  # the planted up-moves pay, the rest cost
+
+
 def test_a_result_whose_tuning_folds_pass_but_whose_holdout_fails_is_not_promoted(planted, engine, tmp_path):
     registry = _registry(engine, tmp_path)
     overfit = replace(planted, oos_score=0.51)  # the folds it was chosen on still say >= 0.6

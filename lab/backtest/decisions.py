@@ -25,11 +25,13 @@ from lab.config import TradingConfig
 from lab.errors import DataError
 from lab.features import get_feature_set, labelled_rows
 from lab.models.predictor import XGBPredictor, fit_threads, predictor_class
+from lab.models.problem import RETURN_COLUMN
+from lab.models.scoring import label_payoff
 from lab.registry import ModelRegistry, VersionInfo
 from lab.strategy import get_strategy
 from lab.trading.model import Intent, Order, Side
 from lab.trading.portfolio import ExitDecision, PortfolioManager
-from lab.trading.predictions import NoActiveModel, Prediction, PredictionSource, RegistryPredictions
+from lab.trading.predictions import NoActiveModel, Payoff, Prediction, PredictionSource, RegistryPredictions
 from lab.trading.signals import FeatureSource, Screening, TradeSignalEngine, exit_decisions
 from lab.trading.step import Candidate
 
@@ -71,6 +73,8 @@ class _Window:
     start: pd.Timestamp
     predictor: XGBPredictor
     number: int
+    #: measured on the window's training rows, as tuning measures a registered model's
+    payoff: Payoff
 
 
 class _AsOf:
@@ -82,11 +86,12 @@ class _AsOf:
     def predict(self, strategy: str, rows: pd.DataFrame) -> Prediction:
         window = self._owner.window(strategy, self._as_of)
         values = window.predictor.predict(rows) if len(rows) else np.empty(0)
-        return Prediction(np.asarray(values, dtype=float), window.number)
+        return Prediction(np.asarray(values, dtype=float), window.number, window.payoff)
 
 
 class WalkForwardPredictions:
-    """One model per strategy and window, each fitted on bars strictly before its window."""
+    """One model per strategy and window, each fitted on bars strictly before its window, with
+    the payoff of that window's training rows."""
 
     def __init__(self, windows: Mapping[str, list[_Window]]):
         self._windows = {name: sorted(ws, key=lambda w: w.start) for name, ws in windows.items()}
@@ -132,7 +137,8 @@ class WalkForwardPredictions:
                 predictor = predictor_type(task, strategy=name, seed=seed, label={
                     "kind": declared.label.kind, "horizon": declared.label.horizon})
                 predictor.train(data[list(fs.columns)], data["label"], threads=fit_threads())  # same trees
-                windows[name].append(_Window(window_start, predictor, number))
+                payoff = Payoff(**label_payoff(data["label"].to_numpy(), data[RETURN_COLUMN].to_numpy()))
+                windows[name].append(_Window(window_start, predictor, number, payoff))
         return cls(windows)
 
     def window(self, strategy: str, as_of: pd.Timestamp) -> _Window:
@@ -170,8 +176,8 @@ class _Fixed:
 
 
 def pretrained_predictions(registry: ModelRegistry, strategies: Iterable[str], start: pd.Timestamp) -> _Fixed:
-    """The active registry versions, each trained strictly before ``start`` (else an error),
-    pinned for the whole run."""
+    """The active registry versions, each trained strictly before ``start`` and storing the
+    payoff its signals are priced at (else an error), pinned for the whole run."""
     versions = {}
     for name in strategies:
         version = registry.get_active_version(name, "trading")
@@ -186,6 +192,8 @@ def pretrained_predictions(registry: ModelRegistry, strategies: Iterable[str], s
             raise DataError(f"strategy {name!r}: the active model v{version.version} {what} "
                             f"{learned_until.date()}, not before the backtest start {start.date()}; its "
                             f"results would not be out of sample (use walk-forward retraining)")
+        # refused here, not strategy by strategy at its first signal, which would leave it out unsaid
+        Payoff.of(version.metrics.get("payoff"), strategy=name, version=version.version)
         versions[name] = version
     return _Fixed(RegistryPredictions(registry, versions=versions), versions)
 

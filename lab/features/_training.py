@@ -13,6 +13,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from sqlalchemy import Engine, select
 
@@ -64,7 +65,9 @@ def labelled_rows(
     fundamentals: pd.DataFrame | None = None, cache_dir: Path | None = None, use_ray: bool = False,
 ) -> pd.DataFrame:
     """Every bar's features and label over all of ``bars``, with ``label_end``: the time of
-    the last bar its label reads. The rows a training window ending at ``cutoff`` may use
+    the last bar its label reads, and ``forward_return``: the close's return from the bar to
+    that one (a pair's, of the ratio of its legs), NaN where the label is (what a model's
+    payoff is measured from). The rows a training window ending at ``cutoff`` may use
     are those with ``label_end <= cutoff`` (features read no later bar): a walk-forward
     computes this once and takes each window's rows from it, not all bars again per window."""
     fs = get_feature_set(feature_set)
@@ -82,9 +85,11 @@ def labelled_rows(
         part["label"] = target
         part["label_end"] = priced.index[label.horizon:].append(
             pd.DatetimeIndex([pd.NaT] * min(label.horizon, len(priced)), tz=priced.index.tz))
+        forward = (priced["close"].shift(-label.horizon) / priced["close"] - 1).to_numpy()
+        part["forward_return"] = np.where(np.isnan(target), np.nan, forward)
         parts.append(part.reset_index(drop=True))
     if not parts:
-        return pd.DataFrame(columns=_columns(fs))
+        return pd.DataFrame(columns=[*_columns(fs), "forward_return"])
     return pd.concat(parts, ignore_index=True)
 
 

@@ -24,6 +24,7 @@ from lab.models.predictor import XGBPredictor, predictor_class
 from lab.models.scoring import (
     classification_scores,
     holding_periods,
+    label_payoff,
     period_returns,
     regression_scores,
     sharpe_ratio,
@@ -189,6 +190,11 @@ class Problem:
         metrics |= {"return": float(np.prod(1 + returns) - 1), "sharpe": sharpe_ratio(returns),
                     "trades": int(take.sum())}
         return FoldScore(fold.index, metrics, returns)
+
+    def payoff(self) -> dict[str, float] | None:
+        """The deployable model's ``label_payoff``: measured on every row, the rows ``fit``
+        trains it on (None for a regression, whose prediction is itself a return)."""
+        return label_payoff(self.y, self.forward_return) if self.task == "classification" else None
 
     def fit(self, params: Mapping[str, Any], *, threads: int | None = None) -> XGBPredictor:
         """The deployable model: the given params fit on every row (``threads``: see ``train``)."""

@@ -20,9 +20,29 @@ import pandas as pd
 from scipy import stats
 
 __all__ = ["classification_scores", "regression_scores", "holding_periods", "period_returns", "sharpe_ratio",
-           "deflated_sharpe_ratio", "expected_max_sharpe"]
+           "deflated_sharpe_ratio", "expected_max_sharpe", "label_payoff"]
 
 _EULER_GAMMA = 0.5772156649015329
+
+
+def label_payoff(y: np.ndarray, forward_return: np.ndarray) -> dict[str, float]:
+    """The payoff of a classifier's two outcomes on the rows it was fitted on: ``win``, the
+    mean forward return (the price's, over the label horizon) of the class-1 rows, and
+    ``loss``, that of the class-0 rows.
+
+    The signal engine prices a trade's expected value and Kelly odds at these: a model's
+    probability is of its label's event (for a direction label "the close is higher after h
+    bars", not "the take-profit is hit before the stop"), so only the returns that event
+    came with on its own training rows say what a win and a loss are worth."""
+    y, forward_return = np.asarray(y, dtype=float), np.asarray(forward_return, dtype=float)
+    if y.shape != forward_return.shape:
+        raise ValueError(f"label and forward return differ in length: {y.shape} vs {forward_return.shape}")
+    if not np.isfinite(forward_return).all():
+        raise ValueError("forward returns must be finite to measure the payoff")
+    wins, losses = y == 1, y == 0
+    if not (wins | losses).all() or not wins.any() or not losses.any():
+        raise ValueError("the payoff needs 0/1 labels with rows of both classes")
+    return {"win": float(forward_return[wins].mean()), "loss": float(forward_return[losses].mean())}
 
 
 def classification_scores(y: np.ndarray, p: np.ndarray) -> dict[str, float]:

@@ -95,11 +95,12 @@ class TuningResult:
 
     @property
     def metrics(self) -> dict[str, Any]:
-        """What the registry stores next to the model."""
+        """What the registry stores next to the model; ``payoff`` (``Problem.payoff``, of the
+        rows the model was fitted on) is what the signal engine prices its trades at."""
         return {"metric": self.metric, "oos_score": self.oos_score, "oos_auc": self.oos_auc,
                 "sharpe": self.sharpe, "deflated_sharpe": self.deflated_sharpe, "n_trials": self.n_trials,
                 "oos_return": self.holdout_metrics["return"], "holdout": self.holdout_metrics,
-                "tuning_score": self.tuning_score, "folds": self.fold_metrics}
+                "tuning_score": self.tuning_score, "folds": self.fold_metrics, "payoff": self.problem.payoff()}
 
 
 def code_version() -> str:

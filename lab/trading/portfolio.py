@@ -154,9 +154,12 @@ class PortfolioManager:
 
     # --- sizing and limits -----------------------------------------------------------------
 
-    def target_qty(self, *, entry: float, stop_loss: float | None, confidence: float, rr: float | None,
+    def target_qty(self, *, entry: float, stop_loss: float | None, confidence: float, odds: float | None,
                    asset_type: str) -> float:
-        """Quantity by the configured sizing method, before the risk limits."""
+        """Quantity by the configured sizing method, before the risk limits. Kelly bets on
+        ``confidence`` at ``odds``, the signal's expected win per unit of expected loss as its
+        model's payoff measured them (the take-profit/stop-loss ratio is not what the model's
+        probability wins and loses); none without odds."""
         sizing, equity = self.config.sizing, self.equity
         if sizing.method == "all_in":
             return self.round_qty((self.entry_notional() or 0.0) / self.costs.unit_cost(entry, asset_type), asset_type)
@@ -167,8 +170,8 @@ class PortfolioManager:
         elif sizing.method == "risk":
             per_unit = abs(entry - stop_loss) if stop_loss is not None else 0.0
             return self.round_qty(equity * sizing.risk_per_trade / per_unit, asset_type) if per_unit > 0 else 0.0
-        else:  # fractional Kelly on the signal's odds (confidence) and payoff (risk/reward)
-            kelly = confidence - (1 - confidence) / rr if rr else 0.0
+        else:  # fractional Kelly on the signal's probability (confidence) and odds (payoff)
+            kelly = confidence - (1 - confidence) / odds if odds else 0.0
             notional = equity * min(max(kelly, 0.0) * sizing.kelly_fraction, sizing.kelly_cap)
         return self.round_qty(notional / entry, asset_type)
 

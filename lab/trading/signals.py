@@ -1,6 +1,14 @@
 """The signal engine: each strategy's ``entry_rule`` on the latest features, ML confidence from
 a ``PredictionSource``, protective levels, expected value and risk/reward, then the filters.
 
+Expected value and Kelly's odds are priced at the model's ``Payoff`` (the mean forward return
+of each of its classes on its training rows), not at the strategy's take-profit and stop-loss:
+a direction model's probability is of "the close is higher after h bars", not of "the target
+is hit before the stop", and pricing it at the levels overstated momentum's EV about tenfold. One
+formula for every label kind: a buy wins ``payoff.win`` with P(class 1) and gets
+``payoff.loss`` otherwise; a sell gets the negatives. The levels still set the orders' stop
+and target and the risk/reward filter.
+
 Features arrive through a ``FeatureSource`` (latest row per symbol as of the engine's
 ``as_of``), so the engine never reads the clock or the database itself: the live cycle
 computes them from stored bars, a backtest slices precomputed frames.
@@ -22,7 +30,7 @@ from lab.config import TradingConfig
 from lab.strategy import Strategy, get_strategy
 from lab.trading.model import Intent, Order, Position
 from lab.trading.portfolio import ExitDecision, PortfolioManager, strategy_levels
-from lab.trading.predictions import NoActiveModel, PredictionSource
+from lab.trading.predictions import NoActiveModel, Payoff, PredictionSource
 
 __all__ = [
     "SIGNAL_COLUMNS",
@@ -33,11 +41,14 @@ __all__ = [
     "calculate_ev",
     "calculate_risk_reward",
     "exit_decisions",
+    "kelly_odds",
+    "side_payoff",
 ]
 
 #: ``hedge_ratio`` is a pair's (units of the second leg's value per unit of the first); NaN otherwise
+#: ``odds`` is Kelly's: the side's expected win per unit of its expected loss, from the payoff
 SIGNAL_COLUMNS = ["symbol", "strategy", "side", "confidence", "entry", "stop_loss", "take_profit",
-                  "ev", "rr", "model_version", "hedge_ratio"]
+                  "ev", "rr", "odds", "model_version", "hedge_ratio"]
 #: reward must be at least twice the risk (1:2)
 MIN_RISK_REWARD = 2.0
 
@@ -81,6 +92,22 @@ def calculate_ev(probability: float, expected_return: float, risk: float) -> flo
     if not 0.0 <= probability <= 1.0:
         raise ValueError(f"probability must be in [0, 1], got {probability!r}")
     return probability * expected_return - (1.0 - probability) * risk
+
+
+def side_payoff(payoff: Payoff, side: str) -> tuple[float, float]:
+    """(gain, loss) of ``side`` when it is right and when it is wrong, both as positive
+    amounts when they are a gain and a loss: a buy is right on class 1 (gains ``win``) and
+    wrong on class 0 (loses ``-loss``); a sell is right on class 0 (gains ``-loss``) and wrong
+    on class 1 (loses ``win``)."""
+    return (payoff.win, -payoff.loss) if side == "buy" else (-payoff.loss, payoff.win)
+
+
+def kelly_odds(gain: float, loss: float) -> float:
+    """Kelly's b, the gain per unit of loss: 0 where the side gains nothing when right (no
+    bet), infinite where it loses nothing when wrong (the bet is its win probability)."""
+    if gain <= 0:
+        return 0.0
+    return gain / loss if loss > 0 else math.inf
 
 
 def calculate_risk_reward(entry: float, stop_loss: float, take_profit: float) -> float:
@@ -217,9 +244,11 @@ class TradeSignalEngine:
         if unknown := set(sides) - {"buy", "sell"}:
             raise ValueError(f"strategy {name!r}: sides() must give 'buy' or 'sell', got {sorted(map(repr, unknown))}")
         direction = np.where(sides == "buy", 1.0, -1.0)
+        # the side is right on class 1 (buy) or class 0 (sell), and gets that class's payoff
+        right = np.where(direction > 0, prediction.values, 1.0 - prediction.values)
+        payoffs = [side_payoff(prediction.payoff, side) for side in sides]
         # a direction model gives the odds of "up": a sell is confident when "up" is unlikely
-        confidence = (np.where(direction > 0, prediction.values, 1.0 - prediction.values)
-                      if declared.label.kind == "direction" else prediction.values)
+        confidence = right if declared.label.kind == "direction" else prediction.values
         frame = pd.DataFrame({
             "symbol": candidates.index.astype(str),
             "strategy": name,
@@ -228,8 +257,10 @@ class TradeSignalEngine:
             "entry": entries,
             "stop_loss": entries * (1 - direction * stop_pct),
             "take_profit": entries * (1 + direction * take_pct),
-            "ev": [calculate_ev(float(p), take_pct, stop_pct) for p in np.clip(confidence, 0, 1)],
+            "ev": [calculate_ev(float(p), gain, loss) for p, (gain, loss) in zip(np.clip(right, 0, 1), payoffs,
+                                                                                  strict=True)],
             "rr": take_pct / stop_pct,
+            "odds": [kelly_odds(gain, loss) for gain, loss in payoffs],
             "model_version": prediction.model_version,
             "hedge_ratio": (candidates["hedge_ratio"].to_numpy(dtype=float) if "hedge_ratio" in candidates
                             else np.nan),

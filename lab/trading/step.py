@@ -38,7 +38,8 @@ class Candidate(msgspec.Struct, frozen=True, kw_only=True):
     confidence: float
     stop_loss: float | None = None
     take_profit: float | None = None
-    rr: float | None = None
+    #: Kelly's odds (``lab.trading.signals``): expected win per unit of expected loss
+    odds: float | None = None
     #: a pair's ("AAA/BBB"): the value of BBB held against each unit of AAA's value
     hedge_ratio: float | None = None
     ref: Any = None
@@ -52,8 +53,8 @@ class Candidate(msgspec.Struct, frozen=True, kw_only=True):
 
         return cls(strategy=record["strategy"], symbol=record["symbol"], side=Side(record["side"]),
                    entry=float(record["entry"]), confidence=float(record["confidence"]),
-                   stop_loss=level("stop_loss"), take_profit=level("take_profit"), rr=level("rr"),
-                   hedge_ratio=level("hedge_ratio"), ref=ref)
+                   stop_loss=level("stop_loss"), take_profit=level("take_profit"),
+                   odds=level("odds"), hedge_ratio=level("hedge_ratio"), ref=ref)
 
 
 class Bookkeeper(Protocol):
@@ -230,8 +231,8 @@ class _Placer:
             self.journal.outcome(c, "ordered", None)  # placed before a crash (its outcome may be unrecorded)
             return
         asset_type = self.asset_types.get(c.symbol, "stocks")
-        wanted = self.manager.target_qty(entry=c.entry, stop_loss=c.stop_loss, confidence=c.confidence, rr=c.rr,
-                                         asset_type=asset_type)
+        wanted = self.manager.target_qty(entry=c.entry, stop_loss=c.stop_loss, confidence=c.confidence,
+                                         odds=c.odds, asset_type=asset_type)
         decision = self.manager.size_entry(strategy=c.strategy, symbol=c.symbol, side=c.side, entry=c.entry,
                                            qty=wanted, asset_type=asset_type, pending=pending, prices=self.prices)
         if decision.qty <= 0:
@@ -279,8 +280,8 @@ class _Placer:
             return
         unit = price[first] * (1 + beta)  # gross value of one unit of the first leg with its hedge
         stop = abs(c.entry - c.stop_loss) / c.entry if c.stop_loss is not None else 0.0
-        units = self.manager.target_qty(entry=unit, stop_loss=unit * (1 - stop), confidence=c.confidence, rr=c.rr,
-                                        asset_type=asset_type)
+        units = self.manager.target_qty(entry=unit, stop_loss=unit * (1 - stop), confidence=c.confidence,
+                                        odds=c.odds, asset_type=asset_type)
         asked, wanted, limited, seen = units, legs(units), None, list(pending)
         for leg in (first, second):
             decision = self.manager.size_entry(strategy=c.strategy, symbol=leg, side=side[leg], entry=price[leg],

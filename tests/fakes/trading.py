@@ -18,7 +18,7 @@ import pandas as pd
 from sqlalchemy import Engine, insert
 
 from lab.db.models import PriceBar
-from lab.trading.predictions import Prediction
+from lab.trading.predictions import Payoff, Prediction
 
 STOCKS = ["AAPL", "MSFT", "IBM", "GOOG"]
 CRYPTO = ["BTC"]
@@ -81,6 +81,10 @@ def write_config(path: Path, **sections: Any) -> Path:
     return path
 
 
+#: a model whose class-1 rows rose 10% and class-0 rows fell 5% on average: the fakes' payoff
+PAYOFF = Payoff(win=0.10, loss=-0.05)
+
+
 class FixedPredictions:
     """Confidence ``base`` for every row (model version 1): deterministic, protocol-complete."""
 
@@ -88,7 +92,7 @@ class FixedPredictions:
         self.base = base
 
     def predict(self, strategy: str, rows: pd.DataFrame) -> Prediction:
-        return Prediction(np.full(len(rows), self.base), model_version=1)
+        return Prediction(np.full(len(rows), self.base), model_version=1, payoff=PAYOFF)
 
 
 def utc(*args: int) -> datetime:
