@@ -115,3 +115,33 @@ def test_lab_demo_is_a_cli_command():
     result = subprocess.run([sys.executable, "-m", "lab.cli.main", "demo", "--help"], capture_output=True,
                             text=True, timeout=120)
     assert result.returncode == 0 and "--trials" in result.stdout
+
+
+def _printed(outcome, **where) -> list[str]:
+    """What ``lab demo`` prints for ``outcome``, one line each, runs of blanks squeezed."""
+    from lab.cli._common import console
+    from lab.cli.demo import _print_summary
+
+    with console.capture() as shown:
+        _print_summary(outcome, **where)
+    return [" ".join(line.split()) for line in shown.get().splitlines()]
+
+
+def _outcome(**fields):
+    from flows.demo import DemoOutcome
+
+    return DemoOutcome(plan=None, ingest={"stored": 0, "quarantined": 0, "failed": []}, **fields)
+
+
+def test_the_demo_says_its_serve_endpoint_and_dashboard_stopped_with_it_and_how_to_bring_serve_back():
+    printed = " ".join(_printed(_outcome(serve_url="http://127.0.0.1:8123"), dashboard="http://127.0.0.1:8265"))
+
+    assert "ran at http://127.0.0.1:8123 during the demo and stopped with it; `lab serve` serves" in printed
+    assert "ran at http://127.0.0.1:8265 during the demo and stopped with it" in printed
+
+
+def test_on_a_cluster_the_demo_lists_its_serve_endpoint_as_running():
+    printed = " ".join(_printed(_outcome(serve_url="http://127.0.0.1:8123"), dashboard="http://10.0.0.1:8265",
+                                on_cluster=True))
+
+    assert "Serve endpoint: http://127.0.0.1:8123 (POST /predict" in printed and "stopped" not in printed

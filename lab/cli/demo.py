@@ -34,10 +34,15 @@ def demo(
 
         outcome = run_demo_pipeline(trials=trials, paper_days=paper_days, serve_port=port, dashboard=dashboard,
                                     progress=progress)
-    _print_summary(outcome)
+    from lab.settings import get_settings
+
+    _print_summary(outcome, dashboard=_ray_dashboard(), on_cluster=bool(get_settings().ray_address))
 
 
-def _print_summary(outcome) -> None:
+def _print_summary(outcome, *, dashboard: str | None = None, on_cluster: bool = False) -> None:
+    """The demo's tables and where to look. ``dashboard``: the Ray dashboard's URL, if one ran;
+    ``on_cluster``: the demo joined RAY_ADDRESS, whose Serve and dashboard outlive it (a private
+    local Ray, and the Serve and dashboard on it, stop when the demo exits)."""
     ingest = outcome.ingest
     console.print(f"ingested: {ingest['stored']} rows stored, {ingest['quarantined']} quarantined, "
                   f"{len(ingest['failed'])} symbols failed")
@@ -69,13 +74,23 @@ def _print_summary(outcome) -> None:
     console.print("\n[bold]Where to look[/]")
     for ac, bt in outcome.backtests.items():
         console.print(f"  report ({ac}):   {bt['report']}")
-    console.print(f"  Serve endpoint:   {outcome.serve_url}  (POST /predict, GET /models, /docs)")
+    if on_cluster:
+        console.print(f"  Serve endpoint:   {outcome.serve_url}  (POST /predict, GET /models, /docs), on the "
+                      "Ray cluster at RAY_ADDRESS")
+    else:
+        console.print(f"  Serve endpoint:   ran at {outcome.serve_url} during the demo and stopped with it; "
+                      "`lab serve` serves the active models there again (POST /predict, GET /models, /docs)")
     api = os.environ.get("PREFECT_API_URL")
     ui = api.removesuffix("/api") if api else \
         "not running (start `prefect server start` and set PREFECT_API_URL to keep the runs)"
     console.print(f"  Prefect UI:       {ui}")
-    dashboard = _ray_dashboard()
-    console.print(f"  Ray dashboard:    {dashboard or 'not started'}")
+    if dashboard is None:
+        console.print("  Ray dashboard:    not started")
+    elif on_cluster:
+        console.print(f"  Ray dashboard:    {dashboard}  (the cluster's)")
+    else:
+        console.print(f"  Ray dashboard:    ran at {dashboard} during the demo and stopped with it (`lab serve` "
+                      "starts none); a Ray started with `ray start --head` keeps one: join it with RAY_ADDRESS")
     console.print("  portfolios:       `lab portfolio --portfolio demo-stocks`, `lab portfolio --portfolio demo-crypto`")
 
 
