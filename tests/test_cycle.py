@@ -21,7 +21,7 @@ from lab.db import models as db
 from lab.errors import TradingError
 from lab.runtime import LabContext
 from lab.settings import Settings
-from lab.trading.cycle import run_trading_cycle
+from lab.trading.cycle import CycleResult, run_trading_cycle
 from lab.trading.store import replay_ledger, set_halt, sole_writer
 from tests.fakes.trading import FixedPredictions, seed_bars, sessions, write_config
 
@@ -101,6 +101,17 @@ def test_rerunning_a_cycle_places_no_second_order(ctx):
     again = run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions())
     assert again.already_completed
     assert (count(ctx, db.Order), count(ctx, db.Signal)) == (orders, signals)
+
+
+def test_a_rerun_cycle_says_when_it_completed_and_its_summary_reads_back_the_same(ctx):
+    first = run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions())
+    again = run_trading_cycle(ctx, DAYS[0], predictions=FixedPredictions())
+    with ctx.engine.connect() as conn:
+        finished = conn.execute(select(db.TradingCycle.finished_at)).scalar_one()
+
+    assert first.completed_at is None and again.completed_at == finished
+    assert CycleResult.from_summary(again.summary()) == again
+    assert again.explain() == first.explain()
 
 
 def test_low_confidence_produces_no_orders(ctx):
@@ -270,7 +281,7 @@ import os, sys, time
 from datetime import datetime
 from pathlib import Path
 from lab.runtime import open_lab
-from lab.trading.cycle import run_trading_cycle
+from lab.trading.cycle import CycleResult, run_trading_cycle
 from tests.fakes.trading import FixedPredictions
 
 stage, nth, marker = os.environ.get("PAUSE_AT", ""), int(os.environ.get("PAUSE_NTH", "1")), Path(sys.argv[2])

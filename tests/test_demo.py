@@ -145,3 +145,31 @@ def test_on_a_cluster_the_demo_lists_its_serve_endpoint_as_running():
                                 on_cluster=True))
 
     assert "Serve endpoint: http://127.0.0.1:8123 (POST /predict" in printed and "stopped" not in printed
+
+
+def _cycle(day: str, **fields) -> dict:
+    """A paper-trading cycle's summary as ``flows.trading.run_trading_cycle`` returns it."""
+    from lab.trading.cycle import CycleResult
+
+    return CycleResult(portfolio="demo-stocks", as_of=pd.Timestamp(day, tz="UTC").to_pydatetime(), equity=1e5,
+                       **fields).summary()
+
+
+def test_a_demo_rerun_says_its_paper_cycles_ran_before_and_were_not_run_again():
+    done = pd.Timestamp("2026-11-25 02:58", tz="UTC").to_pydatetime()
+    note = "strategy 'momentum' has no active model version in the registry"
+    paper = {"stocks": [_cycle(day, already_completed=True, completed_at=done, notes=[note])
+                        for day in ("2024-01-02", "2024-01-03")]}
+    printed = " ".join(_printed(_outcome(paper=paper)))
+
+    assert ("stocks: the 2 cycles of 2024-01-02 to 2024-01-03 ran before (completed by 2026-11-25 02:58 UTC) and "
+            "were not run again: a portfolio's cycle runs once per decision time") in printed
+    assert "`lab trade cycle --portfolio demo-stocks --as-of <later date>` runs a new one" in printed
+    assert printed.count(note) == 1
+
+
+def test_a_first_demo_run_prints_its_paper_notes_without_a_rerun_line():
+    paper = {"stocks": [_cycle("2024-01-02", already_completed=False, notes=["a note"])]}
+    printed = " ".join(_printed(_outcome(paper=paper)))
+
+    assert "stocks: a note" in printed and "ran before" not in printed

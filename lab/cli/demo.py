@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from lab.cli._common import console, figure, free_port, print_table
+
+if TYPE_CHECKING:
+    from lab.trading.cycle import CycleResult
 
 __all__ = ["demo"]
 
@@ -68,8 +72,14 @@ def _print_summary(outcome, *, dashboard: str | None = None, on_cluster: bool = 
         (ac, len(cycles), sum(c["orders_placed"] for c in cycles), sum(c["fills"] for c in cycles),
          sum(c["rejected"] for c in cycles), f"{cycles[-1]['equity']:,.2f}")
         for ac, cycles in outcome.paper.items() if cycles])
+    from lab.trading.cycle import CycleResult  # (pandas: not loaded for every command)
+
     for ac, cycles in outcome.paper.items():
-        for note in dict.fromkeys(n for c in cycles for n in c["notes"]):
+        results = [CycleResult.from_summary(c) for c in cycles]
+        reused = [r for r in results if r.already_completed]
+        if reused:
+            console.print(f"  {ac}: {_reused(ac, reused)}", highlight=False)
+        for note in dict.fromkeys(n for r in results for n in r.notes):
             console.print(f"  {ac}: {note}", highlight=False)
     console.print("\n[bold]Where to look[/]")
     for ac, bt in outcome.backtests.items():
@@ -92,6 +102,17 @@ def _print_summary(outcome, *, dashboard: str | None = None, on_cluster: bool = 
         console.print(f"  Ray dashboard:    ran at {dashboard} during the demo and stopped with it (`lab serve` "
                       "starts none); a Ray started with `ray start --head` keeps one: join it with RAY_ADDRESS")
     console.print("  portfolios:       `lab portfolio --portfolio demo-stocks`, `lab portfolio --portfolio demo-crypto`")
+
+
+def _reused(asset_class: str, reused: list[CycleResult]) -> str:
+    """Why a re-run's paper-trading figures and notes are an earlier run's: its cycles had
+    completed then, and a portfolio's cycle runs once per decision time (no second trade)."""
+    days = f"{reused[0].as_of.date()}" + (f" to {reused[-1].as_of.date()}" if len(reused) > 1 else "")
+    done = max(r.completed_at for r in reused if r.completed_at)
+    return (f"the {len(reused)} cycles of {days} ran before (completed by {done:%Y-%m-%d %H:%M} UTC) and were not "
+            f"run again: a portfolio's cycle runs once per decision time, so the figures and notes are from "
+            f"then; `lab trade cycle --portfolio demo-{asset_class} --as-of <later date>` runs a new one once "
+            f"that date's bars are ingested")
 
 
 def _ray_dashboard() -> str | None:

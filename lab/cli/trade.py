@@ -33,7 +33,8 @@ def cycle(
     predictions = RegistryPredictions(ctx.registry) if in_process else ServePredictionClient(settings.serve_url, token)
     with console.status("running the trading cycle"):
         result = run_trading_cycle(ctx, decision_time(as_of), portfolio=portfolio, predictions=predictions, live=live)
-    state = "already completed" if result.already_completed else "completed"
+    state = (f"already completed at {result.completed_at:%Y-%m-%d %H:%M} UTC, not run again"
+             if result.already_completed and result.completed_at else "completed")
     console.print(f"cycle {result.as_of.isoformat()} {state}: {result.signals} signals, "
                   f"{result.orders_placed} orders, {result.rejected} rejected, {result.fills} fills; "
                   f"cash {result.cash:,.2f}, equity {result.equity:,.2f}" + (" [HALTED]" if result.halted else ""))

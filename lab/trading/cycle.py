@@ -80,11 +80,22 @@ class CycleResult:
     #: per strategy asked for entries: how far its symbols got (``Screening``'s counts and
     #: best confidence) and the ``min_confidence`` they were held to
     screening: dict[str, dict] = field(default_factory=dict)
+    #: when a cycle found already completed had completed (its figures and notes are from
+    #: then); None for a cycle run now
+    completed_at: datetime | None = None
 
     def summary(self) -> dict:
         out = asdict(self)
         out["as_of"] = self.as_of.isoformat()
+        out["completed_at"] = self.completed_at.isoformat() if self.completed_at else None
         return out
+
+    @classmethod
+    def from_summary(cls, summary: Mapping[str, Any]) -> CycleResult:
+        """The result back from ``summary()`` (a stored cycle's, or a flow's return value)."""
+        done = summary.get("completed_at")
+        return cls(**{**summary, "as_of": datetime.fromisoformat(summary["as_of"]),
+                      "completed_at": datetime.fromisoformat(done) if done else None})
 
     def explain(self) -> list[str]:
         """Why the cycle did what it did, a line each: how far each strategy's symbols got,
@@ -287,10 +298,9 @@ def _stored_result(ctx: LabContext, portfolio: str, as_of: datetime) -> CycleRes
                                                           db.TradingCycle.as_of == as_of))
         if row is None or row.status != "completed":
             return None
-        summary = dict(row.summary or {})
-    summary.pop("as_of", None)
-    summary["already_completed"] = True
-    return CycleResult(as_of=as_of, **summary)
+        summary = {**(row.summary or {}), "as_of": as_of.isoformat(), "already_completed": True,
+                   "completed_at": row.finished_at.isoformat()}
+    return CycleResult.from_summary(summary)
 
 
 def _claim(ctx: LabContext, portfolio: str, as_of: datetime, *, present: datetime | None) -> None:
