@@ -173,3 +173,12 @@ def test_a_first_demo_run_prints_its_paper_notes_without_a_rerun_line():
     printed = " ".join(_printed(_outcome(paper=paper)))
 
     assert "stocks: a note" in printed and "ran before" not in printed
+
+
+def test_the_demo_says_how_far_each_strategys_symbols_got_in_its_paper_cycles():
+    counts = {"screened": 2, "rule": 0, "confident": 0, "best": None, "min_confidence": 0.55}
+    paper = {"crypto": [_cycle("2024-01-02", already_completed=False, screening={"breakout": counts})]}
+    printed = " ".join(_printed(_outcome(paper=paper)))
+
+    assert "crypto: breakout: 2 screened, 0 fired the entry rule, 0 past min confidence 0.55 and risk/reward" \
+        in printed

@@ -79,8 +79,8 @@ def _print_summary(outcome, *, dashboard: str | None = None, on_cluster: bool = 
         reused = [r for r in results if r.already_completed]
         if reused:
             console.print(f"  {ac}: {_reused(ac, reused)}", highlight=False)
-        for note in dict.fromkeys(n for r in results for n in r.notes):
-            console.print(f"  {ac}: {note}", highlight=False)
+        for line in dict.fromkeys(line for r in results for line in r.explain()):  # as `lab trade cycle`
+            console.print(f"  {ac}: {line}", highlight=False)
     console.print("\n[bold]Where to look[/]")
     for ac, bt in outcome.backtests.items():
         console.print(f"  report ({ac}):   {bt['report']}")
