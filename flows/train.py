@@ -38,5 +38,5 @@ def tune_strategies(strategies: list[str] | None = None, trials: TrialBudget = N
     create_table_artifact(key="tuning-leaderboard", table=rows,
                           description="Out-of-sample walk-forward scores, deflated Sharpe, promotion decisions")
     for row in rows:
-        print(f"{row['strategy']}: {'promoted' if row['promoted'] else 'kept as candidate'} ({row['reason']})")
+        print(f"{row['strategy']}: {'active' if row['active'] else 'kept as candidate'} ({row['reason']})")
     return rows

@@ -182,3 +182,14 @@ def test_the_demo_says_how_far_each_strategys_symbols_got_in_its_paper_cycles():
 
     assert "crypto: breakout: 2 screened, 0 fired the entry rule, 0 past min confidence 0.55 and risk/reward" \
         in printed
+
+
+def test_the_demo_leaderboard_shows_whether_a_version_is_active_apart_from_the_gates_verdict():
+    refused = "OOS AUC 0.468 on the holdout is not above 0.520 (0.5 + margin 0.02)"
+    row = {"strategy": "momentum", "metric": "auc", "oos_score": 0.4681, "sharpe": 0.2, "deflated_sharpe": 0.85,
+           "trials": 8, "version": 1, "active": True, "reason": refused}  # activated by hand after the gate
+    printed = _printed(_outcome(leaderboard=[row]))
+
+    assert "┃ strategy ┃ metric ┃ score ┃ Sharpe ┃ Sharpe ┃ trials ┃ version ┃ active ┃" in printed  # (80 wide)
+    assert "│ momentum │ auc │ 0.47 │ 0.20 │ 0.85 │ 8 │ 1 │ yes │" in printed
+    assert f"momentum: {refused}" in " ".join(printed)

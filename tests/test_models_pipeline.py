@@ -60,7 +60,7 @@ def test_a_random_walk_universe_is_tuned_registered_and_kept_as_candidate(ray_se
     with session_scope(engine) as session:
         assert session.scalars(select(TuningRun.promoted)).all() == [False]
     (row,) = leaderboard(outcomes)
-    assert row["strategy"] == "swing" and row["version"] == 1 and not row["promoted"]
+    assert row["strategy"] == "swing" and row["version"] == 1 and not row["active"]
 
 
 def test_a_pair_strategy_is_tuned_on_its_pairs_scored_by_its_hedged_spread_return(ray_session, engine):

@@ -19,5 +19,8 @@ def test_tune_command_tunes_registers_and_prints_the_leaderboard(ray_session, sq
     result = CliRunner().invoke(app, ["tune", "--strategy", "swing", "--trials", "2"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert "Tuning leaderboard" in result.output and "swing" in result.output
+    # the columns lab demo shows too: whether the version is active, the gate's verdict below
+    assert "┃ strategy ┃ metric ┃ oos score ┃ Sharpe ┃ deflated Sharpe ┃ trials ┃ version ┃ active ┃" in {
+        " ".join(line.split()) for line in result.output.splitlines()}
     listed = CliRunner().invoke(app, ["models", "list"])
     assert "swing" in listed.output and "candidate" in listed.output

@@ -50,12 +50,9 @@ def _print_summary(outcome, *, dashboard: str | None = None, on_cluster: bool = 
     ingest = outcome.ingest
     console.print(f"ingested: {ingest['stored']} rows stored, {ingest['quarantined']} quarantined, "
                   f"{len(ingest['failed'])} symbols failed")
-    print_table("Tuning leaderboard (walk-forward, out of sample)",
-                ["strategy", "oos score", "deflated Sharpe", "trials", "version", "promoted"],
-                [(r["strategy"], figure("oos_score", r["oos_score"]), figure("deflated_sharpe", r["deflated_sharpe"]),
-                  r["trials"], r["version"], "yes" if r["promoted"] else "no") for r in outcome.leaderboard])
-    for r in outcome.leaderboard:
-        console.print(f"  {r['strategy']}: {r['reason']}", highlight=False)
+    from lab.cli.tune import print_leaderboard
+
+    print_leaderboard("Tuning leaderboard (walk-forward, out of sample)", outcome.leaderboard)
     rows = []
     for asset_class, bt in outcome.backtests.items():
         for name, m in bt["metrics"].items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from lab.cli._common import console, print_table
+from lab.cli._common import console, figure, print_table
 from lab.runtime import open_lab
 
 
@@ -28,8 +28,17 @@ def tune_cmd(
             bar.update(tasks[name], completed=done)
 
         outcomes = train_and_promote_all(lab, strategy or None, trials, progress)
-    rows = leaderboard(outcomes)
-    print_table("Tuning leaderboard", list(rows[0]) if rows else ["strategy"],
-                [tuple(row.values()) for row in rows])
+    print_leaderboard("Tuning leaderboard", leaderboard(outcomes))
     if any(o.error for o in outcomes) and not any(o.result for o in outcomes):
         raise typer.Exit(1)
+
+
+def print_leaderboard(title: str, rows: list[dict]) -> None:
+    """``lab.models.pipeline.leaderboard``'s rows as ``lab tune`` and ``lab demo`` both show them,
+    then each strategy's reason (the gate's verdict, or why a version was reused)."""
+    columns = ("oos_score", "sharpe", "deflated_sharpe")
+    print_table(title, ["strategy", "metric", "oos score", "Sharpe", "deflated Sharpe", "trials", "version", "active"],
+                [(r["strategy"], r["metric"], *(figure(c, r[c]) for c in columns), r["trials"],
+                  "-" if r["version"] is None else r["version"], "yes" if r["active"] else "no") for r in rows])
+    for r in rows:
+        console.print(f"  {r['strategy']}: {r['reason']}", highlight=False)

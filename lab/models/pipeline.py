@@ -193,7 +193,9 @@ def _rounded(value: Any, digits: int) -> float | None:
 
 
 def leaderboard(outcomes: list[TrainingOutcome]) -> list[dict[str, Any]]:
-    """One row per strategy, best first: what the CLI prints and the flow publishes."""
+    """One row per strategy, best first: what the CLI prints and the flow publishes. ``active``:
+    the version is the one Serve answers with now (a reused version may have been activated by
+    hand after the gate refused it: ``reason`` says what the gate said)."""
     rows = []
     for o in outcomes:
         r, d = o.result, o.decision
@@ -202,7 +204,7 @@ def leaderboard(outcomes: list[TrainingOutcome]) -> list[dict[str, Any]]:
             rows.append({
                 "strategy": o.strategy, "metric": m.get("metric", ""), "oos_score": _rounded(m.get("oos_score"), 4),
                 "sharpe": _rounded(m.get("sharpe"), 3), "deflated_sharpe": _rounded(m.get("deflated_sharpe"), 3),
-                "trials": m.get("n_trials", 0), "version": v.version, "promoted": v.is_active,
+                "trials": m.get("n_trials", 0), "version": v.version, "active": v.is_active,
                 "reason": f"inputs unchanged: reused v{v.version} ({v.status}) without tuning again",
             })
             continue
@@ -210,6 +212,6 @@ def leaderboard(outcomes: list[TrainingOutcome]) -> list[dict[str, Any]]:
             "strategy": o.strategy, "metric": r.metric if r else "", "oos_score": round(r.oos_score, 4) if r else None,
             "sharpe": round(r.sharpe, 3) if r else None, "deflated_sharpe": round(r.deflated_sharpe, 3) if r else None,
             "trials": r.n_trials if r else 0, "version": d.version if d else None,
-            "promoted": bool(d and d.promoted), "reason": d.reason if d else o.error,
+            "active": bool(d and d.promoted), "reason": d.reason if d else o.error,
         })
     return sorted(rows, key=lambda row: -(row["oos_score"] if row["oos_score"] is not None else float("-inf")))
