@@ -31,7 +31,8 @@ def backtest_flow(strategies: list[str], start: date, end: date, walk_forward: s
                   name: str | None = None, symbols: list[str] | None = None,
                   settings: dict[str, Any] | None = None) -> dict:
     """Backtest ``strategies`` over [start, end] (``settings``: dotted config paths -> values,
-    as ``lab backtest --set``); returns the stored id, report path and metrics."""
+    as ``lab backtest --set``); returns the stored id, report path, metrics, gate and what decided
+    the trades (``decided_by``: how the models stayed out of sample)."""
     lab = open_lab()
     spec = _spec(strategies, start, end, walk_forward, name, symbols, settings)
     result = run_backtest(lab.engine, lab.config, lab.registry, spec)
@@ -45,7 +46,8 @@ def backtest_flow(strategies: list[str], start: date, end: date, walk_forward: s
                          description=f"backtest {backtest_id}: {spec.label}")
     create_table_artifact(key="backtest-gate", table=gate, description=f"success gate of {spec.label}")
     print(f"backtest {backtest_id} ({result.portfolio}): report {report}")
-    return {"id": backtest_id, "portfolio": result.portfolio, "report": str(report), "metrics": metrics, "gate": gate}
+    return {"id": backtest_id, "portfolio": result.portfolio, "report": str(report), "metrics": metrics, "gate": gate,
+            "decided_by": result.decided_by}
 
 
 @flow(name="run_backtest_sweep", log_prints=True)

@@ -68,6 +68,7 @@ def test_the_demo_runs_the_whole_pipeline_and_a_rerun_reuses_what_it_can(demo_ou
     # backtests over each out-of-sample window: stored once (a re-run replaces), each with a report
     assert count(engine, db.Backtest) == len(first.plan.strategies)
     for bt in second.backtests.values():
+        assert bt["decided_by"].startswith("models retrained every")  # the demo's walk_forward="retrain"
         report = open(bt["report"], encoding="utf-8").read()
         assert "Success gate" in report and "<img" in report
         assert {g["check"] for g in bt["gate"]} == {"sharpe", "win_rate", "profit_factor", "max_drawdown",
@@ -101,7 +102,8 @@ def test_the_demo_prints_its_gate_as_lab_backtest_does():
     gate = [{"check": c.name, "value": c.value, "op": c.op, "threshold": c.threshold, "passed": c.passed}
             for c in result.gate()]  # as flows.backtest hands it over
     outcome = DemoOutcome(plan=None, ingest={"stored": 0, "quarantined": 0, "failed": []}, backtests={"stocks": {
-        "metrics": {name: m.as_dict() for name, m in result.metrics().items()}, "gate": gate, "report": "r.html"}})
+        "metrics": {name: m.as_dict() for name, m in result.metrics().items()}, "gate": gate, "report": "r.html",
+        "decided_by": "models retrained every 182 days on the 1460 days before each window"}})
     with console.capture() as shown:
         _print_summary(outcome)
     printed = shown.get()
@@ -109,6 +111,9 @@ def test_the_demo_prints_its_gate_as_lab_backtest_does():
     assert "nan" not in printed
     assert "│ stocks │ max_drawdown │ 4.76% │ < 15.00% │ PASS │" in rows
     assert "│ stocks │ win_rate │ - │ > 50.00% │ FAIL │" in rows
+    # the backtest's title says how its models stayed out of sample, as the run did it
+    assert ("Out-of-sample backtest after fees and slippage (models retrained every 182 days on the 1460 days "
+            "before each window)") in " ".join(rows)
 
 
 def test_lab_demo_is_a_cli_command():

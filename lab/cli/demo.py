@@ -58,7 +58,8 @@ def _print_summary(outcome, *, dashboard: str | None = None, on_cluster: bool = 
         for name, m in bt["metrics"].items():
             rows.append((asset_class, name, *(figure(f, m[f]) for f in (
                 "total_return", "sharpe", "max_drawdown", "win_rate", "profit_factor", "trades"))))
-    print_table("Out-of-sample backtest after fees and slippage (model trained before the window)",
+    decided_by = "; ".join(dict.fromkeys(bt["decided_by"] for bt in outcome.backtests.values()))
+    print_table(f"Out-of-sample backtest after fees and slippage ({decided_by})",
                 ["asset class", "strategy", "return", "Sharpe", "max DD", "win rate", "profit factor", "trades"],
                 rows)
     print_table("Success gate (portfolio, out of sample)", ["asset class", "check", "value", "threshold", "result"], [
