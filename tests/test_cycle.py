@@ -258,6 +258,15 @@ def test_symbols_without_the_bar_a_cycle_decides_on_get_no_entries(ctx):
            f"stocks bar of 2023-03-02): ingest first (`lab ingest`)" in result.notes
 
 
+def test_a_cycle_before_a_symbols_stored_history_says_where_its_bars_start_not_to_ingest(ctx):
+    result = run_trading_cycle(ctx, datetime(2021, 6, 1, tzinfo=UTC), predictions=FixedPredictions(),
+                               asset_classes=["crypto"])
+
+    assert result.orders_placed == 0
+    assert ["no entries in BTC (stored bars start at 2022-01-01; a cycle at 2021-06-01T00:00:00+00:00 decides on "
+            "the crypto bar of 2021-06-01): nothing to decide on before then"] == result.notes
+
+
 def test_a_cycle_at_a_past_time_in_market_hours_decides_on_the_last_closed_sessions_bars(ctx):
     in_hours = DAYS[1].replace(hour=15)  # that session trades until 21:00 UTC: its bar is not known yet
     run_trading_cycle(ctx, in_hours, predictions=FixedPredictions())

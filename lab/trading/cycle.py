@@ -23,6 +23,7 @@ from typing import Any
 import pandas as pd
 from sqlalchemy import Engine, func, select
 
+from lab.bars import stored_spans
 from lab.config import TradingConfig
 from lab.db import models as db
 from lab.db import session_scope
@@ -211,7 +212,8 @@ def run_trading_cycle(
             for name, u in config.universe.asset_classes().items():
                 if (asset_classes is None or name in asset_classes) and name not in closed:
                     behind = market.behind(u.symbols, name, as_of)
-                    journal.notes.extend(_stale_notes(name, behind, as_of))
+                    spans = stored_spans(engine, [s for s, last in behind.items() if last is None])
+                    journal.notes.extend(_stale_notes(name, behind, as_of, spans))
                     universe[name] = [s for s in u.symbols if s not in behind]
             signals = engine_.generate(universe)
             journal.notes.extend(engine_.skipped.values())
@@ -279,16 +281,27 @@ def _closed_markets(broker: BrokerInterface, classes: set[str], as_of: datetime)
     return closed
 
 
-def _stale_notes(asset_class: str, behind: Mapping[str, pd.Timestamp | None], as_of: datetime) -> list[str]:
-    """Why symbols got no entry this cycle: their bars stop before the one it decides on."""
+def _stale_notes(asset_class: str, behind: Mapping[str, pd.Timestamp | None], as_of: datetime,
+                 spans: Mapping[str, tuple[pd.Timestamp, pd.Timestamp]]) -> list[str]:
+    """Why symbols got no entry this cycle: their bars stop before the one it decides on, or
+    (none loaded; ``spans``: their stored first and last bars, ``lab.bars.stored_spans``) they
+    start after it, which no ingest changes, or none are stored."""
     if not behind:
         return []
     due = last_bar_at(asset_class, as_of).date()
-    by_last: dict[str, list[str]] = {}
+    by_last: dict[tuple[str, str], list[str]] = {}
     for symbol, last in behind.items():
-        by_last.setdefault("no bars" if last is None else f"latest bar {last.date()}", []).append(symbol)
+        if last is not None:
+            key = (f"latest bar {last.date()}", "ingest first (`lab ingest`)")
+        elif symbol not in spans:
+            key = ("no bars stored", "ingest first (`lab ingest`)")
+        elif (first := spans[symbol][0]).date() > due:
+            key = (f"stored bars start at {first.date()}", "nothing to decide on before then")
+        else:
+            key = (f"latest stored bar {spans[symbol][1].date()}", "ingest first (`lab ingest`)")
+        by_last.setdefault(key, []).append(symbol)
     return [f"no entries in {', '.join(symbols)} ({what}; a cycle at {as_of.isoformat()} decides on the "
-            f"{asset_class} bar of {due}): ingest first (`lab ingest`)" for what, symbols in by_last.items()]
+            f"{asset_class} bar of {due}): {hint}" for (what, hint), symbols in by_last.items()]
 
 
 def _stored_result(ctx: LabContext, portfolio: str, as_of: datetime) -> CycleResult | None:
