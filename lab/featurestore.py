@@ -11,12 +11,12 @@ from dataclasses import dataclass, field
 
 import pandas as pd
 
-from lab.bars import bars_by_symbol, load_bars
+from lab.bars import bars_by_symbol, load_bars, stored_spans
 from lab.errors import DataError
 from lab.features import compute_universe_features, get_feature_set, load_fundamentals, store_indicators
 from lab.runtime import LabContext
 
-__all__ = ["UniverseFeatureRun", "universe_features", "refresh_universe_features"]
+__all__ = ["UniverseFeatureRun", "universe_features", "refresh_universe_features", "require_stored_bars"]
 
 #: progress(label, done, total)
 Progress = Callable[[str, int, int], None]
@@ -34,6 +34,33 @@ class UniverseFeatureRun:
         return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
+def _wanted(ctx: LabContext, symbols: list[str] | None) -> list[str]:
+    classes = ctx.config.universe.asset_classes()
+    return sorted(set(symbols)) if symbols else sorted({s for u in classes.values() for s in u.symbols})
+
+
+def require_stored_bars(ctx: LabContext, symbols: list[str] | None = None) -> None:
+    """Refuse, before any work (a Ray start-up included), ``symbols`` (default: the universe)
+    none of which has stored bars; some stored computes those, the rest as problem rows."""
+    wanted = _wanted(ctx, symbols)
+    if not stored_spans(ctx.engine, wanted):
+        raise DataError(_no_bars(ctx, wanted))
+
+
+def _no_bars(ctx: LabContext, symbols: list[str]) -> str:
+    """Why ``symbols`` have no stored bars, and what stores them: ``lab ingest`` refuses a
+    symbol outside the universe config unless told its asset class."""
+    outside = [s for s in symbols if ctx.config.asset_class_of(s) is None]
+    inside = [s for s in symbols if s not in outside]
+    parts = [f"{', '.join(inside)} (ingest first: `lab ingest`)"] if inside else []
+    if outside:
+        them = "it" if len(outside) == 1 else "them"
+        parts.append(f"{', '.join(outside)}: not in the universe ({ctx.settings.lab_config}); add {them} there, or "
+                     f"`lab ingest --symbols {','.join(outside)} --asset-class stocks|crypto` stores "
+                     f"{'its' if len(outside) == 1 else 'their'} bars")
+    return "no stored bars for " + "; ".join(parts)
+
+
 def universe_features(ctx: LabContext, feature_set: str, symbols: list[str] | None = None, *,
                       use_ray: bool = True, progress: Progress | None = None) -> UniverseFeatureRun:
     """``feature_set`` for ``symbols`` (default: the configured universe), each symbol against
@@ -41,13 +68,13 @@ def universe_features(ctx: LabContext, feature_set: str, symbols: list[str] | No
     stored bars is a problem row of its own."""
     fs = get_feature_set(feature_set)
     classes = ctx.config.universe.asset_classes()
-    wanted = sorted(set(symbols)) if symbols else sorted({s for u in classes.values() for s in u.symbols})
+    wanted = _wanted(ctx, symbols)
     benchmarks = {s: u.benchmark for u in classes.values() for s in u.symbols}
     needed = set(wanted) | {benchmarks[s] for s in wanted if s in benchmarks}
     stored = bars_by_symbol(load_bars(ctx.engine, sorted(needed)))
     run = UniverseFeatureRun(problems=[(s, "no stored bars") for s in wanted if s not in stored])
     if len(run.problems) == len(wanted):
-        raise DataError(f"no stored bars for {', '.join(wanted)} (run the ingestion first)")
+        raise DataError(_no_bars(ctx, wanted))
     fundamentals = load_fundamentals(ctx.engine, wanted) if fs.kind == "fundamental" else None
     groups: dict[str | None, list[str]] = {}
     for symbol in wanted:

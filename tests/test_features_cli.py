@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -50,6 +51,19 @@ def test_features_command_names_unknown_sets_and_symbols(stored: str) -> None:
     assert bad_set.exit_code != 0 and "unknown feature set 'momentum@9'" in str(bad_set.exception)
     bad_symbol = runner.invoke(app, ["features", "--symbols", "NOPE", "--no-ray"])
     assert bad_symbol.exit_code != 0 and "no stored bars for NOPE" in str(bad_symbol.exception)
+
+
+def test_features_command_says_a_symbol_is_not_in_the_universe_before_starting_ray(stored: str) -> None:
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "lab.cli.main", "features", "--symbols", "ZZZ"],
+                            capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "300"})
+    config = os.environ["LAB_CONFIG"]
+    assert result.returncode != 0
+    assert (f"no stored bars for ZZZ: not in the universe ({config}); add it there, or "
+            "`lab ingest --symbols ZZZ --asset-class stocks|crypto` stores its bars") in result.stderr
+    assert "ingest first" not in result.stderr and "Ray" not in result.stderr + result.stdout
 
 
 def test_features_command_refuses_an_output_it_cannot_write_before_computing(stored: str, tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from lab.cli._common import console, output_file, print_table
 from lab.features import FEATURE_SETS, get_feature_set
-from lab.featurestore import universe_features
+from lab.featurestore import require_stored_bars, universe_features
 from lab.runtime import ensure_ray, open_lab
 
 __all__ = ["features_cmd"]
@@ -28,6 +28,7 @@ def features_cmd(
     lab = open_lab()
     target = output_file("--out", out or lab.settings.home / "features" / f"{fs.name}-v{fs.version}.parquet")
     wanted = sorted({s.strip().upper() for item in symbols or [] for s in item.split(",") if s.strip()}) or None
+    require_stored_bars(lab, wanted)  # before Ray's start-up: a symbol not stored is named in a moment
     if ray:
         ensure_ray(lab.settings)
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
