@@ -812,7 +812,9 @@ def test_value_without_fundamentals_known_before_the_start_is_a_clear_error(sqli
 
 
 def test_symbols_never_ingested_are_named_with_the_command_that_ingests_them(sqlite_bars, tmp_path):
-    with pytest.raises(DataError, match=r"no stored bars at all for NVDA; ingest them first \(`lab ingest`\)"):
+    with pytest.raises(DataError, match=r"no stored bars at all for NVDA; ingest them first \(`lab ingest --symbols "
+                                        r"NVDA`, with --asset-class stocks\|crypto for a symbol not in the universe "
+                                        r"config, LAB_CONFIG\)"):
         _run(sqlite_bars, _spec(symbols=["NVDA"]), tmp_path)
 
 

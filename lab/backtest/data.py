@@ -107,7 +107,10 @@ def require_bars(bars: dict[str, pd.DataFrame], symbols: list[str], start: pd.Ti
         raise DataError("a backtest needs at least one symbol")
     empty = [s for s in symbols if s not in bars or not len(bars[s].index[span(bars[s].index, start, end)])]
     if never := [s for s in empty if s not in stored]:
-        raise DataError(f"no stored bars at all for {', '.join(never)}; ingest them first (`lab ingest`)")
+        # (``lab ingest`` refuses a symbol outside the universe config without its asset class)
+        raise DataError(f"no stored bars at all for {', '.join(never)}; ingest them first (`lab ingest --symbols "
+                        f"{','.join(never)}`, with --asset-class stocks|crypto for a symbol not in the universe "
+                        f"config, LAB_CONFIG)")
     if empty:
         raise DataError(f"no bars between {start.date()} and {end.date()} for: " + ", ".join(
             f"{s} (its bars are stored from {stored[s][0].date()} to {stored[s][1].date()})" for s in empty))
