@@ -26,11 +26,12 @@ _RETRY_STATUSES = frozenset({502, 504})
 
 
 class PredictionServiceError(TradingError):
-    """The prediction service refused or failed a request; ``status`` is its HTTP status."""
+    """The prediction service refused or failed a request; ``status`` is its HTTP status (0:
+    it could not be reached)."""
 
     def __init__(self, status: int, message: str):
         self.status = status
-        super().__init__(f"prediction service answered {status}: {message}")
+        super().__init__(f"prediction service answered {status}: {message}" if status else message)
 
 
 class _Retryable(Exception):
@@ -85,7 +86,8 @@ class ServePredictionClient:
         except _Retryable as exc:
             response = exc.response
         except httpx.TransportError as exc:
-            raise PredictionServiceError(0, f"{self._http.base_url} unreachable: {exc}") from None
+            raise PredictionServiceError(0, f"could not reach the prediction service at {self._http.base_url} "
+                                            f"({exc})") from None
         if response.status_code == 200:
             return response.json()
         detail = _detail(response)

@@ -541,7 +541,7 @@ def test_client_sends_the_token(service: Service) -> None:
 
 def test_client_reports_an_unreachable_service(service: Service) -> None:
     with ServePredictionClient(f"http://127.0.0.1:{_free_port()}", timeout_s=2) as source:
-        with pytest.raises(PredictionServiceError, match="unreachable"):
+        with pytest.raises(PredictionServiceError, match="could not reach the prediction service at http://127.0.0.1:"):
             source.predict("momentum", _frame(_rows(1)))
 
 

@@ -104,3 +104,20 @@ def test_a_halt_is_not_lifted_while_a_cycle_holds_the_books(lab) -> None:
     assert "portfolio 'paper' is busy" in str(result.exception) and "lifting its halt was not started" \
         in str(result.exception)
     assert "yes" in CliRunner().invoke(app, ["kill-switch", "status"]).output  # still halted
+
+
+def test_a_cycle_without_a_running_prediction_service_names_its_url_and_the_ways_to_get_predictions(
+        lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setenv("LAB_SERVE_URL", url)
+    result = CliRunner().invoke(app, ["trade", "cycle", "--as-of", "2023-03-01"])
+    said = " ".join((result.output + str(result.exception)).split())
+
+    assert result.exit_code != 0 and "answered 0" not in said
+    assert f"could not reach the prediction service at {url}" in said
+    assert "start it with `lab serve`, predict in this process with --in-process, or point LAB_SERVE_URL at a " \
+           "running one" in said

@@ -25,14 +25,21 @@ def cycle(
     from lab.runtime import open_lab
     from lab.trading.cycle import decision_time, run_trading_cycle
     from lab.trading.predictions import RegistryPredictions
-    from serving.client import ServePredictionClient
+    from serving.client import PredictionServiceError, ServePredictionClient
 
     ctx = open_lab()
     settings = ctx.settings
     token = settings.serve_token.get_secret_value() if settings.serve_token else None
     predictions = RegistryPredictions(ctx.registry) if in_process else ServePredictionClient(settings.serve_url, token)
-    with console.status("running the trading cycle"):
-        result = run_trading_cycle(ctx, decision_time(as_of), portfolio=portfolio, predictions=predictions, live=live)
+    try:
+        with console.status("running the trading cycle"):
+            result = run_trading_cycle(ctx, decision_time(as_of), portfolio=portfolio, predictions=predictions,
+                                       live=live)
+    except PredictionServiceError as exc:
+        if exc.status:
+            raise
+        raise PredictionServiceError(0, f"{exc}: start it with `lab serve`, predict in this process with "
+                                        "--in-process, or point LAB_SERVE_URL at a running one") from None
     state = (f"already completed at {result.completed_at:%Y-%m-%d %H:%M} UTC, not run again"
              if result.already_completed and result.completed_at else "completed")
     console.print(f"cycle {result.as_of.isoformat()} {state}: {result.signals} signals, "
