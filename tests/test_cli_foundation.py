@@ -244,3 +244,17 @@ def test_every_command_keeps_prefect_telemetry_off_unless_the_user_turns_it_on(m
     with pytest.raises(SystemExit):
         cli.main()
     assert os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] == effective
+
+
+def test_every_option_of_every_command_says_what_it_does():
+    import typer.main
+
+    from lab.cli.main import app
+
+    def silent(command, path: str) -> list[str]:
+        if hasattr(command, "commands"):  # a group
+            return [o for name, sub in command.commands.items() for o in silent(sub, f"{path} {name}")]
+        return [f"{path} {'/'.join(p.opts)}" for p in command.params
+                if getattr(p, "param_type_name", "") == "option" and not p.help]
+
+    assert silent(typer.main.get_command(app), "lab") == []

@@ -121,3 +121,8 @@ def test_a_configured_coin_s_gaps_are_counted_in_calendar_days(
     run = universe_features(open_lab(), "technical@1", use_ray=False)
     assert ("BTC", "1 gap of more than 2 missing days (largest: 3 days)") in run.problems
     assert not [p for s, p in run.problems if s == "AAPL" and "gap" in p]
+
+
+def test_features_help_states_where_the_output_goes_by_default() -> None:
+    result = CliRunner().invoke(app, ["features", "--help"], env={"COLUMNS": "300"})
+    assert "Parquet file (default: LAB_HOME/features/<set name>-v<version>.parquet)" in result.output

@@ -232,6 +232,13 @@ def test_a_file_without_required_columns_is_reported(engine, tmp_path):
     assert "lacks column(s) open, high, low, volume" in summary.failed[0].error
 
 
+def test_a_file_without_a_time_column_is_told_every_name_the_time_column_may_have(engine, tmp_path):
+    pd.DataFrame({"day": ["2024-01-02"], "open": [1.0], "high": [1.0], "low": [1.0], "close": [1.0],
+                  "volume": [1.0]}).to_csv(tmp_path / "BAD.csv", index=False)
+    summary = ingest_universe(engine, offline_config(), source="files", path=tmp_path, asset_class="stocks")
+    assert "lacks column(s) ts (or date, timestamp, datetime, time) (has: day, open" in summary.failed[0].error
+
+
 def test_cli_ingest_prints_the_summary(sqlite_url, monkeypatch):
     from lab.cli.main import app
 

@@ -20,7 +20,8 @@ def features_cmd(
         None, "--symbols", "-s", help="symbols (repeat or comma-separate); default: the configured universe"),
     feature_set: str = typer.Option("technical@1", "--feature-set", "-f",
                                     help=f"one of {', '.join(sorted(FEATURE_SETS))}"),
-    out: Path | None = typer.Option(None, "--out", help="Parquet file [default: LAB_HOME/features/<set>.parquet]"),
+    out: Path | None = typer.Option(None, "--out",
+                                    help="Parquet file (default: LAB_HOME/features/<set name>-v<version>.parquet)"),
     ray: bool = typer.Option(True, "--ray/--no-ray", help="fan out on Ray (RAY_ADDRESS or a local Ray)"),
 ) -> None:
     """Compute a feature set per symbol (cached per symbol) and write one long Parquet file."""

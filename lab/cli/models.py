@@ -13,7 +13,7 @@ app = typer.Typer(help="Model registry: versions per (domain, strategy), one act
 @app.command("list")
 def list_cmd(
     domain: str | None = typer.Option(None, help="trading or betting; all domains when omitted"),
-    strategy: str | None = typer.Option(None),
+    strategy: str | None = typer.Option(None, help="only this strategy's versions; all strategies when omitted"),
 ) -> None:
     """List registered versions."""
     versions = open_lab().registry.list_versions(domain=domain, strategy=strategy)

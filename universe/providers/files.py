@@ -34,6 +34,12 @@ def _normalise(name: str) -> str:
     return _ALIASES.get(key, key)
 
 
+def _named(column: str) -> str:
+    """A required column with the other names a file may give it (``_ALIASES``)."""
+    others = [alias for alias, canonical in _ALIASES.items() if canonical == column and alias != column]
+    return f"{column} (or {', '.join(others)})" if others else column
+
+
 class FileProvider:
     name = "files"
     asset_classes = frozenset({"stocks", "crypto"})
@@ -66,7 +72,8 @@ class FileProvider:
         missing = [c for c in REQUIRED if c not in data.columns]
         if missing:
             shown = ", ".join(map(str, data.columns))
-            raise ProviderError(self.name, f"{path.name} lacks column(s) {', '.join(missing)} (has: {shown})")
+            raise ProviderError(self.name, f"{path.name} lacks column(s) {', '.join(map(_named, missing))} "
+                                           f"(has: {shown})")
         try:
             stamps = pd.to_datetime(data["ts"], utc=True, format="mixed")
         except (ValueError, TypeError) as exc:
