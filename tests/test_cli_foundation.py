@@ -258,3 +258,31 @@ def test_every_option_of_every_command_says_what_it_does():
                 if getattr(p, "param_type_name", "") == "option" and not p.help]
 
     assert silent(typer.main.get_command(app), "lab") == []
+
+
+def test_lab_serve_stopped_by_sigterm_shuts_down_as_on_ctrl_c_and_frees_its_port(tmp_path: Path):
+    import signal
+
+    import httpx
+
+    with socket.create_server(("127.0.0.1", 0)) as probe:
+        port = probe.getsockname()[1]
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
+    proc = subprocess.Popen([sys.executable, "-m", "lab.cli.main", "serve", "--port", str(port)], text=True,
+                            env={**env, "COLUMNS": "200"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        shown = []
+        for line in proc.stdout:  # up once it says so (its app has answered), or ended (EOF)
+            shown.append(line)
+            if "serving; Ctrl-C stops it" in line:
+                break
+        assert proc.poll() is None, "".join(shown) + proc.communicate()[1]
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=10).status_code == 200
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0 and "Traceback" not in err, out + err
+    with socket.create_server(("127.0.0.1", port)):  # nothing left listening on it (an orphaned proxy)
+        pass

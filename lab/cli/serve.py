@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import time
 
 import typer
@@ -39,6 +40,10 @@ def serve_cmd(
         console.print("bearer token required (LAB_SERVE_TOKEN)")
     if wait if wait is not None else not settings.ray_address:
         console.print("serving; Ctrl-C stops it")
+        # a SIGTERM (kill, a supervisor) takes Ctrl-C's path: Serve shut down, then Ray at exit.
+        # Otherwise the process dies mid-way, printing Ray's stack traces, and can leave Serve's
+        # proxy running without a parent, holding the port.
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
         try:
             while True:
                 time.sleep(3600)
