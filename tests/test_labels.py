@@ -10,7 +10,15 @@ import pytest
 
 from lab.config import load_config
 from lab.errors import ConfigError
-from lab.features import LABEL_KINDS, barrier_outcome, compute_features, make_label, pair_bars
+from lab.features import (
+    LABEL_KINDS,
+    barrier_outcome,
+    compute_features,
+    labelled_rows,
+    make_label,
+    pair_bars,
+    pair_forward_return,
+)
 from lab.strategy import Label, available_strategies
 from lab.trading.portfolio import strategy_levels
 from tests.test_features_support import random_bars
@@ -112,6 +120,18 @@ def test_a_pairs_label_is_the_direction_of_its_hedged_spread_not_of_the_price_ra
     np.testing.assert_array_equal(label[:-h][known], hedged_up[known].astype(float))
     assert np.isnan(label[:-h][~known]).all() and np.isnan(label[-h:]).all()
     assert (hedged_up != ratio_up)[known].mean() > 0.2  # the two readings differ here: the test tells them apart
+
+
+def test_a_pairs_training_rows_carry_the_return_of_its_hedged_spread() -> None:
+    """What a pair model's payoff is measured from: the row's forward return is what the
+    position earns (``pair_forward_return``), where its label is known."""
+    a, b = _legs(beta=2.0)
+    rows = labelled_rows({"AAA": a, "BBB": b}, "pairs@1", Label(kind="direction", horizon=5))
+    earned = pair_forward_return(pair_bars(a, b), 5).to_numpy()
+    labelled = rows["label"].notna().to_numpy()
+    assert labelled.sum() > 100
+    np.testing.assert_allclose(rows["forward_return"].to_numpy()[labelled], earned[labelled])
+    assert rows["forward_return"][~labelled].isna().all()
 
 
 @pytest.mark.parametrize("kind", ["magnitude", "volatility", "triple_barrier"])

@@ -21,7 +21,7 @@ from lab.bars import bars_by_symbol, load_bars
 from lab.db.models import Fundamental
 from lab.errors import ConfigError, DataError
 from lab.features._compute import pair_bars
-from lab.features._labels import make_label
+from lab.features._labels import make_label, pair_forward_return
 from lab.features._sets import FeatureSet, get_feature_set
 from lab.features._universe import compute_universe_features
 from lab.strategy import Label
@@ -66,8 +66,8 @@ def labelled_rows(
 ) -> pd.DataFrame:
     """Every bar's features and label over all of ``bars``, with ``label_end``: the time of
     the last bar its label reads, and ``forward_return``: the close's return from the bar to
-    that one (a pair's, of the ratio of its legs), NaN where the label is (what a model's
-    payoff is measured from). The rows a training window ending at ``cutoff`` may use
+    that one (a pair's: its hedged spread's change per gross notional, ``pair_forward_return``),
+    NaN where the label is (what a model's payoff is measured from). The rows a training window ending at ``cutoff`` may use
     are those with ``label_end <= cutoff`` (features read no later bar): a walk-forward
     computes this once and takes each window's rows from it, not all bars again per window."""
     fs = get_feature_set(feature_set)
@@ -85,7 +85,8 @@ def labelled_rows(
         part["label"] = target
         part["label_end"] = priced.index[label.horizon:].append(
             pd.DatetimeIndex([pd.NaT] * min(label.horizon, len(priced)), tz=priced.index.tz))
-        forward = (priced["close"].shift(-label.horizon) / priced["close"] - 1).to_numpy()
+        forward = (pair_forward_return(priced, label.horizon).to_numpy() if legs
+                   else (priced["close"].shift(-label.horizon) / priced["close"] - 1).to_numpy())
         part["forward_return"] = np.where(np.isnan(target), np.nan, forward)
         parts.append(part.reset_index(drop=True))
     if not parts:
