@@ -175,13 +175,15 @@ def test_training_data_joins_features_and_labels_and_drops_rows_past_the_data() 
     end = bars["S000"].index[249]
     data = create_training_data(list(bars), "technical@1", label, bars["S000"].index[100], end, bars=bars)
     fs = get_feature_set("technical@1")
-    assert list(data.columns) == ["symbol", "timestamp", *fs.columns, "label", "label_end"]
+    assert list(data.columns) == ["symbol", "timestamp", *fs.columns, "label", "label_end", "forward_return"]
     assert len(data) == 3 * (250 - 100 - 5)  # the last 5 bars before ``end`` have no label inside the data
     assert data["label"].notna().all() and data["timestamp"].max() == bars["S000"].index[244]
     one = data[data.symbol == "S001"].set_index("timestamp")
     cut = bars["S001"].loc[:end]
     pd.testing.assert_series_equal(one["label"], make_label(cut, label).loc[one.index], check_names=False)
     assert (one["label_end"].to_numpy() == cut.index[cut.index.get_indexer(one.index) + 5]).all()  # its own bars
+    # what the row's position earns over the horizon: the close's return to the label's last bar
+    np.testing.assert_allclose(one["forward_return"], (cut["close"].shift(-5) / cut["close"] - 1).loc[one.index])
     pd.testing.assert_frame_equal(one[list(fs.columns)], compute_features(cut, "technical@1").loc[one.index, list(fs.columns)],
                                   check_freq=False, check_names=False)
 

@@ -8,7 +8,7 @@ from sqlalchemy import insert, select
 from lab.db import connect, session_scope
 from lab.db.models import PriceBar, TuningRun
 from lab.errors import ConfigError
-from lab.models.pipeline import _training_data, leaderboard, train_and_promote_all, with_forward_returns
+from lab.models.pipeline import _training_data, leaderboard, train_and_promote_all
 from lab.models.problem import RETURN_COLUMN
 from lab.runtime import LabContext
 from lab.settings import get_settings
@@ -34,14 +34,6 @@ def _stored_closes(engine) -> dict[str, pd.DataFrame]:
         frame = pd.read_sql(select(PriceBar.symbol, PriceBar.ts, PriceBar.close), conn)
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
     return {s: f.sort_values("ts") for s, f in frame.groupby("symbol")}
-
-
-def test_forward_returns_come_from_the_stored_closes_over_the_horizon():
-    bars = pd.DataFrame({"symbol": ["A"] * 4, "ts": pd.bdate_range("2024-01-01", periods=4, tz="UTC"),
-                         "close": [100.0, 110.0, 121.0, 99.0]})
-    data = pd.DataFrame({"symbol": ["A"] * 4, "timestamp": bars["ts"], "label": [1, 0, 0, 1]})
-    out = with_forward_returns(data, bars, horizon=2)
-    np.testing.assert_allclose(out["forward_return"], [0.21, 99 / 110 - 1])  # rows past the data dropped
 
 
 def test_a_random_walk_universe_is_tuned_registered_and_kept_as_candidate(ray_session, engine):

@@ -35,7 +35,8 @@ def create_training_data(
     benchmark: pd.DataFrame | None = None, fundamentals: pd.DataFrame | None = None,
     cache_dir: Path | None = None, use_ray: bool = False,
 ) -> pd.DataFrame:
-    """Columns ``symbol, timestamp, <feature set columns>, label, label_end`` for start <= timestamp <= end.
+    """Columns ``symbol, timestamp, <feature set columns>, label, label_end, forward_return``
+    (``labelled_rows``) for start <= timestamp <= end, rows with a label only.
 
     ``bars`` ({symbol: OHLCV frame} or the long frame of ``load_bars``) or else ``engine``
     supplies the prices. For a pair set, ``symbol`` names the pair ("AAA/BBB").
@@ -57,7 +58,7 @@ def create_training_data(
     rows = labelled_rows({s: bars[s].loc[:end_ts] for s in symbols}, feature_set, label, benchmark=benchmark,
                          fundamentals=fundamentals, cache_dir=cache_dir, use_ray=use_ray)
     return rows.loc[(rows["timestamp"] >= start_ts).to_numpy() & rows["label"].notna().to_numpy(),
-                    _columns(fs)].reset_index(drop=True)
+                    [*_columns(fs), "forward_return"]].reset_index(drop=True)
 
 
 def labelled_rows(

@@ -28,8 +28,7 @@ from lab.registry import ModelRegistry, VersionInfo
 from lab.runtime import LabContext
 from lab.strategy import Strategy, get_strategy
 
-__all__ = ["TrainingOutcome", "TrialBudget", "train_and_promote_all", "leaderboard", "with_forward_returns",
-           "with_pair_returns"]
+__all__ = ["TrainingOutcome", "TrialBudget", "train_and_promote_all", "leaderboard"]
 
 #: trials per strategy; None means the config's ``tuning.trials`` (flows declare their
 #: parameter so, and Prefect refuses 0 before a run starts, as ``lab tune --trials 0`` is)
@@ -62,38 +61,6 @@ def _reusable(registry: ModelRegistry, strategy: str, key: str) -> VersionInfo |
     return matches[-1] if matches else None
 
 
-def with_forward_returns(data: pd.DataFrame, bars: pd.DataFrame, horizon: int) -> pd.DataFrame:
-    """Add ``forward_return`` (close at t+horizon / close at t - 1) from long-format bars."""
-    if RETURN_COLUMN in data.columns:
-        return data
-    closes = bars.sort_values(["symbol", "ts"])
-    forward = closes.groupby("symbol")["close"].shift(-horizon) / closes["close"] - 1
-    return _joined(data, pd.DataFrame({"symbol": closes["symbol"], "timestamp": pd.to_datetime(closes["ts"], utc=True),
-                                       RETURN_COLUMN: forward.to_numpy()}))
-
-
-def with_pair_returns(data: pd.DataFrame, bars: dict[str, pd.DataFrame], horizon: int) -> pd.DataFrame:
-    """Add ``forward_return`` to pair rows ("AAA/BBB"): what the pair's position earns over the
-    horizon, its hedged spread's change per gross notional (``lab.features.pair_forward_return``),
-    from each leg's bars in ``bars``."""
-    from lab.features import pair_bars, pair_forward_return
-
-    tables = [pair_forward_return(pair_bars(bars[a], bars[b]), horizon).rename(RETURN_COLUMN)
-              .rename_axis("timestamp").reset_index().assign(symbol=pair)
-              for pair in data["symbol"].unique() for a, b in [pair.split("/")]]
-    if not tables:
-        return data.assign(**{RETURN_COLUMN: pd.Series(dtype=float)})
-    return _joined(data, pd.concat(tables, ignore_index=True))
-
-
-def _joined(data: pd.DataFrame, table: pd.DataFrame) -> pd.DataFrame:
-    """``data`` with the ``forward_return`` of ``table`` (symbol, timestamp, forward_return);
-    rows without one (their horizon past the data) dropped."""
-    merged = data.assign(timestamp=pd.to_datetime(data["timestamp"], utc=True)).merge(
-        table[["symbol", "timestamp", RETURN_COLUMN]], on=["symbol", "timestamp"], how="left")
-    return merged.dropna(subset=[RETURN_COLUMN]).reset_index(drop=True)
-
-
 def _training_data(ctx: LabContext, strategy: type[Strategy], asset_classes: list[str],
                    end: datetime | None = None) -> tuple[pd.DataFrame, pd.Timestamp]:
     """Training rows of every configured symbol of ``asset_classes``, each symbol's features
@@ -121,10 +88,7 @@ def _training_data(ctx: LabContext, strategy: type[Strategy], asset_classes: lis
             benchmark=by_symbol.get(universes[ac].benchmark),
             fundamentals=load_fundamentals(ctx.engine, stored) if fs.kind == "fundamental" else None,
             cache_dir=ctx.settings.cache_dir / "features")
-        if fs.kind == "pair":
-            parts.append(with_pair_returns(data, by_symbol, strategy.label.horizon))
-        else:
-            parts.append(with_forward_returns(data, bars, strategy.label.horizon))
+        parts.append(data.dropna(subset=[RETURN_COLUMN]))  # what a row's position earns: its score
     columns = ["symbol", "timestamp", *fs.columns, "label", LABEL_END_COLUMN, RETURN_COLUMN]
     data = pd.concat(parts, ignore_index=True)[columns].sort_values(["timestamp", "symbol"], ignore_index=True)
     return data, last_bar
