@@ -185,7 +185,7 @@ def test_the_demo_says_how_far_each_strategys_symbols_got_in_its_paper_cycles():
     paper = {"crypto": [_cycle("2024-01-02", already_completed=False, screening={"breakout": counts})]}
     printed = " ".join(_printed(_outcome(paper=paper)))
 
-    assert "crypto: breakout: 2 screened, 0 fired the entry rule, 0 past min confidence 0.55 and risk/reward" \
+    assert "crypto: breakout: 2 screened, 0 fired the entry rule, 0 past min confidence 0.55, risk/reward and positive EV" \
         in printed
 
 

@@ -34,7 +34,8 @@ def test_a_cycle_says_how_far_each_strategy_got_and_why_one_was_skipped(lab) -> 
     result = CliRunner().invoke(app, ["trade", "cycle", "--as-of", "2023-03-01", "--in-process"])
     assert result.exit_code == 0, result.output + repr(result.exception)
     assert "cycle 2023-03-01T00:00:00+00:00 completed" in result.output
-    assert "momentum: 4 screened, " in result.output and "min confidence 0.60 and risk/reward (best " in result.output
+    assert "momentum: 4 screened, " in result.output
+    assert "min confidence 0.60, risk/reward and positive EV (best " in result.output
     assert "breakout" in result.output and "no active model" in result.output
     assert "cash 100,000.00" in CliRunner().invoke(app, ["portfolio"]).output
 

@@ -17,6 +17,8 @@ from lab.trading.signals import (
     calculate_ev,
     calculate_risk_reward,
     exit_decisions,
+    kelly_odds,
+    side_payoff,
 )
 from lab.trading.step import Candidate
 from tests.fakes.trading import PAYOFF, utc, write_config
@@ -119,11 +121,16 @@ def test_a_sell_under_a_direction_label_gains_the_down_moves_and_loses_the_up_mo
     assert row.odds == pytest.approx(0.02 / 0.03)
 
 
-def test_a_side_that_gains_nothing_when_right_gets_no_kelly_odds(config):
-    engine = TradeSignalEngine(config, ByColumn(Payoff(win=-0.01, loss=-0.03)), Table(MOMENTUM), as_of=AS_OF,
+def test_a_side_that_gains_nothing_when_right_gets_no_kelly_odds():
+    assert kelly_odds(*side_payoff(Payoff(win=-0.01, loss=-0.03), "buy")) == 0.0
+
+
+def test_a_confident_signal_without_a_positive_expected_value_is_not_taken(config):
+    """P(up) = 0.8 but up moves paid 1% and the others lost 5%: EV -0.2%, no trade."""
+    engine = TradeSignalEngine(config, ByColumn(Payoff(win=0.01, loss=-0.05)), Table(MOMENTUM), as_of=AS_OF,
                                prices=PRICES)
-    row = engine.find_momentum_signals(list(MOMENTUM)).iloc[0]
-    assert row.odds == 0.0 and row.ev == pytest.approx(0.8 * -0.01 + 0.2 * -0.03)
+    assert engine.find_momentum_signals(list(MOMENTUM)).empty
+    assert engine.screened["momentum"].rule == 1 and engine.screened["momentum"].confident == 0
 
 
 def test_generate_skips_a_model_without_a_payoff_and_says_to_retrain_it(config):

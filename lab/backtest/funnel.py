@@ -22,7 +22,7 @@ __all__ = ["FUNNEL_STAGES", "SignalFunnel", "funnel_table", "refusals"]
 FUNNEL_STAGES = {
     "screened": "symbol-bars (pair-bars) with features",
     "rule": "of them, the entry rule fired",
-    "confident": "of those, past min confidence and risk/reward",
+    "confident": "of those, past min confidence and risk/reward, with a positive expected value",
     "best": "the highest model confidence of a rule hit",
     "signals": "handed to the books (within max_positions)",
     "ordered": "signals the books ordered",

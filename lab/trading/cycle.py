@@ -109,7 +109,7 @@ def _screening_line(counts: Mapping[str, Any]) -> str:
         return "no symbol has features at this time (too little history, or no bars stored)"
     best = "" if counts["best"] is None else f" (best {counts['best']:.2f})"
     return (f"{counts['screened']} screened, {counts['rule']} fired the entry rule, {counts['confident']} past "
-            f"min confidence {counts['min_confidence']:.2f} and risk/reward{best}")
+            f"min confidence {counts['min_confidence']:.2f}, risk/reward and positive EV{best}")
 
 
 def decision_time(value: str | datetime | None) -> datetime:

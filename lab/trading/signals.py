@@ -68,8 +68,8 @@ class FeatureSource(Protocol):
 @dataclass
 class Screening:
     """How far a strategy's symbols got at a decision: with a feature row (``screened``),
-    firing its entry rule (``rule``), then past its confidence and risk/reward bars
-    (``confident``), before its ``max_positions`` cap; ``best`` is the highest model
+    firing its entry rule (``rule``), then past its confidence and risk/reward bars and with a
+    positive expected value (``confident``), before its ``max_positions`` cap; ``best`` is the highest model
     confidence a rule hit got. Summed over a backtest, it says why a strategy traded as often
     as it did."""
 
@@ -265,7 +265,8 @@ class TradeSignalEngine:
             "hedge_ratio": (candidates["hedge_ratio"].to_numpy(dtype=float) if "hedge_ratio" in candidates
                             else np.nan),
         })
-        keep = (frame["confidence"] >= min_confidence) & (frame["rr"] >= MIN_RISK_REWARD - 1e-9) \
+        # a confident call on a move that pays less than the opposite move costs is no trade
+        keep = (frame["confidence"] >= min_confidence) & (frame["ev"] > 0) & (frame["rr"] >= MIN_RISK_REWARD - 1e-9) \
             & np.isfinite(frame["entry"]) & (frame["entry"] > 0)
         screening.confident = int(keep.sum())
         if np.isfinite(confidence).any():
