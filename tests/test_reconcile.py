@@ -145,25 +145,35 @@ def test_a_real_brokers_cycle_decides_at_the_brokers_present_or_not_at_all(trade
                              broker=broker).already_completed
 
 
+def _resting_entry(engine, broker, fake) -> Order:
+    """A swing entry for 5 AAPL resting at the broker, recorded by the cycle that placed it, still open."""
+    fake._match = lambda order: None  # the order rests at the broker
+    order = broker.submit(Order(client_order_id=client_order_id("alpaca", NOW, "swing", "AAPL", Intent.ENTRY),
+                                portfolio="alpaca", strategy="swing", symbol="AAPL", asset_type="stocks",
+                                side=Side.BUY, qty=5, created_at=NOW))
+    store_order(engine, order, broker="alpaca")
+    return order
+
+
+def _assert_booked_unhalted(engine, result) -> None:
+    """The cycle halted nothing and booked the resting entry's fill to its strategy."""
+    assert not result.halted and halted(engine) == (False, None), result.notes
+    with session_scope(engine) as session:
+        trade = session.query(db.Trade).filter(db.Trade.qty == 5.0).one()
+        assert (trade.strategy, trade.symbol) == ("swing", "AAPL")
+
+
 def test_what_the_broker_filled_since_the_last_cycle_is_booked_to_its_strategy_before_reconciling(traded) -> None:
     from lab.trading.cycle import run_trading_cycle
     from tests.fakes.trading import FixedPredictions
 
     engine, broker, fake = traded
-    fake._match = lambda order: None  # the order rests at the broker
-    order = broker.submit(Order(client_order_id=client_order_id("alpaca", NOW, "swing", "AAPL", Intent.ENTRY),
-                                portfolio="alpaca", strategy="swing", symbol="AAPL", asset_type="stocks",
-                                side=Side.BUY, qty=5, created_at=NOW))
-    store_order(engine, order, broker="alpaca")  # recorded by the cycle that placed it, still open
+    order = _resting_entry(engine, broker, fake)
     fake.fill(next(i for i, o in fake.orders.items() if o["client_order_id"] == order.client_order_id))  # filled since
     result = run_trading_cycle(_ctx(engine), NOW, portfolio="alpaca", predictions=FixedPredictions(0.9),
                                broker=broker)
-    assert not result.halted and halted(engine) == (False, None), result.notes
-    with session_scope(engine) as session:
-        trade = session.query(db.Trade).filter(db.Trade.qty == 5.0).one()
-        assert (trade.strategy, trade.symbol) == ("swing", "AAPL")
+    _assert_booked_unhalted(engine, result)
     assert reconcile(engine, broker, "alpaca").ok
-
 
 
 def test_a_fill_that_lands_between_the_cycles_sync_and_its_reconciliation_is_booked_not_a_halt(traded) -> None:
@@ -173,18 +183,11 @@ def test_a_fill_that_lands_between_the_cycles_sync_and_its_reconciliation_is_boo
     from tests.fakes.trading import FixedPredictions
 
     engine, broker, fake = traded
-    fake._match = lambda order: None  # the order rests at the broker
-    order = broker.submit(Order(client_order_id=client_order_id("alpaca", NOW, "swing", "AAPL", Intent.ENTRY),
-                                portfolio="alpaca", strategy="swing", symbol="AAPL", asset_type="stocks",
-                                side=Side.BUY, qty=5, created_at=NOW))
-    store_order(engine, order, broker="alpaca")  # recorded by the cycle that placed it, still open
+    order = _resting_entry(engine, broker, fake)
     fake.before_next("GET", "/v2/positions", lambda: fake.fill(order.broker_order_id))  # fills as reconcile reads
     result = run_trading_cycle(_ctx(engine), NOW, portfolio="alpaca", predictions=FixedPredictions(0.9),
                                broker=broker)
-    assert not result.halted and halted(engine) == (False, None), result.notes
-    with session_scope(engine) as session:
-        trade = session.query(db.Trade).filter(db.Trade.qty == 5.0).one()
-        assert (trade.strategy, trade.symbol) == ("swing", "AAPL")
+    _assert_booked_unhalted(engine, result)
 
 
 def test_a_drawdown_halt_that_a_cycles_last_fills_start_holds_for_the_next_cycle(engine, tmp_path, monkeypatch) -> None:
